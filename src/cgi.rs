@@ -1,0 +1,231 @@
+//! The CGI/1.1 side (RFC 3875): the request as meta-variables for the sandbox's environment,
+//! and the response head a function writes to stdout (`Status:`, `Content-Type:`,
+//! `Location:`, other header lines, a blank line, then the body).
+
+use std::ffi::CString;
+
+use http::header::{HeaderName, HeaderValue};
+use http::{HeaderMap, StatusCode};
+
+/// Largest response head we wait for before calling the response bad.
+pub const MAX_HEAD: usize = 64 << 10;
+
+/// A parsed response head.
+#[derive(Debug)]
+pub struct Head {
+    /// From `Status:`, 302 for a bare `Location:`, else 200.
+    pub status: StatusCode,
+    /// Every other header the function set, minus hop-by-hop ones.
+    pub headers: HeaderMap,
+}
+
+/// Finds the end of the head: returns (head length, body offset). Accepts LF and CRLF.
+pub fn find_head_end(buf: &[u8]) -> Option<(usize, usize)> {
+    let mut i = 0;
+    while let Some(pos) = buf[i..].iter().position(|&b| b == b'\n') {
+        let nl = i + pos;
+        // The line that ends at nl is empty if it is "" or "\r".
+        let line_start = buf[..nl].iter().rposition(|&b| b == b'\n').map_or(0, |p| p + 1);
+        let line = &buf[line_start..nl];
+        if line.is_empty() || line == b"\r" {
+            return Some((line_start, nl + 1));
+        }
+        i = nl + 1;
+    }
+    None
+}
+
+/// Headers a function may not set: they belong to the connection or to us.
+fn reserved(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "connection" | "keep-alive" | "transfer-encoding" | "content-length" | "upgrade" | "te" | "trailer"
+            | "proxy-connection" | "proxy-authenticate" | "faas-invocation-id"
+    )
+}
+
+/// Parses the head (without the blank line).
+pub fn parse_head(head: &[u8]) -> Result<Head, String> {
+    let text = std::str::from_utf8(head).map_err(|_| "the response head is not UTF-8".to_owned())?;
+    let mut status = None;
+    let mut location = false;
+    let mut headers = HeaderMap::new();
+    for (n, raw) in text.split('\n').enumerate() {
+        let line = raw.strip_suffix('\r').unwrap_or(raw);
+        if line.is_empty() {
+            continue;
+        }
+        let Some((name, value)) = line.split_once(':') else {
+            return Err(format!("line {} of the response head is not a header: {:?}", n + 1, truncate(line)));
+        };
+        let value = value.trim();
+        if name.eq_ignore_ascii_case("status") {
+            let code = value.split_whitespace().next().unwrap_or("");
+            let parsed = code.parse::<u16>().ok().and_then(|c| (100..=599).contains(&c).then_some(c));
+            let code = parsed.ok_or_else(|| format!("Status: {:?} is not a status code from 100 to 599", truncate(value)))?;
+            status = Some(StatusCode::from_u16(code).map_err(|e| e.to_string())?);
+            continue;
+        }
+        let name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| format!("{:?} is not a header name", truncate(name)))?;
+        let value = HeaderValue::from_str(value).map_err(|_| format!("the value of {name} is not a valid header value"))?;
+        if name == http::header::LOCATION {
+            location = true;
+        }
+        if !reserved(&name) {
+            headers.append(name, value);
+        }
+    }
+    let status = status.unwrap_or(if location { StatusCode::FOUND } else { StatusCode::OK });
+    Ok(Head { status, headers })
+}
+
+fn truncate(s: &str) -> &str {
+    let end = s.char_indices().nth(80).map_or(s.len(), |(i, _)| i);
+    &s[..end]
+}
+
+/// The request, as RFC 3875 hands it to a script.
+pub struct RequestMeta<'a> {
+    /// Method.
+    pub method: &'a str,
+    /// The function's name; SCRIPT_NAME is `/NAME`.
+    pub function: &'a str,
+    /// What followed `/NAME` in the path.
+    pub path_info: &'a str,
+    /// The raw query string.
+    pub query: &'a str,
+    /// Request headers.
+    pub headers: &'a HeaderMap,
+    /// Body length.
+    pub content_length: usize,
+    /// The client's address.
+    pub remote_addr: &'a str,
+    /// Our host name as the client used it.
+    pub server_name: &'a str,
+    /// Our port.
+    pub server_port: &'a str,
+    /// The invocation id.
+    pub invocation_id: &'a str,
+    /// Unix time in ms when the sandbox will be killed.
+    pub deadline_ms: u128,
+}
+
+/// Builds the sandbox's whole environment: CGI meta-variables, FAAS_*, the function's own
+/// entries and a fixed base. Nothing of the daemon's own environment gets in.
+pub fn environment(meta: &RequestMeta, function_env: &[(String, String)]) -> Vec<CString> {
+    let mut env: Vec<(String, String)> = vec![
+        ("PATH".into(), "/usr/local/bin:/usr/bin:/bin".into()),
+        ("HOME".into(), "/tmp".into()),
+        ("TMPDIR".into(), "/tmp".into()),
+        ("LANG".into(), "C.UTF-8".into()),
+    ];
+    for (k, v) in function_env {
+        env.retain(|(ek, _)| ek != k);
+        env.push((k.clone(), v.clone()));
+    }
+    let mut push = |k: &str, v: &str| env.push((k.to_owned(), v.to_owned()));
+    push("GATEWAY_INTERFACE", "CGI/1.1");
+    push("SERVER_PROTOCOL", "HTTP/1.1");
+    push("SERVER_SOFTWARE", concat!("faas/", env!("CARGO_PKG_VERSION")));
+    push("REQUEST_METHOD", meta.method);
+    push("SCRIPT_NAME", &format!("/{}", meta.function));
+    push("PATH_INFO", meta.path_info);
+    push("QUERY_STRING", meta.query);
+    push("REMOTE_ADDR", meta.remote_addr);
+    push("SERVER_NAME", meta.server_name);
+    push("SERVER_PORT", meta.server_port);
+    if meta.content_length > 0 || meta.headers.contains_key(http::header::CONTENT_LENGTH) {
+        push("CONTENT_LENGTH", &meta.content_length.to_string());
+    }
+    if let Some(ct) = meta.headers.get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) {
+        push("CONTENT_TYPE", ct);
+    }
+    push("FAAS_FUNCTION", meta.function);
+    push("FAAS_INVOCATION_ID", meta.invocation_id);
+    push("FAAS_DEADLINE_MS", &meta.deadline_ms.to_string());
+    let mut http_vars: Vec<(String, String)> = Vec::new();
+    for (name, value) in meta.headers {
+        // httpoxy: a client-sent Proxy header must never become HTTP_PROXY.
+        if matches!(name.as_str(), "proxy" | "content-type" | "content-length" | "authorization" | "connection") {
+            continue;
+        }
+        let Ok(value) = value.to_str() else { continue };
+        let key = format!("HTTP_{}", name.as_str().to_ascii_uppercase().replace('-', "_"));
+        match http_vars.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, v)) => {
+                v.push_str(", ");
+                v.push_str(value);
+            }
+            None => http_vars.push((key, value.to_owned())),
+        }
+    }
+    env.extend(http_vars);
+    env.into_iter()
+        .filter_map(|(k, v)| CString::new(format!("{k}={v}")).ok())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn head_end_lf_and_crlf() {
+        assert_eq!(find_head_end(b"Content-Type: a\n\nbody"), Some((16, 17)));
+        assert_eq!(find_head_end(b"Content-Type: a\r\n\r\nbody"), Some((17, 19)));
+        assert_eq!(find_head_end(b"\nbody"), Some((0, 1)));
+        assert_eq!(find_head_end(b"Content-Type: a\n"), None);
+    }
+
+    #[test]
+    fn status_location_and_passthrough() {
+        let h = parse_head(b"Status: 201 Created\nContent-Type: text/plain\nX-A: 1\nX-A: 2\nContent-Length: 99\n").unwrap();
+        assert_eq!(h.status, StatusCode::CREATED);
+        assert_eq!(h.headers.get_all("x-a").iter().count(), 2);
+        assert!(h.headers.get("content-length").is_none(), "we frame the body ourselves");
+        let h = parse_head(b"Location: https://example.org/\n").unwrap();
+        assert_eq!(h.status, StatusCode::FOUND);
+        assert_eq!(parse_head(b"").unwrap().status, StatusCode::OK);
+    }
+
+    #[test]
+    fn garbage_is_refused_with_a_reason() {
+        let e = parse_head(b"hello world").unwrap_err();
+        assert_eq!(e, "line 1 of the response head is not a header: \"hello world\"");
+        assert!(parse_head(b"Status: 999 Nope").unwrap_err().contains("not a status code"));
+        assert!(parse_head(b"Status: abc").is_err());
+        assert!(parse_head(b"Bad Name: x").unwrap_err().contains("not a header name"));
+        assert!(parse_head(b"X: \x01").is_err());
+        assert!(parse_head(b"X-Ok: \xff\xfe").is_err());
+    }
+
+    #[test]
+    fn environment_is_cgi() {
+        let mut headers = HeaderMap::new();
+        headers.insert("content-type", "application/json".parse().unwrap());
+        headers.insert("x-trace", "abc".parse().unwrap());
+        headers.insert("proxy", "http://evil:8080".parse().unwrap());
+        let meta = RequestMeta {
+            method: "POST",
+            function: "hello",
+            path_info: "/a/b",
+            query: "name=ada",
+            headers: &headers,
+            content_length: 5,
+            remote_addr: "127.0.0.1",
+            server_name: "localhost",
+            server_port: "8080",
+            invocation_id: "id-1",
+            deadline_ms: 42,
+        };
+        let env: Vec<String> = environment(&meta, &[("GREETING".into(), "hi".into())])
+            .into_iter()
+            .map(|c| c.into_string().unwrap())
+            .collect();
+        for want in ["REQUEST_METHOD=POST", "PATH_INFO=/a/b", "QUERY_STRING=name=ada", "CONTENT_LENGTH=5", "CONTENT_TYPE=application/json", "HTTP_X_TRACE=abc", "FAAS_FUNCTION=hello", "FAAS_INVOCATION_ID=id-1", "FAAS_DEADLINE_MS=42", "SCRIPT_NAME=/hello", "GREETING=hi", "HOME=/tmp"] {
+            assert!(env.contains(&want.to_owned()), "{want} missing from {env:?}");
+        }
+        assert!(!env.iter().any(|e| e.starts_with("HTTP_PROXY")), "httpoxy");
+        assert!(!env.iter().any(|e| e.starts_with("HTTP_CONTENT_TYPE")));
+    }
+}

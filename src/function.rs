@@ -1,0 +1,454 @@
+//! One function file: `FunctionDef` as written in TOML, checked into a `Function` with typed
+//! limits and absolute paths. Nothing here touches the sandbox; the registry prepares that.
+
+use std::collections::BTreeMap;
+use std::ops::Range;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Component, Path, PathBuf};
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::config::{resolve, Config, ConfigError, Limits};
+use crate::units::{Bytes, Percent, Span};
+
+/// The language a function is written in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Runtime {
+    /// `module.function` in Python 3, through wrappers/python.py.
+    Python,
+    /// `module.function` in Node.js, through wrappers/node.js.
+    Node,
+    /// A CGI script run by `/bin/sh`.
+    Sh,
+    /// Any CGI executable.
+    Exec,
+}
+
+impl Runtime {
+    /// The name used in files, logs and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Runtime::Python => "python",
+            Runtime::Node => "node",
+            Runtime::Sh => "sh",
+            Runtime::Exec => "exec",
+        }
+    }
+}
+
+/// Whether a function may run when Landlock is not fully enforced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LandlockMode {
+    /// Enforce what the kernel supports; report the rest.
+    #[default]
+    BestEffort,
+    /// Refuse to run (503) unless every rule is enforced.
+    Required,
+}
+
+/// A function file as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FunctionDef {
+    runtime: Spanned<Runtime>,
+    code: Option<Spanned<PathBuf>>,
+    handler: Option<Spanned<String>>,
+    source: Option<Spanned<String>>,
+    methods: Option<Spanned<Vec<String>>>,
+    #[serde(default)]
+    limits: LimitsDef,
+    #[serde(default)]
+    sandbox: SandboxDef,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LimitsDef {
+    timeout: Option<Spanned<Span>>,
+    memory: Option<Spanned<Bytes>>,
+    pids: Option<Spanned<u32>>,
+    cpu: Option<Percent>,
+    body: Option<Bytes>,
+    output: Option<Bytes>,
+    concurrency: Option<Spanned<usize>>,
+    nofile: Option<u64>,
+    log: Option<Bytes>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SandboxDef {
+    network: Option<bool>,
+    tmp: Option<Bytes>,
+    #[serde(default)]
+    read_only: Vec<Spanned<PathBuf>>,
+    #[serde(default)]
+    env: BTreeMap<String, Spanned<String>>,
+    landlock: Option<LandlockMode>,
+}
+
+/// Where the handler's code comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Code {
+    /// A host directory, mounted read-only at `/code`.
+    Dir(PathBuf),
+    /// Source text from the function file; the registry writes it to a directory of its own.
+    Inline(String),
+}
+
+/// A checked function, ready for the registry to prepare a sandbox for.
+#[derive(Debug, Clone)]
+pub struct Function {
+    /// The name, from the file name; also its URL.
+    pub name: String,
+    /// The function file.
+    pub path: PathBuf,
+    /// The language.
+    pub runtime: Runtime,
+    /// The code.
+    pub code: Code,
+    /// `module.function`, or a file in the code directory for sh/exec.
+    pub handler: String,
+    /// Allowed methods; `None` allows every method.
+    pub methods: Option<Vec<http::Method>>,
+    /// Limits, with faas.toml's defaults filled in.
+    pub limits: Limits,
+    /// Host network instead of the empty network namespace.
+    pub network: bool,
+    /// Size of the private `/tmp`.
+    pub tmp: Bytes,
+    /// Extra host paths, read-only at the same place; faas.toml's defaults included.
+    pub read_only: Vec<PathBuf>,
+    /// The function's own environment entries.
+    pub env: Vec<(String, String)>,
+    /// Whether partial Landlock is acceptable.
+    pub landlock: LandlockMode,
+}
+
+/// File names that may be functions: `[a-z0-9][a-z0-9_-]{0,62}`.
+pub fn valid_name(name: &str) -> bool {
+    let b = name.as_bytes();
+    !b.is_empty()
+        && b.len() <= 63
+        && (b[0].is_ascii_lowercase() || b[0].is_ascii_digit())
+        && b.iter().all(|&c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'_' || c == b'-')
+}
+
+/// Environment names the daemon sets itself; a function may not override them.
+const RESERVED_ENV: &[&str] = &[
+    "REQUEST_METHOD", "PATH_INFO", "QUERY_STRING", "CONTENT_TYPE", "CONTENT_LENGTH", "REMOTE_ADDR",
+    "SERVER_NAME", "SERVER_PORT", "SERVER_PROTOCOL", "SERVER_SOFTWARE", "GATEWAY_INTERFACE",
+    "SCRIPT_NAME", "PATH_TRANSLATED", "REMOTE_HOST", "AUTH_TYPE", "REMOTE_USER", "LD_PRELOAD",
+    "LD_LIBRARY_PATH",
+];
+
+/// Sandbox places a `read_only` path may not cover.
+const SANDBOX_OWNED: &[&str] = &["/", "/code", "/faas", "/tmp", "/proc", "/dev", "/usr"];
+
+impl Function {
+    /// Parses and checks `text`, read from `path`, against the daemon's defaults.
+    pub fn parse(path: &Path, text: &str, config: &Config) -> Result<Function, ConfigError> {
+        let name = path.file_stem().and_then(|s| s.to_str()).unwrap_or_default().to_owned();
+        if !valid_name(&name) {
+            return Err(ConfigError::at(
+                path,
+                text,
+                None,
+                format!("{name:?} is not a valid function name"),
+                Some("name the file [a-z0-9][a-z0-9_-]{0,62}.toml; the name becomes the URL".into()),
+            ));
+        }
+        let def: FunctionDef = toml::from_str(text).map_err(|e| ConfigError::from_toml(path, text, &e))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        let err = |span: Option<Range<usize>>, msg: String, hint: &str| {
+            ConfigError::at(path, text, span, msg, (!hint.is_empty()).then(|| hint.to_owned()))
+        };
+        let runtime = *def.runtime.get_ref();
+
+        let (code, handler) = match (def.code, def.handler, def.source) {
+            (Some(code), Some(handler), None) => {
+                let dir = resolve(base, code.get_ref());
+                let meta = std::fs::metadata(&dir).map_err(|e| {
+                    err(Some(code.span()), format!("code directory {} cannot be used: {e}", dir.display()), "")
+                })?;
+                if !meta.is_dir() {
+                    return Err(err(Some(code.span()), format!("code {} is not a directory", dir.display()), ""));
+                }
+                let dir = std::fs::canonicalize(&dir).unwrap_or(dir);
+                check_handler(runtime, handler.get_ref(), Some(&dir))
+                    .map_err(|(m, h)| err(Some(handler.span()), m, &h))?;
+                (Code::Dir(dir), handler.into_inner())
+            }
+            (None, handler, Some(source)) => {
+                let handler = match handler {
+                    Some(h) => {
+                        check_handler(runtime, h.get_ref(), None).map_err(|(m, hint)| err(Some(h.span()), m, &hint))?;
+                        h.into_inner()
+                    }
+                    None => inline_handler(runtime).to_owned(),
+                };
+                if matches!(runtime, Runtime::Exec) && !source.get_ref().starts_with("#!") {
+                    return Err(err(
+                        Some(source.span()),
+                        "inline source for the exec runtime must start with #!".into(),
+                        "name its interpreter, e.g. #!/bin/sh, or use runtime = \"sh\"",
+                    ));
+                }
+                (Code::Inline(source.into_inner()), handler)
+            }
+            (Some(code), _, Some(_)) => {
+                return Err(err(Some(code.span()), "set either code (with handler) or source, not both".into(), ""))
+            }
+            (Some(code), None, None) => {
+                return Err(err(
+                    Some(code.span()),
+                    "code needs a handler".into(),
+                    "e.g. handler = \"main.handle\" (python, node) or handler = \"run.sh\" (sh, exec)",
+                ))
+            }
+            (None, _, None) => {
+                return Err(err(
+                    Some(def.runtime.span()),
+                    "a function needs code and handler, or inline source".into(),
+                    "code = \"/srv/faas/NAME\" with handler = \"main.handle\", or source = '''…'''",
+                ))
+            }
+        };
+
+        let methods = match def.methods {
+            None => None,
+            Some(m) => {
+                let span = m.span();
+                let mut out = Vec::new();
+                for s in m.into_inner() {
+                    let method = http::Method::from_bytes(s.to_ascii_uppercase().as_bytes())
+                        .map_err(|_| err(Some(span.clone()), format!("{s:?} is not an HTTP method"), ""))?;
+                    out.push(method);
+                }
+                if out.is_empty() {
+                    return Err(err(Some(span), "methods is empty, so nothing could call this function".into(), "leave it out to allow every method"));
+                }
+                Some(out)
+            }
+        };
+
+        let d = &config.limits;
+        let l = def.limits;
+        let limits = Limits {
+            timeout: l.timeout.as_ref().map_or(d.timeout, |s| *s.get_ref()),
+            memory: l.memory.as_ref().map_or(d.memory, |s| *s.get_ref()),
+            pids: l.pids.as_ref().map_or(d.pids, |s| *s.get_ref()),
+            cpu: l.cpu.unwrap_or(d.cpu),
+            body: l.body.unwrap_or(d.body),
+            output: l.output.unwrap_or(d.output),
+            concurrency: l.concurrency.as_ref().map_or(d.concurrency, |s| *s.get_ref()),
+            nofile: l.nofile.unwrap_or(d.nofile),
+            log: l.log.unwrap_or(d.log),
+        };
+        if limits.timeout.0.is_zero() {
+            return Err(err(l.timeout.map(|s| s.span()), "timeout must be above 0".into(), ""));
+        }
+        if limits.memory.0 < (4 << 20) {
+            return Err(err(l.memory.map(|s| s.span()), format!("memory {} is too small to start an interpreter", limits.memory), "use at least \"4M\""));
+        }
+        if limits.pids == 0 {
+            return Err(err(l.pids.map(|s| s.span()), "pids must be at least 1".into(), ""));
+        }
+        if limits.concurrency == 0 {
+            return Err(err(l.concurrency.map(|s| s.span()), "concurrency must be at least 1".into(), ""));
+        }
+
+        let sandbox = def.sandbox;
+        let mut read_only = config.sandbox.read_only.clone();
+        for p in &sandbox.read_only {
+            let path_ref = p.get_ref();
+            if !path_ref.is_absolute() || path_ref.components().any(|c| matches!(c, Component::ParentDir)) {
+                return Err(err(Some(p.span()), format!("read_only path {} must be absolute, without ..", path_ref.display()), ""));
+            }
+            if SANDBOX_OWNED.iter().any(|o| path_ref == Path::new(o) || path_ref.starts_with(o) && *o != "/") {
+                return Err(err(
+                    Some(p.span()),
+                    format!("read_only path {} would cover a place the sandbox owns", path_ref.display()),
+                    "/usr is always there; /code, /faas, /tmp, /proc and /dev are the sandbox's own",
+                ));
+            }
+            if let Err(e) = std::fs::metadata(path_ref) {
+                return Err(err(Some(p.span()), format!("read_only path {} cannot be used: {e}", path_ref.display()), ""));
+            }
+            read_only.push(path_ref.clone());
+        }
+        let mut env = Vec::new();
+        for (k, v) in sandbox.env {
+            let valid = !k.is_empty()
+                && !k.as_bytes()[0].is_ascii_digit()
+                && k.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'_');
+            if !valid || RESERVED_ENV.contains(&k.as_str()) || k.starts_with("HTTP_") || k.starts_with("FAAS_") {
+                return Err(err(
+                    Some(v.span()),
+                    format!("environment name {k:?} cannot be set by a function"),
+                    "names are [A-Za-z_][A-Za-z0-9_]*; CGI variables, HTTP_*, FAAS_* and LD_* loader settings are the daemon's",
+                ));
+            }
+            if v.get_ref().contains('\0') {
+                return Err(err(Some(v.span()), format!("environment value of {k} contains a NUL byte"), ""));
+            }
+            env.push((k, v.into_inner()));
+        }
+        Ok(Function {
+            name,
+            path: path.to_owned(),
+            runtime,
+            code,
+            handler,
+            methods,
+            limits,
+            network: sandbox.network.unwrap_or(false),
+            tmp: sandbox.tmp.unwrap_or(config.sandbox.tmp),
+            read_only,
+            env,
+            landlock: sandbox.landlock.unwrap_or_default(),
+        })
+    }
+
+    /// Whether `method` may call this function.
+    pub fn allows(&self, method: &http::Method) -> bool {
+        self.methods.as_ref().is_none_or(|m| m.contains(method))
+    }
+}
+
+/// The handler an inline `source` gets: the file the registry writes it to.
+pub fn inline_handler(runtime: Runtime) -> &'static str {
+    match runtime {
+        Runtime::Python | Runtime::Node => "main.handle",
+        Runtime::Sh | Runtime::Exec => "main",
+    }
+}
+
+/// The file inline source is written to, in its own code directory.
+pub fn inline_file(runtime: Runtime, handler: &str) -> String {
+    match runtime {
+        Runtime::Python => format!("{}.py", handler.rsplit_once('.').map_or(handler, |(m, _)| m).replace('.', "/")),
+        Runtime::Node => format!("{}.js", handler.rsplit_once('.').map_or(handler, |(m, _)| m).replace('.', "/")),
+        Runtime::Sh | Runtime::Exec => handler.to_owned(),
+    }
+}
+
+fn check_handler(runtime: Runtime, handler: &str, dir: Option<&Path>) -> Result<(), (String, String)> {
+    match runtime {
+        Runtime::Python | Runtime::Node => {
+            let ident = |s: &str| {
+                !s.is_empty()
+                    && !s.as_bytes()[0].is_ascii_digit()
+                    && s.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'$')
+            };
+            match handler.rsplit_once('.') {
+                Some((module, func)) if module.split('.').all(ident) && ident(func) => Ok(()),
+                _ => Err((
+                    format!("handler {handler:?} is not module.function"),
+                    "e.g. handler = \"main.handle\" calls handle() in main.py or main.js".into(),
+                )),
+            }
+        }
+        Runtime::Sh | Runtime::Exec => {
+            let rel = Path::new(handler);
+            if handler.is_empty() || rel.is_absolute() || rel.components().any(|c| !matches!(c, Component::Normal(_))) {
+                return Err((
+                    format!("handler {handler:?} must be a file inside the code directory"),
+                    "a relative path such as \"run.sh\", without .. or a leading /".into(),
+                ));
+            }
+            let Some(dir) = dir else { return Ok(()) };
+            let file = dir.join(rel);
+            let meta = std::fs::metadata(&file)
+                .map_err(|e| (format!("handler file {} cannot be used: {e}", file.display()), String::new()))?;
+            if !meta.is_file() {
+                return Err((format!("handler {} is not a regular file", file.display()), String::new()));
+            }
+            if runtime == Runtime::Exec && meta.permissions().mode() & 0o111 == 0 {
+                return Err((format!("handler {} is not executable", file.display()), format!("chmod +x {}", file.display())));
+            }
+            Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Function, ConfigError> {
+        Function::parse(Path::new("/etc/faas/functions/hello.toml"), text, &Config::default())
+    }
+
+    #[test]
+    fn names() {
+        assert!(valid_name("hello"));
+        assert!(valid_name("a-b_9"));
+        assert!(!valid_name("_admin"));
+        assert!(!valid_name("Hello"));
+        assert!(!valid_name("../etc"));
+        assert!(!valid_name(&"a".repeat(64)));
+    }
+
+    #[test]
+    fn inline_python_gets_defaults() {
+        let f = parse("runtime = \"python\"\nsource = 'def handle(r): return \"hi\"'\n[limits]\nmemory = \"64M\"\n").unwrap();
+        assert_eq!(f.handler, "main.handle");
+        assert_eq!(f.limits.memory, Bytes(64 << 20));
+        assert_eq!(f.limits.timeout, Config::default().limits.timeout);
+        assert!(!f.network);
+        assert_eq!(inline_file(f.runtime, &f.handler), "main.py");
+    }
+
+    #[test]
+    fn code_dir_must_exist() {
+        let err = parse("runtime = \"python\"\ncode = \"/nonexistent/x\"\nhandler = \"main.handle\"\n").unwrap_err();
+        let text = err.to_string();
+        assert!(text.starts_with("/etc/faas/functions/hello.toml:2:8: code directory /nonexistent/x cannot be used"), "{text}");
+    }
+
+    #[test]
+    fn unknown_runtime_is_named() {
+        let err = parse("runtime = \"ruby\"\nsource = \"x\"\n").unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains(":1:11: unknown variant `ruby`"), "{text}");
+        assert!(text.contains("hint: runtime is one of python, node, sh, exec"), "{text}");
+    }
+
+    #[test]
+    fn unknown_limit_key_is_refused() {
+        let err = parse("runtime = \"sh\"\nsource = \"x\"\n[limits]\nmemroy = \"1M\"\n").unwrap_err();
+        assert!(err.to_string().contains(":4:1: unknown field `memroy`"), "{err}");
+    }
+
+    #[test]
+    fn reserved_env_is_refused() {
+        let err = parse("runtime = \"sh\"\nsource = \"x\"\n[sandbox]\nenv = { LD_PRELOAD = \"/tmp/x.so\" }\n").unwrap_err();
+        assert!(err.to_string().contains("LD_PRELOAD"), "{err}");
+    }
+
+    #[test]
+    fn read_only_may_not_cover_sandbox_paths() {
+        let err = parse("runtime = \"sh\"\nsource = \"x\"\n[sandbox]\nread_only = [\"/tmp/x\"]\n").unwrap_err();
+        assert!(err.to_string().contains("cover a place the sandbox owns"), "{err}");
+    }
+
+    #[test]
+    fn bad_handler_shapes() {
+        assert!(check_handler(Runtime::Python, "main", None).is_err());
+        assert!(check_handler(Runtime::Python, "pkg.mod.fn", None).is_ok());
+        assert!(check_handler(Runtime::Sh, "../x.sh", None).is_err());
+        assert!(check_handler(Runtime::Exec, "/bin/sh", None).is_err());
+    }
+
+    #[test]
+    fn methods_are_checked() {
+        let f = parse("runtime = \"sh\"\nsource = \"x\"\nmethods = [\"get\", \"POST\"]\n").unwrap();
+        assert!(f.allows(&http::Method::GET));
+        assert!(!f.allows(&http::Method::DELETE));
+        assert!(parse("runtime = \"sh\"\nsource = \"x\"\nmethods = []\n").is_err());
+    }
+}

@@ -1,0 +1,252 @@
+//! What this host gives the sandboxes, found once at start: the empty network namespace, the
+//! sandbox uid pool, the cgroup subtree, the compiled seccomp filters, and which layers will
+//! be enforced. `faas doctor` prints it; the log says it once; every report carries it.
+
+use std::collections::HashSet;
+use std::fmt::Write as _;
+use std::os::fd::OwnedFd;
+use std::sync::{Arc, Mutex};
+
+use crate::config::Config;
+use crate::sandbox::cgroup::CgroupTree;
+use crate::sandbox::landlock::{Enforcement, Level};
+use crate::sandbox::{self, seccomp, BpfProgram};
+
+/// How one layer stands on this host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LayerState {
+    /// Applied to every sandbox.
+    Enforced,
+    /// Applied in part; says what is missing.
+    Partial(String),
+    /// Not applied; says why.
+    Missing(String),
+}
+
+impl LayerState {
+    /// `enforced`, `partial` or `missing`.
+    pub fn word(&self) -> &'static str {
+        match self {
+            LayerState::Enforced => "enforced",
+            LayerState::Partial(_) => "partial",
+            LayerState::Missing(_) => "missing",
+        }
+    }
+}
+
+/// Every sandbox layer and how it stands.
+#[derive(Debug, Clone)]
+pub struct Layers {
+    /// (name, state, hint) per layer.
+    pub list: Vec<(&'static str, LayerState, &'static str)>,
+}
+
+impl Layers {
+    /// `ns=enforced uid=enforced landlock=partial …`, for reports.
+    pub fn summary(&self) -> String {
+        let mut s = String::new();
+        for (name, state, _) in &self.list {
+            let _ = write!(s, "{}{name}={}", if s.is_empty() { "" } else { " " }, state.word());
+        }
+        s
+    }
+
+    /// Whether every layer is enforced.
+    pub fn all_enforced(&self) -> bool {
+        self.list.iter().all(|(_, s, _)| *s == LayerState::Enforced)
+    }
+}
+
+/// A pool of sandbox uids, one per live sandbox, handed out round-robin so a uid is reused as
+/// late as possible.
+#[derive(Debug)]
+pub struct UidPool {
+    base: u32,
+    count: u32,
+    state: Mutex<(u32, HashSet<u32>)>,
+}
+
+/// A uid (and the gid of the same number) lent to one sandbox; returned on drop, which the
+/// invocation does only after every process of the sandbox is gone.
+#[derive(Debug)]
+pub struct UidLease {
+    pool: Arc<UidPool>,
+    /// The uid and gid.
+    pub id: u32,
+}
+
+impl UidPool {
+    /// A pool of `count` ids from `base`.
+    pub fn new(base: u32, count: u32) -> Arc<UidPool> {
+        Arc::new(UidPool { base, count, state: Mutex::new((0, HashSet::new())) })
+    }
+
+    /// Lends the next free id, or None when all are live.
+    pub fn lease(self: &Arc<Self>) -> Option<UidLease> {
+        let mut guard = self.state.lock().expect("uid pool lock is never poisoned: no code panics under it");
+        let (next, used) = &mut *guard;
+        for _ in 0..self.count {
+            let offset = *next;
+            *next = (*next + 1) % self.count;
+            if used.insert(offset) {
+                return Some(UidLease { pool: self.clone(), id: self.base + offset });
+            }
+        }
+        None
+    }
+
+    /// How many ids are lent out.
+    pub fn in_use(&self) -> usize {
+        self.state.lock().expect("uid pool lock is never poisoned").1.len()
+    }
+}
+
+impl Drop for UidLease {
+    fn drop(&mut self) {
+        let mut guard = self.pool.state.lock().expect("uid pool lock is never poisoned");
+        guard.1.remove(&(self.id - self.pool.base));
+    }
+}
+
+/// What the sandboxes are built from on this host.
+pub struct Host {
+    /// Daemon settings.
+    pub config: Config,
+    /// The empty network namespace every sandbox without `network = true` joins.
+    pub netns: Option<OwnedFd>,
+    /// Sandbox uids.
+    pub uids: Arc<UidPool>,
+    /// The cgroup subtree, when delegated.
+    pub cgroups: Option<CgroupTree>,
+    /// The seccomp filters, compiled once.
+    pub seccomp: Arc<Vec<BpfProgram>>,
+    /// cap_last_cap.
+    pub cap_last: u32,
+    /// What each layer gives.
+    pub layers: Layers,
+    /// Landlock on this kernel.
+    pub landlock: Enforcement,
+    /// Whether we can build sandboxes at all (root).
+    pub privileged: bool,
+}
+
+impl Host {
+    /// Looks at the host and prepares what it can; never fails: a missing layer is recorded.
+    /// `setup_cgroups` is false for `faas doctor`, which must not move itself anywhere.
+    pub fn new(config: Config, setup_cgroups: bool) -> Host {
+        let privileged = nix::unistd::geteuid().is_root();
+        let mut list = Vec::new();
+        let ns_state = if privileged {
+            LayerState::Enforced
+        } else {
+            LayerState::Missing("not root: cannot create namespaces, mount or switch uid".into())
+        };
+        list.push(("namespaces", ns_state.clone(), "faas serve runs as root (the unit does); sandboxes drop everything"));
+        list.push(("uid", ns_state, "each sandbox runs as its own uid from uid_base"));
+
+        let netns = match sandbox::spawn::create_empty_netns() {
+            Ok(fd) => {
+                list.push(("network", LayerState::Enforced, "an empty network namespace: no interface, loopback down"));
+                Some(fd)
+            }
+            Err(e) => {
+                list.push(("network", LayerState::Missing(format!("cannot create a network namespace: {e}")), "needs CAP_SYS_ADMIN"));
+                None
+            }
+        };
+
+        let landlock = Enforcement::for_abi(sandbox::spawn::landlock_abi());
+        let ll_state = match landlock.level {
+            Level::Full => LayerState::Enforced,
+            Level::Partial => LayerState::Partial(landlock.to_string()),
+            Level::Missing => LayerState::Missing(landlock.to_string()),
+        };
+        list.push(("landlock", ll_state, "Linux ≥ 6.12 with lsm=…,landlock gives every rule"));
+
+        let (seccomp, seccomp_state) = match seccomp::compile_filters() {
+            Ok(f) if seccomp_supported() => (f, LayerState::Enforced),
+            Ok(_) => (Vec::new(), LayerState::Missing("the kernel has no seccomp filter support".into())),
+            Err(e) => (Vec::new(), LayerState::Missing(e.to_string())),
+        };
+        list.push(("seccomp", seccomp_state, "CONFIG_SECCOMP_FILTER with user notification (Linux ≥ 5.0)"));
+
+        let cgroups = if setup_cgroups && privileged {
+            match CgroupTree::setup(config.cgroup_root.as_deref()) {
+                Ok(tree) => {
+                    list.push(("cgroup", LayerState::Enforced, "memory, pids and cpu per request"));
+                    Some(tree)
+                }
+                Err(e) => {
+                    list.push(("cgroup", LayerState::Missing(format!("{e}; falling back to rlimits (RLIMIT_NPROC per sandbox uid, RLIMIT_DATA)")), "Delegate=yes in the unit, or cgroup_root in faas.toml"));
+                    None
+                }
+            }
+        } else {
+            let state = match probe_cgroup(&config) {
+                Ok(()) => LayerState::Enforced,
+                Err(e) => LayerState::Missing(e),
+            };
+            list.push(("cgroup", state, "Delegate=yes in the unit, or cgroup_root in faas.toml"));
+            None
+        };
+
+        Host {
+            uids: sandbox_uids(&config),
+            config,
+            netns,
+            cgroups,
+            seccomp: Arc::new(seccomp),
+            cap_last: sandbox::cap_last(),
+            layers: Layers { list },
+            landlock,
+            privileged,
+        }
+    }
+}
+
+fn sandbox_uids(config: &Config) -> Arc<UidPool> {
+    UidPool::new(config.uid_base, config.uid_count)
+}
+
+/// What `setup` would find, without changing anything.
+fn probe_cgroup(config: &Config) -> Result<(), String> {
+    let dir = match &config.cgroup_root {
+        Some(p) => p.clone(),
+        None => sandbox::cgroup::own_cgroup().map_err(|e| e.to_string())?,
+    };
+    let have = std::fs::read_to_string(dir.join("cgroup.controllers")).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let missing: Vec<_> = sandbox::cgroup::CONTROLLERS.iter().filter(|c| !have.split_whitespace().any(|h| h == **c)).copied().collect();
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("cgroup {} is not delegated: {} not in cgroup.controllers; falling back to rlimits", dir.display(), missing.join(", ")))
+    }
+}
+
+/// Whether the kernel takes seccomp filters (Seccomp field of /proc/self/status exists).
+fn seccomp_supported() -> bool {
+    std::fs::read_to_string("/proc/self/status").is_ok_and(|s| s.lines().any(|l| l.starts_with("Seccomp:")))
+        && std::path::Path::new("/proc/sys/kernel/seccomp/actions_avail").exists()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uids_are_unique_while_leased_and_reused_late() {
+        let pool = UidPool::new(1000, 3);
+        let a = pool.lease().unwrap();
+        let b = pool.lease().unwrap();
+        let c = pool.lease().unwrap();
+        assert!(pool.lease().is_none());
+        assert_eq!([a.id, b.id, c.id], [1000, 1001, 1002]);
+        drop(b);
+        assert_eq!(pool.in_use(), 2);
+        let d = pool.lease().unwrap();
+        assert_eq!(d.id, 1001);
+        drop((a, c, d));
+        let e = pool.lease().unwrap();
+        assert_eq!(e.id, 1002, "round-robin, not lowest-free");
+    }
+}

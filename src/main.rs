@@ -1,0 +1,52 @@
+//! faas: a systemd-socket-activated HTTP front end that runs every request in a fresh sandbox.
+//! `main` parses flags, takes the listening sockets systemd passed, then builds the tokio
+//! runtime and hands over to `cli::run`; the one error that comes back becomes a log line and
+//! an exit code.
+
+#![deny(unsafe_code)]
+
+mod cgi;
+mod cli;
+mod config;
+mod function;
+mod host;
+mod http;
+mod invoke;
+mod log;
+mod metrics;
+mod registry;
+mod runtime;
+mod sandbox;
+mod units;
+
+use clap::Parser;
+
+fn main() -> std::process::ExitCode {
+    let args = cli::Cli::parse();
+    log::init(args.verbose);
+    // Listen fds first, before anything could open an fd and before threads exist.
+    let listeners = match &args.command {
+        cli::Command::Serve(serve) => match cli::take_listeners(&serve.listen) {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!("{e:#}");
+                return std::process::ExitCode::from(1);
+            }
+        },
+        _ => Vec::new(),
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!("failed to start the tokio runtime: {e}");
+            return std::process::ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(cli::run(args, listeners)) {
+        Ok(code) => std::process::ExitCode::from(code),
+        Err(e) => {
+            tracing::error!("{e}");
+            std::process::ExitCode::from(1)
+        }
+    }
+}

@@ -1,0 +1,90 @@
+//! Prometheus metrics for `/_/metrics` on the admin listener: invocations by function and
+//! outcome, duration, set-up time and peak memory histograms, in-flight, spawn failures.
+
+use std::sync::atomic::Ordering;
+use std::sync::Mutex;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+use crate::http::Stats;
+use crate::invoke::{Outcome, Report};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    function: String,
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FunctionLabels {
+    function: String,
+}
+
+type HistogramFamily = Family<FunctionLabels, Histogram, fn() -> Histogram>;
+
+/// The metric families, registered once.
+pub struct Metrics {
+    registry: Mutex<Registry>,
+    invocations: Family<OutcomeLabels, Counter>,
+    duration: HistogramFamily,
+    setup: HistogramFamily,
+    memory: HistogramFamily,
+    spawn_failures: Family<FunctionLabels, Counter>,
+    in_flight: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Registers every family.
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("faas");
+        let invocations = Family::<OutcomeLabels, Counter>::default();
+        let duration: HistogramFamily = Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.001, 2.0, 16)));
+        let setup: HistogramFamily = Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.000_1, 2.0, 14)));
+        let memory: HistogramFamily = Family::new_with_constructor(|| Histogram::new(exponential_buckets(1_048_576.0, 2.0, 12)));
+        let spawn_failures = Family::<FunctionLabels, Counter>::default();
+        let in_flight = Gauge::default();
+        registry.register("invocations", "Invocations by function and outcome", invocations.clone());
+        registry.register("invocation_duration_seconds", "Whole invocation time, request to sandbox gone", duration.clone());
+        registry.register("sandbox_setup_seconds", "Request received to wrapper exec", setup.clone());
+        registry.register("memory_peak_bytes", "Peak memory of a sandbox (memory.peak; only with cgroups)", memory.clone());
+        registry.register("spawn_failures", "Sandboxes that could not be set up", spawn_failures.clone());
+        registry.register("in_flight", "Invocations running now", in_flight.clone());
+        Metrics { registry: Mutex::new(registry), invocations, duration, setup, memory, spawn_failures, in_flight }
+    }
+
+    /// Records one finished invocation.
+    pub fn observe(&self, r: &Report) {
+        let function = FunctionLabels { function: r.function.clone() };
+        self.invocations.get_or_create(&OutcomeLabels { function: r.function.clone(), outcome: r.outcome.slug().to_owned() }).inc();
+        self.duration.get_or_create(&function).observe(r.duration.as_secs_f64());
+        if r.timing.setup > std::time::Duration::ZERO {
+            self.setup.get_or_create(&function).observe(r.timing.setup.as_secs_f64());
+        }
+        if let Some(peak) = r.usage.as_ref().and_then(|u| u.memory_peak) {
+            self.memory.get_or_create(&function).observe(peak as f64);
+        }
+        if matches!(r.outcome, Outcome::SetupFailed(_)) {
+            self.spawn_failures.get_or_create(&function).inc();
+        }
+    }
+
+    /// The OpenMetrics text.
+    pub fn encode(&self, stats: &Stats) -> String {
+        self.in_flight.set(stats.in_flight.load(Ordering::Relaxed) as i64);
+        let mut out = String::new();
+        let registry = self.registry.lock().expect("metrics lock is never poisoned");
+        prometheus_client::encoding::text::encode(&mut out, &registry).expect("writing to a String cannot fail");
+        out
+    }
+}

@@ -1,0 +1,221 @@
+//! Namespaces and the sandbox's file system: the clone flags, the root skeleton made once per
+//! function version, and the mount list the child runs inside its own mount namespace.
+//!
+//! The skeleton is a directory of empty mount points on the host (`STATE/fn/NAME-V/root`).
+//! Each child binds it onto itself, mounts `/usr`, `/code`, `/faas`, a fresh tmpfs `/tmp`, a
+//! fresh `/proc` and a few device nodes onto it, makes it read-only and pivots into it. The
+//! mounts live only in the child's mount namespace and vanish with it; the skeleton's inodes
+//! stay the same for every request, which is what lets one Landlock ruleset, built at load,
+//! name `/tmp` and `/dev` before any request exists.
+
+use std::ffi::CString;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use nix::libc;
+
+use super::MountOp;
+
+/// Namespaces every sandbox gets from clone3 (the network one is joined, not created).
+pub const CLONE_FLAGS: u64 =
+    (libc::CLONE_NEWPID | libc::CLONE_NEWNS | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS) as u64;
+
+/// Device nodes bound into the sandbox's `/dev`.
+pub const DEVICES: &[&str] = &["null", "zero", "full", "random", "urandom"];
+
+/// Top-level host directories that merged-/usr systems make symlinks into `/usr`.
+const USR_LINKS: &[&str] = &["bin", "sbin", "lib", "lib32", "lib64", "libx32"];
+
+/// What a sandbox root is built from.
+pub struct RootSpec<'a> {
+    /// The function's code, mounted at `/code`.
+    pub code: &'a Path,
+    /// The wrappers directory, mounted at `/faas`.
+    pub wrappers: &'a Path,
+    /// Extra host paths, read-only at the same place.
+    pub read_only: &'a [PathBuf],
+    /// Size of `/tmp` in bytes.
+    pub tmp_bytes: u64,
+}
+
+/// A root skeleton on disk; removed with its version directory when dropped.
+#[derive(Debug)]
+pub struct Skeleton {
+    /// The version directory that holds `root/` (and `code/` for inline source).
+    pub dir: PathBuf,
+    /// The skeleton root.
+    pub root: PathBuf,
+    /// Host directories bound read-only at the same path (`/usr`, and `/bin` etc. where they
+    /// are real directories), for the mount list and the Landlock rules.
+    pub system_dirs: Vec<PathBuf>,
+    /// The extra read-only paths that exist on this host.
+    pub read_only: Vec<PathBuf>,
+}
+
+impl Drop for Skeleton {
+    fn drop(&mut self) {
+        if let Err(e) = std::fs::remove_dir_all(&self.dir) {
+            if e.kind() != io::ErrorKind::NotFound {
+                tracing::warn!("failed to remove sandbox root {}: {e}", self.dir.display());
+            }
+        }
+    }
+}
+
+fn touch_mountpoint(target: &Path, like: &Path) -> io::Result<()> {
+    let meta = std::fs::metadata(like)?;
+    if meta.is_dir() {
+        std::fs::create_dir_all(target)
+    } else {
+        if let Some(parent) = target.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(target).map(drop)
+    }
+}
+
+/// Inside the sandbox root, the place for host path `p`.
+fn inside(root: &Path, p: &Path) -> PathBuf {
+    root.join(p.strip_prefix("/").unwrap_or(p))
+}
+
+/// Builds the skeleton for one function version under `dir`.
+pub fn build_skeleton(dir: &Path, spec: &RootSpec) -> io::Result<Skeleton> {
+    let root = dir.join("root");
+    let _ = std::fs::remove_dir_all(&root);
+    std::fs::create_dir_all(&root)?;
+    let mut system_dirs = vec![PathBuf::from("/usr")];
+    for d in ["usr", "code", "faas", "tmp", "proc", "dev"] {
+        std::fs::create_dir(root.join(d))?;
+    }
+    for name in USR_LINKS {
+        let host = Path::new("/").join(name);
+        match std::fs::symlink_metadata(&host) {
+            Ok(m) if m.file_type().is_symlink() => {
+                std::os::unix::fs::symlink(std::fs::read_link(&host)?, root.join(name))?;
+            }
+            Ok(m) if m.is_dir() => {
+                std::fs::create_dir(root.join(name))?;
+                system_dirs.push(host);
+            }
+            _ => {}
+        }
+    }
+    for dev in DEVICES {
+        std::fs::File::create(root.join("dev").join(dev))?;
+    }
+    for (link, target) in [("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")] {
+        std::os::unix::fs::symlink(target, root.join("dev").join(link))?;
+    }
+    let mut read_only = Vec::new();
+    for p in spec.read_only {
+        // Defaults from faas.toml name files a host may lack; function files were checked.
+        if std::fs::metadata(p).is_err() {
+            continue;
+        }
+        touch_mountpoint(&inside(&root, p), p)?;
+        read_only.push(p.clone());
+    }
+    read_only.sort();
+    Ok(Skeleton { dir: dir.to_owned(), root, system_dirs, read_only })
+}
+
+fn cstr(p: &Path) -> CString {
+    CString::new(p.as_os_str().as_bytes()).expect("paths from the file system contain no NUL")
+}
+
+fn bind_read_only(ops: &mut Vec<MountOp>, source: &Path, target: &Path) {
+    ops.push(MountOp::Mount {
+        source: Some(cstr(source)),
+        target: cstr(target),
+        fstype: None,
+        flags: libc::MS_BIND | libc::MS_REC,
+        data: None,
+    });
+    ops.push(MountOp::ReadOnlyTree { target: cstr(target) });
+}
+
+/// The child's mount list for `skeleton`, in order.
+pub fn mount_plan(skeleton: &Skeleton, spec: &RootSpec) -> Vec<MountOp> {
+    let root = &skeleton.root;
+    let mut ops = vec![
+        // systemd mounts / shared; without this every mount below would show up on the host.
+        MountOp::Mount { source: None, target: c"/".into(), fstype: None, flags: libc::MS_REC | libc::MS_PRIVATE, data: None },
+        // pivot_root needs the new root to be a mount point.
+        MountOp::Mount { source: Some(cstr(root)), target: cstr(root), fstype: None, flags: libc::MS_BIND, data: None },
+    ];
+    for dir in &skeleton.system_dirs {
+        bind_read_only(&mut ops, dir, &inside(root, dir));
+    }
+    bind_read_only(&mut ops, spec.code, &root.join("code"));
+    bind_read_only(&mut ops, spec.wrappers, &root.join("faas"));
+    for p in &skeleton.read_only {
+        bind_read_only(&mut ops, p, &inside(root, p));
+    }
+    let inodes = (spec.tmp_bytes / 4096).max(1024);
+    ops.push(MountOp::Mount {
+        source: Some(c"tmpfs".into()),
+        target: cstr(&root.join("tmp")),
+        fstype: Some(c"tmpfs".into()),
+        flags: libc::MS_NOSUID | libc::MS_NODEV,
+        data: Some(CString::new(format!("size={},nr_inodes={inodes},mode=1777", spec.tmp_bytes)).expect("no NUL")),
+    });
+    ops.push(MountOp::Mount {
+        source: Some(c"proc".into()),
+        target: cstr(&root.join("proc")),
+        fstype: Some(c"proc".into()),
+        flags: libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+        data: None,
+    });
+    for dev in DEVICES {
+        ops.push(MountOp::Mount {
+            source: Some(cstr(&Path::new("/dev").join(dev))),
+            target: cstr(&root.join("dev").join(dev)),
+            fstype: None,
+            flags: libc::MS_BIND,
+            data: None,
+        });
+    }
+    // Last: the root itself read-only (not recursive: /tmp stays writable).
+    ops.push(MountOp::Mount {
+        source: None,
+        target: cstr(root),
+        fstype: None,
+        flags: libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV,
+        data: None,
+    });
+    ops
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn skeleton_and_plan() {
+        let tmp = tempfile::tempdir().unwrap();
+        let code = tmp.path().join("code");
+        std::fs::create_dir(&code).unwrap();
+        let spec = RootSpec {
+            code: &code,
+            wrappers: tmp.path(),
+            read_only: &[PathBuf::from("/etc/hostname"), PathBuf::from("/nonexistent/x")],
+            tmp_bytes: 16 << 20,
+        };
+        let sk = build_skeleton(&tmp.path().join("v1"), &spec).unwrap();
+        assert!(sk.root.join("dev/null").is_file());
+        assert!(sk.root.join("tmp").is_dir());
+        assert_eq!(sk.read_only, vec![PathBuf::from("/etc/hostname")]);
+        let plan = mount_plan(&sk, &spec);
+        let first = plan[0].describe();
+        assert_eq!(first, "mount (none) on /");
+        let texts: Vec<String> = plan.iter().map(|m| m.describe()).collect();
+        assert!(texts.iter().any(|t| t.starts_with("mount tmpfs on ") && t.ends_with("/root/tmp")), "{texts:?}");
+        assert!(texts.iter().any(|t| t.ends_with("/root/etc/hostname")), "{texts:?}");
+        assert!(texts.last().unwrap().ends_with("/v1/root"));
+        let dir = sk.dir.clone();
+        drop(sk);
+        assert!(!dir.exists());
+    }
+}

@@ -1,0 +1,552 @@
+//! The only unsafe code: `clone3`, the child's path to `execve`, and the error pipe.
+//!
+//! The parent is a multi-threaded tokio process, so between `clone3` and `execve` the child may
+//! only make async-signal-safe calls on data the parent prepared (`ChildPlan`). The child's
+//! steps, in this order (each failure writes `(step, index, errno)` to the error pipe and
+//! `_exit(127)`s):
+//!
+//! 1. `Stdio`: dup2 the pipes onto 0/1/2.
+//! 2. `Signals`: empty the signal mask, reset dispositions the daemon changed (Rust ignores
+//!    SIGPIPE), `PR_SET_PDEATHSIG` so a dying daemon takes its sandboxes along.
+//! 3. `NetNs`: `setns` into the empty network namespace made at start-up, while still root in
+//!    the initial user namespace (setns(2) needs CAP_SYS_ADMIN over the namespace's owner).
+//! 4. `Hostname`: the sandbox's own UTS namespace gets a fixed name, not the host's.
+//! 5. `Mount`: the prepared mount list; the first op makes `/` recursively private so nothing
+//!    propagates back to the host (mount_namespaces(7)).
+//! 6. `PivotRoot`: pivot_root(".", ".") then detach the old root (pivot_root(2), NOTES).
+//! 7. `Rlimit`: core 0, nofile, fsize, nproc (per uid, and the uid is this sandbox's alone).
+//! 8. `CapBound`, `Groups`, `Gid`, `Uid`, `Caps`: empty the bounding set while we still hold
+//!    CAP_SETPCAP, drop supplementary groups, then gid, then uid (capabilities(7): a setuid
+//!    away from 0 clears permitted and effective), then inheritable and ambient.
+//! 9. `NoNewPrivs`, `Landlock`: add the rules for this sandbox's own `/tmp` and `/proc` to
+//!    the ruleset the parent made (landlock.rs says why the child must), then
+//!    landlock_restrict_self(2).
+//! 10. `CloseFds`: close_range(3, ~0, CLOSE_RANGE_CLOEXEC): every inherited fd goes at exec,
+//!     the error pipe last of all.
+//! 11. `Seccomp`: the filters, last, so they only need to allow what the wrapper needs; the
+//!     one with a user-notification listener sends that listener to the parent.
+//! 12. `Exec`: execve(2) with the prepared pointers.
+
+use std::ffi::{c_char, c_int, c_long, CStr, CString};
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+use nix::libc;
+
+use super::{ChildPlan, MountOp, SpawnError, Step};
+
+/// Size of one error record on the error pipe: step, index, errno.
+pub const ERROR_RECORD: usize = 12;
+
+/// A NULL-terminated array of C strings, as execve(2) wants argv and envp.
+pub struct CStringArray {
+    strings: Vec<CString>,
+    ptrs: Vec<*const c_char>,
+}
+
+impl CStringArray {
+    /// Builds the array; the pointers stay valid as long as `self` lives and is not mutated.
+    pub fn new(strings: Vec<CString>) -> Self {
+        let mut ptrs: Vec<*const c_char> = strings.iter().map(|s| s.as_ptr()).collect();
+        ptrs.push(std::ptr::null());
+        CStringArray { strings, ptrs }
+    }
+
+    /// The strings, for logging and tests.
+    pub fn strings(&self) -> &[CString] {
+        &self.strings
+    }
+
+    fn as_ptr(&self) -> *const *const c_char {
+        self.ptrs.as_ptr()
+    }
+}
+
+/// A child that execve'd or is about to: its pid (in our namespace) and a pidfd for it.
+#[derive(Debug)]
+pub struct Spawned {
+    /// The child's pid as the daemon sees it.
+    pub pid: i32,
+    /// A pidfd (clone3 `CLONE_PIDFD`), readable once the child has exited.
+    pub pidfd: OwnedFd,
+}
+
+/// `struct clone_args` from linux/sched.h (clone3(2)), version 2 (with `cgroup`).
+#[repr(C)]
+#[derive(Default)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+    cgroup: u64,
+}
+
+/// Makes a pipe whose both ends are close-on-exec: (read, write).
+pub fn cloexec_pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0 as c_int; 2];
+    // SAFETY: fds has room for the two descriptors pipe2 writes.
+    let rc = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: pipe2 succeeded, so both are fresh descriptors that nothing else owns.
+    let read = unsafe { OwnedFd::from_raw_fd(fds[0]) };
+    // SAFETY: as above.
+    let write = unsafe { OwnedFd::from_raw_fd(fds[1]) };
+    Ok((read, write))
+}
+
+/// Starts the child described by `plan`. Returns once clone3 has returned in the parent; the
+/// caller closes its copies of the child's fds and reads `plan.err_pipe`'s other end to learn
+/// whether exec happened (EOF) or which step failed (a record).
+pub fn spawn(plan: &ChildPlan) -> Result<Spawned, SpawnError> {
+    let mut pidfd: c_int = -1;
+    let mut args = CloneArgs {
+        flags: plan.clone_flags | libc::CLONE_PIDFD as u64,
+        pidfd: &mut pidfd as *mut c_int as u64,
+        exit_signal: libc::SIGCHLD as u64,
+        ..Default::default()
+    };
+    if let Some(fd) = plan.cgroup_fd {
+        args.flags |= CLONE_INTO_CGROUP;
+        args.cgroup = fd as u64;
+    }
+    // SAFETY: args is a valid clone_args of the size we pass, and pidfd outlives the call. The
+    // child gets a copy of this address space (no CLONE_VM) and only runs child_main, which
+    // touches nothing but `plan` (alive in its copy) and raw syscalls, then execs or exits.
+    let rc = unsafe { libc::syscall(libc::SYS_clone3, &mut args as *mut CloneArgs, std::mem::size_of::<CloneArgs>()) };
+    match rc {
+        -1 => Err(SpawnError::Clone(io::Error::last_os_error())),
+        0 => {
+            // SAFETY: we are the child, straight after clone3, as child_main requires.
+            unsafe { child_main(plan) }
+        }
+        pid => {
+            // SAFETY: CLONE_PIDFD made the kernel store a fresh pidfd that only we own.
+            let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
+            Ok(Spawned { pid: pid as i32, pidfd })
+        }
+    }
+}
+
+const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
+const MOUNT_ATTR_RDONLY: u64 = 0x1;
+const MOUNT_ATTR_NOSUID: u64 = 0x2;
+const MOUNT_ATTR_NODEV: u64 = 0x4;
+const AT_RECURSIVE: c_int = 0x8000;
+const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
+const SECCOMP_SET_MODE_FILTER: c_long = 1;
+const SECCOMP_FILTER_FLAG_NEW_LISTENER: c_long = 1 << 3;
+
+const LANDLOCK_RULE_PATH_BENEATH: c_int = 1;
+
+/// `struct landlock_path_beneath_attr` (landlock_add_rule(2)), packed as in the uapi header.
+#[repr(C, packed)]
+struct PathBeneathAttr {
+    allowed_access: u64,
+    parent_fd: i32,
+}
+
+/// `struct mount_attr` (mount_setattr(2)).
+#[repr(C)]
+struct MountAttr {
+    attr_set: u64,
+    attr_clr: u64,
+    propagation: u64,
+    userns_fd: u64,
+}
+
+/// `struct __user_cap_header_struct` and `__user_cap_data_struct` (capget(2)).
+#[repr(C)]
+struct CapHeader {
+    version: u32,
+    pid: c_int,
+}
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct CapData {
+    effective: u32,
+    permitted: u32,
+    inheritable: u32,
+}
+
+/// Writes the failed step to the error pipe and exits without running any Rust or libc
+/// teardown (the heap and locks are a copy of a multi-threaded parent's).
+fn child_fail(err_pipe: RawFd, step: Step, index: u32) -> ! {
+    // SAFETY: __errno_location returns this thread's errno slot, always valid to read.
+    let errno = unsafe { *libc::__errno_location() };
+    let mut record = [0u8; ERROR_RECORD];
+    record[0..4].copy_from_slice(&(step as u32).to_ne_bytes());
+    record[4..8].copy_from_slice(&index.to_ne_bytes());
+    record[8..12].copy_from_slice(&errno.to_ne_bytes());
+    // SAFETY: record is a live 12-byte buffer; a short or failed write only loses the detail.
+    unsafe { libc::write(err_pipe, record.as_ptr().cast(), ERROR_RECORD) };
+    // SAFETY: _exit ends the process at once, which is all that is safe here.
+    unsafe { libc::_exit(127) }
+}
+
+fn opt_ptr(s: &Option<CString>) -> *const c_char {
+    s.as_ref().map_or(std::ptr::null(), |s| s.as_ptr())
+}
+
+/// The child's whole life between clone3 and execve; see the module docs for the steps.
+///
+/// # Safety
+/// Call only in the child, straight after clone3 returned 0 there. It never returns: it execs
+/// or `_exit`s. Everything it reads lives in `plan`, built before the clone.
+unsafe fn child_main(plan: &ChildPlan) -> ! {
+    let ep = plan.err_pipe;
+    macro_rules! check {
+        ($step:expr, $index:expr, $call:expr) => {
+            if $call < 0 {
+                child_fail(ep, $step, $index as u32)
+            }
+        };
+    }
+
+    for (target, &fd) in plan.stdio.iter().enumerate() {
+        // SAFETY: dup2 on fds the parent opened for us; target is 0, 1 or 2.
+        check!(Step::Stdio, target, unsafe { libc::dup2(fd, target as c_int) });
+    }
+
+    // SAFETY: an all-zero sigset_t is a valid empty set for rt_sigprocmask.
+    let empty: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: empty is a valid set; we pass no old-set pointer.
+    check!(Step::Signals, 0, unsafe { libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut()) });
+    for sig in [libc::SIGPIPE, libc::SIGXFSZ, libc::SIGCHLD, libc::SIGHUP, libc::SIGINT, libc::SIGTERM, libc::SIGQUIT] {
+        // SAFETY: resetting a catchable signal to its default disposition.
+        if unsafe { libc::signal(sig, libc::SIG_DFL) } == libc::SIG_ERR {
+            child_fail(ep, Step::Signals, sig as u32);
+        }
+    }
+    // SAFETY: PR_SET_PDEATHSIG takes a signal number and nothing else.
+    check!(Step::Signals, 99, unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) });
+
+    if let Some(fd) = plan.netns_fd {
+        // SAFETY: fd refers to a network namespace the parent holds open.
+        check!(Step::NetNs, 0, unsafe { libc::setns(fd, libc::CLONE_NEWNET) });
+    }
+
+    let host = plan.sandbox.hostname.as_bytes();
+    // SAFETY: host points to host.len() readable bytes.
+    check!(Step::Hostname, 0, unsafe { libc::sethostname(host.as_ptr().cast(), host.len()) });
+
+    for (i, op) in plan.sandbox.mounts.iter().enumerate() {
+        match op {
+            MountOp::Mount { source, target, fstype, flags, data } => {
+                // SAFETY: every pointer is NULL or a NUL-terminated string in plan.
+                let rc = unsafe {
+                    libc::mount(opt_ptr(source), target.as_ptr(), opt_ptr(fstype), *flags, opt_ptr(data).cast())
+                };
+                check!(Step::Mount, i, rc);
+            }
+            MountOp::ReadOnlyTree { target } => {
+                let attr = MountAttr {
+                    attr_set: MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
+                    attr_clr: 0,
+                    propagation: 0,
+                    userns_fd: 0,
+                };
+                // SAFETY: target is a NUL-terminated path; attr is a mount_attr of the size given.
+                let rc = unsafe {
+                    libc::syscall(
+                        libc::SYS_mount_setattr,
+                        libc::AT_FDCWD,
+                        target.as_ptr(),
+                        AT_RECURSIVE,
+                        &attr as *const MountAttr,
+                        std::mem::size_of::<MountAttr>(),
+                    )
+                };
+                check!(Step::Mount, i, rc);
+            }
+        }
+    }
+
+    let dot = c".".as_ptr();
+    // SAFETY: root is a NUL-terminated path prepared by the parent.
+    check!(Step::PivotRoot, 0, unsafe { libc::chdir(plan.sandbox.root.as_ptr()) });
+    // SAFETY: "." is a valid path; pivot_root(".", ".") stacks the old root under the new one.
+    check!(Step::PivotRoot, 1, unsafe { libc::syscall(libc::SYS_pivot_root, dot, dot) });
+    // SAFETY: detaching the old root, which now sits on top of "."; MNT_DETACH never blocks.
+    check!(Step::PivotRoot, 2, unsafe { libc::umount2(dot, libc::MNT_DETACH) });
+    // SAFETY: a NUL-terminated literal path inside the new root.
+    check!(Step::PivotRoot, 3, unsafe { libc::chdir(c"/code".as_ptr()) });
+
+    for (i, (resource, limit)) in plan.rlimits.iter().enumerate() {
+        // SAFETY: limit is a valid rlimit; only lowering, which needs no privilege.
+        check!(Step::Rlimit, i, unsafe { libc::setrlimit(*resource, limit) });
+    }
+
+    for cap in 0..=plan.cap_last {
+        // SAFETY: PR_CAPBSET_DROP takes a capability number; we still hold CAP_SETPCAP.
+        check!(Step::CapBound, cap, unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong) });
+    }
+    // SAFETY: an empty list: size 0 and a NULL pointer.
+    check!(Step::Groups, 0, unsafe { libc::setgroups(0, std::ptr::null()) });
+    // SAFETY: plain integer arguments.
+    check!(Step::Gid, 0, unsafe { libc::setresgid(plan.gid, plan.gid, plan.gid) });
+    // SAFETY: plain integer arguments; after this we are no longer root.
+    check!(Step::Uid, 0, unsafe { libc::setresuid(plan.uid, plan.uid, plan.uid) });
+    let header = CapHeader { version: LINUX_CAPABILITY_VERSION_3, pid: 0 };
+    let data = [CapData { effective: 0, permitted: 0, inheritable: 0 }; 2];
+    // SAFETY: header and two data structs, as version 3 of capset(2) expects.
+    check!(Step::Caps, 0, unsafe { libc::syscall(libc::SYS_capset, &header as *const CapHeader, data.as_ptr()) });
+    // SAFETY: plain integer arguments.
+    check!(Step::Caps, 1, unsafe {
+        libc::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong, 0, 0, 0)
+    });
+
+    // SAFETY: plain integer arguments.
+    check!(Step::NoNewPrivs, 0, unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) });
+    if let Some(ruleset) = plan.landlock_fd {
+        for (i, (path, access)) in [(c"/tmp", plan.landlock_tmp), (c"/proc", plan.landlock_proc)].into_iter().enumerate() {
+            // SAFETY: a NUL-terminated literal path inside the sandbox root.
+            let fd = unsafe { libc::open(path.as_ptr(), libc::O_PATH | libc::O_CLOEXEC) };
+            check!(Step::Landlock, i, fd);
+            let attr = PathBeneathAttr { allowed_access: access, parent_fd: fd };
+            // SAFETY: attr is a landlock_path_beneath_attr for rule type PATH_BENEATH; flags 0.
+            let rc = unsafe { libc::syscall(libc::SYS_landlock_add_rule, ruleset, LANDLOCK_RULE_PATH_BENEATH, &attr as *const PathBeneathAttr, 0) };
+            check!(Step::Landlock, i, rc);
+            // SAFETY: fd was opened just above and is ours.
+            unsafe { libc::close(fd) };
+        }
+        // SAFETY: ruleset is a landlock ruleset fd this child owns a copy of; flags must be 0.
+        check!(Step::Landlock, 2, unsafe { libc::syscall(libc::SYS_landlock_restrict_self, ruleset, 0) });
+    }
+
+    // SAFETY: plain integer arguments: mark every fd from 3 up close-on-exec.
+    check!(Step::CloseFds, 0, unsafe { libc::syscall(libc::SYS_close_range, 3, libc::c_uint::MAX, CLOSE_RANGE_CLOEXEC) });
+
+    for (i, filter) in plan.sandbox.seccomp.iter().enumerate() {
+        let prog = libc::sock_fprog { len: filter.len() as u16, filter: filter.as_ptr() as *mut libc::sock_filter };
+        let flags = if plan.notify_sock.is_some() && i == plan.sandbox.seccomp_notify_index { SECCOMP_FILTER_FLAG_NEW_LISTENER } else { 0 };
+        // SAFETY: prog points at a BPF program compiled at load, alive in plan.
+        let rc = unsafe { libc::syscall(libc::SYS_seccomp, SECCOMP_SET_MODE_FILTER, flags, &prog as *const libc::sock_fprog) };
+        check!(Step::Seccomp, i, rc);
+        if flags != 0 {
+            if let Some(sock) = plan.notify_sock {
+                child_send_fd(ep, sock, rc as c_int);
+            }
+        }
+    }
+
+    // SAFETY: exe, argv and envp are NUL-terminated, and both arrays end with NULL; they live
+    // in plan for the whole call. execve returns only on failure.
+    unsafe { libc::execve(plan.exe.as_ptr(), plan.argv.as_ptr(), plan.envp.as_ptr()) };
+    child_fail(ep, Step::Exec, 0)
+}
+
+/// Sends `fd` over the unix socket `sock` with SCM_RIGHTS, then closes our copy.
+fn child_send_fd(ep: RawFd, sock: RawFd, fd: c_int) {
+    // A u64 array keeps the control buffer aligned for cmsghdr.
+    let mut control = [0u64; 4];
+    let mut byte = [0u8; 1];
+    let mut iov = libc::iovec { iov_base: byte.as_mut_ptr().cast(), iov_len: 1 };
+    // SAFETY: an all-zero msghdr is valid; we fill in the fields we use.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    // SAFETY: CMSG_SPACE only computes a size.
+    msg.msg_controllen = unsafe { libc::CMSG_SPACE(std::mem::size_of::<c_int>() as u32) } as usize;
+    // SAFETY: msg_control points at a buffer of at least CMSG_SPACE(4) bytes.
+    let cmsg = unsafe { libc::CMSG_FIRSTHDR(&msg) };
+    // SAFETY: cmsg points into control, which has room for the header and one fd.
+    unsafe {
+        (*cmsg).cmsg_level = libc::SOL_SOCKET;
+        (*cmsg).cmsg_type = libc::SCM_RIGHTS;
+        (*cmsg).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<c_int>() as u32) as usize;
+        std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<c_int>(), fd);
+    }
+    // SAFETY: msg and everything it points to are live locals.
+    if unsafe { libc::sendmsg(sock, &msg, libc::MSG_NOSIGNAL) } < 0 {
+        child_fail(ep, Step::SendListener, 0);
+    }
+    // SAFETY: fd is the listener seccomp just gave us; the parent has its own copy now.
+    unsafe { libc::close(fd) };
+}
+
+/// Decodes one error record from the pipe into (step, index, errno).
+pub fn decode_error(record: &[u8; ERROR_RECORD]) -> (u32, u32, i32) {
+    let word = |i: usize| [record[i], record[i + 1], record[i + 2], record[i + 3]];
+    (u32::from_ne_bytes(word(0)), u32::from_ne_bytes(word(4)), i32::from_ne_bytes(word(8)))
+}
+
+/// Sends SIGKILL through a pidfd: no pid reuse race, and to a namespace's init it ends the
+/// whole namespace (pid_namespaces(7)).
+pub fn kill_pidfd(pidfd: &OwnedFd) -> io::Result<()> {
+    // SAFETY: pidfd is a live pidfd; no siginfo, no flags.
+    let rc = unsafe { libc::syscall(libc::SYS_pidfd_send_signal, pidfd.as_raw_fd(), libc::SIGKILL, std::ptr::null::<libc::siginfo_t>(), 0) };
+    if rc < 0 {
+        let err = io::Error::last_os_error();
+        // ESRCH: already dead, which is what we wanted.
+        if err.raw_os_error() != Some(libc::ESRCH) {
+            return Err(err);
+        }
+    }
+    Ok(())
+}
+
+/// How a child ended, from waitid(2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitStatus {
+    /// exit(code).
+    Exited(i32),
+    /// Killed by a signal.
+    Signaled(i32),
+}
+
+/// Reaps the child behind `pidfd` without blocking; `None` if it has not exited yet.
+pub fn try_reap(pidfd: &OwnedFd) -> io::Result<Option<ExitStatus>> {
+    // SAFETY: an all-zero siginfo_t is a valid out-parameter.
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    // SAFETY: P_PIDFD with a live pidfd; info is a valid out-parameter.
+    let rc = unsafe { libc::waitid(libc::P_PIDFD, pidfd.as_raw_fd() as libc::id_t, &mut info, libc::WEXITED | libc::WNOHANG) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: waitid filled info (or left it zeroed: si_pid 0 means nothing to reap).
+    let (pid, status) = unsafe { (info.si_pid(), info.si_status()) };
+    if pid == 0 {
+        return Ok(None);
+    }
+    Ok(Some(match info.si_code {
+        libc::CLD_EXITED => ExitStatus::Exited(status),
+        _ => ExitStatus::Signaled(status),
+    }))
+}
+
+/// Creates a network namespace with nothing in it, held by the returned fd. It is made on a
+/// throwaway thread because unshare(CLONE_NEWNET) changes only the calling thread.
+pub fn create_empty_netns() -> io::Result<OwnedFd> {
+    std::thread::spawn(|| {
+        // SAFETY: unshare only affects this short-lived thread, which touches nothing else.
+        if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let path: &CStr = c"/proc/thread-self/ns/net";
+        // SAFETY: a NUL-terminated literal path.
+        let fd = unsafe { libc::open(path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: open returned a fresh descriptor that nothing else owns.
+        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    })
+    .join()
+    .map_err(|_| io::Error::other("netns thread panicked"))?
+}
+
+/// Sets O_NONBLOCK on one end of a pipe (each end is its own open file description).
+pub fn set_nonblocking(fd: &OwnedFd) -> io::Result<()> {
+    // SAFETY: F_GETFL on a live fd.
+    let flags = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) };
+    if flags < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: F_SETFL with flags read just above.
+    if unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Creates a connected pair of unix datagram sockets, both close-on-exec.
+pub fn socketpair() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0 as c_int; 2];
+    // SAFETY: fds has room for the two descriptors socketpair writes.
+    let rc = unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC, 0, fds.as_mut_ptr()) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fresh descriptors that nothing else owns.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// Receives one fd sent with SCM_RIGHTS on `sock` (non-blocking: WouldBlock if none yet).
+pub fn recv_fd(sock: &OwnedFd) -> io::Result<Option<OwnedFd>> {
+    let mut control = [0u64; 4];
+    let mut byte = [0u8; 1];
+    let mut iov = libc::iovec { iov_base: byte.as_mut_ptr().cast(), iov_len: 1 };
+    // SAFETY: an all-zero msghdr is valid; we fill in the fields we use.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = std::mem::size_of_val(&control);
+    // SAFETY: msg and its buffers are live locals.
+    let n = unsafe { libc::recvmsg(sock.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC | libc::MSG_DONTWAIT) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if n == 0 {
+        return Ok(None);
+    }
+    // SAFETY: msg was filled by recvmsg; CMSG_FIRSTHDR checks controllen.
+    let cmsg = unsafe { libc::CMSG_FIRSTHDR(&msg) };
+    if cmsg.is_null() {
+        return Ok(None);
+    }
+    // SAFETY: cmsg is non-null and points into control.
+    let (level, kind) = unsafe { ((*cmsg).cmsg_level, (*cmsg).cmsg_type) };
+    if level != libc::SOL_SOCKET || kind != libc::SCM_RIGHTS {
+        return Ok(None);
+    }
+    // SAFETY: an SCM_RIGHTS message carries at least one int after the header.
+    let fd = unsafe { std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast::<c_int>()) };
+    // SAFETY: the kernel installed this fd for us alone.
+    Ok(Some(unsafe { OwnedFd::from_raw_fd(fd) }))
+}
+
+/// The kernel's Landlock ABI version (landlock_create_ruleset(2) with
+/// LANDLOCK_CREATE_RULESET_VERSION), or 0 when Landlock is missing or disabled.
+pub fn landlock_abi() -> i32 {
+    const LANDLOCK_CREATE_RULESET_VERSION: libc::c_uint = 1;
+    // SAFETY: a NULL attr with size 0 and the VERSION flag only queries the ABI.
+    let v = unsafe { libc::syscall(libc::SYS_landlock_create_ruleset, std::ptr::null::<u8>(), 0usize, LANDLOCK_CREATE_RULESET_VERSION) };
+    v.max(0) as i32
+}
+
+/// `struct seccomp_notif` (seccomp_unotify(2)).
+#[repr(C)]
+struct SeccompNotif {
+    id: u64,
+    pid: u32,
+    flags: u32,
+    nr: c_int,
+    arch: u32,
+    instruction_pointer: u64,
+    args: [u64; 6],
+}
+
+/// SECCOMP_IOCTL_NOTIF_RECV: _IOWR('!', 0, struct seccomp_notif).
+const SECCOMP_IOCTL_NOTIF_RECV: libc::c_ulong = 0xc050_2100;
+
+/// Takes one pending notification from a seccomp listener: the number of the syscall a
+/// sandbox tried. The caller kills the sandbox, so the call is never answered.
+pub fn recv_notification(listener: &OwnedFd) -> io::Result<i64> {
+    // SAFETY: seccomp_unotify(2) requires a zeroed struct; all-zero is a valid SeccompNotif.
+    let mut notif: SeccompNotif = unsafe { std::mem::zeroed() };
+    // SAFETY: listener is a seccomp listener fd and notif a correctly sized out-parameter.
+    let rc = unsafe { libc::ioctl(listener.as_raw_fd(), SECCOMP_IOCTL_NOTIF_RECV, &mut notif as *mut SeccompNotif) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(i64::from(notif.nr))
+}
+
+/// Registers an owned fd with the tokio reactor.
+pub fn async_fd(fd: OwnedFd) -> io::Result<tokio::io::unix::AsyncFd<OwnedFd>> {
+    // SAFETY: an OwnedFd stays open and refers to the same file description until the AsyncFd
+    // that owns it is dropped, and as_raw_fd always returns that one fd.
+    unsafe { tokio::io::unix::AsyncFd::register(fd) }.map_err(|e| e.into_parts().1)
+}
