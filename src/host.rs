@@ -96,6 +96,7 @@ impl UidPool {
     }
 
     /// How many ids are lent out.
+    #[cfg(test)]
     pub fn in_use(&self) -> usize {
         self.state.lock().expect("uid pool lock is never poisoned").1.len()
     }

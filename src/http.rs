@@ -17,7 +17,7 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, Semaphore};
 
 use crate::host::Host;
 use crate::invoke::{self, Call, Outcome, Report, ReportSink};
@@ -405,9 +405,6 @@ async fn accept(listener: &Listener) -> io::Result<(Io, String)> {
         }
     }
 }
-
-/// Holds the concurrency permits until the invocation task drops them.
-pub type Permits = Vec<OwnedSemaphorePermit>;
 
 #[cfg(test)]
 mod tests {

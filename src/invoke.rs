@@ -475,7 +475,9 @@ impl StderrLog<'_> {
     }
 }
 
-async fn run(host: Arc<Host>, loaded: Arc<Loaded>, call: Call, head_tx: oneshot::Sender<Result<Started, Failure>>, sink: Option<ReportSink>) {
+async fn run(host: Arc<Host>, loaded: Arc<Loaded>, mut call: Call, head_tx: oneshot::Sender<Result<Started, Failure>>, sink: Option<ReportSink>) {
+    // Held until this task ends, so a slot frees only once the sandbox is gone.
+    let _permits = std::mem::take(&mut call.permits);
     let f = &loaded.function;
     let timeout = f.limits.timeout.0;
     let deadline = tokio::time::Instant::from_std(call.received) + timeout;
@@ -615,7 +617,7 @@ async fn run(host: Arc<Host>, loaded: Arc<Loaded>, call: Call, head_tx: oneshot:
                 }
             }
             r = stdout.read_buf(&mut out), if !stdout_eof => {
-                let n = match r { Ok(n) => n, Err(_) => 0 };
+                let n = r.unwrap_or_default();
                 if n == 0 {
                     stdout_eof = true;
                 }

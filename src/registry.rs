@@ -178,7 +178,8 @@ impl Registry {
             function = name,
             version,
             runtime = function.runtime.as_str(),
-            "loaded function {name} (version {version}); {}",
+            "loaded function {name} (version {version}) from {}; {}",
+            function.path.display(),
             sandbox.landlock.enforcement
         );
         State::Ready(Arc::new(Loaded { function, sandbox, version, limiter }))

@@ -180,6 +180,7 @@ pub type BpfProgram = Vec<libc::sock_filter>;
 /// What every request of one function version shares: built at registry load.
 pub struct PreparedSandbox {
     /// Root skeleton (removed when the last invocation using it is gone).
+    #[allow(dead_code, reason = "held for its Drop, which removes the version directory")]
     pub skeleton: namespaces::Skeleton,
     /// `skeleton` as a C string, for chdir before pivot_root.
     pub root: CString,

@@ -159,8 +159,8 @@ pub fn compile_filters() -> Result<Vec<BpfProgram>, SeccompError> {
     deny.insert(
         libc::SYS_ioctl,
         vec![
-            SeccompRule::new(vec![cond(1, SeccompCmpArgLen::Dword, SeccompCmpOp::Eq, libc::TIOCSTI as u64)?])?,
-            SeccompRule::new(vec![cond(1, SeccompCmpArgLen::Dword, SeccompCmpOp::Eq, libc::TIOCLINUX as u64)?])?,
+            SeccompRule::new(vec![cond(1, SeccompCmpArgLen::Dword, SeccompCmpOp::Eq, libc::TIOCSTI)?])?,
+            SeccompRule::new(vec![cond(1, SeccompCmpArgLen::Dword, SeccompCmpOp::Eq, libc::TIOCLINUX)?])?,
         ],
     );
     // personality(0xffffffff) only asks; PER_LINUX (0) is what everyone has already.

@@ -40,6 +40,7 @@ pub const ERROR_RECORD: usize = 12;
 
 /// A NULL-terminated array of C strings, as execve(2) wants argv and envp.
 pub struct CStringArray {
+    #[allow(dead_code, reason = "never read, only owned: ptrs point into these strings")]
     strings: Vec<CString>,
     ptrs: Vec<*const c_char>,
 }
@@ -50,11 +51,6 @@ impl CStringArray {
         let mut ptrs: Vec<*const c_char> = strings.iter().map(|s| s.as_ptr()).collect();
         ptrs.push(std::ptr::null());
         CStringArray { strings, ptrs }
-    }
-
-    /// The strings, for logging and tests.
-    pub fn strings(&self) -> &[CString] {
-        &self.strings
     }
 
     fn as_ptr(&self) -> *const *const c_char {
