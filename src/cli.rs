@@ -291,6 +291,18 @@ fn notify(states: &[sd_notify::NotifyState]) {
     }
 }
 
+/// Half of WATCHDOG_USEC when systemd asks for keep-alives, as sd_watchdog_enabled(3) reads
+/// it: WATCHDOG_PID, when set, must be us (sd-notify's own check insists on it being set).
+fn watchdog_interval() -> Option<Duration> {
+    let usec: u64 = std::env::var("WATCHDOG_USEC").ok()?.parse().ok()?;
+    if let Ok(pid) = std::env::var("WATCHDOG_PID") {
+        if pid.parse::<u32>().ok()? != std::process::id() {
+            return None;
+        }
+    }
+    (usec > 0).then(|| Duration::from_micros(usec / 2))
+}
+
 async fn serve(config: Config, listeners: Vec<TakenListener>) -> Result<u8, String> {
     if listeners.is_empty() {
         return Err("no listening socket: start faas through faas.socket (systemd passes LISTEN_FDS) or give --listen 127.0.0.1:8080".into());
@@ -334,13 +346,12 @@ async fn serve(config: Config, listeners: Vec<TakenListener>) -> Result<u8, Stri
         format!("{} in flight, {} served", app.stats.in_flight.load(Ordering::Relaxed), app.stats.served.load(Ordering::Relaxed))
     };
     notify(&[sd_notify::NotifyState::Ready, sd_notify::NotifyState::Status(&status(&app))]);
-    let mut watchdog_usec = 0;
-    let watchdog = sd_notify::watchdog_enabled(false, &mut watchdog_usec).then(|| Duration::from_micros(watchdog_usec / 2));
+    let watchdog = watchdog_interval();
     let mut tick = tokio::time::interval(watchdog.unwrap_or(Duration::from_secs(1)).min(Duration::from_secs(1)));
     let mut sigterm = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
     let mut sigint = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
     let idle = host.config.idle_exit.0;
-    let mut last_status = String::new();
+    let mut last_status = status(&app);
     let reason = loop {
         tokio::select! {
             _ = sigterm.recv() => break "SIGTERM",

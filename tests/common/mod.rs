@@ -37,6 +37,9 @@ pub struct Daemon {
     pub port: u16,
     pub admin_port: u16,
     pub log: PathBuf,
+    pub notify: UnixDatagram,
+    /// Every sd_notify message received so far.
+    pub messages: Vec<String>,
 }
 
 /// A response, whatever its status.
@@ -72,6 +75,10 @@ impl Daemon {
     }
 
     pub fn start_with(functions: &[(&str, &str)], config_extra: &str) -> Daemon {
+        Self::start_env(functions, config_extra, &[])
+    }
+
+    pub fn start_env(functions: &[(&str, &str)], config_extra: &str, env: &[(&str, &str)]) -> Daemon {
         let dir = tempfile::Builder::new().prefix("faas-test-").tempdir().unwrap();
         let fdir = dir.path().join("functions");
         std::fs::create_dir(&fdir).unwrap();
@@ -110,6 +117,9 @@ impl Daemon {
             .stdin(Stdio::null())
             .stdout(log_file.try_clone().unwrap())
             .stderr(log_file);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
         // SAFETY: between fork and exec this only calls dup2 and fcntl, which are
         // async-signal-safe, on fds that stay open in the parent until spawn returns.
         unsafe {
@@ -128,14 +138,12 @@ impl Daemon {
         }
         let child = cmd.spawn().expect("start faas");
         drop((listener, admin));
-        let mut d = Daemon { child, dir, port, admin_port, log };
+        let mut d = Daemon { child, dir, port, admin_port, log, notify, messages: Vec::new() };
         let deadline = Instant::now() + Duration::from_secs(20);
-        let mut buf = [0u8; 4096];
         loop {
-            if let Ok(n) = notify.recv(&mut buf) {
-                if String::from_utf8_lossy(&buf[..n]).lines().any(|l| l == "READY=1") {
-                    break;
-                }
+            d.poll_notify();
+            if d.messages.iter().any(|m| m == "READY=1") {
+                break;
             }
             if let Ok(Some(status)) = d.child.try_wait() {
                 panic!("faas exited before READY=1 ({status}):\n{}", d.logs());
@@ -143,6 +151,29 @@ impl Daemon {
             assert!(Instant::now() < deadline, "no READY=1 within 20 s:\n{}", d.logs());
         }
         d
+    }
+
+    /// Reads whatever sd_notify messages arrived (waits up to 200 ms for one).
+    pub fn poll_notify(&mut self) {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = self.notify.recv(&mut buf) {
+            self.messages.extend(String::from_utf8_lossy(&buf[..n]).lines().map(str::to_owned));
+            self.notify.set_read_timeout(Some(Duration::from_millis(1))).unwrap();
+        }
+        self.notify.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    }
+
+    /// Waits up to `limit` for the daemon to exit; its exit code.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<i32> {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                self.poll_notify();
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
     }
 
     pub fn functions_dir(&self) -> PathBuf {
