@@ -113,7 +113,31 @@ impl CgroupTree {
         let control = root.join("cgroup.subtree_control");
         let enable: String = CONTROLLERS.iter().map(|c| format!("+{c} ")).collect();
         fs::write(&control, enable.trim()).map_err(io_err("enable controllers in", &control))?;
-        Ok(CgroupTree { root })
+        let tree = CgroupTree { root };
+        tree.remove_stale();
+        Ok(tree)
+    }
+
+    /// Kills and removes `inv-*` cgroups an earlier run left (it was SIGKILLed mid-request).
+    fn remove_stale(&self) {
+        let Ok(entries) = fs::read_dir(&self.root) else { return };
+        for e in entries.flatten() {
+            if !e.file_name().to_string_lossy().starts_with("inv-") {
+                continue;
+            }
+            let mut cg = RequestCgroup { path: e.path(), dir: None };
+            let _ = cg.kill();
+            for _ in 0..100 {
+                if !cg.populated() {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            match cg.remove() {
+                Ok(()) => tracing::warn!("removed a request cgroup left by an earlier run: {}", cg.path.display()),
+                Err(e) => tracing::error!("{e}"),
+            }
+        }
     }
 
     /// Creates `inv-ID` with the function's limits and opens it for CLONE_INTO_CGROUP.

@@ -90,7 +90,8 @@ impl Daemon {
         std::fs::write(
             &config,
             format!(
-                "functions_dir = \"functions\"\nstate_dir = \"state\"\nwrappers_dir = \"{}\"\nuid_base = {}\nuid_count = {}\n{config_extra}\n",
+                "{}state_dir = \"state\"\nwrappers_dir = \"{}\"\nuid_base = {}\nuid_count = {}\n{config_extra}\n",
+                if config_extra.contains("functions_dir") { "" } else { "functions_dir = \"functions\"\n" },
                 repo().join("wrappers").display(),
                 uids.0,
                 uids.1
