@@ -224,10 +224,10 @@ fn probe_cgroup(config: &Config) -> Result<(), String> {
     }
 }
 
-/// Whether the kernel takes seccomp filters (Seccomp field of /proc/self/status exists).
+/// Whether the kernel takes seccomp filters with user notification (Linux ≥ 5.0).
 fn seccomp_supported() -> bool {
     std::fs::read_to_string("/proc/self/status").is_ok_and(|s| s.lines().any(|l| l.starts_with("Seccomp:")))
-        && std::path::Path::new("/proc/sys/kernel/seccomp/actions_avail").exists()
+        && std::fs::read_to_string("/proc/sys/kernel/seccomp/actions_avail").is_ok_and(|a| a.split_whitespace().any(|w| w == "user_notif"))
 }
 
 #[cfg(test)]

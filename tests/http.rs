@@ -121,3 +121,30 @@ fn broken_config_names_file_and_line() {
     assert_eq!(out.status.code(), Some(1));
     assert!(text.contains(&format!("{}:4:1: unknown field `bogus`", cfg.display())), "{text}");
 }
+
+#[test]
+fn slow_client_body_is_408_and_the_server_keeps_serving() {
+    use std::io::{Read, Write};
+    let d = Daemon::start_with(&[("f", &sh("cat"))], "body_timeout = \"1s\"");
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", d.port)).unwrap();
+    s.write_all(b"POST /f HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nonly ten b").unwrap();
+    let mut got = String::new();
+    s.read_to_string(&mut got).unwrap();
+    assert!(got.starts_with("HTTP/1.1 408"), "{got}");
+    assert!(got.contains("application/problem+json") && got.contains("body-timeout"), "{got}");
+    assert_eq!(d.get("/_/health").status, 200);
+}
+
+#[test]
+fn chunked_body_over_the_limit_is_413() {
+    use std::io::{Read, Write};
+    let d = Daemon::start(&[("f", &sh_with("cat", "[limits]\nbody = \"1K\""))]);
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", d.port)).unwrap();
+    s.write_all(b"POST /f HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n800\r\n").unwrap();
+    s.write_all(&[b'a'; 0x800]).unwrap();
+    s.write_all(b"\r\n0\r\n\r\n").unwrap();
+    let mut got = String::new();
+    s.read_to_string(&mut got).unwrap();
+    assert!(got.starts_with("HTTP/1.1 413"), "{got}");
+    assert!(!d.logs().contains("REPORT f"), "a sandbox was started");
+}

@@ -121,16 +121,17 @@ impl Daemon {
         for (k, v) in env {
             cmd.env(k, v);
         }
-        // SAFETY: between fork and exec this only calls dup2 and fcntl, which are
+        // SAFETY: between fork and exec this only calls fcntl and dup2, which are
         // async-signal-safe, on fds that stay open in the parent until spawn returns.
         unsafe {
             cmd.pre_exec(move || {
-                for (from, to) in [(fd3, 3), (fd4, 4)] {
-                    if from == to {
-                        if nix::libc::fcntl(to, nix::libc::F_SETFD, 0) < 0 {
-                            return Err(std::io::Error::last_os_error());
-                        }
-                    } else if nix::libc::dup2(from, to) < 0 {
+                // Park both above the target range first: either may already sit at 3 or 4.
+                let parked = [
+                    nix::libc::fcntl(fd3, nix::libc::F_DUPFD_CLOEXEC, 100),
+                    nix::libc::fcntl(fd4, nix::libc::F_DUPFD_CLOEXEC, 100),
+                ];
+                for (from, to) in parked.into_iter().zip([3, 4]) {
+                    if from < 0 || nix::libc::dup2(from, to) < 0 {
                         return Err(std::io::Error::last_os_error());
                     }
                 }
