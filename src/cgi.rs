@@ -145,15 +145,17 @@ pub fn environment(meta: &RequestMeta, function_env: &[(String, String)]) -> Vec
     push("FAAS_DEADLINE_MS", &meta.deadline_ms.to_string());
     let mut http_vars: Vec<(String, String)> = Vec::new();
     for (name, value) in meta.headers {
-        // httpoxy: a client-sent Proxy header must never become HTTP_PROXY.
-        if matches!(name.as_str(), "proxy" | "content-type" | "content-length" | "authorization" | "connection") {
+        // httpoxy: a client-sent Proxy header must never become HTTP_PROXY. A name with `_`
+        // would map onto the same variable as its `-` twin and could spoof it (nginx drops
+        // those too). faas does no authentication, so Authorization is the handler's.
+        if matches!(name.as_str(), "proxy" | "content-type" | "content-length" | "connection") || name.as_str().contains('_') {
             continue;
         }
         let Ok(value) = value.to_str() else { continue };
         let key = format!("HTTP_{}", name.as_str().to_ascii_uppercase().replace('-', "_"));
         match http_vars.iter_mut().find(|(k, _)| *k == key) {
             Some((_, v)) => {
-                v.push_str(", ");
+                v.push_str(if name == http::header::COOKIE { "; " } else { ", " });
                 v.push_str(value);
             }
             None => http_vars.push((key, value.to_owned())),
@@ -205,6 +207,9 @@ mod tests {
         headers.insert("content-type", "application/json".parse().unwrap());
         headers.insert("x-trace", "abc".parse().unwrap());
         headers.insert("proxy", "http://evil:8080".parse().unwrap());
+        headers.insert("x_trace", "spoof".parse().unwrap());
+        headers.append("cookie", "a=1".parse().unwrap());
+        headers.append("cookie", "b=2".parse().unwrap());
         let meta = RequestMeta {
             method: "POST",
             function: "hello",
@@ -226,6 +231,8 @@ mod tests {
             assert!(env.contains(&want.to_owned()), "{want} missing from {env:?}");
         }
         assert!(!env.iter().any(|e| e.starts_with("HTTP_PROXY")), "httpoxy");
+        assert!(env.contains(&"HTTP_COOKIE=a=1; b=2".to_owned()), "{env:?}");
+        assert!(!env.contains(&"HTTP_X_TRACE=spoof".to_owned()), "underscore twin spoofed a header: {env:?}");
         assert!(!env.iter().any(|e| e.starts_with("HTTP_CONTENT_TYPE")));
     }
 }

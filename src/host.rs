@@ -164,8 +164,8 @@ impl Host {
         };
         list.push(("landlock", ll_state, "Linux ≥ 6.12 with lsm=…,landlock gives every rule"));
 
-        let (seccomp, seccomp_state) = match seccomp::compile_filters() {
-            Ok(f) if seccomp_supported() => (f, LayerState::Enforced),
+        let (seccomp, seccomp_state) = match seccomp::build_filter() {
+            Ok(f) if seccomp_supported() => (vec![f], LayerState::Enforced),
             Ok(_) => (Vec::new(), LayerState::Missing("the kernel has no seccomp filter support".into())),
             Err(e) => (Vec::new(), LayerState::Missing(e.to_string())),
         };

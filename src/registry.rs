@@ -20,7 +20,7 @@ use crate::host::Host;
 use crate::runtime;
 use crate::sandbox::landlock::{self, RulePaths};
 use crate::sandbox::namespaces::{build_skeleton, mount_plan, RootSpec};
-use crate::sandbox::{seccomp, version_dir, PreparedSandbox};
+use crate::sandbox::{version_dir, PreparedSandbox};
 
 /// A function ready to run: the checked definition and its prepared sandbox.
 pub struct Loaded {
@@ -291,7 +291,7 @@ fn prepare(host: &Host, f: &Function, version: u64) -> Result<PreparedSandbox, P
         mounts,
         landlock,
         seccomp: host.seccomp.clone(),
-        seccomp_notify_index: seccomp::NOTIFY_INDEX,
+        seccomp_notify_index: 0,
         exe,
         argv,
     })
