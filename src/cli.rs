@@ -257,7 +257,7 @@ async fn invoke_once(config: Config, args: &InvokeArgs) -> Result<u8, String> {
                 }
                 let _ = writeln!(stdout);
             }
-            while let Some(chunk) = started.body.recv().await {
+            while let Some(chunk) = started.body.next_chunk().await {
                 match chunk {
                     Ok(b) => {
                         let _ = stdout.write_all(&b);

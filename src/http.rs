@@ -17,7 +17,7 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::Semaphore;
 
 use crate::host::Host;
 use crate::invoke::{self, Call, Outcome, Report, ReportSink};
@@ -29,7 +29,7 @@ pub enum ResponseBody {
     /// A whole body.
     Full(Full<Bytes>),
     /// Chunks as the function writes them.
-    Stream(mpsc::Receiver<Result<Bytes, io::Error>>),
+    Stream(invoke::BodyStream),
 }
 
 impl Body for ResponseBody {
@@ -39,7 +39,7 @@ impl Body for ResponseBody {
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
         match self.get_mut() {
             ResponseBody::Full(b) => Pin::new(b).poll_frame(cx).map_err(|never| match never {}),
-            ResponseBody::Stream(rx) => rx.poll_recv(cx).map(|o| o.map(|r| r.map(Frame::data))),
+            ResponseBody::Stream(s) => s.poll_chunk(cx).map(|o| o.map(|r| r.map(Frame::data))),
         }
     }
 

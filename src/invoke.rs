@@ -8,6 +8,7 @@
 
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -108,12 +109,45 @@ pub struct Timing {
     pub first_byte: Duration,
 }
 
+/// The body of a response under way, chunk by chunk as the function writes it.
+pub struct BodyStream {
+    rx: mpsc::Receiver<Bytes>,
+    cut: Arc<AtomicBool>,
+    ended: bool,
+}
+
+impl BodyStream {
+    /// The next chunk; `Err` once at the end if the invocation failed after the head went
+    /// out (the body is incomplete), then `None`.
+    pub fn poll_chunk(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Option<io::Result<Bytes>>> {
+        if self.ended {
+            return std::task::Poll::Ready(None);
+        }
+        match self.rx.poll_recv(cx) {
+            std::task::Poll::Ready(None) => {
+                self.ended = true;
+                if self.cut.load(Ordering::Acquire) {
+                    std::task::Poll::Ready(Some(Err(io::Error::other("the function failed mid-response; the body is incomplete"))))
+                } else {
+                    std::task::Poll::Ready(None)
+                }
+            }
+            other => other.map(|o| o.map(Ok)),
+        }
+    }
+
+    /// The next chunk, awaited.
+    pub async fn next_chunk(&mut self) -> Option<io::Result<Bytes>> {
+        std::future::poll_fn(|cx| self.poll_chunk(cx)).await
+    }
+}
+
 /// A response under way: its head and a stream of body chunks.
 pub struct Started {
     /// Status and headers.
     pub head: Head,
-    /// Body chunks; an `Err` means the body was cut short.
-    pub body: mpsc::Receiver<Result<Bytes, io::Error>>,
+    /// Body chunks.
+    pub body: BodyStream,
     /// Timings so far.
     pub timing: Timing,
 }
@@ -221,6 +255,10 @@ fn start_child(host: &Host, loaded: &Loaded, call: &Call, deadline_ms: u128) -> 
     if f.landlock == LandlockMode::Required && loaded.sandbox.landlock.enforcement.level != Level::Full {
         return Err(SpawnError::Policy(format!("the function requires landlock, and this kernel gives {}", loaded.sandbox.landlock.enforcement)));
     }
+    let template_fd = match &loaded.sandbox.template {
+        Ok(fd) => fd.as_raw_fd(),
+        Err(why) => return Err(SpawnError::Template(why.clone())),
+    };
     let uid = host.uids.lease().ok_or_else(|| SpawnError::Policy("every sandbox uid is in use".into()))?;
     let cgroup = match &host.cgroups {
         Some(tree) => Some(tree.create(&call.id, &f.limits).map_err(|e| SpawnError::Prepare { what: "the cgroup", source: io::Error::other(e.to_string()) })?),
@@ -268,6 +306,7 @@ fn start_child(host: &Host, loaded: &Loaded, call: &Call, deadline_ms: u128) -> 
     }
     let plan = ChildPlan {
         sandbox: &loaded.sandbox,
+        template_fd,
         clone_flags: CLONE_FLAGS | if cleanup_cgroup.as_ref().is_some() { libc::CLONE_NEWCGROUP as u64 } else { 0 },
         cgroup_fd: cleanup_cgroup.as_ref().and_then(|c| c.dir.as_ref()).map(|d| d.as_raw_fd()),
         netns_fd: if f.network { None } else { host.netns.as_ref().map(|fd| fd.as_raw_fd()) },
@@ -515,16 +554,24 @@ async fn run(host: Arc<Host>, loaded: Arc<Loaded>, mut call: Call, head_tx: ones
     };
     let Started0 { mut sandbox, stdin, stdout, stderr, err_read, notify } = started;
     let exec = tokio::select! {
-        r = wait_exec(err_read, &loaded.sandbox.mounts) => r,
-        _ = sleep_until(deadline) => Err(SpawnError::Policy("the sandbox did not start before the deadline".into())),
+        r = wait_exec(err_read, &loaded.sandbox.request_mounts) => Some(r),
+        _ = sleep_until(deadline) => None,
     };
     report.timing.setup = call.received.elapsed();
-    if let Err(e) = exec {
-        tracing::error!(function = %f.name, invocation_id = %call.id, "{e}");
+    let failed = match exec {
+        Some(Ok(())) => None,
+        Some(Err(e)) => {
+            tracing::error!(function = %f.name, invocation_id = %call.id, "{e}");
+            Some(Outcome::SetupFailed(setup_reason(&e)))
+        }
+        // The deadline is the function's whole budget, set-up included.
+        None => Some(Outcome::Timeout),
+    };
+    if let Some(outcome) = failed {
         sandbox.kill();
         report.exit = sandbox.reap().await;
         report.usage = sandbox.teardown().await;
-        report.outcome = Outcome::SetupFailed(setup_reason(&e));
+        report.outcome = outcome;
         return finish(report, Some(head_tx));
     }
     let exec_at = Instant::now();
@@ -564,9 +611,10 @@ async fn run(host: Arc<Host>, loaded: Arc<Loaded>, mut call: Call, head_tx: ones
     });
 
     let mut head_tx = Some(head_tx);
-    let (body_tx, body_rx) = mpsc::channel::<Result<Bytes, io::Error>>(4);
+    let (body_tx, body_rx) = mpsc::channel::<Bytes>(4);
+    let cut = Arc::new(AtomicBool::new(false));
     let mut body_tx = Some(body_tx);
-    let mut body_rx = Some(body_rx);
+    let mut body_rx = Some(BodyStream { rx: body_rx, cut: cut.clone(), ended: false });
     let mut out = BytesMut::with_capacity(16 << 10);
     let mut errlog = StderrLog { function: &f.name, id: &call.id, buf: BytesMut::with_capacity(4 << 10), logged: 0, cap: f.limits.log.0, truncated: false };
     let (mut stdout_eof, mut stderr_eof, mut stdin_done) = (false, false, false);
@@ -650,7 +698,7 @@ async fn run(host: Arc<Host>, loaded: Arc<Loaded>, mut call: Call, head_tx: ones
                     if let Some(tx) = &body_tx {
                         report.bytes_out += chunk.len() as u64;
                         let sent = tokio::select! {
-                            r = tx.send(Ok(chunk)) => r.is_ok(),
+                            r = tx.send(chunk) => r.is_ok(),
                             _ = sleep_until(deadline) => {
                                 outcome.get_or_insert(Outcome::Timeout);
                                 sandbox.kill();
@@ -666,16 +714,8 @@ async fn run(host: Arc<Host>, loaded: Arc<Loaded>, mut call: Call, head_tx: ones
                     if over {
                         outcome.get_or_insert(Outcome::OutputTooLarge);
                         sandbox.kill();
-                        if let Some(tx) = body_tx.take() {
-                            let _ = tx.try_send(Err(io::Error::other("the function's output exceeded its limit")));
-                        }
-                    }
-                }
-                if stdout_eof {
-                    if let Some(tx) = body_tx.take() {
-                        if matches!(outcome, Some(Outcome::Timeout)) {
-                            let _ = tx.try_send(Err(io::Error::other("the function timed out mid-response")));
-                        }
+                        cut.store(true, Ordering::Release);
+                        body_tx = None;
                     }
                 }
             }
@@ -697,7 +737,6 @@ async fn run(host: Arc<Host>, loaded: Arc<Loaded>, mut call: Call, head_tx: ones
         }
     }
     drop(stdin_fut);
-    drop(body_tx);
     report.usage = sandbox.teardown().await;
     report.exit = sandbox.exit;
     if report.usage.as_ref().is_some_and(|u| u.oom_kills > 0) && !matches!(outcome, Some(Outcome::SyscallDenied(_))) {
@@ -713,6 +752,12 @@ async fn run(host: Arc<Host>, loaded: Arc<Loaded>, mut call: Call, head_tx: ones
             (_, None) => Outcome::Crashed("vanished".into()),
         },
     };
+    // A body that went out in part must not end like a whole one: the client sees the
+    // chunked body cut short instead of a clean last chunk (the stream reads `cut` at its end).
+    if head_tx.is_none() && report.outcome != Outcome::Ok {
+        cut.store(true, Ordering::Release);
+    }
+    drop(body_tx);
     finish(report, head_tx);
 }
 
@@ -760,5 +805,6 @@ fn setup_reason(e: &SpawnError) -> String {
         SpawnError::Clone(_) => "the sandbox process could not be created".into(),
         SpawnError::Prepare { what, .. } => format!("{what} could not be prepared"),
         SpawnError::Policy(why) => why.clone(),
+        SpawnError::Template(_) => "the function's sandbox root could not be built".into(),
     }
 }

@@ -19,7 +19,8 @@ use crate::function::{inline_file, valid_name, Code, Function, Runtime};
 use crate::host::Host;
 use crate::runtime;
 use crate::sandbox::landlock::{self, RulePaths};
-use crate::sandbox::namespaces::{build_skeleton, mount_plan, RootSpec};
+use crate::sandbox::namespaces::{build_skeleton, request_mounts, template_plan, RootSpec};
+use crate::sandbox::spawn;
 use crate::sandbox::{version_dir, PreparedSandbox};
 
 /// A function ready to run: the checked definition and its prepared sandbox.
@@ -254,6 +255,10 @@ pub fn check_file(path: &Path, config: &crate::config::Config) -> Result<Functio
     Function::parse(path, &text, config)
 }
 
+fn cstring(p: &Path) -> CString {
+    CString::new(std::os::unix::ffi::OsStrExt::as_bytes(p.as_os_str())).expect("state_dir holds no NUL")
+}
+
 /// Builds the sandbox parts of one function version.
 fn prepare(host: &Host, f: &Function, version: u64) -> Result<PreparedSandbox, PrepareError> {
     let dir = version_dir(&host.config.state_dir, &f.name, version);
@@ -272,7 +277,11 @@ fn prepare(host: &Host, f: &Function, version: u64) -> Result<PreparedSandbox, P
     };
     let spec = RootSpec { code: &code_dir, wrappers: &host.config.wrappers_dir, read_only: &f.read_only, tmp_bytes: f.tmp.0 };
     let skeleton = build_skeleton(&dir, &spec).map_err(root_err)?;
-    let mounts = mount_plan(&skeleton, &spec);
+    let template = spawn::create_mount_template(&template_plan(&skeleton, &spec), &cstring(&skeleton.root))
+        .map_err(|e| format!("failed to build the sandbox root: {e}"));
+    if let Err(e) = &template {
+        tracing::error!(function = %f.name, "{e}");
+    }
     let mut exec: Vec<&Path> = skeleton.system_dirs.iter().map(PathBuf::as_path).collect();
     exec.push(&code_dir);
     exec.extend(skeleton.read_only.iter().map(PathBuf::as_path));
@@ -283,12 +292,11 @@ fn prepare(host: &Host, f: &Function, version: u64) -> Result<PreparedSandbox, P
         network: f.network,
     })?;
     let (exe, argv) = runtime::command(f.runtime, &f.handler, &host.config.runtimes);
-    let root = CString::new(std::os::unix::ffi::OsStrExt::as_bytes(skeleton.root.as_os_str())).expect("state_dir holds no NUL");
     Ok(PreparedSandbox {
         skeleton,
-        root,
+        template,
         hostname: c"faas".into(),
-        mounts,
+        request_mounts: request_mounts(&spec),
         landlock,
         seccomp: host.seccomp.clone(),
         seccomp_notify_index: 0,

@@ -13,7 +13,7 @@ pub mod spawn;
 use std::ffi::{CStr, CString};
 use std::fmt;
 use std::io;
-use std::os::fd::RawFd;
+use std::os::fd::{OwnedFd, RawFd};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -70,10 +70,10 @@ pub enum Step {
     NetNs,
     /// sethostname.
     Hostname,
-    /// One of the prepared mounts.
+    /// Joining the template mount namespace and unsharing a copy of it.
+    MountNs,
+    /// One of this request's own mounts.
     Mount,
-    /// pivot_root and detaching the old root.
-    PivotRoot,
     /// setrlimit.
     Rlimit,
     /// Emptying the capability bounding set.
@@ -103,7 +103,7 @@ pub enum Step {
 impl Step {
     fn from_u32(v: u32) -> Option<Step> {
         use Step::*;
-        [Stdio, Signals, NetNs, Hostname, Mount, PivotRoot, Rlimit, CapBound, Groups, Gid, Uid, Caps, NoNewPrivs, Landlock, CloseFds, Seccomp, SendListener, Exec]
+        [Stdio, Signals, NetNs, Hostname, MountNs, Mount, Rlimit, CapBound, Groups, Gid, Uid, Caps, NoNewPrivs, Landlock, CloseFds, Seccomp, SendListener, Exec]
             .into_iter()
             .find(|s| *s as u32 == v)
     }
@@ -116,8 +116,8 @@ impl fmt::Display for Step {
             Step::Signals => "reset signals",
             Step::NetNs => "join the empty network namespace",
             Step::Hostname => "set the hostname",
+            Step::MountNs => "enter a copy of the function's mount namespace",
             Step::Mount => "mount",
-            Step::PivotRoot => "pivot into the sandbox root",
             Step::Rlimit => "set rlimits",
             Step::CapBound => "drop the capability bounding set",
             Step::Groups => "drop supplementary groups",
@@ -164,6 +164,9 @@ pub enum SpawnError {
     /// The function's policy cannot be met on this host.
     #[error("{0}")]
     Policy(String),
+    /// The function version's template mount namespace could not be built at load.
+    #[error("{0}")]
+    Template(String),
 }
 
 fn hint(e: &io::Error) -> &'static str {
@@ -182,12 +185,13 @@ pub struct PreparedSandbox {
     /// Root skeleton (removed when the last invocation using it is gone).
     #[allow(dead_code, reason = "held for its Drop, which removes the version directory")]
     pub skeleton: namespaces::Skeleton,
-    /// `skeleton` as a C string, for chdir before pivot_root.
-    pub root: CString,
+    /// The template mount namespace: the read-only root, already pivoted into. An error
+    /// (not root, say) is kept and answered per request, so the function still loads.
+    pub template: Result<OwnedFd, String>,
     /// The sandbox's hostname.
     pub hostname: CString,
-    /// The mount list, in order.
-    pub mounts: Vec<MountOp>,
+    /// Each request's own mounts (tmpfs `/tmp`, `/proc`), run inside a copy of the template.
+    pub request_mounts: Vec<MountOp>,
     /// The Landlock ruleset, when the kernel has Landlock.
     pub landlock: landlock::Prepared,
     /// seccomp filters to install, in order.
@@ -206,6 +210,8 @@ pub struct ChildPlan<'a> {
     pub sandbox: &'a PreparedSandbox,
     /// Namespace flags for clone3.
     pub clone_flags: u64,
+    /// The function version's template mount namespace.
+    pub template_fd: RawFd,
     /// The request's cgroup directory, for CLONE_INTO_CGROUP.
     pub cgroup_fd: Option<RawFd>,
     /// The empty network namespace to join; None for host network.
@@ -243,7 +249,7 @@ pub fn child_error(plan_mounts: &[MountOp], record: &[u8; spawn::ERROR_RECORD]) 
     let (step, index, errno) = spawn::decode_error(record);
     let step = Step::from_u32(step).unwrap_or(Step::Exec);
     let detail = match step {
-        Step::Mount => plan_mounts.get(index as usize).map_or_else(String::new, |m| format!(" ({})", m.describe())),
+        Step::Mount => plan_mounts.get(index as usize).map_or_else(|| " (chdir /code)".to_owned(), |m| format!(" ({})", m.describe())),
         Step::Rlimit | Step::Seccomp | Step::CapBound => format!(" (#{index})"),
         _ => String::new(),
     };

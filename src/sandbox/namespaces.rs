@@ -2,11 +2,12 @@
 //! function version, and the mount list the child runs inside its own mount namespace.
 //!
 //! The skeleton is a directory of empty mount points on the host (`STATE/fn/NAME-V/root`).
-//! Each child binds it onto itself, mounts `/usr`, `/code`, `/faas`, a fresh tmpfs `/tmp`, a
-//! fresh `/proc` and a few device nodes onto it, makes it read-only and pivots into it. The
-//! mounts live only in the child's mount namespace and vanish with it; the skeleton's inodes
-//! stay the same for every request, which is what lets one Landlock ruleset, built at load,
-//! name `/tmp` and `/dev` before any request exists.
+//! Once per function version, a template mount namespace binds it onto itself, mounts
+//! `/usr`, `/code`, `/faas`, a few `/etc` files and device nodes onto it, makes it read-only
+//! and pivots into it (`template_plan`, run by `spawn::create_mount_template`). Each child
+//! then joins the template, unshares a private copy, and adds only what must be its own: a
+//! fresh tmpfs `/tmp` and a fresh `/proc` (`request_mounts`). Nothing is mounted in the
+//! daemon's namespace, and a copy of the template holds a dozen mounts, not the host's.
 
 use std::ffi::CString;
 use std::io;
@@ -17,9 +18,9 @@ use nix::libc;
 
 use super::MountOp;
 
-/// Namespaces every sandbox gets from clone3 (the network one is joined, not created).
-pub const CLONE_FLAGS: u64 =
-    (libc::CLONE_NEWPID | libc::CLONE_NEWNS | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS) as u64;
+/// Namespaces every sandbox gets from clone3. The network namespace is joined, not created,
+/// and the mount namespace is a copy of the template, made by the child itself.
+pub const CLONE_FLAGS: u64 = (libc::CLONE_NEWPID | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS) as u64;
 
 /// Device nodes bound into the sandbox's `/dev`.
 pub const DEVICES: &[&str] = &["null", "zero", "full", "random", "urandom"];
@@ -136,8 +137,8 @@ fn bind_read_only(ops: &mut Vec<MountOp>, source: &Path, target: &Path) {
     ops.push(MountOp::ReadOnlyTree { target: cstr(target) });
 }
 
-/// The child's mount list for `skeleton`, in order.
-pub fn mount_plan(skeleton: &Skeleton, spec: &RootSpec) -> Vec<MountOp> {
+/// The template namespace's mount list for `skeleton`, in order (then it pivots in).
+pub fn template_plan(skeleton: &Skeleton, spec: &RootSpec) -> Vec<MountOp> {
     let root = &skeleton.root;
     let mut ops = vec![
         // systemd mounts / shared; without this every mount below would show up on the host.
@@ -153,21 +154,6 @@ pub fn mount_plan(skeleton: &Skeleton, spec: &RootSpec) -> Vec<MountOp> {
     for p in &skeleton.read_only {
         bind_read_only(&mut ops, p, &inside(root, p));
     }
-    let inodes = (spec.tmp_bytes / 4096).max(1024);
-    ops.push(MountOp::Mount {
-        source: Some(c"tmpfs".into()),
-        target: cstr(&root.join("tmp")),
-        fstype: Some(c"tmpfs".into()),
-        flags: libc::MS_NOSUID | libc::MS_NODEV,
-        data: Some(CString::new(format!("size={},nr_inodes={inodes},mode=1777", spec.tmp_bytes)).expect("no NUL")),
-    });
-    ops.push(MountOp::Mount {
-        source: Some(c"proc".into()),
-        target: cstr(&root.join("proc")),
-        fstype: Some(c"proc".into()),
-        flags: libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
-        data: None,
-    });
     for dev in DEVICES {
         ops.push(MountOp::Mount {
             source: Some(cstr(&Path::new("/dev").join(dev))),
@@ -177,7 +163,7 @@ pub fn mount_plan(skeleton: &Skeleton, spec: &RootSpec) -> Vec<MountOp> {
             data: None,
         });
     }
-    // Last: the root itself read-only (not recursive: /tmp stays writable).
+    // Last: the root itself read-only (not recursive: the device nodes stay writable).
     ops.push(MountOp::Mount {
         source: None,
         target: cstr(root),
@@ -186,6 +172,29 @@ pub fn mount_plan(skeleton: &Skeleton, spec: &RootSpec) -> Vec<MountOp> {
         data: None,
     });
     ops
+}
+
+/// Each request's own mounts, made inside its copy of the template (paths as the sandbox
+/// sees them).
+pub fn request_mounts(spec: &RootSpec) -> Vec<MountOp> {
+    let inodes = (spec.tmp_bytes / 4096).max(1024);
+    vec![
+        MountOp::Mount {
+            source: Some(c"tmpfs".into()),
+            target: c"/tmp".into(),
+            fstype: Some(c"tmpfs".into()),
+            flags: libc::MS_NOSUID | libc::MS_NODEV,
+            data: Some(CString::new(format!("size={},nr_inodes={inodes},mode=1777", spec.tmp_bytes)).expect("digits hold no NUL")),
+        },
+        // Mounted from inside the new pid namespace, so it shows that one.
+        MountOp::Mount {
+            source: Some(c"proc".into()),
+            target: c"/proc".into(),
+            fstype: Some(c"proc".into()),
+            flags: libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+            data: None,
+        },
+    ]
 }
 
 #[cfg(test)]
@@ -207,13 +216,15 @@ mod tests {
         assert!(sk.root.join("dev/null").is_file());
         assert!(sk.root.join("tmp").is_dir());
         assert_eq!(sk.read_only, vec![PathBuf::from("/etc/hostname")]);
-        let plan = mount_plan(&sk, &spec);
+        let plan = template_plan(&sk, &spec);
         let first = plan[0].describe();
         assert_eq!(first, "mount (none) on /");
         let texts: Vec<String> = plan.iter().map(|m| m.describe()).collect();
-        assert!(texts.iter().any(|t| t.starts_with("mount tmpfs on ") && t.ends_with("/root/tmp")), "{texts:?}");
         assert!(texts.iter().any(|t| t.ends_with("/root/etc/hostname")), "{texts:?}");
+        assert!(texts.iter().any(|t| t == &format!("make {}/v1/root/usr read-only", tmp.path().display())), "{texts:?}");
         assert!(texts.last().unwrap().ends_with("/v1/root"));
+        let own: Vec<String> = request_mounts(&spec).iter().map(|m| m.describe()).collect();
+        assert_eq!(own, ["mount tmpfs on /tmp", "mount proc on /proc"]);
         let dir = sk.dir.clone();
         drop(sk);
         assert!(!dir.exists());

@@ -11,9 +11,11 @@
 //! 3. `NetNs`: `setns` into the empty network namespace made at start-up, while still root in
 //!    the initial user namespace (setns(2) needs CAP_SYS_ADMIN over the namespace's owner).
 //! 4. `Hostname`: the sandbox's own UTS namespace gets a fixed name, not the host's.
-//! 5. `Mount`: the prepared mount list; the first op makes `/` recursively private so nothing
-//!    propagates back to the host (mount_namespaces(7)).
-//! 6. `PivotRoot`: pivot_root(".", ".") then detach the old root (pivot_root(2), NOTES).
+//! 5. `MountNs`: setns into the function version's template mount namespace (its read-only
+//!    root is built and pivoted into once, by `create_mount_template`), then unshare a
+//!    private copy of it.
+//! 6. `Mount`: this request's own mounts on that copy: a fresh tmpfs `/tmp`, a fresh `/proc`
+//!    (it shows the new pid namespace because we mount it from inside), then chdir to /code.
 //! 7. `Rlimit`: core 0, nofile, fsize, nproc (per uid, and the uid is this sandbox's alone).
 //! 8. `CapBound`, `Groups`, `Gid`, `Uid`, `Caps`: empty the bounding set while we still hold
 //!    CAP_SETPCAP, drop supplementary groups, then gid, then uid (capabilities(7): a setuid
@@ -235,47 +237,15 @@ unsafe fn child_main(plan: &ChildPlan) -> ! {
     // SAFETY: host points to host.len() readable bytes.
     check!(Step::Hostname, 0, unsafe { libc::sethostname(host.as_ptr().cast(), host.len()) });
 
-    for (i, op) in plan.sandbox.mounts.iter().enumerate() {
-        match op {
-            MountOp::Mount { source, target, fstype, flags, data } => {
-                // SAFETY: every pointer is NULL or a NUL-terminated string in plan.
-                let rc = unsafe {
-                    libc::mount(opt_ptr(source), target.as_ptr(), opt_ptr(fstype), *flags, opt_ptr(data).cast())
-                };
-                check!(Step::Mount, i, rc);
-            }
-            MountOp::ReadOnlyTree { target } => {
-                let attr = MountAttr {
-                    attr_set: MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
-                    attr_clr: 0,
-                    propagation: 0,
-                    userns_fd: 0,
-                };
-                // SAFETY: target is a NUL-terminated path; attr is a mount_attr of the size given.
-                let rc = unsafe {
-                    libc::syscall(
-                        libc::SYS_mount_setattr,
-                        libc::AT_FDCWD,
-                        target.as_ptr(),
-                        AT_RECURSIVE,
-                        &attr as *const MountAttr,
-                        std::mem::size_of::<MountAttr>(),
-                    )
-                };
-                check!(Step::Mount, i, rc);
-            }
-        }
+    // SAFETY: template_fd is a mount namespace fd the parent holds open.
+    check!(Step::MountNs, 0, unsafe { libc::setns(plan.template_fd, libc::CLONE_NEWNS) });
+    // SAFETY: plain flag argument; gives us a private copy of the template.
+    check!(Step::MountNs, 1, unsafe { libc::unshare(libc::CLONE_NEWNS) });
+    for (i, op) in plan.sandbox.request_mounts.iter().enumerate() {
+        check!(Step::Mount, i, apply_mount(op));
     }
-
-    let dot = c".".as_ptr();
-    // SAFETY: root is a NUL-terminated path prepared by the parent.
-    check!(Step::PivotRoot, 0, unsafe { libc::chdir(plan.sandbox.root.as_ptr()) });
-    // SAFETY: "." is a valid path; pivot_root(".", ".") stacks the old root under the new one.
-    check!(Step::PivotRoot, 1, unsafe { libc::syscall(libc::SYS_pivot_root, dot, dot) });
-    // SAFETY: detaching the old root, which now sits on top of "."; MNT_DETACH never blocks.
-    check!(Step::PivotRoot, 2, unsafe { libc::umount2(dot, libc::MNT_DETACH) });
-    // SAFETY: a NUL-terminated literal path inside the new root.
-    check!(Step::PivotRoot, 3, unsafe { libc::chdir(c"/code".as_ptr()) });
+    // SAFETY: a NUL-terminated literal path inside the sandbox root.
+    check!(Step::Mount, 99, unsafe { libc::chdir(c"/code".as_ptr()) });
 
     for (i, (resource, limit)) in plan.rlimits.iter().enumerate() {
         // SAFETY: limit is a valid rlimit; only lowering, which needs no privilege.
@@ -339,6 +309,71 @@ unsafe fn child_main(plan: &ChildPlan) -> ! {
     // in plan for the whole call. execve returns only on failure.
     unsafe { libc::execve(plan.exe.as_ptr(), plan.argv.as_ptr(), plan.envp.as_ptr()) };
     child_fail(ep, Step::Exec, 0)
+}
+
+/// Runs one mount step; returns the syscall's result (negative on failure, errno set).
+/// Async-signal-safe: the child calls it between clone3 and execve.
+fn apply_mount(op: &MountOp) -> c_long {
+    match op {
+        MountOp::Mount { source, target, fstype, flags, data } => {
+            // SAFETY: every pointer is NULL or a NUL-terminated string that outlives the call.
+            c_long::from(unsafe { libc::mount(opt_ptr(source), target.as_ptr(), opt_ptr(fstype), *flags, opt_ptr(data).cast()) })
+        }
+        MountOp::ReadOnlyTree { target } => {
+            let attr = MountAttr { attr_set: MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV, attr_clr: 0, propagation: 0, userns_fd: 0 };
+            // SAFETY: target is a NUL-terminated path; attr is a mount_attr of the size given.
+            unsafe {
+                libc::syscall(libc::SYS_mount_setattr, libc::AT_FDCWD, target.as_ptr(), AT_RECURSIVE, &attr as *const MountAttr, std::mem::size_of::<MountAttr>())
+            }
+        }
+    }
+}
+
+/// Builds a function version's template mount namespace: on a throwaway thread (mount
+/// namespaces are per task; CLONE_FS too, so the daemon's own root is untouched) it unshares
+/// a new mount namespace, runs `ops` (which start by making `/` private and bind the
+/// skeleton `root` onto itself), pivots into `root` and detaches the host's tree. What is
+/// left is the sandbox's read-only root and nothing else; children setns into it and take a
+/// private copy (see the module docs).
+pub fn create_mount_template(ops: &[MountOp], root: &CStr) -> io::Result<OwnedFd> {
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                let fail = |what: String| io::Error::new(io::Error::last_os_error().kind(), format!("{what}: {}", io::Error::last_os_error()));
+                // SAFETY: flags only; affects this thread alone (CLONE_FS unshares its root/cwd).
+                if unsafe { libc::unshare(libc::CLONE_FS | libc::CLONE_NEWNS) } != 0 {
+                    return Err(fail("failed to unshare a mount namespace".into()));
+                }
+                // Opened while /proc is still reachable; it names the namespace, not a path.
+                let path = c"/proc/thread-self/ns/mnt";
+                // SAFETY: a NUL-terminated literal path.
+                let fd = unsafe { libc::open(path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
+                if fd < 0 {
+                    return Err(fail("failed to open the template mount namespace".into()));
+                }
+                // SAFETY: open returned a fresh descriptor that nothing else owns.
+                let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+                for op in ops {
+                    if apply_mount(op) < 0 {
+                        return Err(fail(format!("failed to {}", op.describe())));
+                    }
+                }
+                let dot = c".".as_ptr();
+                // SAFETY: root is a NUL-terminated path; "." is a valid path; pivot_root(".",
+                // ".") stacks the old root on the new one, and MNT_DETACH then drops it.
+                let pivoted = unsafe {
+                    libc::chdir(root.as_ptr()) == 0
+                        && libc::syscall(libc::SYS_pivot_root, dot, dot) == 0
+                        && libc::umount2(dot, libc::MNT_DETACH) == 0
+                };
+                if !pivoted {
+                    return Err(fail(format!("failed to pivot into {}", root.to_string_lossy())));
+                }
+                Ok(fd)
+            })
+            .join()
+            .map_err(|_| io::Error::other("the mount template thread panicked"))?
+    })
 }
 
 /// Sends `fd` over the unix socket `sock` with SCM_RIGHTS, then closes our copy.
