@@ -21,9 +21,24 @@ mod units;
 
 use clap::Parser;
 
+/// Raises the soft open-files limit to the hard one (systemd's default soft limit is 1024,
+/// and every connection and every sandbox's pipes take fds). Sandboxes get their own
+/// `limits.nofile`, so nothing of this reaches a function.
+fn raise_nofile() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        if soft < hard {
+            if let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+                tracing::warn!("failed to raise the open-files limit from {soft} to {hard}: {e}");
+            }
+        }
+    }
+}
+
 fn main() -> std::process::ExitCode {
     let args = cli::Cli::parse();
     log::init(args.verbose);
+    raise_nofile();
     // Listen fds first, before anything could open an fd and before threads exist.
     let listeners = match &args.command {
         cli::Command::Serve(serve) => match cli::take_listeners(&serve.listen) {
