@@ -256,12 +256,14 @@ unsafe fn child_main(plan: &ChildPlan) -> ! {
         // SAFETY: PR_CAPBSET_DROP takes a capability number; we still hold CAP_SETPCAP.
         check!(Step::CapBound, cap, unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong) });
     }
+    // The raw syscalls, not glibc's wrappers: those broadcast the change to every thread
+    // glibc believes this process has (the daemon's, copied into our memory) via signals.
     // SAFETY: an empty list: size 0 and a NULL pointer.
-    check!(Step::Groups, 0, unsafe { libc::setgroups(0, std::ptr::null()) });
+    check!(Step::Groups, 0, unsafe { libc::syscall(libc::SYS_setgroups, 0, std::ptr::null::<libc::gid_t>()) });
     // SAFETY: plain integer arguments.
-    check!(Step::Gid, 0, unsafe { libc::setresgid(plan.gid, plan.gid, plan.gid) });
+    check!(Step::Gid, 0, unsafe { libc::syscall(libc::SYS_setresgid, plan.gid, plan.gid, plan.gid) });
     // SAFETY: plain integer arguments; after this we are no longer root.
-    check!(Step::Uid, 0, unsafe { libc::setresuid(plan.uid, plan.uid, plan.uid) });
+    check!(Step::Uid, 0, unsafe { libc::syscall(libc::SYS_setresuid, plan.uid, plan.uid, plan.uid) });
     let header = CapHeader { version: LINUX_CAPABILITY_VERSION_3, pid: 0 };
     let data = [CapData { effective: 0, permitted: 0, inheritable: 0 }; 2];
     // SAFETY: header and two data structs, as version 3 of capset(2) expects.
