@@ -101,9 +101,12 @@ pub fn cloexec_pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     Ok((read, write))
 }
 
-/// Starts the child described by `plan`. Returns once clone3 has returned in the parent; the
-/// caller closes its copies of the child's fds and reads `plan.err_pipe`'s other end to learn
-/// whether exec happened (EOF) or which step failed (a record).
+/// Starts the child described by `plan`. On x86_64 the child shares our memory
+/// (CLONE_VM | CLONE_VFORK, as posix_spawn does): no page tables are copied and no
+/// copy-on-write faults follow, and this thread waits until the child has exec'd or died.
+/// Returns once clone3 has returned in the parent; the caller closes its copies of the
+/// child's fds and reads `plan.err_pipe`'s other end to learn whether exec happened (EOF) or
+/// which step failed (a record).
 pub fn spawn(plan: &ChildPlan) -> Result<Spawned, SpawnError> {
     let mut pidfd: c_int = -1;
     let mut args = CloneArgs {
@@ -116,22 +119,107 @@ pub fn spawn(plan: &ChildPlan) -> Result<Spawned, SpawnError> {
         args.flags |= CLONE_INTO_CGROUP;
         args.cgroup = fd as u64;
     }
-    // SAFETY: args is a valid clone_args of the size we pass, and pidfd outlives the call. The
-    // child gets a copy of this address space (no CLONE_VM) and only runs child_main, which
-    // touches nothing but `plan` (alive in its copy) and raw syscalls, then execs or exits.
-    let rc = unsafe { libc::syscall(libc::SYS_clone3, &mut args as *mut CloneArgs, std::mem::size_of::<CloneArgs>()) };
-    match rc {
-        -1 => Err(SpawnError::Clone(io::Error::last_os_error())),
-        0 => {
-            // SAFETY: we are the child, straight after clone3, as child_main requires.
-            unsafe { child_main(plan) }
-        }
-        pid => {
-            // SAFETY: CLONE_PIDFD made the kernel store a fresh pidfd that only we own.
-            let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
-            Ok(Spawned { pid: pid as i32, pidfd })
-        }
+    let rc = clone_child(&mut args, plan);
+    if rc < 0 {
+        return Err(SpawnError::Clone(io::Error::last_os_error()));
     }
+    // SAFETY: CLONE_PIDFD made the kernel store a fresh pidfd that only we own.
+    let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
+    Ok(Spawned { pid: rc as i32, pidfd })
+}
+
+/// The child's stack for CLONE_VM: one per thread, reused, since CLONE_VFORK keeps this
+/// thread waiting until the child no longer needs it.
+#[cfg(target_arch = "x86_64")]
+#[repr(C, align(16))]
+struct ChildStack([u8; CHILD_STACK]);
+#[cfg(target_arch = "x86_64")]
+const CHILD_STACK: usize = 64 << 10;
+
+#[cfg(target_arch = "x86_64")]
+thread_local! {
+    static STACK: std::cell::RefCell<Box<ChildStack>> = std::cell::RefCell::new(Box::new(ChildStack([0; CHILD_STACK])));
+}
+
+/// Where the child starts on its own stack.
+#[cfg(target_arch = "x86_64")]
+extern "C" fn child_entry(plan: *const ChildPlan) -> ! {
+    // SAFETY: plan points at the parent's ChildPlan, alive while CLONE_VFORK holds the
+    // parent; we are the child, straight after clone3.
+    unsafe { child_main(&*plan) }
+}
+
+/// clone3 with CLONE_VM | CLONE_VFORK, the child calling child_entry(plan) on its own stack.
+/// Returns the child's pid, or -1 with errno set.
+#[cfg(target_arch = "x86_64")]
+fn clone_child(args: &mut CloneArgs, plan: &ChildPlan) -> c_long {
+    STACK.with(|stack| {
+        let mut stack = stack.borrow_mut();
+        args.flags |= (libc::CLONE_VM | libc::CLONE_VFORK) as u64;
+        args.stack = stack.0.as_mut_ptr() as u64;
+        args.stack_size = CHILD_STACK as u64;
+        // Until the child has reset every handler, a signal must not run one of ours on its
+        // stack in our memory: block all here, the child unblocks after resetting them.
+        let mut all: libc::sigset_t = unsafe_zeroed();
+        let mut old: libc::sigset_t = unsafe_zeroed();
+        // SAFETY: all is a valid sigset_t to fill.
+        unsafe { libc::sigfillset(&mut all) };
+        // SAFETY: valid sets; affects this thread only.
+        unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &all, &mut old) };
+        let ret: c_long;
+        // SAFETY: clone3(2) with a valid clone_args of the given size. In the child the
+        // kernel has switched to the fresh, 16-byte aligned stack (stack + stack_size); it
+        // clears the frame pointer and calls child_entry(plan), which never returns. In the
+        // parent, which CLONE_VFORK resumes only after the child exec'd or exited, rax holds
+        // the result; syscall clobbers rcx and r11.
+        unsafe {
+            std::arch::asm!(
+                "syscall",
+                "test rax, rax",
+                "jnz 2f",
+                "xor ebp, ebp",
+                "mov rdi, r12",
+                "call r13",
+                "ud2",
+                "2:",
+                inlateout("rax") libc::SYS_clone3 => ret,
+                in("rdi") args as *mut CloneArgs,
+                in("rsi") std::mem::size_of::<CloneArgs>(),
+                in("r12") plan as *const ChildPlan,
+                in("r13") child_entry as extern "C" fn(*const ChildPlan) -> !,
+                lateout("rcx") _,
+                lateout("r11") _,
+                options(nostack),
+            );
+        }
+        // SAFETY: restoring the mask read above.
+        unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut()) };
+        if ret < 0 {
+            // SAFETY: errno of this thread; the raw syscall returned -errno.
+            unsafe { *libc::__errno_location() = -ret as c_int };
+            return -1;
+        }
+        ret
+    })
+}
+
+/// Plain clone3 elsewhere: the child gets a copy of our memory.
+#[cfg(not(target_arch = "x86_64"))]
+fn clone_child(args: &mut CloneArgs, plan: &ChildPlan) -> c_long {
+    // SAFETY: args is a valid clone_args of the size we pass. The child gets a copy of this
+    // address space and only runs child_main, which touches nothing but `plan` (alive in its
+    // copy) and raw syscalls, then execs or exits.
+    let rc = unsafe { libc::syscall(libc::SYS_clone3, args as *mut CloneArgs, std::mem::size_of::<CloneArgs>()) };
+    if rc == 0 {
+        // SAFETY: we are the child, straight after clone3, as child_main requires.
+        unsafe { child_main(plan) }
+    }
+    rc
+}
+
+fn unsafe_zeroed() -> libc::sigset_t {
+    // SAFETY: an all-zero sigset_t is a valid (empty) set.
+    unsafe { std::mem::zeroed() }
 }
 
 const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
@@ -215,16 +303,18 @@ unsafe fn child_main(plan: &ChildPlan) -> ! {
         check!(Step::Stdio, target, unsafe { libc::dup2(fd, target as c_int) });
     }
 
-    // SAFETY: an all-zero sigset_t is a valid empty set for rt_sigprocmask.
-    let empty: libc::sigset_t = unsafe { std::mem::zeroed() };
-    // SAFETY: empty is a valid set; we pass no old-set pointer.
-    check!(Step::Signals, 0, unsafe { libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut()) });
-    for sig in [libc::SIGPIPE, libc::SIGXFSZ, libc::SIGCHLD, libc::SIGHUP, libc::SIGINT, libc::SIGTERM, libc::SIGQUIT] {
-        // SAFETY: resetting a catchable signal to its default disposition.
-        if unsafe { libc::signal(sig, libc::SIG_DFL) } == libc::SIG_ERR {
-            child_fail(ep, Step::Signals, sig as u32);
+    // Every disposition back to default before unblocking: our handlers (tokio's, Rust's
+    // stack-overflow one) must never run here, and SIG_IGN would survive exec (Rust ignores
+    // SIGPIPE). EINVAL for the signals that cannot be changed is fine.
+    for sig in 1..=64 {
+        if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+            // SAFETY: resetting a signal to its default disposition.
+            unsafe { libc::signal(sig, libc::SIG_DFL) };
         }
     }
+    let empty = unsafe_zeroed();
+    // SAFETY: empty is a valid set; we pass no old-set pointer.
+    check!(Step::Signals, 0, unsafe { libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut()) });
     // SAFETY: PR_SET_PDEATHSIG takes a signal number and nothing else.
     check!(Step::Signals, 99, unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) });
 
