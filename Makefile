@@ -17,6 +17,11 @@ deps:
 build:
 	$(CARGO) build --release --locked
 
+# Rebuilt when a source is newer; where there are no sources (an install from a copied
+# tree, as the VM tests do), the binary that is there is used.
+target/release/faas: $(wildcard Cargo.toml Cargo.lock) $(shell find src -name '*.rs' 2>/dev/null)
+	$(CARGO) build --release --locked
+
 # Serve the example functions in config/functions on $(LISTEN), in the foreground.
 run: deps build
 	./target/release/faas --config config/faas.toml --functions config/functions \
@@ -37,7 +42,7 @@ check: build
 doctor: build
 	./target/release/faas --config config/faas.toml doctor
 
-install: build
+install: target/release/faas
 	install -D -m 0755 target/release/faas $(DESTDIR)$(PREFIX)/bin/faas
 	install -D -m 0644 wrappers/python.py $(DESTDIR)$(PREFIX)/lib/faas/wrappers/python.py
 	install -D -m 0644 wrappers/node.js $(DESTDIR)$(PREFIX)/lib/faas/wrappers/node.js

@@ -144,7 +144,16 @@ pub fn report(r: &Report) {
         Some(u) => (format!("{}us", u.cpu_usec), u.memory_peak.map_or("unknown".into(), |p| p.to_string())),
         None => ("none".into(), "none".into()),
     };
-    let cgroup = if r.usage.is_some() { "" } else { " cgroup=none" };
+    let cgroup = match &r.usage {
+        Some(u) => format!(
+            " pids_peak={} pids_max_hits={} oom_kills={} throttled={}",
+            u.pids_peak.map_or("unknown".into(), |p| p.to_string()),
+            u.pids_max_hits,
+            u.oom_kills,
+            u.throttled
+        ),
+        None => " cgroup=none".into(),
+    };
     let detail = match &r.outcome {
         Outcome::SyscallDenied(s) => format!(" syscall={s}"),
         Outcome::Crashed(how) | Outcome::BadResponse(how) | Outcome::SetupFailed(how) => format!(" reason=\"{how}\""),
@@ -172,6 +181,7 @@ pub fn report(r: &Report) {
                 FAAS_CPU_USEC = %cpu,
                 FAAS_MEMORY_PEAK = %peak,
                 FAAS_LAYERS = %r.layers,
+                FAAS_PIDS_MAX_HITS = r.usage.as_ref().map_or(0, |u| u.pids_max_hits),
                 "{message}"
             )
         };
