@@ -297,9 +297,10 @@ fn start_child(host: &Host, loaded: &Loaded, call: &Call, deadline_ms: u128) -> 
         (libc::RLIMIT_CORE, limit(0)),
         (libc::RLIMIT_NOFILE, limit(f.limits.nofile)),
         (libc::RLIMIT_FSIZE, limit(f.tmp.0.max(f.limits.output.0))),
-        // Counted per real uid, and the uid is this sandbox's alone: a pids limit even
-        // without cgroups.
-        (libc::RLIMIT_NPROC, limit(u64::from(f.limits.pids))),
+        // Counted per real uid, and the uid is this sandbox's alone: the pids limit itself
+        // without cgroups; with them a backstop above pids.max, so that pids.max is what
+        // stops a fork loop and pids.events says so.
+        (libc::RLIMIT_NPROC, limit(u64::from(f.limits.pids) * if memory_fallback { 1 } else { 2 })),
     ];
     if memory_fallback {
         rlimits.push((libc::RLIMIT_DATA, limit(f.limits.memory.0)));
