@@ -121,8 +121,11 @@ pub struct Host {
     pub cgroups: Option<CgroupTree>,
     /// The seccomp filters, compiled once.
     pub seccomp: Arc<Vec<BpfProgram>>,
-    /// cap_last_cap.
-    pub cap_last: u32,
+    /// The capabilities in our bounding set, which every child drops.
+    pub bounding_caps: Vec<u32>,
+    /// Signals with a non-default disposition, which every child resets. Read at the first
+    /// spawn, after tokio has installed its handlers.
+    pub changed_signals: std::sync::OnceLock<Vec<i32>>,
     /// What each layer gives.
     pub layers: Layers,
     /// Landlock on this kernel.
@@ -197,7 +200,8 @@ impl Host {
             netns,
             cgroups,
             seccomp: Arc::new(seccomp),
-            cap_last: sandbox::cap_last(),
+            bounding_caps: sandbox::spawn::bounding_caps(sandbox::cap_last()),
+            changed_signals: std::sync::OnceLock::new(),
             layers: Layers { list },
             landlock,
             privileged,

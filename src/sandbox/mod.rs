@@ -232,8 +232,10 @@ pub struct ChildPlan<'a> {
     pub uid: libc::uid_t,
     /// The sandbox's gid.
     pub gid: libc::gid_t,
-    /// Highest capability number this kernel knows.
-    pub cap_last: u32,
+    /// The capabilities left in our bounding set, to drop.
+    pub bounding_caps: &'a [u32],
+    /// Signals whose disposition the daemon changed, to reset.
+    pub changed_signals: &'a [libc::c_int],
     /// (resource, limit) pairs.
     pub rlimits: Vec<(libc::__rlimit_resource_t, libc::rlimit)>,
     /// The program to exec.

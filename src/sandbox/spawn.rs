@@ -303,13 +303,13 @@ unsafe fn child_main(plan: &ChildPlan) -> ! {
         check!(Step::Stdio, target, unsafe { libc::dup2(fd, target as c_int) });
     }
 
-    // Every disposition back to default before unblocking: our handlers (tokio's, Rust's
-    // stack-overflow one) must never run here, and SIG_IGN would survive exec (Rust ignores
-    // SIGPIPE). EINVAL for the signals that cannot be changed is fine.
-    for sig in 1..=64 {
-        if sig != libc::SIGKILL && sig != libc::SIGSTOP {
-            // SAFETY: resetting a signal to its default disposition.
-            unsafe { libc::signal(sig, libc::SIG_DFL) };
+    // Every disposition the daemon changed back to default before unblocking: our handlers
+    // (tokio's, Rust's stack-overflow one) must never run here, and SIG_IGN would survive
+    // exec (Rust ignores SIGPIPE).
+    for &sig in plan.changed_signals {
+        // SAFETY: resetting a catchable signal to its default disposition.
+        if unsafe { libc::signal(sig, libc::SIG_DFL) } == libc::SIG_ERR {
+            child_fail(ep, Step::Signals, sig as u32);
         }
     }
     let empty = unsafe_zeroed();
@@ -342,7 +342,7 @@ unsafe fn child_main(plan: &ChildPlan) -> ! {
         check!(Step::Rlimit, i, unsafe { libc::setrlimit(*resource, limit) });
     }
 
-    for cap in 0..=plan.cap_last {
+    for &cap in plan.bounding_caps {
         // SAFETY: PR_CAPBSET_DROP takes a capability number; we still hold CAP_SETPCAP.
         check!(Step::CapBound, cap, unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong) });
     }
@@ -496,6 +496,29 @@ fn child_send_fd(ep: RawFd, sock: RawFd, fd: c_int) {
     }
     // SAFETY: fd is the listener seccomp just gave us; the parent has its own copy now.
     unsafe { libc::close(fd) };
+}
+
+/// The signals whose disposition is not the default in this process now (handlers and
+/// SIG_IGN): what a child must reset. Read in the parent, never in a child.
+pub fn changed_signals() -> Vec<c_int> {
+    (1..=64)
+        .filter(|&sig| sig != libc::SIGKILL && sig != libc::SIGSTOP)
+        .filter(|&sig| {
+            // SAFETY: an all-zero sigaction is a valid out-parameter; no new action is set.
+            let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
+            // SAFETY: querying only (NULL act); glibc refuses its internal signals with EINVAL.
+            let rc = unsafe { libc::sigaction(sig, std::ptr::null(), &mut old) };
+            rc == 0 && old.sa_sigaction != libc::SIG_DFL
+        })
+        .collect()
+}
+
+/// The capabilities in this process's bounding set (PR_CAPBSET_READ): what a child must drop.
+pub fn bounding_caps(cap_last: u32) -> Vec<u32> {
+    (0..=cap_last)
+        // SAFETY: PR_CAPBSET_READ takes a capability number and only reads.
+        .filter(|&cap| unsafe { libc::prctl(libc::PR_CAPBSET_READ, cap as libc::c_ulong) } == 1)
+        .collect()
 }
 
 /// Decodes one error record from the pipe into (step, index, errno).
