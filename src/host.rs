@@ -138,12 +138,15 @@ impl Host {
     /// Looks at the host and prepares what it can; never fails: a missing layer is recorded.
     /// `setup_cgroups` is false for `faas doctor`, which must not move itself anywhere.
     pub fn new(config: Config, setup_cgroups: bool) -> Host {
-        let privileged = nix::unistd::geteuid().is_root();
+        let missing_caps = missing_capabilities();
+        let privileged = nix::unistd::geteuid().is_root() && missing_caps.is_empty();
         let mut list = Vec::new();
-        let ns_state = if privileged {
-            LayerState::Enforced
-        } else {
+        let ns_state = if !nix::unistd::geteuid().is_root() {
             LayerState::Missing("not root: cannot create namespaces, mount or switch uid".into())
+        } else if !missing_caps.is_empty() {
+            LayerState::Missing(format!("root without {}: sandboxes cannot be built", missing_caps.join(", ")))
+        } else {
+            LayerState::Enforced
         };
         list.push(("namespaces", ns_state.clone(), "faas serve runs as root (the unit does); sandboxes drop everything"));
         list.push(("uid", ns_state, "each sandbox runs as its own uid from uid_base"));
@@ -207,6 +210,23 @@ impl Host {
             privileged,
         }
     }
+}
+
+/// Capabilities building a sandbox takes, by number (capability.h): SYS_ADMIN for namespaces
+/// and mounts, SYS_CHROOT for setns into a mount namespace, SETUID/SETGID/SETPCAP for the
+/// uid drop, KILL to signal sandboxes of other uids.
+const NEEDED_CAPS: &[(u32, &str)] = &[(21, "CAP_SYS_ADMIN"), (18, "CAP_SYS_CHROOT"), (7, "CAP_SETUID"), (6, "CAP_SETGID"), (8, "CAP_SETPCAP"), (5, "CAP_KILL")];
+
+/// The needed capabilities missing from our effective set (a unit's
+/// CapabilityBoundingSet= can take one away even from root).
+fn missing_capabilities() -> Vec<&'static str> {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let eff = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .unwrap_or(0);
+    NEEDED_CAPS.iter().filter(|(bit, _)| eff & (1 << bit) == 0).map(|(_, name)| *name).collect()
 }
 
 fn sandbox_uids(config: &Config) -> Arc<UidPool> {

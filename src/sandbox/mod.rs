@@ -253,6 +253,7 @@ pub fn child_error(plan_mounts: &[MountOp], record: &[u8; spawn::ERROR_RECORD]) 
     let detail = match step {
         Step::Mount => plan_mounts.get(index as usize).map_or_else(|| " (chdir /code)".to_owned(), |m| format!(" ({})", m.describe())),
         Step::Rlimit | Step::Seccomp | Step::CapBound => format!(" (#{index})"),
+        Step::MountNs => [" (setns)", " (unshare)"].get(index as usize).unwrap_or(&"").to_string(),
         _ => String::new(),
     };
     SpawnError::Child { step, detail, source: io::Error::from_raw_os_error(errno) }
