@@ -6,6 +6,7 @@
 //! All of it runs in one spawned task per invocation, so a caller that goes away (a client
 //! that disconnects) cannot leak a sandbox: the task notices the dropped receiver and kills.
 
+use std::future::Future;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -114,23 +115,35 @@ pub struct BodyStream {
     rx: mpsc::Receiver<Bytes>,
     cut: Arc<AtomicBool>,
     ended: bool,
+    flush_wait: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
 }
+
+/// How long a cut-short body waits before reporting its error. hyper closes the connection
+/// on a body error without writing out what it still buffers; while the body is pending, its
+/// write loop flushes. Only failed responses pay this.
+const CUT_FLUSH_WAIT: Duration = Duration::from_millis(250);
 
 impl BodyStream {
     /// The next chunk; `Err` once at the end if the invocation failed after the head went
     /// out (the body is incomplete), then `None`.
     pub fn poll_chunk(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Option<io::Result<Bytes>>> {
+        if let Some(wait) = &mut self.flush_wait {
+            std::task::ready!(wait.as_mut().poll(cx));
+            self.flush_wait = None;
+            self.ended = true;
+            return std::task::Poll::Ready(Some(Err(io::Error::other("the function failed mid-response; the body is incomplete"))));
+        }
         if self.ended {
             return std::task::Poll::Ready(None);
         }
         match self.rx.poll_recv(cx) {
+            std::task::Poll::Ready(None) if self.cut.load(Ordering::Acquire) => {
+                self.flush_wait = Some(Box::pin(tokio::time::sleep(CUT_FLUSH_WAIT)));
+                self.poll_chunk(cx)
+            }
             std::task::Poll::Ready(None) => {
                 self.ended = true;
-                if self.cut.load(Ordering::Acquire) {
-                    std::task::Poll::Ready(Some(Err(io::Error::other("the function failed mid-response; the body is incomplete"))))
-                } else {
-                    std::task::Poll::Ready(None)
-                }
+                std::task::Poll::Ready(None)
             }
             other => other.map(|o| o.map(Ok)),
         }
@@ -616,7 +629,7 @@ async fn run(host: Arc<Host>, loaded: Arc<Loaded>, mut call: Call, head_tx: ones
     let (body_tx, body_rx) = mpsc::channel::<Bytes>(4);
     let cut = Arc::new(AtomicBool::new(false));
     let mut body_tx = Some(body_tx);
-    let mut body_rx = Some(BodyStream { rx: body_rx, cut: cut.clone(), ended: false });
+    let mut body_rx = Some(BodyStream { rx: body_rx, cut: cut.clone(), ended: false, flush_wait: None });
     let mut out = BytesMut::with_capacity(16 << 10);
     let mut errlog = StderrLog { function: &f.name, id: &call.id, buf: BytesMut::with_capacity(4 << 10), logged: 0, cap: f.limits.log.0, truncated: false };
     let (mut stdout_eof, mut stderr_eof, mut stdin_done) = (false, false, false);

@@ -141,7 +141,7 @@ pub fn report(r: &Report) {
     let duration_ms = r.duration.as_secs_f64() * 1e3;
     let setup_us = r.timing.setup.as_micros() as u64;
     let (cpu, peak) = match &r.usage {
-        Some(u) => (format!("{}us", u.cpu_usec), u.memory_peak.map_or("unknown".into(), |p| p.to_string())),
+        Some(u) => (u.cpu_usec.to_string(), u.memory_peak.map_or("unknown".into(), |p| p.to_string())),
         None => ("none".into(), "none".into()),
     };
     let cgroup = match &r.usage {
@@ -160,7 +160,7 @@ pub fn report(r: &Report) {
         _ => String::new(),
     };
     let message = format!(
-        "REPORT {} {} outcome={} status={} duration={duration_ms:.2}ms setup={setup_us}us cpu={cpu} memory_peak={peak} bytes_out={}{cgroup}{detail} layers=\"{}\"",
+        "REPORT {} {} outcome={} status={} duration={duration_ms:.2}ms setup={setup_us}us cpu_us={cpu} memory_peak={peak} bytes_out={}{cgroup}{detail} layers=\"{}\"",
         r.function,
         r.id,
         r.outcome.slug(),

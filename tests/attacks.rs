@@ -1,0 +1,1269 @@
+//! The hostile corpus: each test is one function attacking one thing the sandbox forbids, and
+//! asserts the exact failure — the errno the handler saw (reported back in JSON), or, for the
+//! calls the seccomp deny list stops, 502 with problem type `syscall-denied` and the REPORT line
+//! naming the syscall. Every test ends by checking that the front end still serves.
+//!
+//! Attacks that would hurt the host if the sandbox were missing (kill(-1), fork and memory
+//! bombs, signalling other processes) first run a harmless probe of the same function and
+//! refuse to go on unless it shows pid 1 of a private pid namespace and a non-root uid.
+//! Needs root, as CI has: `sudo -E cargo test --test attacks -- --include-ignored`.
+
+mod common;
+
+use std::io::ErrorKind;
+use std::os::linux::net::SocketAddrExt;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::{SocketAddr, UnixListener};
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::{python, require_root, sh, sh_with, Daemon, Resp, UID_BASE};
+
+// errno values (asm-generic/errno-base.h, errno.h): what the handlers report back.
+const EPERM: i64 = 1;
+const ENOENT: i64 = 2;
+const ESRCH: i64 = 3;
+const EAGAIN: i64 = 11;
+const ENOMEM: i64 = 12;
+const EACCES: i64 = 13;
+const EXDEV: i64 = 18;
+const EMFILE: i64 = 24;
+const ENOSPC: i64 = 28;
+const EROFS: i64 = 30;
+const ENOSYS: i64 = 38;
+const ENETUNREACH: i64 = 101;
+const ECONNREFUSED: i64 = 111;
+
+/// Shared by every Python attack: raw syscalls through libc, and the safety probe.
+const PRELUDE: &str = r#"
+import ctypes, errno, os, signal, socket, sys, time
+libc = ctypes.CDLL(None, use_errno=True)
+
+def errno_of(f):
+    """0 if f() succeeds, else the errno it failed with."""
+    try:
+        f()
+        return 0
+    except OSError as e:
+        return e.errno
+
+def raw(nr, *args):
+    """A raw syscall: (return value, errno)."""
+    ctypes.set_errno(0)
+    rc = libc.syscall(nr, *args)
+    return [rc, ctypes.get_errno() if rc == -1 else 0]
+
+def probe():
+    return {"pid": os.getpid(), "uid": os.getuid(), "euid": os.geteuid()}
+"#;
+
+/// A Python function: PRELUDE, then `body` (which defines `handle`), then extra TOML.
+fn py(body: &str, extra: &str) -> String {
+    python(&format!("{PRELUDE}\n{body}"), extra)
+}
+
+/// Starts a daemon with `functions` plus `hello`, the ordinary function every test ends with.
+fn start(functions: &[(&str, &str)]) -> Daemon {
+    let hello = python("def handle(request):\n    return 'hello'", "");
+    let mut all = functions.to_vec();
+    all.push(("hello", &hello));
+    Daemon::start(&all)
+}
+
+/// The front end survived the attack: health answers, and an ordinary function still runs.
+fn assert_still_serves(d: &Daemon) {
+    assert!(daemon_alive(d), "the front end died:\n{}", d.logs());
+    assert_eq!(d.get("/_/health").status, 200, "{}", d.logs());
+    let r = d.get("/hello");
+    assert_eq!((r.status, r.text()), (200, "hello".to_owned()), "{}", d.logs());
+}
+
+/// Signal 0 checks that the daemon exists without touching it (waiting is the harness's job).
+fn daemon_alive(d: &Daemon) -> bool {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(d.pid() as i32), None).is_ok()
+}
+
+/// Runs `path?probe=1` and panics unless the handler is pid 1 of its own pid namespace and not
+/// root: without both, a kill(-1) or a bomb would hit the host, the test runner included.
+fn require_sandboxed(d: &Daemon, path: &str) {
+    let sep = if path.contains('?') { '&' } else { '?' };
+    let r = d.get(&format!("{path}{sep}probe=1"));
+    assert_eq!(r.status, 200, "REFUSING to attack: the safety probe of {path} failed: {}\n{}", r.text(), d.logs());
+    let j = r.json();
+    let (pid, uid, euid) = (j["pid"].as_i64(), j["uid"].as_i64(), j["euid"].as_i64());
+    assert!(
+        pid == Some(1) && uid.is_some_and(|u| u >= i64::from(UID_BASE)) && euid == uid,
+        "REFUSING to attack {path}: the probe shows pid {pid:?}, uid {uid:?}, euid {euid:?}; without a private \
+         pid namespace and an unprivileged uid this attack would hit the host itself"
+    );
+}
+
+/// The REPORT line of invocation `id`, waiting for it: the response can beat the log line.
+fn report_line(d: &Daemon, id: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let logs = d.logs();
+        if let Some(line) = logs.lines().find(|l| l.contains("REPORT ") && l.contains(id)) {
+            return line.to_owned();
+        }
+        assert!(Instant::now() < deadline, "no REPORT line for {id}:\n{logs}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn invocation_id(r: &Resp) -> String {
+    r.header("faas-invocation-id").unwrap_or_else(|| panic!("no Faas-Invocation-Id: {r:?}")).to_owned()
+}
+
+/// 502, problem type syscall-denied naming `syscall`, and the REPORT line says so.
+fn assert_syscall_denied(d: &Daemon, r: &Resp, syscall: &str) {
+    assert_eq!(r.status, 502, "expected syscall-denied, got {}: {}\n{}", r.status, r.text(), d.logs());
+    assert_eq!(r.problem(), "syscall-denied", "{}", r.text());
+    let detail = r.json()["detail"].as_str().unwrap_or_default().to_owned();
+    assert!(detail.contains(&format!("({syscall})")), "detail does not name {syscall}: {detail}");
+    let line = report_line(d, &invocation_id(r));
+    assert!(
+        line.contains(" outcome=syscall-denied ") && line.contains(&format!(" syscall={syscall} ")),
+        "REPORT does not say outcome=syscall-denied syscall={syscall}: {line}"
+    );
+}
+
+/// A 200 JSON answer from a handler.
+fn ok_json(d: &Daemon, path: &str) -> serde_json::Value {
+    let r = d.get(path);
+    assert_eq!(r.status, 200, "{path}: {}\n{}", r.text(), d.logs());
+    r.json()
+}
+
+/// A code directory the sandbox uid can read (tempdirs are 0700).
+fn code_dir(files: &[(&str, &str)]) -> tempfile::TempDir {
+    let dir = tempfile::Builder::new().prefix("faas-attack-code-").tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    for (name, text) in files {
+        std::fs::write(dir.path().join(name), text).unwrap();
+    }
+    dir
+}
+
+fn code_function(runtime: &str, dir: &Path, extra: &str) -> String {
+    format!("runtime = \"{runtime}\"\ncode = \"{}\"\nhandler = \"main.handle\"\n{extra}\n", dir.display())
+}
+
+/// The daemon's sandbox uid range, from the faas.toml the harness wrote.
+fn uid_range(d: &Daemon) -> (u32, u32) {
+    let text = std::fs::read_to_string(d.dir.path().join("faas.toml")).unwrap();
+    let value = |key: &str| -> u32 {
+        let line = text.lines().find(|l| l.starts_with(key)).unwrap_or_else(|| panic!("no {key} in faas.toml"));
+        line.split('=').nth(1).unwrap().trim().parse().unwrap()
+    };
+    (value("uid_base"), value("uid_count"))
+}
+
+/// Host processes whose real uid is in `range`, or whose name is `comm`.
+fn host_processes(range: (u32, u32), comm: &str) -> Vec<(u32, String)> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let name = std::fs::read_to_string(entry.path().join("comm")).unwrap_or_default().trim().to_owned();
+        let status = std::fs::read_to_string(entry.path().join("status")).unwrap_or_default();
+        let uid = status.lines().find(|l| l.starts_with("Uid:")).and_then(|l| l.split_whitespace().nth(1)).and_then(|u| u.parse::<u32>().ok());
+        if name == comm || uid.is_some_and(|u| u >= range.0 && u < range.0 + range.1) {
+            found.push((pid, name));
+        }
+    }
+    found
+}
+
+// ---------------------------------------------------------------------------------------------
+// File system
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+#[ignore = "needs root: sudo -E cargo test -- --include-ignored"]
+fn read_etc_shadow_is_enoent() {
+    require_root();
+    let src = r#"
+def handle(request):
+    def read(p):
+        return lambda: open(p, "rb").read()
+    return {p: errno_of(read(p)) for p in ["/etc/shadow", "/etc/gshadow", "/etc/passwd", "/proc/self/root/etc/shadow", "/proc/1/root/etc/shadow"]}
+"#;
+    let d = start(&[("shadow", &py(src, ""))]);
+    let j = ok_json(&d, "/shadow");
+    for p in ["/etc/shadow", "/etc/gshadow", "/etc/passwd", "/proc/self/root/etc/shadow", "/proc/1/root/etc/shadow"] {
+        assert_eq!(j[p], ENOENT, "{p}: {j}");
+    }
+    assert_still_serves(&d);
+}
+
+#[test]
+#[ignore = "needs root: sudo -E cargo test -- --include-ignored"]
+fn host_root_and_home_are_enoent() {
+    require_root();
+    let src = r#"
+def handle(request):
+    return {p: errno_of(lambda: os.listdir(p)) for p in ["/root", "/home", "/var", "/run", "/proc/self/root/root", "/proc/1/cwd/../root"]}
+"#;
+    let d = start(&[("homes", &py(src, ""))]);
+    let j = ok_json(&d, "/homes");
+    for p in ["/root", "/home", "/var", "/run", "/proc/self/root/root", "/proc/1/cwd/../root"] {
+        assert_eq!(j[p], ENOENT, "{p}: {j}");
+    }
+    assert_still_serves(&d);
+}
+
+#[test]
+#[ignore = "needs root: sudo -E cargo test -- --include-ignored"]
+fn front_end_config_and_environment_are_out_of_reach() {
+    require_root();
+    let src = r#"
+def handle(request):
+    pid = request.query["pid"]
+    try:
+        own = open("/proc/1/environ", "rb").read().split(b"\0")
+    except OSError as e:
+        own = [f"unreadable:{errno.errorcode[e.errno]}".encode()]
+    names = sorted(v.split(b"=", 1)[0].decode() for v in own if v)
+    return {
+        "config": errno_of(lambda: open(request.query["config"], "rb").read()),
+        "functions_dir": errno_of(lambda: os.listdir(request.query["fdir"])),
+        "daemon_environ": errno_of(lambda: open(f"/proc/{pid}/environ", "rb").read()),
+        "daemon_cmdline": errno_of(lambda: open(f"/proc/{pid}/cmdline", "rb").read()),
+        "daemon_fd": errno_of(lambda: os.listdir(f"/proc/{pid}/fd")),
+        "proc1_environ_names": names,
+        "proc1_is_me": os.readlink("/proc/self") == "1",
+        "env_names": sorted(os.environ),
+        "home": os.environ.get("HOME"),
+    }
+"#;
+    let d = start(&[("front", &py(src, ""))]);
+    let config = d.dir.path().join("faas.toml");
+    let j = ok_json(&d, &format!("/front?pid={}&config={}&fdir={}", d.pid(), config.display(), d.functions_dir().display()));
+    assert_eq!(j["config"], ENOENT, "{j}");
+    assert_eq!(j["functions_dir"], ENOENT, "{j}");
+    assert_eq!(j["daemon_environ"], ENOENT, "the daemon's /proc entry is visible: {j}");
+    assert_eq!(j["daemon_cmdline"], ENOENT, "{j}");
+    assert_eq!(j["daemon_fd"], ENOENT, "{j}");
+    // /proc/1 is the handler itself, not the host's init: its environment is the CGI one the
+    // daemon built, and nothing of the daemon's own (NOTIFY_SOCKET, LISTEN_FDS, the test's env).
+    assert_eq!(j["proc1_is_me"], true, "{j}");
+    const CGI: &[&str] = &[
+        "GATEWAY_INTERFACE", "PATH_INFO", "QUERY_STRING", "REMOTE_ADDR", "REQUEST_METHOD", "SCRIPT_NAME", "SERVER_NAME",
+        "SERVER_PORT", "SERVER_PROTOCOL", "SERVER_SOFTWARE", "CONTENT_TYPE", "CONTENT_LENGTH", "PATH", "HOME", "TMPDIR", "LANG",
+    ];
+    for (what, list) in [("/proc/1/environ", &j["proc1_environ_names"]), ("os.environ", &j["env_names"])] {
+        let names: Vec<&str> = list.as_array().unwrap().iter().filter_map(|v| v.as_str()).collect();
+        assert!(names.contains(&"FAAS_INVOCATION_ID"), "{what}: {names:?}");
+        for name in &names {
+            assert!(
+                CGI.contains(name) || name.starts_with("HTTP_") || name.starts_with("FAAS_"),
+                "{what} carries {name}, which is not a CGI meta-variable: {names:?}"
+            );
+        }
+    }
+    assert_eq!(j["home"], "/tmp", "{j}");
+    assert_still_serves(&d);
+}
+
+#[test]
+#[ignore = "needs root: sudo -E cargo test -- --include-ignored"]
+fn writes_outside_tmp_are_erofs_or_eacces() {
+    require_root();
+    let src = r#"
+def handle(request):
+    out = {}
+    for p in ["/x", "/code/x", "/usr/x", "/usr/bin/x", "/etc/x", "/faas/x", "/dev/x", "/proc/x", "/tmp/x", "/dev/null"]:
+        out["create " + p] = errno_of(lambda: open(p, "ab").close())
+    for p in ["/code/main.py", "/usr/bin/python3", "/faas/python.py", "/etc/ld.so.cache"]:
+        out["modify " + p] = errno_of(lambda: open(p, "r+b").close())
+    out["mkdir /usr/d"] = errno_of(lambda: os.mkdir("/usr/d"))
+    out["unlink /code/main.py"] = errno_of(lambda: os.unlink("/code/main.py"))
+    out["rename /code/main.py"] = errno_of(lambda: os.rename("/code/main.py", "/code/x"))
+    out["link /usr/bin/python3 /tmp/p"] = errno_of(lambda: os.link("/usr/bin/python3", "/tmp/p"))
+    return out
+"#;
+    let d = start(&[("w", &py(src, ""))]);
+    let j = ok_json(&d, "/w");
+    let want = [
+        ("create /x", EROFS),
+        ("create /code/x", EROFS),
+        ("create /usr/x", EROFS),
+        ("create /usr/bin/x", EROFS),
+        ("create /etc/x", EROFS),
+        ("create /faas/x", EROFS),
+        ("create /dev/x", EROFS),
+        ("create /proc/x", ENOENT),
+        ("modify /code/main.py", EACCES),
+        ("modify /usr/bin/python3", EACCES),
+        ("modify /faas/python.py", EACCES),
+        ("modify /etc/ld.so.cache", EACCES),
+        ("mkdir /usr/d", EROFS),
+        ("unlink /code/main.py", EROFS),
+        ("rename /code/main.py", EROFS),
+        // Cross-mount, and Landlock would refuse it too (no LANDLOCK_ACCESS_FS_REFER).
+        ("link /usr/bin/python3 /tmp/p", EXDEV),
+        ("create /tmp/x", 0),
+        ("create /dev/null", 0),
+    ];
+    for (what, errno) in want {
+        assert_eq!(j[what], errno, "{what}: {j}");
+    }
+    assert_still_serves(&d);
+}
+
+#[test]
+#[ignore = "needs root: sudo -E cargo test -- --include-ignored"]
+fn filling_tmp_past_its_size_is_enospc() {
+    require_root();
+    let src = r#"
+def handle(request):
+    written, err = 0, 0
+    chunk = b"x" * 65536
+    fd = os.open("/tmp/fill", os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        while written < (8 << 20):
+            written += os.write(fd, chunk)
+    except OSError as e:
+        err = e.errno
+    st = os.statvfs("/tmp")
+    return {"errno": err, "written": written, "size": st.f_blocks * st.f_frsize}
+"#;
+    let d = start(&[("fill", &py(src, "[sandbox]\ntmp = \"1M\""))]);
+    let j = ok_json(&d, "/fill");
+    assert_eq!(j["errno"], ENOSPC, "{j}");
+    assert_eq!(j["size"], 1 << 20, "{j}");
+    assert!(j["written"].as_i64().unwrap() <= 1 << 20, "{j}");
+    assert_still_serves(&d);
+}
+
+#[test]
+#[ignore = "needs root: sudo -E cargo test -- --include-ignored"]
+fn setuid_binaries_do_not_raise_the_euid() {
+    require_root();
+    // A real setuid-root program in /code (owned by root, mode 4755: `id` prints euid= when it
+    // differs from uid), and a setuid copy the handler makes itself in /tmp.
+    let main = r#"
+import os, shutil, stat, subprocess
+def handle(request):
+    out = {"uid": os.getuid(), "euid": os.geteuid()}
+    out["code_id"] = subprocess.run(["/code/id"], capture_output=True, text=True).stdout.strip()
+    shutil.copy("/usr/bin/id", "/tmp/id")
+    os.chmod("/tmp/id", 0o4755)
+    out["tmp_suid_bit"] = bool(os.stat("/tmp/id").st_mode & stat.S_ISUID)
+    out["tmp_nosuid"] = bool(os.statvfs("/tmp").f_flag & os.ST_NOSUID)
+    out["code_nosuid"] = bool(os.statvfs("/code").f_flag & os.ST_NOSUID)
+    try:
+        out["tmp_exec"] = subprocess.run(["/tmp/id"], capture_output=True, text=True).stdout.strip()
+    except OSError as e:
+        out["tmp_exec"] = e.errno
+    out["no_new_privs"] = [l.split()[1] for l in open("/proc/self/status") if l.startswith("NoNewPrivs")][0]
+    return out
+"#;
+    let code = code_dir(&[("main.py", main)]);
+    let id = code.path().join("id");
+    std::fs::copy("/usr/bin/id", &id).unwrap();
+    std::os::unix::fs::chown(&id, Some(0), Some(0)).unwrap();
+    std::fs::set_permissions(&id, std::fs::Permissions::from_mode(0o4755)).unwrap();
+    let d = start(&[("suid", &code_function("python", code.path(), ""))]);
+    let j = ok_json(&d, "/suid");
+    let uid = j["uid"].as_i64().unwrap();
+    assert!(uid >= i64::from(UID_BASE), "{j}");
+    assert_eq!(j["euid"], uid, "{j}");
+    assert_eq!(j["code_id"], format!("uid={uid} gid={uid} groups={uid}"), "a setuid-root program changed the euid: {j}");
+    assert_eq!(j["tmp_suid_bit"], true, "{j}");
+    assert_eq!(j["tmp_nosuid"], true, "{j}");
+    assert_eq!(j["code_nosuid"], true, "{j}");
+    assert_eq!(j["tmp_exec"], EACCES, "/tmp must not be executable (landlock): {j}");
+    assert_eq!(j["no_new_privs"], "1", "{j}");
+    assert_still_serves(&d);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Network
+// ---------------------------------------------------------------------------------------------
+
+const TCP_CONNECT: &str = r#"
+def handle(request):
+    s = socket.socket()
+    s.settimeout(3)
+    return {"errno": errno_of(lambda: s.connect((request.query["host"], int(request.query["port"]))))}
+"#;
+
+#[test]
+#[ignore = "needs root: sudo -E cargo test -- --include-ignored"]
+fn tcp_connect_to_the_front_end_is_eacces() {
+    require_root();
+    let d = start(&[("tcp", &py(TCP_CONNECT, ""))]);
+    let j = ok_json(&d, &format!("/tcp?host=127.0.0.1&port={}", d.port));
+    assert_eq!(j["errno"], EACCES, "{j}");
+    let j = ok_json(&d, &format!("/tcp?host=127.0.0.1&port={}", d.admin_port));
+    assert_eq!(j["errno"], EACCES, "the admin listener: {j}");
+    assert_still_serves(&d);
+}
+
+#[test]
+#[ignore = "needs root: sudo -E cargo test -- --include-ignored"]
+fn tcp_connect_outside_is_eacces() {
+    require_root();
+    // 203.0.113.1 is TEST-NET-3 (RFC 5737): documentation only, never a real host. (Not
+    // TEST-NET-1: some CI hosts, this project's among them, number their own LAN 192.0.2.0/24.)
+    let d = start(&[("tcp", &py(TCP_CONNECT, ""))]);
+    let j = ok_json(&d, "/tcp?host=203.0.113.1&port=80");
+    assert_eq!(j["errno"], EACCES, "{j}");
+    assert_still_serves(&d);
+}
+
+#[test]
+#[ignore = "needs root: sudo -E cargo test -- --include-ignored"]
+fn udp_send_has_no_route() {
+    require_root();
+    // Landlock does not cover UDP: here only the empty network namespace stands in the way.
+    // Nothing can leave the host even if it failed: the datagram goes to loopback, and the
+    // outside address is only connect()ed, which looks up a route and sends nothing.
+    let src = r#"
+def handle(request):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    return {
+        "send_loopback": errno_of(lambda: s.sendto(b"x", ("127.0.0.1", int(request.query["port"])))),
+        "route_outside": errno_of(lambda: socket.socket(socket.AF_INET, socket.SOCK_DGRAM).connect(("203.0.113.1", 9))),
+    }
+"#;
+    let d = start(&[("udp", &py(src, ""))]);
+    let j = ok_json(&d, &format!("/udp?port={}", d.port));
+    assert_eq!(j["send_loopback"], ENETUNREACH, "{j}");
+    assert_eq!(j["route_outside"], ENETUNREACH, "{j}");
+    assert_still_serves(&d);
+}
+
+#[test]
+#[ignore = "needs root: sudo -E cargo test -- --include-ignored"]
+fn tcp_bind_is_eacces_even_with_host_network() {
+    require_root();
+    // Loopback only: with the host network, a failed layer must not open a port to the LAN.
+    let src = r#"
+def handle(request):
+    def bind(addr):
+        s = socket.socket()
+        s.bind(addr)
+        s.listen()
+    return {a: errno_of(lambda: bind((a.split(":")[0], int(a.split(":")[1])))) for a in ["127.0.0.1:8080", "127.0.0.1:0"]}
+"#;
+    let d = start(&[("bind", &py(src, "")), ("bindnet", &py(src, "[sandbox]\nnetwork = true"))]);
+    for f in ["/bind", "/bindnet"] {
+        let j = ok_json(&d, f);
+        for a in ["127.0.0.1:8080", "127.0.0.1:0"] {
+            assert_eq!(j[a], EACCES, "{f} {a}: {j}");
+        }
+    }
+    assert_still_serves(&d);
+}
+
+const ABSTRACT_CONNECT: &str = r#"
+def handle(request):
+    out = {}
+    s = socket.socket(socket.AF_UNIX)
+    out["host"] = errno_of(lambda: s.connect("\0" + request.query["name"]))
+    # The sandbox's own abstract sockets still work: scoping, not a blanket ban.
+    inner = "\0faas-inner-" + str(time.time_ns())
+    srv = socket.socket(socket.AF_UNIX)
+    srv.bind(inner)
+    srv.listen()
+    out["own"] = errno_of(lambda: socket.socket(socket.AF_UNIX).connect(inner))
+    return out
+"#;
+
+/// Listens on a fresh abstract unix socket in the host's network namespace.
+fn abstract_listener(tag: &str) -> (UnixListener, String) {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    let name = format!("faas-attack-{tag}-{}-{nanos}", std::process::id());
+    let l = UnixListener::bind_addr(&SocketAddr::from_abstract_name(name.as_bytes()).unwrap()).unwrap();
+    l.set_nonblocking(true).unwrap();
+    (l, name)
+}
+
+#[test]
+#[ignore = "needs root: sudo -E cargo test -- --include-ignored"]
+fn abstract_socket_of_the_host_is_not_in_the_sandbox_netns() {
+    require_root();
+    let (l, name) = abstract_listener("netns");
+    let d = start(&[("abs", &py(ABSTRACT_CONNECT, ""))]);
+    let j = ok_json(&d, &format!("/abs?name={name}"));
+    // Abstract names are per network namespace: the empty one has no such name at all.
+    assert_eq!(j["host"], ECONNREFUSED, "{j}");
+    assert_eq!(j["own"], 0, "{j}");
+    assert_eq!(l.accept().map(|_| ()).map_err(|e| e.kind()), Err(ErrorKind::WouldBlock), "the sandbox reached the host's socket");
+    assert_still_serves(&d);
+}
+
+#[test]
+#[ignore = "needs root: sudo -E cargo test -- --include-ignored"]
+fn abstract_socket_with_host_network_is_eperm_from_landlock_scope() {
+    require_root();
+    let (l, name) = abstract_listener("scope");
+    let d = start(&[("abs", &py(ABSTRACT_CONNECT, "[sandbox]\nnetwork = true"))]);
+    let j = ok_json(&d, &format!("/abs?name={name}"));
+    // Same network namespace, so the name resolves; LANDLOCK_SCOPE_ABSTRACT_UNIX_SOCKET refuses.
+    assert_eq!(j["host"], EPERM, "{j}");
+    assert_eq!(j["own"], 0, "{j}");
+    assert_eq!(l.accept().map(|_| ()).map_err(|e| e.kind()), Err(ErrorKind::WouldBlock), "the sandbox reached the host's socket");
+    assert_still_serves(&d);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Privilege: the seccomp deny list stops the caller, the daemon kills the sandbox.
+// ---------------------------------------------------------------------------------------------
+
+/// A function whose handler runs `call` (Python using PRELUDE) and returns what it got, which
+/// it never should: the call must be stopped by the deny filter.
+fn denied_function(call: &str) -> String {
+    py(&format!("def handle(request):\n    return {{'returned': {call}}}\n"), "")
+}
+
+#[test]
+#[ignore = "needs root: sudo -E cargo test -- --include-ignored"]
+fn ptrace_attach_to_a_sibling_is_syscall_denied() {
+    require_root();
+    let src = r#"
+def handle(request):
+    child = os.fork()
+    if child == 0:
+        time.sleep(30)
+        os._exit(0)
+    PTRACE_ATTACH = 16
+    rc = libc.ptrace(PTRACE_ATTACH, child, None, None)
+    return {"ptrace": rc, "errno": ctypes.get_errno()}
+"#;
+    let d = start(&[("ptrace", &py(src, ""))]);
+    let fds = d.fd_count();
+    let r = d.get("/ptrace");
+    assert_syscall_denied(&d, &r, "ptrace");
+    d.wait_quiet(fds);
+    assert_still_serves(&d);
+}
+
+#[test]
+#[ignore = "needs root: sudo -E cargo test -- --include-ignored"]
+fn process_vm_readv_of_a_sibling_is_syscall_denied() {
+    require_root();
+    let src = r#"
+def handle(request):
+    child = os.fork()
+    if child == 0:
+        time.sleep(30)
+        os._exit(0)
+    buf = ctypes.create_string_buffer(16)
+    iov = (ctypes.c_void_p * 2)(ctypes.addressof(buf), 16)
+    return {"returned": raw(310, child, iov, 1, iov, 1, 0)}
+"#;
+    let d = start(&[("vm", &py(src, ""))]);
+    let r = d.get("/vm");
+    assert_syscall_denied(&d, &r, "process_vm_readv");
+    assert_still_serves(&d);
+}
+
+#[test]
+#[ignore = "needs root: sudo -E cargo test -- --include-ignored"]
+fn mount_is_syscall_denied() {
+    require_root();
+    let d = start(&[("mount", &denied_function("libc.mount(b'none', b'/tmp', b'tmpfs', 0, None)"))]);
+    let r = d.get("/mount");
+    assert_syscall_denied(&d, &r, "mount");
+    assert_still_serves(&d);
+}
+
+#[test]
+#[ignore = "needs root: sudo -E cargo test -- --include-ignored"]
+fn unshare_newuser_is_syscall_denied() {
+    require_root();
+    // CLONE_NEWUSER: the usual first step of a namespace escape.
+    let d = start(&[("unshare", &denied_function("libc.unshare(0x10000000)"))]);
+    let r = d.get("/unshare");
+    assert_syscall_denied(&d, &r, "unshare");
+    assert_still_serves(&d);
+}
+
+#[test]
+#[ignore = "needs root: sudo -E cargo test -- --include-ignored"]
+fn clone_with_newnet_is_syscall_denied() {
+    require_root();
+    // clone(CLONE_NEWNET | SIGCHLD): the flags are a register, so the filter sees them.
+    let d = start(&[("clone", &denied_function("raw(56, 0x40000000 | 17, 0, 0, 0, 0)"))]);
+    let r = d.get("/clone");
+    assert_syscall_denied(&d, &r, "clone");
+    assert_still_serves(&d);
+}
+
+#[test]
+#[ignore = "needs root: sudo -E cargo test -- --include-ignored"]
+fn setns_is_syscall_denied() {
+    require_root();
+    let src = r#"
+def handle(request):
+    try:
+        fd = os.open("/proc/self/ns/net", os.O_RDONLY)
+    except OSError:
+        fd = 0
+    return {"returned": libc.setns(fd, 0)}
+"#;
+    let d = start(&[("setns", &py(src, ""))]);
+    let r = d.get("/setns");
+    assert_syscall_denied(&d, &r, "setns");
+    assert_still_serves(&d);
+}
+
+#[test]
+#[ignore = "needs root: sudo -E cargo test -- --include-ignored"]
+fn tiocsti_is_syscall_denied_and_there_is_no_tty() {
+    require_root();
+    let src = r#"
+import fcntl, termios
+def handle(request):
+    if request.query.get("step") == "tty":
+        return {"isatty": [os.isatty(0), os.isatty(1), os.isatty(2)], "dev_tty": errno_of(lambda: os.open("/dev/tty", os.O_RDWR))}
+    # Push a keystroke into whatever terminal fd 0 might be.
+    return {"returned": fcntl.ioctl(0, termios.TIOCSTI, b"x")}
+"#;
+    let d = start(&[("tty", &py(src, ""))]);
+    let j = ok_json(&d, "/tty?step=tty");
+    assert_eq!(j["isatty"], serde_json::json!([false, false, false]), "{j}");
+    assert_eq!(j["dev_tty"], ENOENT, "{j}");
+    let r = d.get("/tty?step=ioctl");
+    assert_syscall_denied(&d, &r, "ioctl");
+    assert_still_serves(&d);
+}
+
+#[test]
+#[ignore = "needs root: sudo -E cargo test -- --include-ignored"]
+fn bpf_is_syscall_denied() {
+    require_root();
+    // bpf(BPF_PROG_LOAD, NULL, 0)
+    let d = start(&[("bpf", &denied_function("raw(321, 5, None, 0)"))]);
+    let r = d.get("/bpf");
+    assert_syscall_denied(&d, &r, "bpf");
+    assert_still_serves(&d);
+}
+
+#[test]
+#[ignore = "needs root: sudo -E cargo test -- --include-ignored"]
+fn perf_event_open_is_syscall_denied() {
+    require_root();
+    let d = start(&[("perf", &denied_function("raw(298, ctypes.create_string_buffer(128), 0, -1, -1, 0)"))]);
+    let r = d.get("/perf");
+    assert_syscall_denied(&d, &r, "perf_event_open");
+    assert_still_serves(&d);
+}
+
+#[test]
+#[ignore = "needs root: sudo -E cargo test -- --include-ignored"]
+fn add_key_is_syscall_denied() {
+    require_root();
+    // add_key("user", "faas", "x", 1, KEY_SPEC_PROCESS_KEYRING)
+    let d = start(&[("key", &denied_function("raw(248, b'user', b'faas', b'x', 1, -2)"))]);
+    let r = d.get("/key");
+    assert_syscall_denied(&d, &r, "add_key");
+    assert_still_serves(&d);
+}
+
+#[test]
+#[ignore = "needs root: sudo -E cargo test -- --include-ignored"]
+fn userfaultfd_is_syscall_denied() {
+    require_root();
+    let d = start(&[("uffd", &denied_function("raw(323, 0)"))]);
+    let r = d.get("/uffd");
+    assert_syscall_denied(&d, &r, "userfaultfd");
+    assert_still_serves(&d);
+}
+
+#[test]
+#[ignore = "needs root: sudo -E cargo test -- --include-ignored"]
+fn personality_change_is_syscall_denied() {
+    require_root();
+    // ADDR_NO_RANDOMIZE: turning ASLR off for what the process execs next.
+    let d = start(&[("pers", &denied_function("raw(135, 0x0040000)"))]);
+    let r = d.get("/pers");
+    assert_syscall_denied(&d, &r, "personality");
+    assert_still_serves(&d);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Syscalls that fail softly: ENOSYS for the fallback-friendly, EPERM for the unlisted.
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+#[ignore = "needs root: sudo -E cargo test -- --include-ignored"]
+fn io_uring_setup_is_enosys_not_a_kill() {
+    require_root();
+    let src = r#"
+def handle(request):
+    params = ctypes.create_string_buffer(120)
+    return {"io_uring_setup": raw(425, 8, params)}
+"#;
+    let d = start(&[("uring", &py(src, ""))]);
+    let j = ok_json(&d, "/uring");
+    assert_eq!(j["io_uring_setup"], serde_json::json!([-1, ENOSYS]), "{j}");
+    assert_still_serves(&d);
+}
+
+#[test]
+#[ignore = "needs root: sudo -E cargo test -- --include-ignored"]
+fn clone3_is_enosys_not_a_kill() {
+    require_root();
+    // clone3 with CLONE_NEWUSER in memory, where BPF cannot look: refused before it is read.
+    let src = r#"
+def handle(request):
+    args = (ctypes.c_uint64 * 11)()
+    args[0] = 0x10000000
+    args[4] = 17
+    return {"clone3": raw(435, args, ctypes.sizeof(args))}
+"#;
+    let d = start(&[("clone3", &py(src, ""))]);
+    let j = ok_json(&d, "/clone3");
+    assert_eq!(j["clone3"], serde_json::json!([-1, ENOSYS]), "{j}");
+    assert_still_serves(&d);
+}
+
+#[test]
+#[ignore = "needs root: sudo -E cargo test -- --include-ignored"]
+fn unlisted_syscalls_are_eperm() {
+    require_root();
+    // Neither allowed nor on the deny list (seccomp.rs): sysfs(3) counts file system types,
+    // get_mempolicy reads the NUMA policy. Harmless, and refused with EPERM.
+    let src = r#"
+def handle(request):
+    mode = ctypes.c_int(0)
+    return {"sysfs": raw(139, 3), "get_mempolicy": raw(239, ctypes.byref(mode), None, 0, None, 0), "sched_yield": raw(24)}
+"#;
+    let d = start(&[("unlisted", &py(src, ""))]);
+    let j = ok_json(&d, "/unlisted");
+    assert_eq!(j["sysfs"], serde_json::json!([-1, EPERM]), "{j}");
+    assert_eq!(j["get_mempolicy"], serde_json::json!([-1, EPERM]), "{j}");
+    assert_eq!(j["sched_yield"], serde_json::json!([0, 0]), "an allowed call as the control: {j}");
+    assert_still_serves(&d);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Signals and resources
+// ---------------------------------------------------------------------------------------------
+
+/// A host process that must outlive an attack; killed when the test ends, pass or fail.
+struct Bystander(std::process::Child);
+
+impl Bystander {
+    fn alive(&mut self) -> bool {
+        self.0.try_wait().unwrap().is_none()
+    }
+}
+
+impl Drop for Bystander {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+#[ignore = "needs root: sudo -E cargo test -- --include-ignored"]
+fn killing_the_front_end_is_esrch_and_kill_minus_one_stays_inside() {
+    require_root();
+    let src = r#"
+def handle(request):
+    if "probe" in request.query:
+        return probe()
+    out = {"kill_daemon": errno_of(lambda: os.kill(int(request.query["pid"]), signal.SIGKILL)),
+           "pidfd_daemon": errno_of(lambda: os.pidfd_open(int(request.query["pid"])))}
+    children = []
+    for _ in range(3):
+        c = os.fork()
+        if c == 0:
+            time.sleep(30)
+            os._exit(0)
+        children.append(c)
+    out["kill_all"] = errno_of(lambda: os.kill(-1, signal.SIGKILL))
+    out["children"] = [os.waitpid(c, 0)[1] for c in children]
+    return out
+"#;
+    let d = start(&[("killer", &py(src, ""))]);
+    require_sandboxed(&d, "/killer");
+    // A bystander with the sandbox's own uid (so uid checks would not save it), outside.
+    let (base, _) = uid_range(&d);
+    let mut bystander = Bystander(std::process::Command::new("/bin/sleep").arg("120").uid(base).gid(base).spawn().unwrap());
+    let j = ok_json(&d, &format!("/killer?pid={}", d.pid()));
+    assert_eq!(j["kill_daemon"], ESRCH, "{j}");
+    assert_eq!(j["pidfd_daemon"], ESRCH, "{j}");
+    assert_eq!(j["kill_all"], 0, "{j}");
+    // Each child died of SIGKILL (wait status 9), and the handler that sent it lived to answer.
+    assert_eq!(j["children"], serde_json::json!([9, 9, 9]), "{j}");
+    assert!(bystander.alive(), "kill(-1) reached a process outside the sandbox");
+    drop(bystander);
+    assert_still_serves(&d);
+}
+
+#[test]
+#[ignore = "needs root: sudo -E cargo test -- --include-ignored"]
+fn killing_a_sibling_sandbox_is_esrch() {
+    require_root();
+    let victim = py("def handle(request):\n    time.sleep(4)\n    return {'victim': 'survived'}", "");
+    let attacker = r#"
+def handle(request):
+    if "probe" in request.query:
+        return probe()
+    pid = int(request.query["pid"])
+    return {"kill": errno_of(lambda: os.kill(pid, signal.SIGKILL)),
+            "pidfd_open": errno_of(lambda: os.pidfd_open(pid)),
+            "proc": errno_of(lambda: open(f"/proc/{pid}/status").read())}
+"#;
+    let d = start(&[("victim", &victim), ("attacker", &py(attacker, ""))]);
+    require_sandboxed(&d, "/attacker");
+    let url = d.url("/victim");
+    let first = std::thread::spawn(move || common::request_to(&url, "GET", b"", &[]));
+    let until = Instant::now() + Duration::from_secs(10);
+    let victim_pid = loop {
+        if let Some(&p) = d.sandbox_processes().iter().next() {
+            break p;
+        }
+        assert!(Instant::now() < until, "the victim never started");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let j = ok_json(&d, &format!("/attacker?pid={victim_pid}"));
+    assert_eq!(j["kill"], ESRCH, "{j}");
+    assert_eq!(j["pidfd_open"], ESRCH, "{j}");
+    assert_eq!(j["proc"], ENOENT, "{j}");
+    let r = first.join().unwrap();
+    assert_eq!(r.status, 200, "the victim was hurt: {}", r.text());
+    assert_eq!(r.json()["victim"], "survived");
+    assert_still_serves(&d);
+}
+
+#[test]
+#[ignore = "needs root: sudo -E cargo test -- --include-ignored"]
+fn fork_bomb_hits_rlimit_nproc_with_eagain() {
+    require_root();
+    let src = r#"
+def handle(request):
+    if "probe" in request.query:
+        return probe()
+    if os.fork() == 0:
+        while True:  # every process forks forever: the classic bomb
+            try:
+                os.fork()
+            except OSError:
+                time.sleep(0.05)
+    time.sleep(1.5)
+    err = 0
+    try:
+        c = os.fork()
+        if c == 0:
+            os._exit(0)
+        os.waitpid(c, 0)
+    except OSError as e:
+        err = e.errno
+    procs = len([p for p in os.listdir("/proc") if p.isdigit()])
+    return {"errno": err, "procs": procs}
+"#;
+    let d = start(&[("bomb", &py(src, "[limits]\npids = 16"))]);
+    require_sandboxed(&d, "/bomb");
+    let fds = d.fd_count();
+    let j = ok_json(&d, "/bomb");
+    assert_eq!(j["errno"], EAGAIN, "{j}");
+    let procs = j["procs"].as_i64().unwrap();
+    assert!((2..=16).contains(&procs), "{procs} processes with pids = 16: {j}");
+    d.wait_quiet(fds);
+    assert_still_serves(&d);
+}
+
+#[test]
+#[ignore = "needs root: sudo -E cargo test -- --include-ignored"]
+fn memory_bomb_hits_rlimit_data_with_enomem() {
+    require_root();
+    let src = r#"
+import mmap
+def handle(request):
+    if "probe" in request.query:
+        return probe()
+    out = {}
+    try:
+        m = mmap.mmap(-1, 512 << 20, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+        out["mmap"] = 0
+    except OSError as e:
+        out["mmap"] = e.errno
+    try:
+        b = bytearray(512 << 20)
+        out["bytearray"] = "allocated"
+    except MemoryError:
+        out["bytearray"] = "MemoryError"
+    return out
+"#;
+    let d = start(&[("mem", &py(src, "[limits]\nmemory = \"64M\""))]);
+    require_sandboxed(&d, "/mem");
+    let j = ok_json(&d, "/mem");
+    assert_eq!(j["mmap"], ENOMEM, "{j}");
+    assert_eq!(j["bytearray"], "MemoryError", "{j}");
+    assert_still_serves(&d);
+}
+
+#[test]
+#[ignore = "needs root: sudo -E cargo test -- --include-ignored"]
+fn ten_thousand_files_hit_emfile_at_nofile() {
+    require_root();
+    let src = r#"
+def handle(request):
+    fds, err = [], 0
+    try:
+        for _ in range(10000):
+            fds.append(os.open("/dev/null", os.O_RDONLY))
+    except OSError as e:
+        err = e.errno
+    for fd in fds:
+        os.close(fd)
+    return {"errno": err, "opened": len(fds)}
+"#;
+    let d = start(&[("files", &py(src, "[limits]\nnofile = 256"))]);
+    let j = ok_json(&d, "/files");
+    assert_eq!(j["errno"], EMFILE, "{j}");
+    let opened = j["opened"].as_i64().unwrap();
+    assert!((200..256).contains(&opened), "opened {opened} with nofile = 256: {j}");
+    assert_still_serves(&d);
+}
+
+/// One GET on a raw connection, read to EOF or error: (status, body bytes after de-chunking,
+/// whether the body ended with the terminating zero-length chunk). ureq hides the difference
+/// between a body that ended and one that was cut off; this does not.
+/// With `pause`, it stops reading for that long after the first bytes: a slow client.
+fn get_raw_chunked(d: &Daemon, path: &str, pause: Duration) -> (u16, Vec<u8>, bool) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", d.port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes()).unwrap();
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 65536];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                if raw.is_empty() {
+                    std::thread::sleep(pause);
+                }
+                raw.extend_from_slice(&buf[..n]);
+            }
+        }
+    }
+    let head_end = raw.windows(4).position(|w| w == b"\r\n\r\n").expect("no response head") + 4;
+    let head = String::from_utf8_lossy(&raw[..head_end]).to_ascii_lowercase();
+    let status: u16 = head.split(' ').nth(1).unwrap().parse().unwrap();
+    assert!(head.contains("transfer-encoding: chunked"), "{head}");
+    let (mut body, mut at, mut terminated) = (Vec::new(), head_end, false);
+    while let Some(eol) = raw[at..].windows(2).position(|w| w == b"\r\n") {
+        let size = usize::from_str_radix(std::str::from_utf8(&raw[at..at + eol]).unwrap().trim(), 16).unwrap();
+        at += eol + 2;
+        if size == 0 {
+            terminated = raw[at..].starts_with(b"\r\n");
+            break;
+        }
+        let end = (at + size).min(raw.len());
+        body.extend_from_slice(&raw[at..end]);
+        if end < at + size {
+            break;
+        }
+        at = end + 2;
+    }
+    (status, body, terminated)
+}
+
+#[test]
+#[ignore = "needs root: sudo -E cargo test -- --include-ignored"]
+fn two_gib_on_stdout_stops_at_the_output_limit() {
+    require_root();
+    // The client must get exactly the first limits.output bytes and then see the body cut
+    // short, never a clean last chunk: a truncated response must not pass for a complete one.
+    // (Regression: the cut used to be signalled with try_send on a 4-slot channel and was lost
+    // when a slow client let the channel fill up; half of the requests below read slowly.)
+    let d = start(&[("flood", &sh_with("printf 'Content-Type: application/octet-stream\\n\\n'\nhead -c 2G /dev/zero", "[limits]\noutput = \"1M\""))]);
+    let fds = d.fd_count();
+    let mut cleanly_ended = Vec::new();
+    for i in 0..10 {
+        let t = Instant::now();
+        let pause = Duration::from_millis(if i % 2 == 0 { 0 } else { 300 });
+        let (status, body, terminated) = get_raw_chunked(&d, "/flood", pause);
+        assert_eq!(status, 200, "the head went out before the limit");
+        assert!(body.len() <= 1 << 20, "request {i}: {} bytes passed limits.output = 1M", body.len());
+        assert!(body.iter().all(|&b| b == 0));
+        assert!(t.elapsed() < Duration::from_secs(8), "took {:?}", t.elapsed());
+        if terminated {
+            cleanly_ended.push((i, body.len()));
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let logs = loop {
+        let logs = d.logs();
+        if logs.matches("REPORT flood ").count() >= 10 || Instant::now() > deadline {
+            break logs;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let reports: Vec<&str> = logs.lines().filter(|l| l.contains("REPORT flood ")).collect();
+    assert_eq!(reports.len(), 10, "{reports:?}");
+    for line in &reports {
+        assert!(line.contains(" outcome=output-too-large ") && line.contains(&format!(" bytes_out={} ", 1 << 20)), "{line}");
+    }
+    d.wait_quiet(fds);
+    assert_still_serves(&d);
+    assert!(
+        cleanly_ended.is_empty(),
+        "a body cut at limits.output ended with the terminating chunk, as if complete (request, bytes): {cleanly_ended:?}"
+    );
+}
+
+#[test]
+#[ignore = "needs root: sudo -E cargo test -- --include-ignored"]
+fn output_limit_cut_delivers_every_byte_before_it() {
+    require_root();
+    // DAEMON BUG (src/invoke.rs BodyStream::poll_chunk, with hyper's h1 dispatcher): the REPORT
+    // says bytes_out = limits.output, but the client gets up to ~48 KiB less. When the body
+    // yields its cut-short Err, hyper closes the connection (cleanly, FIN) without flushing
+    // the chunks still in its write buffer. Fix that was tried on a scratch copy and makes this
+    // pass: when the channel has ended and `cut` is set, return Pending on a short timer (200 ms
+    // was enough) before yielding the Err, so hyper's poll loop flushes its buffer first.
+    let d = start(&[("flood", &sh_with("printf 'Content-Type: application/octet-stream\\n\\n'\nhead -c 2G /dev/zero", "[limits]\noutput = \"1M\""))]);
+    let mut short = Vec::new();
+    for i in 0..6 {
+        let pause = Duration::from_millis(if i % 2 == 0 { 0 } else { 300 });
+        let (status, body, terminated) = get_raw_chunked(&d, "/flood", pause);
+        assert_eq!(status, 200);
+        assert!(!terminated, "request {i}: the cut body ended cleanly");
+        if body.len() != 1 << 20 {
+            short.push((i, body.len()));
+        }
+    }
+    assert_still_serves(&d);
+    assert!(short.is_empty(), "limits.output = 1M, but the client got fewer bytes (request, bytes): {short:?}");
+}
+
+#[test]
+#[ignore = "needs root: sudo -E cargo test -- --include-ignored"]
+fn syscall_denied_mid_stream_cuts_the_body_short() {
+    require_root();
+    // Once the head is out, a sandbox killed for a forbidden syscall must leave the client an
+    // incomplete body, never a clean end of the chunked body that passes half a response for a
+    // whole one (wrappers/README.md: "the client sees an incomplete body"). Regression: only a
+    // timeout used to cut the body short.
+    let src = r#"
+def handle(request):
+    def stream():
+        yield "first part\n"
+        time.sleep(0.3)
+        libc.ptrace(16, 1, None, None)
+        yield "never sent\n"
+    return stream()
+"#;
+    let d = start(&[("midway", &py(src, ""))]);
+    let (status, body, terminated) = get_raw_chunked(&d, "/midway", Duration::ZERO);
+    assert_eq!(status, 200, "the head went out before the attack");
+    assert_eq!(String::from_utf8_lossy(&body), "first part\n");
+    let logs_deadline = Instant::now() + Duration::from_secs(10);
+    while !d.logs().contains("REPORT midway ") {
+        assert!(Instant::now() < logs_deadline, "{}", d.logs());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let logs = d.logs();
+    let line = logs.lines().find(|l| l.contains("REPORT midway ")).unwrap();
+    assert!(line.contains(" outcome=syscall-denied ") && line.contains(" syscall=ptrace "), "{line}");
+    assert_still_serves(&d);
+    assert!(!terminated, "the body of a sandbox killed mid-response ended cleanly, as if complete");
+}
+
+#[test]
+#[ignore = "needs root: sudo -E cargo test -- --include-ignored"]
+fn a_one_mib_stderr_line_does_not_stall() {
+    require_root();
+    let src = r#"
+def handle(request):
+    sys.stderr.flush()
+    sys.stderr.buffer.write(b"A" * (1 << 20) + b"\n")
+    sys.stderr.flush()
+    return "done"
+"#;
+    let d = start(&[("loud", &py(src, "[limits]\nlog = \"2M\"\ntimeout = \"5s\""))]);
+    let r = d.get("/loud");
+    assert_eq!((r.status, r.text()), (200, "done".to_owned()), "{}", d.logs());
+    let id = invocation_id(&r);
+    report_line(&d, &id);
+    let prefix = format!("<6>loud[{id}]: ");
+    let logs = d.logs();
+    let pieces: Vec<&str> = logs.lines().filter_map(|l| l.strip_prefix(&prefix)).filter(|l| !l.is_empty()).collect();
+    assert_eq!(pieces.len(), 16, "1 MiB in 64 KiB pieces: {:?}", pieces.iter().map(|p| p.len()).collect::<Vec<_>>());
+    assert!(pieces.iter().all(|p| p.len() == 64 << 10 && p.bytes().all(|b| b == b'A')), "pieces are not 64 KiB of the line");
+    assert_still_serves(&d);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Leftovers
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+#[ignore = "needs root: sudo -E cargo test -- --include-ignored"]
+fn daemonized_grandchild_is_gone_after_the_response() {
+    require_root();
+    let src = r#"
+def handle(request):
+    child = os.fork()
+    if child == 0:
+        os.setsid()
+        if os.fork() != 0:
+            os._exit(0)
+        libc.prctl(15, b"faas-leftover", 0, 0, 0)  # PR_SET_NAME
+        null = os.open("/dev/null", os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(null, fd)
+        os.closerange(3, 65536)
+        time.sleep(120)
+        os._exit(0)
+    os.waitpid(child, 0)
+    time.sleep(0.3)
+    return {"detached": True}
+"#;
+    let d = start(&[("daemonize", &py(src, ""))]);
+    let fds = d.fd_count();
+    let j = ok_json(&d, "/daemonize");
+    assert_eq!(j["detached"], true);
+    d.wait_quiet(fds);
+    // Also look host-wide: a grandchild that escaped the pid namespace would be reparented to
+    // the host's init and no longer be below the daemon.
+    let range = uid_range(&d);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let left = host_processes(range, "faas-leftover");
+        if left.is_empty() {
+            break;
+        }
+        if Instant::now() > deadline {
+            for (pid, _) in &left {
+                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(*pid as i32), nix::sys::signal::Signal::SIGKILL);
+            }
+            panic!("sandbox processes outlived the response: {left:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_still_serves(&d);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Ordinary work still runs unchanged
+// ---------------------------------------------------------------------------------------------
+
+const DATA_JSON: &str = r#"{"items": [1, 2, 3], "name": "ordinary"}"#;
+
+#[test]
+#[ignore = "needs root: sudo -E cargo test -- --include-ignored"]
+fn ordinary_python_work_runs() {
+    require_root();
+    let main = r#"
+import hashlib, json, os, re, subprocess, threading
+
+def handle(request):
+    data = json.load(open("/code/data.json"))
+    with open("/tmp/out.txt", "w") as f:
+        f.write("written")
+    back = open("/tmp/out.txt").read()
+    m = re.fullmatch(r"(?P<word>[a-z]+)-(?P<n>\d+)", "item-42")
+    sums = [0] * 8
+    def work(i):
+        sums[i] = sum(range(i * 1000))
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    sh = subprocess.run(["/bin/sh", "-c", "echo $((6 * 7)); id -u"], capture_output=True, text=True, check=True).stdout.split()
+    return {
+        "data": data,
+        "echo": request.json(),
+        "tmp": back,
+        "regex": [m["word"], int(m["n"])],
+        "threads": sums[7],
+        "sh": sh,
+        "uid": os.getuid(),
+        "sha": hashlib.sha256(b"abc").hexdigest()[:8],
+    }
+"#;
+    let code = code_dir(&[("main.py", main), ("data.json", DATA_JSON)]);
+    let d = start(&[("ordinary", &code_function("python", code.path(), ""))]);
+    let r = d.post("/ordinary", br#"{"ping": "pong"}"#);
+    assert_eq!(r.status, 200, "{}\n{}", r.text(), d.logs());
+    let j = r.json();
+    let uid = j["uid"].as_i64().unwrap();
+    assert!(uid >= i64::from(UID_BASE), "{j}");
+    assert_eq!(j["data"], serde_json::from_str::<serde_json::Value>(DATA_JSON).unwrap());
+    assert_eq!(j["echo"], serde_json::json!({"ping": "pong"}));
+    assert_eq!(j["tmp"], "written");
+    assert_eq!(j["regex"], serde_json::json!(["item", 42]));
+    assert_eq!(j["threads"], (0..7000).sum::<i64>());
+    assert_eq!(j["sh"], serde_json::json!(["42", uid.to_string()]));
+    assert_eq!(j["sha"], "ba7816bf");
+    assert_still_serves(&d);
+}
+
+#[test]
+#[ignore = "needs root: sudo -E cargo test -- --include-ignored"]
+fn ordinary_node_work_runs() {
+    require_root();
+    let main = r#"
+const fs = require('fs');
+const cp = require('child_process');
+const crypto = require('crypto');
+const { Worker } = require('worker_threads');
+
+exports.handle = async (request) => {
+  const data = JSON.parse(await fs.promises.readFile('/code/data.json', 'utf8'));
+  fs.writeFileSync('/tmp/out.txt', 'written');
+  const back = await fs.promises.readFile('/tmp/out.txt', 'utf8');
+  const m = /^(?<word>[a-z]+)-(?<n>\d+)$/.exec('item-42');
+  const sh = cp.execFileSync('/bin/sh', ['-c', 'echo $((6 * 7)); id -u']).toString().split(/\s+/).filter(Boolean);
+  const worker = await new Promise((resolve, reject) => {
+    const w = new Worker('require("worker_threads").parentPort.postMessage(6 * 7)', { eval: true });
+    w.on('message', resolve);
+    w.on('error', reject);
+  });
+  const sha = crypto.createHash('sha256').update('abc').digest('hex').slice(0, 8);
+  return { data, echo: request.json(), tmp: back, regex: [m.groups.word, Number(m.groups.n)], sh, worker, sha, uid: process.getuid() };
+};
+"#;
+    let code = code_dir(&[("main.js", main), ("data.json", DATA_JSON)]);
+    let d = start(&[("ordinary", &code_function("node", code.path(), ""))]);
+    let r = d.post("/ordinary", br#"{"ping": "pong"}"#);
+    assert_eq!(r.status, 200, "{}\n{}", r.text(), d.logs());
+    let j = r.json();
+    let uid = j["uid"].as_i64().unwrap();
+    assert!(uid >= i64::from(UID_BASE), "{j}");
+    assert_eq!(j["data"], serde_json::from_str::<serde_json::Value>(DATA_JSON).unwrap());
+    assert_eq!(j["echo"], serde_json::json!({"ping": "pong"}));
+    assert_eq!(j["tmp"], "written");
+    assert_eq!(j["regex"], serde_json::json!(["item", 42]));
+    assert_eq!(j["sh"], serde_json::json!(["42", uid.to_string()]));
+    assert_eq!(j["worker"], 42);
+    assert_eq!(j["sha"], "ba7816bf");
+    assert_still_serves(&d);
+}
+
+#[test]
+#[ignore = "needs root: sudo -E cargo test -- --include-ignored"]
+fn after_the_whole_corpus_in_one_daemon_hello_still_answers() {
+    require_root();
+    // Several attacks against one front end, one after another, then an ordinary request.
+    let d = start(&[
+        ("ptrace", &denied_function("libc.ptrace(16, 1, None, None)")),
+        ("mount", &denied_function("libc.mount(b'none', b'/tmp', b'tmpfs', 0, None)")),
+        ("flood", &sh_with("printf '\\n'\nhead -c 64M /dev/zero", "[limits]\noutput = \"64K\"")),
+        ("crash", &sh("exit 3")),
+        ("files", &py("def handle(request):\n    fds = []\n    try:\n        while True:\n            fds.append(os.open('/dev/null', 0))\n    finally:\n        for fd in fds:\n            os.close(fd)", "")),
+    ]);
+    let fds = d.fd_count();
+    assert_syscall_denied(&d, &d.get("/ptrace"), "ptrace");
+    assert_syscall_denied(&d, &d.get("/mount"), "mount");
+    assert!(d.get("/flood").body.len() <= 64 << 10);
+    assert_eq!(d.get("/crash").status, 502);
+    // EMFILE raised in the handler: the wrapper's 500, the function's own failure.
+    assert_eq!(d.get("/files").status, 500);
+    d.wait_quiet(fds);
+    assert_still_serves(&d);
+}
