@@ -752,12 +752,8 @@ async fn run(host: Arc<Host>, loaded: Arc<Loaded>, mut call: Call, head_tx: ones
         }
     }
     drop(stdin_fut);
-    report.usage = sandbox.teardown().await;
     report.exit = sandbox.exit;
-    if report.usage.as_ref().is_some_and(|u| u.oom_kills > 0) && !matches!(outcome, Some(Outcome::SyscallDenied(_))) {
-        outcome = Some(Outcome::OutOfMemory);
-    }
-    report.outcome = match outcome {
+    let mut final_outcome = match outcome.take() {
         Some(o) => o,
         None => match (head_tx.is_some(), sandbox.exit) {
             (false, Some(ExitStatus::Exited(0))) => Outcome::Ok,
@@ -767,12 +763,21 @@ async fn run(host: Arc<Host>, loaded: Arc<Loaded>, mut call: Call, head_tx: ones
             (_, None) => Outcome::Crashed("vanished".into()),
         },
     };
-    // A body that went out in part must not end like a whole one: the client sees the
-    // chunked body cut short instead of a clean last chunk (the stream reads `cut` at its end).
-    if head_tx.is_none() && report.outcome != Outcome::Ok {
-        cut.store(true, Ordering::Release);
+    if head_tx.is_none() {
+        // The body is complete once the function is gone: the client need not wait for the
+        // cgroup teardown. A body that went out in part must not end like a whole one: the
+        // stream reads `cut` at its end and reports the body incomplete.
+        if final_outcome != Outcome::Ok {
+            cut.store(true, Ordering::Release);
+        }
+        drop(body_tx);
     }
-    drop(body_tx);
+    report.usage = sandbox.teardown().await;
+    // The OOM killer may have ended a process whose failure showed only as a crash.
+    if report.usage.as_ref().is_some_and(|u| u.oom_kills > 0) && !matches!(final_outcome, Outcome::SyscallDenied(_) | Outcome::Ok) {
+        final_outcome = Outcome::OutOfMemory;
+    }
+    report.outcome = final_outcome;
     finish(report, head_tx);
 }
 
