@@ -203,7 +203,12 @@ impl Host {
             netns,
             cgroups,
             seccomp: Arc::new(seccomp),
-            bounding_caps: sandbox::spawn::bounding_caps(sandbox::cap_last()),
+            bounding_caps: {
+                if setup_cgroups && privileged {
+                    sandbox::spawn::drop_own_bounding_set(sandbox::cap_last());
+                }
+                sandbox::spawn::bounding_caps(sandbox::cap_last())
+            },
             changed_signals: std::sync::OnceLock::new(),
             layers: Layers { list },
             landlock,

@@ -324,3 +324,23 @@ fn nothing_left_after_200_mixed_requests_at_concurrency_16() {
     assert!(reports >= 208, "one REPORT per invocation, got {reports}");
     let _ = ROOT;
 }
+
+#[test]
+#[ignore = "needs root: sudo -E cargo test -- --include-ignored"]
+fn sandboxes_start_while_the_daemon_holds_more_fds_than_their_nofile() {
+    require_root();
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
+    setrlimit(Resource::RLIMIT_NOFILE, hard.min(8192), hard).unwrap();
+    // nofile 256: the daemon's fd numbers run far above what the sandbox may keep.
+    let d = Daemon::start(&[("f", &sh_with("printf 'Content-Type: text/plain\\n\\nok'", "[limits]\nnofile = 256"))]);
+    let idle: Vec<TcpStream> = (0..1100).map(|_| TcpStream::connect(("127.0.0.1", d.port)).unwrap()).collect();
+    let until = Instant::now() + Duration::from_secs(10);
+    while d.fd_count() < 1100 {
+        assert!(Instant::now() < until, "the daemon accepted only {} fds", d.fd_count());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let r = d.get("/f");
+    assert_eq!((r.status, r.text().as_str()), (200, "ok"), "{}", d.logs().lines().rev().take(5).collect::<Vec<_>>().join("\n"));
+    drop(idle);
+}

@@ -16,17 +16,18 @@
 //!    private copy of it.
 //! 6. `Mount`: this request's own mounts on that copy: a fresh tmpfs `/tmp`, a fresh `/proc`
 //!    (it shows the new pid namespace because we mount it from inside), then chdir to /code.
-//! 7. `Rlimit`: core 0, nofile, fsize, nproc (per uid, and the uid is this sandbox's alone).
-//! 8. `CapBound`, `Groups`, `Gid`, `Uid`, `Caps`: empty the bounding set while we still hold
+//! 7. `CapBound`, `Groups`, `Gid`, `Uid`, `Caps`: empty the bounding set while we still hold
 //!    CAP_SETPCAP, drop supplementary groups, then gid, then uid (capabilities(7): a setuid
 //!    away from 0 clears permitted and effective), then inheritable and ambient.
-//! 9. `NoNewPrivs`, `Landlock`: add the rules for this sandbox's own `/tmp` and `/proc` to
+//! 8. `NoNewPrivs`, `Landlock`: add the rules for this sandbox's own `/tmp` and `/proc` to
 //!    the ruleset the parent made (landlock.rs says why the child must), then
 //!    landlock_restrict_self(2).
-//! 10. `CloseFds`: close_range(3, ~0, CLOSE_RANGE_CLOEXEC): every inherited fd goes at exec,
-//!     the error pipe last of all.
-//! 11. `Seccomp`: the filters, last, so they only need to allow what the wrapper needs; the
-//!     one with a user-notification listener sends that listener to the parent.
+//! 9. `CloseFds`: close_range(3, ~0, CLOSE_RANGE_CLOEXEC): every inherited fd goes at exec,
+//!    the error pipe last of all.
+//! 10. `Seccomp`: the filter, late, so it only needs to allow what the wrapper needs; its
+//!     user-notification listener goes to the parent.
+//! 11. `Rlimit`: core 0, nofile, fsize, nproc (per uid, and the uid is this sandbox's alone),
+//!     after the last fd we open: the daemon may hold more fds than the sandbox's nofile.
 //! 12. `Exec`: execve(2) with the prepared pointers.
 
 use std::ffi::{c_char, c_int, c_long, CStr, CString};
@@ -127,6 +128,9 @@ pub fn spawn(plan: &ChildPlan) -> Result<Spawned, SpawnError> {
     let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
     Ok(Spawned { pid: rc as i32, pidfd })
 }
+
+/// Whether `spawn` returns only after the child exec'd or exited (CLONE_VFORK).
+pub const SPAWN_RETURNS_AFTER_EXEC: bool = cfg!(target_arch = "x86_64");
 
 /// The child's stack for CLONE_VM: one per thread, reused, since CLONE_VFORK keeps this
 /// thread waiting until the child no longer needs it.
@@ -337,11 +341,6 @@ unsafe fn child_main(plan: &ChildPlan) -> ! {
     // SAFETY: a NUL-terminated literal path inside the sandbox root.
     check!(Step::Mount, 99, unsafe { libc::chdir(c"/code".as_ptr()) });
 
-    for (i, (resource, limit)) in plan.rlimits.iter().enumerate() {
-        // SAFETY: limit is a valid rlimit; only lowering, which needs no privilege.
-        check!(Step::Rlimit, i, unsafe { libc::setrlimit(*resource, limit) });
-    }
-
     for &cap in plan.bounding_caps {
         // SAFETY: PR_CAPBSET_DROP takes a capability number; we still hold CAP_SETPCAP.
         check!(Step::CapBound, cap, unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong) });
@@ -384,6 +383,7 @@ unsafe fn child_main(plan: &ChildPlan) -> ! {
     // SAFETY: plain integer arguments: mark every fd from 3 up close-on-exec.
     check!(Step::CloseFds, 0, unsafe { libc::syscall(libc::SYS_close_range, 3, libc::c_uint::MAX, CLOSE_RANGE_CLOEXEC) });
 
+
     for (i, filter) in plan.sandbox.seccomp.iter().enumerate() {
         let prog = libc::sock_fprog { len: filter.len() as u16, filter: filter.as_ptr() as *mut libc::sock_filter };
         let flags = if plan.notify_sock.is_some() && i == plan.sandbox.seccomp_notify_index { SECCOMP_FILTER_FLAG_NEW_LISTENER } else { 0 };
@@ -395,6 +395,14 @@ unsafe fn child_main(plan: &ChildPlan) -> ! {
                 child_send_fd(ep, sock, rc as c_int);
             }
         }
+    }
+
+    // After every fd we open, the seccomp listener included: the daemon may hold more fds
+    // than the sandbox's nofile, and a lowered limit refuses every new fd number above it.
+    // The filter allows setrlimit, as every program may lower its own limits.
+    for (i, (resource, limit)) in plan.rlimits.iter().enumerate() {
+        // SAFETY: limit is a valid rlimit; only lowering, which needs no privilege.
+        check!(Step::Rlimit, i, unsafe { libc::setrlimit(*resource, limit) });
     }
 
     // SAFETY: exe, argv and envp are NUL-terminated, and both arrays end with NULL; they live
@@ -511,6 +519,17 @@ pub fn changed_signals() -> Vec<c_int> {
             rc == 0 && old.sa_sigaction != libc::SIG_DFL
         })
         .collect()
+}
+
+/// Empties this process's capability bounding set. The daemon never execs, so its own
+/// capabilities stay; every child then starts with an empty bounding set and has nothing
+/// to drop (capabilities(7)).
+pub fn drop_own_bounding_set(cap_last: u32) {
+    for cap in 0..=cap_last {
+        // SAFETY: PR_CAPBSET_DROP takes a capability number; failure (no CAP_SETPCAP) leaves
+        // the cap in place, and `bounding_caps` then lists it for the children to drop.
+        unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong) };
+    }
 }
 
 /// The capabilities in this process's bounding set (PR_CAPBSET_READ): what a child must drop.
