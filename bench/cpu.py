@@ -1,0 +1,73 @@
+#!/usr/bin/env python3
+"""CPU time per request, by syscall, from `perf script -F comm,tid,ip,sym` of a call-graph
+recording (`perf record -g -F HZ -p SERVER_PID`) taken while REQUESTS requests ran.
+
+usage: cpu.py SCRIPT_TXT HZ REQUESTS OUT_JSON
+Each sample is charged to the syscall it is in (the frame just inside do_syscall_64), or to
+page faults, interrupts or user space. Samples are split by process name: `tokio-rt-worker`
+is the server and, until execve renames it, the child it forks (for faas: the whole sandbox
+set-up); `sh` is the handler after exec. Standard library only.
+"""
+
+import collections
+import json
+import re
+import sys
+
+TRIM = re.compile(r"^(__x64_sys_|__do_sys_|__se_sys_|__sys_|do_|ksys_)")
+SUFFIX = re.compile(r"\.(isra|constprop|part)\..*$")
+NOT_A_CALL = {"syscall_exit_to_user_mode", "exit_to_user_mode_loop", "_raw_spin_unlock_irq", "finish_task_switch", "syscall_64", "x64_sys_call"}
+
+
+def samples(path):
+    cur = None
+    with open(path, errors="replace") as f:
+        for line in f:
+            if not line.strip():
+                if cur:
+                    yield cur
+                cur = None
+                continue
+            if not line[0].isspace():
+                cur = (line.split()[0], [])
+            elif cur is not None:
+                parts = line.split(None, 1)
+                if len(parts) > 1:
+                    cur[1].append(parts[1].strip())
+    if cur:
+        yield cur
+
+
+def classify(stack):
+    if "do_syscall_64" in stack:
+        i = stack.index("do_syscall_64")
+        if i == 0:
+            return "(syscall entry/exit)"
+        name = SUFFIX.sub("", TRIM.sub("", stack[i - 1]))
+        return "(syscall entry/exit)" if name in NOT_A_CALL else name
+    if any("asm_exc_page_fault" in f for f in stack):
+        return "(page faults)"
+    if any("asm_sysvec" in f or "asm_common_interrupt" in f for f in stack):
+        return "(interrupts)"
+    return "(user space)"
+
+
+def main():
+    path, hz, requests, out = sys.argv[1], float(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+    per = collections.defaultdict(collections.Counter)
+    for comm, stack in samples(path):
+        per[comm][classify(stack)] += 1
+    ms = 1e3 / hz / requests  # one sample, in ms per request
+    result = {"requests": requests, "hz": hz, "by_comm": {}}
+    for comm, counter in sorted(per.items(), key=lambda kv: -sum(kv[1].values())):
+        total = sum(counter.values())
+        result["by_comm"][comm] = {
+            "ms_per_request": total * ms,
+            "rows": [{"what": k, "ms": v * ms, "share": v / total} for k, v in counter.most_common(20)],
+        }
+    with open(out, "w") as f:
+        json.dump(result, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,362 @@
+#!/usr/bin/env python3
+"""Turns a run's raw results (bench/run.sh writes them to RAW) into LATEST.md and LATEST.json.
+
+usage: report.py RAW OUT_MD OUT_JSON.  Standard library only.
+"""
+
+import glob
+import json
+import os
+import re
+import sys
+
+TARGETS = {
+    # handler: minimum faas/baseline req/s ratio, and at which concurrencies it is checked
+    "sh": (0.7, [1, 8]),
+    "python": (0.9, None),  # None: every concurrency
+}
+SETUP_P50_MS = 1.0
+IDLE_RSS_MB = 15.0
+CONNECTIONS = 1000
+
+
+def load(path):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def read(path):
+    try:
+        with open(path) as f:
+            return f.read()
+    except OSError:
+        return None
+
+
+def oha_numbers(d):
+    """req/s counting only 2xx answers, p50/p99 in ms, errors (non-2xx + transport errors)."""
+    if not d:
+        return None
+    s = d.get("summary", {})
+    dur = s.get("total") or 0
+    codes = {int(k): v for k, v in (d.get("statusCodeDistribution") or {}).items()}
+    ok = sum(v for k, v in codes.items() if 200 <= k < 300)
+    transport = sum((d.get("errorDistribution") or {}).values())
+    bad_status = sum(v for k, v in codes.items() if not 200 <= k < 300)
+    lat = d.get("latencyPercentiles") or {}
+
+    def ms(key):
+        v = lat.get(key)
+        return None if v is None else v * 1e3
+
+    return {
+        "rps": ok / dur if dur else 0.0,
+        "ok": ok,
+        "p50": ms("p50"),
+        "p99": ms("p99"),
+        "errors": transport + bad_status,
+        "error_kinds": {**{str(k): v for k, v in codes.items() if not 200 <= k < 300}, **(d.get("errorDistribution") or {})},
+        "seconds": dur,
+    }
+
+
+def median(xs):
+    xs = sorted(x for x in xs if x is not None)
+    if not xs:
+        return None
+    m = len(xs) // 2
+    return xs[m] if len(xs) % 2 else (xs[m - 1] + xs[m]) / 2
+
+
+def rounds(raw, h, side, c):
+    """The per-round numbers of one setup (files load-H-SIDE-cC-rR.json, or one load-H-SIDE-cC.json)."""
+    paths = sorted(glob.glob(os.path.join(raw, f"load-{h}-{side}-c{c}-r*.json")), key=lambda p: int(re.search(r"-r(\d+)\.json$", p).group(1)))
+    if not paths:
+        paths = [os.path.join(raw, f"load-{h}-{side}-c{c}.json")]
+    return [oha_numbers(load(p)) for p in paths]
+
+
+def combine(rs):
+    """All rounds of one setup: req/s over the summed time, median p50/p99, summed errors."""
+    rs = [r for r in rs if r]
+    if not rs:
+        return None
+    dur = sum(r["seconds"] for r in rs)
+    kinds = {}
+    for r in rs:
+        for k, v in r["error_kinds"].items():
+            kinds[k] = kinds.get(k, 0) + v
+    return {
+        "rps": sum(r["ok"] for r in rs) / dur if dur else 0.0,
+        "ok": sum(r["ok"] for r in rs),
+        "p50": median(r["p50"] for r in rs),
+        "p99": median(r["p99"] for r in rs),
+        "errors": sum(r["errors"] for r in rs),
+        "error_kinds": kinds,
+        "seconds": dur,
+        "rounds": len(rs),
+    }
+
+
+def fmt(v, digits=1):
+    if v is None:
+        return "–"
+    if isinstance(v, float):
+        return f"{v:.{digits}f}"
+    return str(v)
+
+
+def errs(n):
+    if n is None:
+        return "–"
+    e = n["errors"]
+    if not e:
+        return "0"
+    kinds = ", ".join(f"{k}: {v}" for k, v in sorted(n["error_kinds"].items()))
+    return f"**{e}** ({kinds})"
+
+
+def main():
+    raw, out_md, out_json = sys.argv[1], sys.argv[2], sys.argv[3]
+    meta = load(os.path.join(raw, "meta.json")) or {}
+    mem = load(os.path.join(raw, "mem.json")) or {}
+    handlers = meta.get("handlers", ["sh", "python", "node"])
+    concs = meta.get("concurrency", [1, 2, 8, 64])
+
+    load_rows = []
+    verdicts = []
+    for h in handlers:
+        for c in concs:
+            fr, br = rounds(raw, h, "faas", c), rounds(raw, h, "baseline", c)
+            f, b = combine(fr), combine(br)
+            per_round = [x["rps"] / y["rps"] for x, y in zip(fr, br) if x and y and y["rps"]]
+            ratio = median(per_round)
+            spread = (min(per_round), max(per_round)) if per_round else None
+            load_rows.append({"handler": h, "concurrency": c, "faas": f, "baseline": b, "ratio": ratio, "ratio_rounds": per_round, "ratio_spread": spread})
+            t = TARGETS.get(h)
+            if t and (t[1] is None or c in t[1]):
+                ok = ratio is not None and ratio >= t[0]
+                rng = f", rounds {fmt(spread[0], 2)}–{fmt(spread[1], 2)}" if spread and len(per_round) > 1 else ""
+                verdicts.append((f"{h} req/s faas/baseline at c={c} ≥ {t[0]}", f"{fmt(ratio, 2)}× ({fmt(f and f['rps'])} vs {fmt(b and b['rps'])} req/s{rng})", ok))
+
+    seq = {}
+    for path in sorted(glob.glob(os.path.join(raw, "seq-*.json"))):
+        seq[os.path.basename(path)[4:-5]] = load(path)
+    sh_seq = seq.get("sh") or {}
+    setup_p50 = (sh_seq.get("setup") or {}).get("p50")
+    verdicts.append((f"sandbox set-up p50 ≤ {SETUP_P50_MS} ms (sh, sequential)", f"{fmt(setup_p50, 3)} ms", setup_p50 is not None and setup_p50 <= SETUP_P50_MS))
+    idle = mem.get("idle_rss_kb")
+    verdicts.append((f"idle RSS ≤ {IDLE_RSS_MB} MB", f"{fmt(idle / 1024 if idle else None)} MB", idle is not None and idle / 1024 <= IDLE_RSS_MB))
+    conn_health = oha_numbers(load(os.path.join(raw, "conn-health.json")))
+    conn_sh = oha_numbers(load(os.path.join(raw, "conn-sh.json")))
+    ok_conn = conn_health is not None and conn_health["errors"] == 0 and conn_health["ok"] > 0
+    verdicts.append((f"{CONNECTIONS} keep-alive connections without errors (/_/health)", f"{conn_health['errors'] if conn_health else '–'} errors, {fmt(conn_health and conn_health['rps'], 0)} req/s", ok_conn))
+
+    L = []
+    L.append("# faas benchmark — latest run")
+    L.append("")
+    L.append(f"Written by `bench/run.sh` on {meta.get('date', '?')}. Each setup gets {meta.get('seconds', '?')} s of load per server, in {meta.get('rounds', 1)} round(s); faas and baseline runs are interleaved (faas c=1, baseline c=1, faas c=1, … faas c=2, …) so machine noise hits both. Load generator: {meta.get('loadgen', '?')}, on 127.0.0.1.")
+    L.append("")
+    L.append("## Machine")
+    L.append("")
+    L.append("| | |")
+    L.append("|---|---|")
+    for k, label in [("cpu", "CPU"), ("nproc", "nproc"), ("mem", "memory"), ("kernel", "kernel"), ("loadavg_start", "load average before the run (1/5/15 min)"), ("loadavg_end", "load average after the run"), ("faas_rev", "faas tree"), ("faas_build", "faas build")]:
+        L.append(f"| {label} | {meta.get(k, '?')} |")
+    L.append("")
+    def load1(key):
+        try:
+            return float(str(meta.get(key, "0")).split()[0])
+        except (ValueError, IndexError):
+            return 0.0
+
+    # Our own load adds about 1-2 to the 1-minute average by the end of the run.
+    if load1("loadavg_start") > 0.5 * float(meta.get("nproc", 1)) or load1("loadavg_end") > 2 * float(meta.get("nproc", 1)):
+        L.append(
+            f"**Other work was running on the machine** (load average {meta.get('loadavg_start')} before and {meta.get('loadavg_end')} after, on {meta.get('nproc')} CPUs): "
+            "absolute numbers are low and noisy; the interleaved ratios, and their ranges, are the better guide."
+        )
+        L.append("")
+    L.append("Sandbox layers (`faas doctor`):")
+    L.append("")
+    L.append("```")
+    L.append((read(os.path.join(raw, "doctor.txt")) or "faas doctor output missing").rstrip())
+    L.append("```")
+    L.append("")
+    L.append("## Targets")
+    L.append("")
+    L.append("| target | measured | met |")
+    L.append("|---|---|---|")
+    for name, value, ok in verdicts:
+        L.append(f"| {name} | {value} | {'yes' if ok else '**NO**'} |")
+    L.append("")
+    L.append("## Throughput and latency")
+    L.append("")
+    L.append(
+        f"Each setup ran {meta.get('rounds', 1)} round(s) of {fmt(meta.get('seconds', 0) / max(1, meta.get('rounds', 1)), 2)} s, faas and baseline alternating. "
+        "req/s counts 2xx answers only, over all rounds; p50/p99 are the median over the rounds of oha's percentiles; errors are non-2xx answers plus transport errors, summed. "
+        "The ratio is faas/baseline req/s: the median of the per-round ratios, with their range (a wide range means the machine was noisy)."
+    )
+    L.append("")
+    L.append("| handler | c | faas req/s | baseline req/s | ratio (range) | faas p50 ms | base p50 ms | faas p99 ms | base p99 ms | faas errors | base errors |")
+    L.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|")
+    for r in load_rows:
+        f, b = r["faas"] or {}, r["baseline"] or {}
+        sp = r.get("ratio_spread")
+        rng = f" ({fmt(sp[0], 2)}–{fmt(sp[1], 2)})" if sp and len(r.get("ratio_rounds", [])) > 1 else ""
+        L.append(
+            f"| {r['handler']} | {r['concurrency']} | {fmt(f.get('rps'))} | {fmt(b.get('rps'))} | {fmt(r['ratio'], 2)}{rng} | "
+            f"{fmt(f.get('p50'), 2)} | {fmt(b.get('p50'), 2)} | {fmt(f.get('p99'), 2)} | {fmt(b.get('p99'), 2)} | {errs(r['faas'])} | {errs(r['baseline'])} |"
+        )
+    L.append("")
+    L.append("## One sandbox, request by request (Server-Timing)")
+    L.append("")
+    L.append("Sequential requests on one keep-alive connection, no other load. `setup` = request received → wrapper exec'd; `handler` = exec → response head; `client` = the whole request as the client saw it (to the end of the body).")
+    L.append("")
+    L.append("| handler | n | errors | setup min | setup p50 | setup p90 | setup p99 | handler p50 | handler p90 | handler p99 | client p50 | client p99 | baseline client p50 | baseline client p99 |")
+    L.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for h, d in seq.items():
+        if h.endswith("-baseline") or not d:
+            continue
+        b = seq.get(f"{h}-baseline") or {}
+        s, hd, cl, bc = d.get("setup") or {}, d.get("handler") or {}, d.get("client") or {}, b.get("client") or {}
+        L.append(
+            f"| {h} | {d['n']} | {d['errors']} | {fmt(s.get('min'), 3)} | {fmt(s.get('p50'), 3)} | {fmt(s.get('p90'), 3)} | {fmt(s.get('p99'), 3)} | "
+            f"{fmt(hd.get('p50'), 3)} | {fmt(hd.get('p90'), 3)} | {fmt(hd.get('p99'), 3)} | {fmt(cl.get('p50'), 3)} | {fmt(cl.get('p99'), 3)} | {fmt(bc.get('p50'), 3)} | {fmt(bc.get('p99'), 3)} |"
+        )
+    L.append("")
+    L.append("All times in ms.")
+    L.append("")
+    cpu_f, cpu_b = load(os.path.join(raw, "cpu-faas.json")), load(os.path.join(raw, "cpu-baseline.json"))
+    if cpu_f and cpu_b:
+        def server(cpu):
+            """Every process name but the handler's, merged: the server's threads and the child until exec."""
+            rows, total = {}, 0.0
+            for comm, v in cpu["by_comm"].items():
+                if comm == "sh":
+                    continue
+                total += v["ms_per_request"]
+                for r in v["rows"]:
+                    rows[r["what"]] = rows.get(r["what"], 0.0) + r["ms"]
+            ordered = sorted(rows.items(), key=lambda kv: -kv[1])
+            return {"ms_per_request": total, "rows": [{"what": k, "ms": v, "share": v / total if total else 0.0} for k, v in ordered]}
+
+        ff, bb = server(cpu_f), server(cpu_b)
+        fh, bh = cpu_f["by_comm"].get("sh", {}), cpu_b["by_comm"].get("sh", {})
+        L.append("### CPU time per request (`perf record -g`, sequential sh)")
+        L.append("")
+        L.append(
+            f"`perf record -g -F {int(cpu_f['hz'])} -p PID` on each server while it answered {cpu_f['requests']} sequential sh requests; each sample is charged to the syscall it was in (else page faults, interrupts, user space). "
+            "**Server + set-up** is every sample under any name but the handler's (`sh`): the server's threads, and the child, which keeps their name until execve: for faas that is the daemon plus the whole sandbox set-up, for the baseline the server plus its fork/exec. "
+            "**Handler** is the child after exec (`sh`), exit included."
+        )
+        L.append("")
+        L.append(f"Totals, ms of CPU per request: server + set-up faas {fmt(ff.get('ms_per_request'), 3)} vs baseline {fmt(bb.get('ms_per_request'), 3)}; handler faas {fmt(fh.get('ms_per_request'), 3)} vs baseline {fmt(bh.get('ms_per_request'), 3)}.")
+        L.append("")
+        L.append("| server + set-up: where | faas ms/request | share | baseline ms/request |")
+        L.append("|---|---:|---:|---:|")
+        bmap = {r["what"]: r["ms"] for r in bb.get("rows", [])}
+        for r in ff.get("rows", [])[:16]:
+            L.append(f"| {r['what']} | {fmt(r['ms'], 3)} | {fmt(100 * r['share'], 1)}% | {fmt(bmap.get(r['what']), 3)} |")
+        L.append("")
+    spans = load(os.path.join(raw, "spans.json"))
+    if spans:
+        c, e = spans.get("clone3_until_exec") or {}, spans.get("execve") or {}
+        L.append("### The sandbox child, from clone3 to exec (`perf trace -e clone3,execve`)")
+        L.append("")
+        L.append(
+            "Only two syscalls traced, so little tracing overhead: with CLONE_VFORK the daemon's clone3 returns once the child's execve has taken a new address space, so its duration is the child's whole set-up (namespaces, mounts, credentials, Landlock, seccomp) plus the first part of execve."
+        )
+        L.append("")
+        L.append("| | n | min | p10 | p50 | p90 |")
+        L.append("|---|---:|---:|---:|---:|---:|")
+        L.append(f"| daemon clone3 → child exec'd (ms) | {c.get('n')} | {fmt(c.get('min'), 3)} | {fmt(c.get('p10'), 3)} | {fmt(c.get('p50'), 3)} | {fmt(c.get('p90'), 3)} |")
+        L.append(f"| execve in the child (ms) | {e.get('n')} | {fmt(e.get('min'), 3)} | {fmt(e.get('p10'), 3)} | {fmt(e.get('p50'), 3)} | {fmt(e.get('p90'), 3)} |")
+        L.append("")
+    trace = load(os.path.join(raw, "trace.json"))
+    if trace:
+        L.append("### Where the set-up time goes (syscalls, `perf trace`)")
+        L.append("")
+        L.append(
+            f"A separate faas instance ran under `perf trace` (every syscall; it follows the sandbox children) for {trace['requests']} sequential `sh` requests. "
+            "Time is inside each syscall, summed over the daemon and its children and divided by the number of requests; tracing itself slows every traced call a little, so read the shares more than the absolute numbers. "
+            f"Under tracing, setup p50 was {fmt(trace.get('setup_p50_traced'), 3)} ms (vs {fmt(setup_p50, 3)} ms untraced). "
+            "`sandbox` = the child from clone3 to execve (execve included), `daemon` = the daemon's own threads (waits such as epoll_wait and futex left out), `handler` = the child after execve. "
+            "Where the daemon spawns with CLONE_VFORK, its clone3 lasts until the child's execve and so contains the sandbox rows."
+        )
+        L.append("")
+        L.append("| syscall | who | calls/request | ms/request | max ms |")
+        L.append("|---|---|---:|---:|---:|")
+        for row in trace["rows"][:25]:
+            L.append(f"| {row['syscall']} | {row['who']} | {fmt(row['calls'], 1)} | {fmt(row['ms'], 3)} | {fmt(row['max'], 3)} |")
+        L.append("")
+    prof = read(os.path.join(raw, "profile-top.txt"))
+    if prof:
+        L.append("### CPU profile under load (`perf record -a`, sh at c=8)")
+        L.append("")
+        L.append("Share of all samples on the machine during one faas run; `comm` is the process name at the time of the sample (`tokio-rt-worker` = the daemon and its children before exec, `sh` = the handlers, `oha` = the load generator).")
+        L.append("")
+        L.append("```")
+        L.append(prof.rstrip())
+        L.append("```")
+        L.append("")
+    L.append("## Front-end memory")
+    L.append("")
+    L.append("| when | VmRSS MB | VmHWM MB |")
+    L.append("|---|---:|---:|")
+
+    def mb(kb):
+        return fmt(kb / 1024 if kb else None)
+
+    L.append(f"| idle, functions loaded | {mb(mem.get('idle_rss_kb'))} | {mb(mem.get('idle_hwm_kb'))} |")
+    for h in handlers:
+        m = mem.get(f"c64_{h}")
+        if m:
+            L.append(f"| during faas {h} at c={max(concs)} (max sampled) | {mb(m.get('max_rss_kb'))} | {mb(m.get('hwm_kb'))} |")
+    for k, label in [("conn_health", f"{CONNECTIONS} connections, /_/health"), ("conn_sh", f"{CONNECTIONS} connections, sh")]:
+        m = mem.get(k)
+        if m:
+            L.append(f"| during {label} (max sampled) | {mb(m.get('max_rss_kb'))} | {mb(m.get('hwm_kb'))} |")
+    L.append(f"| idle again, after everything | {mb(mem.get('end_rss_kb'))} | {mb(mem.get('end_hwm_kb'))} |")
+    L.append("")
+    L.append(f"## {CONNECTIONS} concurrent keep-alive connections")
+    L.append("")
+    L.append("| target | req/s (2xx) | p50 ms | p99 ms | errors |")
+    L.append("|---|---:|---:|---:|---|")
+    if conn_health:
+        L.append(f"| `/_/health` | {fmt(conn_health['rps'])} | {fmt(conn_health['p50'], 2)} | {fmt(conn_health['p99'], 2)} | {errs(conn_health)} |")
+    if conn_sh:
+        L.append(f"| `sh` function, concurrency = {meta.get('wide_concurrency', '?')} | {fmt(conn_sh['rps'])} | {fmt(conn_sh['p50'], 2)} | {fmt(conn_sh['p99'], 2)} | {errs(conn_sh)} |")
+    L.append("")
+    errors = read(os.path.join(raw, "faas-errors.txt"))
+    L.append("## What faas logged")
+    L.append("")
+    if errors and errors.strip():
+        L.append("Warnings and errors from the daemon's log over the whole run, counted (invocation ids blanked):")
+        L.append("")
+        L.append("```")
+        L.append(errors.rstrip())
+        L.append("```")
+    else:
+        L.append("No warnings or errors.")
+    L.append("")
+    notes = read(os.path.join(raw, "notes.md"))
+    if notes:
+        L.append("## Notes")
+        L.append("")
+        L.append(notes.rstrip())
+        L.append("")
+
+    with open(out_md, "w") as f:
+        f.write("\n".join(L) + "\n")
+    with open(out_json, "w") as f:
+        json.dump({"meta": meta, "load": load_rows, "sequential": seq, "memory": mem, "connections": {"health": conn_health, "sh": conn_sh},
+                   "trace": trace, "cpu": {"faas": cpu_f, "baseline": cpu_b}, "spans": spans, "targets": [{"target": n, "measured": v, "met": ok} for n, v, ok in verdicts]}, f, indent=1)
+        f.write("\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,322 @@
+#!/usr/bin/env bash
+# The faas benchmark, in one command: builds faas and the baseline in release mode, runs faas
+# against the same handlers forked and exec'd with no sandbox (bench/baseline), and writes
+# bench/results/LATEST.md (and LATEST.json). Run as root: `bash bench/run.sh`.
+# Knobs (environment): BENCH_SECONDS (10), BENCH_ROUNDS (3), BENCH_CONCURRENCY ("1 2 8 64"),
+# BENCH_HANDLERS ("sh python node"), BENCH_SEQUENTIAL (500), BENCH_CONNECTIONS (1000),
+# BENCH_PROFILE (1: perf trace + perf record if perf is there), BENCH_FAAS_PORT (18480),
+# BENCH_BASELINE_PORT (18481), BENCH_TARGET_DIR (/tmp/bench-target). See bench/README.md.
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+repo=$(dirname "$here")
+seconds=${BENCH_SECONDS:-10}
+rounds=${BENCH_ROUNDS:-3}
+read -r -a concs <<< "${BENCH_CONCURRENCY:-1 2 8 64}"
+read -r -a handlers <<< "${BENCH_HANDLERS:-sh python node}"
+seq_n=${BENCH_SEQUENTIAL:-500}
+conns=${BENCH_CONNECTIONS:-1000}
+profile=${BENCH_PROFILE:-1}
+faas_port=${BENCH_FAAS_PORT:-18480}
+base_port=${BENCH_BASELINE_PORT:-18481}
+trace_port=$((faas_port + 2))
+target=${BENCH_TARGET_DIR:-/tmp/bench-target}
+fn_concurrency=64
+wide_concurrency=1024
+max_c=0
+for c in "${concs[@]}"; do ((c > max_c)) && max_c=$c; done
+
+log() { printf 'bench: %s\n' "$*" >&2; }
+die() { log "$*"; exit 1; }
+
+[[ $(id -u) == 0 ]] || die "run as root: faas needs it to build sandboxes"
+command -v curl >/dev/null || die "curl not found: apt-get install curl"
+command -v python3 >/dev/null || die "python3 not found"
+for h in "${handlers[@]}"; do
+    case $h in
+        python) [[ -x /usr/bin/python3 ]] || die "/usr/bin/python3 not found (set BENCH_HANDLERS without python)" ;;
+        node) [[ -x /usr/bin/node ]] || die "/usr/bin/node not found (set BENCH_HANDLERS without node)" ;;
+        sh) ;;
+        *) die "unknown handler $h (sh, python, node)" ;;
+    esac
+done
+if ! command -v oha >/dev/null; then
+    [[ -x $HOME/.cargo/bin/oha ]] && export PATH=$HOME/.cargo/bin:$PATH
+fi
+if ! command -v oha >/dev/null; then
+    log "installing the load generator: cargo install oha --locked (once; takes a few minutes)"
+    cargo install oha --locked --quiet
+    export PATH=$HOME/.cargo/bin:$PATH
+fi
+if [[ $profile == 1 ]] && ! command -v perf >/dev/null; then
+    log "perf not found; trying apt-get install linux-perf (BENCH_PROFILE=0 skips profiling)"
+    apt-get install -y -qq linux-perf >/dev/null 2>&1 || { log "no perf: skipping the profile"; profile=0; }
+fi
+
+# Many connections, and many pipes in the daemon.
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+
+# The tree being measured, taken before the build (others may commit while we run).
+rev=$(cd "$repo" && git rev-parse --short HEAD 2>/dev/null || echo unknown)
+dirty=$(cd "$repo" && git status --porcelain -- src Cargo.toml Cargo.lock wrappers 2>/dev/null | wc -l)
+[[ $dirty != 0 ]] && rev="$rev + uncommitted changes in $dirty file(s) under src/, wrappers/, Cargo.*"
+log "building faas $rev (release, CARGO_TARGET_DIR=$target)"
+(cd "$repo" && CARGO_TARGET_DIR=$target cargo build --release --quiet)
+log "building the baseline (release)"
+(cd "$here/baseline" && CARGO_TARGET_DIR=$target/baseline cargo build --release --quiet)
+faas=$target/release/faas
+baseline=$target/baseline/release/baseline
+
+load_start=$(cut -d' ' -f1-3 /proc/loadavg)
+work=$(mktemp -d /tmp/faas-bench.XXXXXX)
+raw=$work/raw
+mkdir -p "$raw" "$work/functions" "$work/state" "$work/state-trace" "$work/state-spans"
+pids=()
+cleanup() {
+    local rc=$?
+    for pid in "${pids[@]}"; do
+        kill "$pid" 2>/dev/null || true
+    done
+    for pid in "${pids[@]}"; do
+        wait "$pid" 2>/dev/null || true
+    done
+    if [[ $rc != 0 ]]; then
+        log "failed (exit $rc); logs kept in $work"
+    else
+        rm -rf "$work"
+    fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# The functions: the same handler files for faas and the baseline.
+handlers_dir=$here/handlers
+cat > "$work/faas.toml" <<EOF
+max_concurrency = 4096
+[limits]
+concurrency = $fn_concurrency
+EOF
+cat > "$work/functions/sh.toml" <<EOF
+runtime = "sh"
+code = "$handlers_dir/sh"
+handler = "hello.sh"
+EOF
+cat > "$work/functions/sh-wide.toml" <<EOF
+runtime = "sh"
+code = "$handlers_dir/sh"
+handler = "hello.sh"
+[limits]
+concurrency = $wide_concurrency
+EOF
+cat > "$work/functions/python.toml" <<EOF
+runtime = "python"
+code = "$handlers_dir/python"
+handler = "main.handle"
+EOF
+cat > "$work/functions/node.toml" <<EOF
+runtime = "node"
+code = "$handlers_dir/node"
+handler = "main.handle"
+EOF
+faas_args=(--config "$work/faas.toml" --functions "$work/functions" --wrappers "$repo/wrappers")
+
+wait_health() { # PORT
+    for _ in $(seq 100); do
+        curl -fsS -o /dev/null "http://127.0.0.1:$1/_/health" 2>/dev/null && return 0
+        sleep 0.1
+    done
+    die "nothing answers on 127.0.0.1:$1"
+}
+status_kb() { # PID FIELD
+    awk -v f="$2:" '$1 == f { print $2 }' "/proc/$1/status"
+}
+sample_rss() { # PID OUT: max VmRSS while running, until killed
+    local max=0 v
+    trap 'echo "$max" > "$2"; exit 0' TERM
+    echo 0 > "$2"
+    while :; do
+        v=$(status_kb "$1" VmRSS 2>/dev/null || echo 0)
+        ((v > max)) && max=$v && echo "$max" > "$2"
+        sleep 0.1
+    done
+}
+oha_run() { # OUT_JSON CONCURRENCY URL [MILLISECONDS]
+    oha --no-tui --output-format json -z "${4:-$((seconds * 1000))}ms" -w -c "$2" "$3" > "$1" 2> "$1.err" || {
+        log "oha failed for $3 at c=$2: $(head -c 300 "$1.err")"
+        return 0
+    }
+}
+
+log "faas doctor"
+"$faas" "${faas_args[@]}" --state-dir "$work/state" doctor > "$raw/doctor.txt" 2>&1 || true
+"$faas" "${faas_args[@]}" --state-dir "$work/state" check > "$raw/check.txt" 2>&1 || die "faas check failed: $(cat "$raw/check.txt")"
+
+log "starting faas on 127.0.0.1:$faas_port and the baseline on 127.0.0.1:$base_port"
+"$faas" "${faas_args[@]}" --state-dir "$work/state" serve --listen "127.0.0.1:$faas_port" 2> "$work/faas.log" &
+faas_pid=$!
+pids+=("$faas_pid")
+specs=(sh=sh:"$handlers_dir/sh":hello.sh python=python:"$handlers_dir/python":main.handle node=node:"$handlers_dir/node":main.handle)
+"$baseline" --listen "127.0.0.1:$base_port" --wrappers "$repo/wrappers" "${specs[@]}" 2> "$work/baseline.log" &
+base_pid=$!
+pids+=("$base_pid")
+wait_health "$faas_port"
+wait_health "$base_port"
+sleep 1
+idle_rss=$(status_kb "$faas_pid" VmRSS)
+idle_hwm=$(status_kb "$faas_pid" VmHWM)
+
+for h in "${handlers[@]}"; do
+    for port in "$faas_port" "$base_port"; do
+        code=$(curl -s -o "$work/probe.out" -w '%{http_code}' "http://127.0.0.1:$port/$h")
+        [[ $code == 200 ]] || die "GET /$h on port $port answered $code: $(head -c 300 "$work/probe.out")"
+        python3 "$here/timing.py" 127.0.0.1 "$port" "/$h" 10 > /dev/null
+    done
+done
+
+mem_json="{\"idle_rss_kb\": $idle_rss, \"idle_hwm_kb\": $idle_hwm"
+# Each (handler, concurrency) gets BENCH_SECONDS per side, cut into BENCH_ROUNDS rounds that
+# alternate faas, baseline, faas, …: a burst of other work on the machine then hits both.
+round_ms=$(( seconds * 1000 / rounds ))
+total_runs=$(( ${#handlers[@]} * ${#concs[@]} * 2 * rounds ))
+run=0
+for h in "${handlers[@]}"; do
+    for c in "${concs[@]}"; do
+        for r in $(seq "$rounds"); do
+            for side in faas baseline; do
+                run=$((run + 1))
+                port=$faas_port
+                [[ $side == baseline ]] && port=$base_port
+                log "[$run/$total_runs] $h $side c=$c round $r/$rounds (${round_ms}ms)"
+                sampler=
+                if [[ $side == faas && $c == "$max_c" ]]; then
+                    sample_rss "$faas_pid" "$work/rss-$h-$r" &
+                    sampler=$!
+                fi
+                oha_run "$raw/load-$h-$side-c$c-r$r.json" "$c" "http://127.0.0.1:$port/$h" "$round_ms"
+                if [[ -n $sampler ]]; then
+                    kill -TERM "$sampler"
+                    wait "$sampler" 2>/dev/null || true
+                fi
+                sleep 0.3
+            done
+        done
+        if [[ $c == "$max_c" ]]; then
+            max_rss=$(sort -n "$work"/rss-"$h"-* | tail -1)
+            mem_json+=", \"c64_$h\": {\"max_rss_kb\": $max_rss, \"hwm_kb\": $(status_kb "$faas_pid" VmHWM)}"
+        fi
+    done
+done
+
+log "sequential requests for Server-Timing: sh x$seq_n"
+python3 "$here/timing.py" 127.0.0.1 "$faas_port" /sh "$seq_n" > "$raw/seq-sh.json"
+python3 "$here/timing.py" 127.0.0.1 "$base_port" /sh "$seq_n" > "$raw/seq-sh-baseline.json"
+for h in "${handlers[@]}"; do
+    [[ $h == sh ]] && continue
+    n=$(( seq_n / 5 ))
+    log "sequential requests: $h x$n"
+    python3 "$here/timing.py" 127.0.0.1 "$faas_port" "/$h" "$n" > "$raw/seq-$h.json"
+    python3 "$here/timing.py" 127.0.0.1 "$base_port" "/$h" "$n" > "$raw/seq-$h-baseline.json"
+done
+
+log "$conns keep-alive connections on /_/health (${seconds}s)"
+sample_rss "$faas_pid" "$work/rss-conn-health" &
+sampler=$!
+oha_run "$raw/conn-health.json" "$conns" "http://127.0.0.1:$faas_port/_/health"
+kill -TERM "$sampler"; wait "$sampler" 2>/dev/null || true
+mem_json+=", \"conn_health\": {\"max_rss_kb\": $(cat "$work/rss-conn-health"), \"hwm_kb\": $(status_kb "$faas_pid" VmHWM)}"
+sleep 1
+log "$conns keep-alive connections on an sh function with concurrency = $wide_concurrency (${seconds}s)"
+sample_rss "$faas_pid" "$work/rss-conn-sh" &
+sampler=$!
+oha_run "$raw/conn-sh.json" "$conns" "http://127.0.0.1:$faas_port/sh-wide"
+kill -TERM "$sampler"; wait "$sampler" 2>/dev/null || true
+mem_json+=", \"conn_sh\": {\"max_rss_kb\": $(cat "$work/rss-conn-sh"), \"hwm_kb\": $(status_kb "$faas_pid" VmHWM)}"
+sleep 2
+mem_json+=", \"end_rss_kb\": $(status_kb "$faas_pid" VmRSS), \"end_hwm_kb\": $(status_kb "$faas_pid" VmHWM)}"
+echo "$mem_json" > "$raw/mem.json"
+
+if [[ $profile == 1 ]]; then
+    log "profile: perf record -a during faas sh c=8 (${seconds}s)"
+    perf record -a -g -F 499 -o "$work/perf.data" -- sleep "$seconds" > /dev/null 2> "$work/perf-record.err" &
+    perf_pid=$!
+    oha_run "$work/profile-load.json" 8 "http://127.0.0.1:$faas_port/sh"
+    wait "$perf_pid" || true
+    {
+        echo "# by process (comm), % of all samples"
+        perf report -i "$work/perf.data" --no-children --sort comm --stdio 2>/dev/null | grep -E '^ +[0-9]' | head -8
+        echo
+        echo "# by process and symbol, % of all samples (top 30)"
+        perf report -i "$work/perf.data" --no-children --sort comm,sym --stdio -g none 2>/dev/null | grep -E '^ +[0-9]' | head -30
+    } > "$raw/profile-top.txt" || true
+
+    cpu_n=1000
+    for side in faas baseline; do
+        log "profile: CPU per request, perf record -g on the $side server for $cpu_n sequential sh requests"
+        pid=$faas_pid port=$faas_port
+        [[ $side == baseline ]] && pid=$base_pid port=$base_port
+        python3 "$here/timing.py" 127.0.0.1 "$port" /sh 20 > /dev/null
+        perf record -F 4999 -g -p "$pid" -o "$work/cpu-$side.data" > /dev/null 2> "$work/cpu-$side.err" &
+        rec=$!
+        sleep 0.5
+        python3 "$here/timing.py" 127.0.0.1 "$port" /sh "$cpu_n" > "$work/cpu-$side-seq.json"
+        kill -INT "$rec"
+        wait "$rec" 2>/dev/null || true
+        perf script -i "$work/cpu-$side.data" -F comm,tid,ip,sym 2>/dev/null > "$work/cpu-$side.txt"
+        python3 "$here/cpu.py" "$work/cpu-$side.txt" 4999 "$cpu_n" "$raw/cpu-$side.json" || log "cpu summary failed for $side"
+    done
+
+    # A faas started under `perf trace` (which, unlike -p, follows the sandbox children).
+    traced_faas() { # EVENTS OUT STATE: starts it; sets trace_pid and traced
+        local events=()
+        [[ -n $1 ]] && events=(-e "$1")
+        perf trace "${events[@]}" -o "$2" -- "$faas" "${faas_args[@]}" --state-dir "$3" serve --listen "127.0.0.1:$trace_port" 2> "$work/faas-trace.log" &
+        trace_pid=$!
+        pids+=("$trace_pid")
+        wait_health "$trace_port"
+        traced=$(pgrep -P "$trace_pid" -x faas | head -1 || true)
+    }
+    stop_traced() {
+        kill -TERM "$traced" 2>/dev/null || true
+        wait "$trace_pid" 2>/dev/null || true
+    }
+
+    log "profile: perf trace -e clone3,execve (light) on a second faas for 300 sequential sh requests"
+    traced_faas clone3,execve "$work/spans.txt" "$work/state-spans"
+    python3 "$here/timing.py" 127.0.0.1 "$trace_port" /sh 300 > "$work/spans-seq.json"
+    stop_traced
+    python3 "$here/trace.py" --spans "$work/spans.txt" "$raw/spans.json" || log "span summary failed"
+
+    log "profile: perf trace (every syscall) on a second faas for 100 sequential sh requests"
+    n=100
+    traced_faas "" "$work/trace.txt" "$work/state-trace"
+    python3 "$here/timing.py" 127.0.0.1 "$trace_port" /sh 10 > /dev/null
+    ls "/proc/$traced/task" > "$work/trace-tids.txt"
+    python3 "$here/timing.py" 127.0.0.1 "$trace_port" /sh "$n" > "$work/trace-seq.json"
+    ls "/proc/$traced/task" >> "$work/trace-tids.txt"
+    stop_traced
+    # Only the measured requests: drop start-up and the 10 warm-up requests (up to the 10th
+    # handler's exit_group; the daemon itself never calls it while serving). trace.py drops
+    # the shutdown.
+    awk -v skip=10 'n >= skip { print } / exit_group\(/ { n++ }' "$work/trace.txt" > "$work/trace-window.txt"
+    python3 "$here/trace.py" "$work/trace-window.txt" "$work/trace-tids.txt" "$n" "$work/trace-seq.json" "$raw/trace.json" || log "trace summary failed"
+fi
+
+# Warnings and errors the daemon logged during the run, counted (invocation ids blanked).
+grep -E '^<[0-4]>' "$work/faas.log" | grep -Ev '^<[0-9]>REPORT ' | sed -E 's/[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}/ID/g' \
+    | sort | uniq -c | sort -rn | head -20 > "$raw/faas-errors.txt" || true
+
+cpu=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
+mem_total=$(awk '/^MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo)
+concs_json=$(printf '%s,' "${concs[@]}"); concs_json="[${concs_json%,}]"
+handlers_json=$(printf '"%s",' "${handlers[@]}"); handlers_json="[${handlers_json%,}]"
+cat > "$raw/meta.json" <<EOF
+{"date": "$(date -u '+%Y-%m-%d %H:%M UTC')", "cpu": "$cpu", "nproc": $(nproc), "mem": "$mem_total",
+ "kernel": "$(uname -sr)", "faas_rev": "$rev", "faas_build": "release ($target)",
+ "loadgen": "$(oha --version | head -1)", "seconds": $seconds, "rounds": $rounds, "concurrency": $concs_json,
+ "handlers": $handlers_json, "loadavg_start": "$load_start", "loadavg_end": "$(cut -d' ' -f1-3 /proc/loadavg)", "fn_concurrency": $fn_concurrency, "wide_concurrency": $wide_concurrency}
+EOF
+[[ -f $here/results/NOTES.md ]] && cp "$here/results/NOTES.md" "$raw/notes.md"
+
+mkdir -p "$here/results"
+python3 "$here/report.py" "$raw" "$here/results/LATEST.md" "$here/results/LATEST.json"
+log "wrote bench/results/LATEST.md"
