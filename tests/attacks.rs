@@ -633,58 +633,30 @@ def handle(request):
     assert_still_serves(&d);
 }
 
-#[test]
-#[ignore = "needs root: sudo -E cargo test -- --include-ignored"]
-fn bpf_is_syscall_denied() {
-    require_root();
-    // bpf(BPF_PROG_LOAD, NULL, 0)
-    let d = start(&[("bpf", &denied_function("raw(321, 5, None, 0)"))]);
-    let r = d.get("/bpf");
-    assert_syscall_denied(&d, &r, "bpf");
-    assert_still_serves(&d);
+/// One test per forbidden call: a function that makes it gets 502 `syscall-denied`, and the
+/// REPORT names the syscall.
+macro_rules! denied {
+    ($test:ident, $name:literal, $call:literal, $syscall:literal) => {
+        #[test]
+        #[ignore = "needs root: sudo -E cargo test -- --include-ignored"]
+        fn $test() {
+            require_root();
+            let d = start(&[($name, &denied_function($call))]);
+            let r = d.get(concat!("/", $name));
+            assert_syscall_denied(&d, &r, $syscall);
+            assert_still_serves(&d);
+        }
+    };
 }
 
-#[test]
-#[ignore = "needs root: sudo -E cargo test -- --include-ignored"]
-fn perf_event_open_is_syscall_denied() {
-    require_root();
-    let d = start(&[("perf", &denied_function("raw(298, ctypes.create_string_buffer(128), 0, -1, -1, 0)"))]);
-    let r = d.get("/perf");
-    assert_syscall_denied(&d, &r, "perf_event_open");
-    assert_still_serves(&d);
-}
-
-#[test]
-#[ignore = "needs root: sudo -E cargo test -- --include-ignored"]
-fn add_key_is_syscall_denied() {
-    require_root();
-    // add_key("user", "faas", "x", 1, KEY_SPEC_PROCESS_KEYRING)
-    let d = start(&[("key", &denied_function("raw(248, b'user', b'faas', b'x', 1, -2)"))]);
-    let r = d.get("/key");
-    assert_syscall_denied(&d, &r, "add_key");
-    assert_still_serves(&d);
-}
-
-#[test]
-#[ignore = "needs root: sudo -E cargo test -- --include-ignored"]
-fn userfaultfd_is_syscall_denied() {
-    require_root();
-    let d = start(&[("uffd", &denied_function("raw(323, 0)"))]);
-    let r = d.get("/uffd");
-    assert_syscall_denied(&d, &r, "userfaultfd");
-    assert_still_serves(&d);
-}
-
-#[test]
-#[ignore = "needs root: sudo -E cargo test -- --include-ignored"]
-fn personality_change_is_syscall_denied() {
-    require_root();
-    // ADDR_NO_RANDOMIZE: turning ASLR off for what the process execs next.
-    let d = start(&[("pers", &denied_function("raw(135, 0x0040000)"))]);
-    let r = d.get("/pers");
-    assert_syscall_denied(&d, &r, "personality");
-    assert_still_serves(&d);
-}
+// bpf(BPF_PROG_LOAD, NULL, 0)
+denied!(bpf_is_syscall_denied, "bpf", "raw(321, 5, None, 0)", "bpf");
+denied!(perf_event_open_is_syscall_denied, "perf", "raw(298, ctypes.create_string_buffer(128), 0, -1, -1, 0)", "perf_event_open");
+// add_key("user", "faas", "x", 1, KEY_SPEC_PROCESS_KEYRING)
+denied!(add_key_is_syscall_denied, "key", "raw(248, b'user', b'faas', b'x', 1, -2)", "add_key");
+denied!(userfaultfd_is_syscall_denied, "uffd", "raw(323, 0)", "userfaultfd");
+// ADDR_NO_RANDOMIZE: turning ASLR off for what the process execs next.
+denied!(personality_change_is_syscall_denied, "pers", "raw(135, 0x0040000)", "personality");
 
 // ---------------------------------------------------------------------------------------------
 // Syscalls that fail softly: ENOSYS for the fallback-friendly, EPERM for the unlisted.

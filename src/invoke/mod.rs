@@ -6,34 +6,32 @@
 //! All of it runs in one spawned task per invocation, so a caller that goes away (a client
 //! that disconnects) cannot leak a sandbox: the task notices the dropped receiver and kills.
 
-use std::future::Future;
+mod body;
+mod child;
+mod stderr;
+
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, StatusCode};
-use nix::libc;
-use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::unix::pipe;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::sleep_until;
 
-use crate::cgi::{self, Head, RequestMeta, MAX_HEAD};
-use crate::function::LandlockMode;
-use crate::host::{Host, UidLease};
-use crate::registry::Loaded;
-use crate::sandbox::cgroup::{RequestCgroup, Usage};
-use crate::sandbox::landlock::Level;
-use crate::sandbox::namespaces::CLONE_FLAGS;
-use crate::sandbox::spawn::{self, cloexec_pipe, ExitStatus, Spawned, ERROR_RECORD};
-use crate::sandbox::{child_error, seccomp, CStringArray, ChildPlan, SpawnError};
+pub use body::BodyStream;
+use child::{start_child, wait_exec, Started0};
+use stderr::StderrLog;
 
-/// A line of function stderr longer than this is split: it never stalls the pipe.
-pub const MAX_LOG_LINE: usize = 64 << 10;
+use crate::cgi::{self, Head, MAX_HEAD};
+use crate::host::Host;
+use crate::registry::Loaded;
+use crate::sandbox::cgroup::Usage;
+use crate::sandbox::spawn::{self, ExitStatus};
+use crate::sandbox::{seccomp, SpawnError};
 
 /// How an invocation ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -108,51 +106,6 @@ pub struct Timing {
     pub setup: Duration,
     /// From exec to the response head.
     pub first_byte: Duration,
-}
-
-/// The body of a response under way, chunk by chunk as the function writes it.
-pub struct BodyStream {
-    rx: mpsc::Receiver<Bytes>,
-    cut: Arc<AtomicBool>,
-    ended: bool,
-    flush_wait: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
-}
-
-/// How long a cut-short body waits before reporting its error. hyper closes the connection
-/// on a body error without writing out what it still buffers; while the body is pending, its
-/// write loop flushes. Only failed responses pay this.
-const CUT_FLUSH_WAIT: Duration = Duration::from_millis(250);
-
-impl BodyStream {
-    /// The next chunk; `Err` once at the end if the invocation failed after the head went
-    /// out (the body is incomplete), then `None`.
-    pub fn poll_chunk(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Option<io::Result<Bytes>>> {
-        if let Some(wait) = &mut self.flush_wait {
-            std::task::ready!(wait.as_mut().poll(cx));
-            self.flush_wait = None;
-            self.ended = true;
-            return std::task::Poll::Ready(Some(Err(io::Error::other("the function failed mid-response; the body is incomplete"))));
-        }
-        if self.ended {
-            return std::task::Poll::Ready(None);
-        }
-        match self.rx.poll_recv(cx) {
-            std::task::Poll::Ready(None) if self.cut.load(Ordering::Acquire) => {
-                self.flush_wait = Some(Box::pin(tokio::time::sleep(CUT_FLUSH_WAIT)));
-                self.poll_chunk(cx)
-            }
-            std::task::Poll::Ready(None) => {
-                self.ended = true;
-                std::task::Poll::Ready(None)
-            }
-            other => other.map(|o| o.map(Ok)),
-        }
-    }
-
-    /// The next chunk, awaited.
-    pub async fn next_chunk(&mut self) -> Option<io::Result<Bytes>> {
-        std::future::poll_fn(|cx| self.poll_chunk(cx)).await
-    }
 }
 
 /// A response under way: its head and a stream of body chunks.
@@ -238,307 +191,8 @@ pub async fn invoke(host: Arc<Host>, loaded: Arc<Loaded>, call: Call, sink: Opti
     }
 }
 
-/// A live sandbox and everything of it the parent holds.
-struct Sandbox {
-    spawned: Spawned,
-    pidfd: AsyncFd<OwnedFd>,
-    cgroup: Option<RequestCgroup>,
-    uid: Option<UidLease>,
-    exit: Option<ExitStatus>,
-}
-
-/// The parent's ends of a freshly started child.
-struct Started0 {
-    sandbox: Sandbox,
-    stdin: OwnedFd,
-    stdout: OwnedFd,
-    stderr: OwnedFd,
-    err_read: OwnedFd,
-    notify: Option<OwnedFd>,
-}
-
-fn prepare_err(what: &'static str) -> impl FnOnce(io::Error) -> SpawnError {
-    move |source| SpawnError::Prepare { what, source }
-}
-
-/// Everything before the first await: lease, cgroup, pipes, plan, clone3. Synchronous so
-/// the plan's raw pointers never cross an await point.
-fn start_child(host: &Host, loaded: &Loaded, call: &Call, deadline_ms: u128) -> Result<Started0, SpawnError> {
-    let f = &loaded.function;
-    if f.landlock == LandlockMode::Required && loaded.sandbox.landlock.enforcement.level != Level::Full {
-        return Err(SpawnError::Policy(format!("the function requires landlock, and this kernel gives {}", loaded.sandbox.landlock.enforcement)));
-    }
-    let template_fd = match &loaded.sandbox.template {
-        Ok(fd) => fd.as_raw_fd(),
-        Err(why) => return Err(SpawnError::Template(why.clone())),
-    };
-    let uid = host.uids.lease().ok_or_else(|| SpawnError::Policy("every sandbox uid is in use".into()))?;
-    let cgroup = match &host.cgroups {
-        Some(tree) => Some(tree.create(&call.id, &f.limits).map_err(|e| SpawnError::Prepare { what: "the cgroup", source: io::Error::other(e.to_string()) })?),
-        None => None,
-    };
-    let mut cleanup_cgroup = scopeguard(cgroup);
-    let (stdin_r, stdin_w) = cloexec_pipe().map_err(prepare_err("stdin"))?;
-    let (stdout_r, stdout_w) = cloexec_pipe().map_err(prepare_err("stdout"))?;
-    let (stderr_r, stderr_w) = cloexec_pipe().map_err(prepare_err("stderr"))?;
-    let (err_r, err_w) = cloexec_pipe().map_err(prepare_err("the error pipe"))?;
-    let seccomp_on = !loaded.sandbox.seccomp.is_empty();
-    let (notify_parent, notify_child) = if seccomp_on {
-        let (a, b) = spawn::socketpair().map_err(prepare_err("the seccomp socket"))?;
-        (Some(a), Some(b))
-    } else {
-        (None, None)
-    };
-    let ruleset = loaded.sandbox.landlock.create_ruleset().map_err(|e| SpawnError::Prepare { what: "the landlock ruleset", source: io::Error::other(e.to_string()) })?;
-
-    let meta = RequestMeta {
-        method: call.method.as_str(),
-        function: &f.name,
-        path_info: &call.path_info,
-        query: &call.query,
-        headers: &call.headers,
-        content_length: call.body.len(),
-        remote_addr: &call.remote_addr,
-        server_name: &call.server_name,
-        server_port: &call.server_port,
-        invocation_id: &call.id,
-        deadline_ms,
-    };
-    let memory_fallback = host.cgroups.is_none();
-    let limit = |v: u64| libc::rlimit { rlim_cur: v, rlim_max: v };
-    let mut rlimits = vec![
-        (libc::RLIMIT_CORE, limit(0)),
-        (libc::RLIMIT_NOFILE, limit(f.limits.nofile)),
-        (libc::RLIMIT_FSIZE, limit(f.tmp.0.max(f.limits.output.0))),
-        // Counted per real uid, and the uid is this sandbox's alone: the pids limit itself
-        // without cgroups; with them a backstop above pids.max, so that pids.max is what
-        // stops a fork loop and pids.events says so.
-        (libc::RLIMIT_NPROC, limit(u64::from(f.limits.pids) * if memory_fallback { 1 } else { 2 })),
-    ];
-    if memory_fallback {
-        rlimits.push((libc::RLIMIT_DATA, limit(f.limits.memory.0)));
-    }
-    let plan = ChildPlan {
-        sandbox: &loaded.sandbox,
-        template_fd,
-        clone_flags: CLONE_FLAGS | if cleanup_cgroup.as_ref().is_some() { libc::CLONE_NEWCGROUP as u64 } else { 0 },
-        cgroup_fd: cleanup_cgroup.as_ref().and_then(|c| c.dir.as_ref()).map(|d| d.as_raw_fd()),
-        netns_fd: if f.network { None } else { host.netns.as_ref().map(|fd| fd.as_raw_fd()) },
-        stdio: [stdin_r.as_raw_fd(), stdout_w.as_raw_fd(), stderr_w.as_raw_fd()],
-        err_pipe: err_w.as_raw_fd(),
-        landlock_fd: ruleset.as_ref().map(|fd| fd.as_raw_fd()),
-        landlock_tmp: loaded.sandbox.landlock.tmp_access,
-        landlock_proc: loaded.sandbox.landlock.proc_access,
-        notify_sock: notify_child.as_ref().map(|fd| fd.as_raw_fd()),
-        uid: uid.id,
-        gid: uid.id,
-        bounding_caps: &host.bounding_caps,
-        changed_signals: host.changed_signals.get_or_init(spawn::changed_signals),
-        rlimits,
-        exe: &loaded.sandbox.exe,
-        argv: CStringArray::new(loaded.sandbox.argv.clone()),
-        envp: CStringArray::new(cgi::environment(&meta, &f.env)),
-    };
-    let spawned = spawn::spawn(&plan)?;
-    drop(plan);
-    // The child has its copies; ours must go now, or EOF would never come.
-    drop((stdin_r, stdout_w, stderr_w, err_w, notify_child, ruleset));
-    let pidfd = spawn::async_fd(spawned.pidfd.try_clone().map_err(prepare_err("the pidfd"))?).map_err(prepare_err("the pidfd"))?;
-    Ok(Started0 {
-        sandbox: Sandbox { spawned, pidfd, cgroup: cleanup_cgroup.take(), uid: Some(uid), exit: None },
-        stdin: stdin_w,
-        stdout: stdout_r,
-        stderr: stderr_r,
-        err_read: err_r,
-        notify: notify_parent,
-    })
-}
-
-/// Removes a request cgroup if set-up fails before the child owns it.
-struct CgroupGuard(Option<RequestCgroup>);
-
-fn scopeguard(cg: Option<RequestCgroup>) -> CgroupGuard {
-    CgroupGuard(cg)
-}
-
-impl CgroupGuard {
-    fn as_ref(&self) -> Option<&RequestCgroup> {
-        self.0.as_ref()
-    }
-    fn take(&mut self) -> Option<RequestCgroup> {
-        self.0.take()
-    }
-}
-
-impl Drop for CgroupGuard {
-    fn drop(&mut self) {
-        if let Some(mut cg) = self.0.take() {
-            let _ = cg.remove();
-        }
-    }
-}
-
-impl Sandbox {
-    /// Kills everything in the sandbox: its init (which takes the pid namespace along) and,
-    /// when there is one, the cgroup.
-    fn kill(&self) {
-        if self.exit.is_none() {
-            if let Err(e) = spawn::kill_pidfd(&self.spawned.pidfd) {
-                tracing::warn!("failed to kill sandbox pid {}: {e}", self.spawned.pid);
-            }
-        }
-        if let Some(cg) = &self.cgroup {
-            if let Err(e) = cg.kill() {
-                tracing::warn!("{e}");
-            }
-        }
-    }
-
-    /// Waits until the init has exited and reaps it.
-    async fn reap(&mut self) -> Option<ExitStatus> {
-        while self.exit.is_none() {
-            match self.pidfd.readable().await {
-                Ok(mut guard) => match spawn::try_reap(&self.spawned.pidfd) {
-                    Ok(Some(status)) => self.exit = Some(status),
-                    Ok(None) => guard.clear_ready(),
-                    Err(e) => {
-                        tracing::error!("failed to reap sandbox pid {}: {e}", self.spawned.pid);
-                        return None;
-                    }
-                },
-                Err(e) => {
-                    tracing::error!("failed to wait for sandbox pid {}: {e}", self.spawned.pid);
-                    return None;
-                }
-            }
-        }
-        self.exit
-    }
-
-    /// After the init is reaped: empty and remove the cgroup, return the uid.
-    async fn teardown(&mut self) -> Option<Usage> {
-        let usage = if let Some(mut cg) = self.cgroup.take() {
-            let _ = cg.kill();
-            // cgroup.kill is asynchronous; the pid namespace is gone already, so this is short.
-            for _ in 0..200 {
-                if !cg.populated() {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-            let usage = cg.usage();
-            if let Err(e) = cg.remove() {
-                tracing::error!("{e}");
-            }
-            Some(usage)
-        } else {
-            None
-        };
-        self.uid.take();
-        usage
-    }
-}
-
-impl Drop for Sandbox {
-    fn drop(&mut self) {
-        // Only reached without teardown if the task panicked: never leave a sandbox running.
-        if self.exit.is_none() {
-            self.kill();
-            let pidfd = self.spawned.pidfd.try_clone();
-            if let Ok(pidfd) = pidfd {
-                std::thread::spawn(move || {
-                    while let Ok(None) = spawn::try_reap(&pidfd) {
-                        std::thread::sleep(Duration::from_millis(10));
-                    }
-                });
-            }
-        }
-        if let Some(mut cg) = self.cgroup.take() {
-            let _ = cg.kill();
-            let _ = cg.remove();
-        }
-    }
-}
-
-/// Waits for the child to exec (EOF on the error pipe) or report the step that failed.
-async fn wait_exec(err_read: OwnedFd, mounts: &[crate::sandbox::MountOp]) -> Result<(), SpawnError> {
-    spawn::set_nonblocking(&err_read).map_err(prepare_err("the error pipe"))?;
-    let mut record = [0u8; ERROR_RECORD];
-    let mut got = 0;
-    if spawn::SPAWN_RETURNS_AFTER_EXEC {
-        // clone3 returned only once the child exec'd past the point of no return or exited;
-        // an exited child wrote its whole record (one write, under PIPE_BUF) first. So no
-        // record now means exec, even if the child has not yet closed its end (which can
-        // take a scheduling round and cost ~1 ms of waiting for EOF).
-        match nix::unistd::read(err_read.as_raw_fd(), &mut record) {
-            Ok(0) | Err(nix::errno::Errno::EAGAIN) => return Ok(()),
-            Ok(ERROR_RECORD) => return Err(child_error(mounts, &record)),
-            Ok(n) => got = n,
-            Err(e) => return Err(SpawnError::Prepare { what: "the error pipe", source: e.into() }),
-        }
-    }
-    let fd = spawn::async_fd(err_read).map_err(prepare_err("the error pipe"))?;
-    loop {
-        let mut guard = fd.readable().await.map_err(prepare_err("the error pipe"))?;
-        match nix::unistd::read(fd.get_ref().as_raw_fd(), &mut record[got..]) {
-            Ok(0) if got == 0 => return Ok(()),
-            Ok(0) => return Err(SpawnError::Prepare { what: "the error pipe", source: io::Error::other("short error record") }),
-            Ok(n) => {
-                got += n;
-                if got == ERROR_RECORD {
-                    return Err(child_error(mounts, &record));
-                }
-            }
-            Err(nix::errno::Errno::EAGAIN) => guard.clear_ready(),
-            Err(e) => return Err(SpawnError::Prepare { what: "the error pipe", source: e.into() }),
-        }
-    }
-}
-
 fn unix_ms(after: Duration) -> u128 {
     (SystemTime::now() + after).duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis())
-}
-
-/// Function stderr, line by line to the log, capped per invocation.
-struct StderrLog<'a> {
-    function: &'a str,
-    id: &'a str,
-    buf: BytesMut,
-    logged: u64,
-    cap: u64,
-    truncated: bool,
-}
-
-impl StderrLog<'_> {
-    fn emit(&mut self, line: &[u8]) {
-        if self.logged >= self.cap {
-            if !self.truncated {
-                self.truncated = true;
-                crate::log::function_line(self.function, self.id, b"[faas: log output truncated at the per-invocation cap]");
-            }
-            return;
-        }
-        self.logged += line.len() as u64;
-        crate::log::function_line(self.function, self.id, line);
-    }
-
-    fn feed(&mut self) {
-        while let Some(nl) = self.buf.iter().position(|&b| b == b'\n') {
-            let line = self.buf.split_to(nl + 1);
-            self.emit(&line[..nl]);
-        }
-        while self.buf.len() >= MAX_LOG_LINE {
-            let chunk = self.buf.split_to(MAX_LOG_LINE);
-            self.emit(&chunk);
-        }
-    }
-
-    fn finish(&mut self) {
-        if !self.buf.is_empty() {
-            let rest = self.buf.split();
-            self.emit(&rest);
-        }
-    }
 }
 
 async fn run(host: Arc<Host>, loaded: Arc<Loaded>, mut call: Call, head_tx: oneshot::Sender<Result<Started, Failure>>, sink: Option<ReportSink>) {
@@ -641,9 +295,9 @@ async fn run(host: Arc<Host>, loaded: Arc<Loaded>, mut call: Call, head_tx: ones
     let (body_tx, body_rx) = mpsc::channel::<Bytes>(4);
     let cut = Arc::new(AtomicBool::new(false));
     let mut body_tx = Some(body_tx);
-    let mut body_rx = Some(BodyStream { rx: body_rx, cut: cut.clone(), ended: false, flush_wait: None });
+    let mut body_rx = Some(BodyStream::new(body_rx, cut.clone()));
     let mut out = BytesMut::with_capacity(16 << 10);
-    let mut errlog = StderrLog { function: &f.name, id: &call.id, buf: BytesMut::with_capacity(4 << 10), logged: 0, cap: f.limits.log.0, truncated: false };
+    let mut errlog = StderrLog::new(&f.name, &call.id, f.limits.log.0);
     let (mut stdout_eof, mut stderr_eof, mut stdin_done) = (false, false, false);
     let mut outcome: Option<Outcome> = None;
     let mut listener = listener;

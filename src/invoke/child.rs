@@ -1,0 +1,263 @@
+//! The sandbox from the parent's side: everything before the first await (uid lease, cgroup,
+//! pipes, `ChildPlan`, clone3), waiting for the exec, and the end (kill, reap, cgroup
+//! counters and removal, uid back).
+
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::time::Duration;
+
+use nix::libc;
+use tokio::io::unix::AsyncFd;
+
+use super::Call;
+use crate::cgi::{self, RequestMeta};
+use crate::function::LandlockMode;
+use crate::host::{Host, UidLease};
+use crate::registry::Loaded;
+use crate::sandbox::cgroup::{RequestCgroup, Usage};
+use crate::sandbox::landlock::Level;
+use crate::sandbox::namespaces::CLONE_FLAGS;
+use crate::sandbox::spawn::{self, cloexec_pipe, ExitStatus, Spawned, ERROR_RECORD};
+use crate::sandbox::{child_error, CStringArray, ChildPlan, SpawnError};
+
+/// A live sandbox and everything of it the parent holds.
+pub(super) struct Sandbox {
+    pub(super) spawned: Spawned,
+    pub(super) pidfd: AsyncFd<OwnedFd>,
+    cgroup: Option<RequestCgroup>,
+    uid: Option<UidLease>,
+    /// How the init ended, once reaped.
+    pub(super) exit: Option<ExitStatus>,
+}
+
+/// The parent's ends of a freshly started child.
+pub(super) struct Started0 {
+    pub(super) sandbox: Sandbox,
+    pub(super) stdin: OwnedFd,
+    pub(super) stdout: OwnedFd,
+    pub(super) stderr: OwnedFd,
+    pub(super) err_read: OwnedFd,
+    pub(super) notify: Option<OwnedFd>,
+}
+
+pub(super) fn prepare_err(what: &'static str) -> impl FnOnce(io::Error) -> SpawnError {
+    move |source| SpawnError::Prepare { what, source }
+}
+
+/// Everything before the first await: lease, cgroup, pipes, plan, clone3. Synchronous so
+/// the plan's raw pointers never cross an await point.
+pub(super) fn start_child(host: &Host, loaded: &Loaded, call: &Call, deadline_ms: u128) -> Result<Started0, SpawnError> {
+    let f = &loaded.function;
+    if f.landlock == LandlockMode::Required && loaded.sandbox.landlock.enforcement.level != Level::Full {
+        return Err(SpawnError::Policy(format!("the function requires landlock, and this kernel gives {}", loaded.sandbox.landlock.enforcement)));
+    }
+    let template_fd = match &loaded.sandbox.template {
+        Ok(fd) => fd.as_raw_fd(),
+        Err(why) => return Err(SpawnError::Template(why.clone())),
+    };
+    let uid = host.uids.lease().ok_or_else(|| SpawnError::Policy("every sandbox uid is in use".into()))?;
+    let cgroup = match &host.cgroups {
+        Some(tree) => Some(tree.create(&call.id, &f.limits).map_err(|e| SpawnError::Prepare { what: "the cgroup", source: io::Error::other(e.to_string()) })?),
+        None => None,
+    };
+    let mut cleanup_cgroup = CgroupGuard(cgroup);
+    let (stdin_r, stdin_w) = cloexec_pipe().map_err(prepare_err("stdin"))?;
+    let (stdout_r, stdout_w) = cloexec_pipe().map_err(prepare_err("stdout"))?;
+    let (stderr_r, stderr_w) = cloexec_pipe().map_err(prepare_err("stderr"))?;
+    let (err_r, err_w) = cloexec_pipe().map_err(prepare_err("the error pipe"))?;
+    let seccomp_on = !loaded.sandbox.seccomp.is_empty();
+    let (notify_parent, notify_child) = if seccomp_on {
+        let (a, b) = spawn::socketpair().map_err(prepare_err("the seccomp socket"))?;
+        (Some(a), Some(b))
+    } else {
+        (None, None)
+    };
+    let ruleset = loaded.sandbox.landlock.create_ruleset().map_err(|e| SpawnError::Prepare { what: "the landlock ruleset", source: io::Error::other(e.to_string()) })?;
+
+    let meta = RequestMeta {
+        method: call.method.as_str(),
+        function: &f.name,
+        path_info: &call.path_info,
+        query: &call.query,
+        headers: &call.headers,
+        content_length: call.body.len(),
+        remote_addr: &call.remote_addr,
+        server_name: &call.server_name,
+        server_port: &call.server_port,
+        invocation_id: &call.id,
+        deadline_ms,
+    };
+    let memory_fallback = host.cgroups.is_none();
+    let limit = |v: u64| libc::rlimit { rlim_cur: v, rlim_max: v };
+    let mut rlimits = vec![
+        (libc::RLIMIT_CORE, limit(0)),
+        (libc::RLIMIT_NOFILE, limit(f.limits.nofile)),
+        (libc::RLIMIT_FSIZE, limit(f.tmp.0.max(f.limits.output.0))),
+        // Counted per real uid, and the uid is this sandbox's alone: the pids limit itself
+        // without cgroups; with them a backstop above pids.max, so that pids.max is what
+        // stops a fork loop and pids.events says so.
+        (libc::RLIMIT_NPROC, limit(u64::from(f.limits.pids) * if memory_fallback { 1 } else { 2 })),
+    ];
+    if memory_fallback {
+        rlimits.push((libc::RLIMIT_DATA, limit(f.limits.memory.0)));
+    }
+    let plan = ChildPlan {
+        sandbox: &loaded.sandbox,
+        template_fd,
+        clone_flags: CLONE_FLAGS | if cleanup_cgroup.as_ref().is_some() { libc::CLONE_NEWCGROUP as u64 } else { 0 },
+        cgroup_fd: cleanup_cgroup.as_ref().and_then(|c| c.dir.as_ref()).map(|d| d.as_raw_fd()),
+        netns_fd: if f.network { None } else { host.netns.as_ref().map(|fd| fd.as_raw_fd()) },
+        stdio: [stdin_r.as_raw_fd(), stdout_w.as_raw_fd(), stderr_w.as_raw_fd()],
+        err_pipe: err_w.as_raw_fd(),
+        landlock_fd: ruleset.as_ref().map(|fd| fd.as_raw_fd()),
+        landlock_tmp: loaded.sandbox.landlock.tmp_access,
+        landlock_proc: loaded.sandbox.landlock.proc_access,
+        notify_sock: notify_child.as_ref().map(|fd| fd.as_raw_fd()),
+        uid: uid.id,
+        gid: uid.id,
+        bounding_caps: &host.bounding_caps,
+        changed_signals: host.changed_signals.get_or_init(spawn::changed_signals),
+        rlimits,
+        exe: &loaded.sandbox.exe,
+        argv: CStringArray::new(loaded.sandbox.argv.clone()),
+        envp: CStringArray::new(cgi::environment(&meta, &f.env)),
+    };
+    let spawned = spawn::spawn(&plan)?;
+    drop(plan);
+    // The child has its copies; ours must go now, or EOF would never come.
+    drop((stdin_r, stdout_w, stderr_w, err_w, notify_child, ruleset));
+    let pidfd = spawn::async_fd(spawned.pidfd.try_clone().map_err(prepare_err("the pidfd"))?).map_err(prepare_err("the pidfd"))?;
+    Ok(Started0 {
+        sandbox: Sandbox { spawned, pidfd, cgroup: cleanup_cgroup.take(), uid: Some(uid), exit: None },
+        stdin: stdin_w,
+        stdout: stdout_r,
+        stderr: stderr_r,
+        err_read: err_r,
+        notify: notify_parent,
+    })
+}
+
+/// Removes a request cgroup if set-up fails before the child owns it.
+struct CgroupGuard(Option<RequestCgroup>);
+
+impl CgroupGuard {
+    fn as_ref(&self) -> Option<&RequestCgroup> {
+        self.0.as_ref()
+    }
+    fn take(&mut self) -> Option<RequestCgroup> {
+        self.0.take()
+    }
+}
+
+impl Drop for CgroupGuard {
+    fn drop(&mut self) {
+        if let Some(mut cg) = self.0.take() {
+            let _ = cg.remove();
+        }
+    }
+}
+
+impl Sandbox {
+    /// Kills everything in the sandbox: its init (which takes the pid namespace along) and,
+    /// when there is one, the cgroup.
+    pub(super) fn kill(&self) {
+        if self.exit.is_none() {
+            if let Err(e) = spawn::kill_pidfd(&self.spawned.pidfd) {
+                tracing::warn!("failed to kill sandbox pid {}: {e}", self.spawned.pid);
+            }
+        }
+        if let Some(cg) = &self.cgroup {
+            if let Err(e) = cg.kill() {
+                tracing::warn!("{e}");
+            }
+        }
+    }
+
+    /// Waits until the init has exited and reaps it.
+    pub(super) async fn reap(&mut self) -> Option<ExitStatus> {
+        while self.exit.is_none() {
+            match self.pidfd.readable().await {
+                Ok(mut guard) => match spawn::try_reap(&self.spawned.pidfd) {
+                    Ok(Some(status)) => self.exit = Some(status),
+                    Ok(None) => guard.clear_ready(),
+                    Err(e) => {
+                        tracing::error!("failed to reap sandbox pid {}: {e}", self.spawned.pid);
+                        return None;
+                    }
+                },
+                Err(e) => {
+                    tracing::error!("failed to wait for sandbox pid {}: {e}", self.spawned.pid);
+                    return None;
+                }
+            }
+        }
+        self.exit
+    }
+
+    /// After the init is reaped: empty and remove the cgroup, return the uid.
+    pub(super) async fn teardown(&mut self) -> Option<Usage> {
+        let usage = if let Some(mut cg) = self.cgroup.take() {
+            let _ = cg.kill();
+            // cgroup.kill is asynchronous; the pid namespace is gone already, so this is short.
+            for _ in 0..200 {
+                if !cg.populated() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            let usage = cg.usage();
+            if let Err(e) = cg.remove() {
+                tracing::error!("{e}");
+            }
+            Some(usage)
+        } else {
+            None
+        };
+        self.uid.take();
+        usage
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        // Only reached without teardown if the task panicked: never leave a sandbox running.
+        if self.exit.is_none() {
+            self.kill();
+            let pidfd = self.spawned.pidfd.try_clone();
+            if let Ok(pidfd) = pidfd {
+                std::thread::spawn(move || {
+                    while let Ok(None) = spawn::try_reap(&pidfd) {
+                        std::thread::sleep(Duration::from_millis(10));
+                    }
+                });
+            }
+        }
+        if let Some(mut cg) = self.cgroup.take() {
+            let _ = cg.kill();
+            let _ = cg.remove();
+        }
+    }
+}
+
+/// Waits for the child to exec (EOF on the error pipe) or report the step that failed.
+pub(super) async fn wait_exec(err_read: OwnedFd, mounts: &[crate::sandbox::MountOp]) -> Result<(), SpawnError> {
+    spawn::set_nonblocking(&err_read).map_err(prepare_err("the error pipe"))?;
+    let mut record = [0u8; ERROR_RECORD];
+    let mut got = 0;
+    let fd = spawn::async_fd(err_read).map_err(prepare_err("the error pipe"))?;
+    loop {
+        let mut guard = fd.readable().await.map_err(prepare_err("the error pipe"))?;
+        match nix::unistd::read(fd.get_ref().as_raw_fd(), &mut record[got..]) {
+            Ok(0) if got == 0 => return Ok(()),
+            Ok(0) => return Err(SpawnError::Prepare { what: "the error pipe", source: io::Error::other("short error record") }),
+            Ok(n) => {
+                got += n;
+                if got == ERROR_RECORD {
+                    return Err(child_error(mounts, &record));
+                }
+            }
+            Err(nix::errno::Errno::EAGAIN) => guard.clear_ready(),
+            Err(e) => return Err(SpawnError::Prepare { what: "the error pipe", source: e.into() }),
+        }
+    }
+}
