@@ -312,6 +312,15 @@ async fn run(host: Arc<Host>, loaded: Arc<Loaded>, mut call: Call, head_tx: ones
                 outcome = Some(Outcome::Timeout);
                 sandbox.kill();
             }
+            // The init is gone, so is everything in its pid namespace, yet a pipe is still
+            // open: something outside the sandbox holds it. Never wait past the deadline.
+            _ = sleep_until(deadline + Duration::from_secs(1)), if sandbox.exit.is_some() && !(stdout_eof && stderr_eof) => {
+                tracing::warn!(function = %f.name, invocation_id = %call.id, "the sandbox is gone but its output pipes stay open; closing them");
+                outcome.get_or_insert(Outcome::Timeout);
+                sandbox.kill();
+                stdout_eof = true;
+                stderr_eof = true;
+            }
             ready = async { listener.as_ref().expect("guarded by the branch condition").readable().await }, if listener.is_some() => {
                 match ready {
                     Ok(mut guard) => match spawn::recv_notification(guard.get_inner()) {

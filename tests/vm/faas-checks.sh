@@ -213,8 +213,22 @@ faas_no_inv_left() {
     svc=/sys/fs/cgroup$(cut -d: -f3 "/proc/$main/cgroup")
     svc=${svc%/supervisor}
     left=$(find "$svc" -maxdepth 1 -name 'inv-*')
-    ls "$svc"
-    [[ -z $left ]] || { echo "left behind: $left"; return 1; }
+    [[ -z $left ]] && return 0
+    echo "left behind: $left"
+    # Where things are stuck, for the log: the cgroup's processes and faas's threads.
+    local d t
+    for d in $left; do
+        echo "$d: procs $(tr '\n' ' ' <"$d/cgroup.procs") events $(tr '\n' ' ' <"$d/cgroup.events")"
+        for t in $(cat "$d/cgroup.procs"); do
+            echo "  pid $t: $(tr '\0' ' ' <"/proc/$t/cmdline") state $(awk '/^State/ {print $2}' "/proc/$t/status") wchan $(cat "/proc/$t/wchan")"
+            sed 's/^/    /' "/proc/$t/stack" 2>/dev/null | head -12
+        done
+    done
+    for t in /proc/"$main"/task/*; do
+        echo "faas thread ${t##*/} ($(cat "$t/comm")): wchan $(cat "$t/wchan")"
+        sed 's/^/    /' "$t/stack" 2>/dev/null | head -8
+    done
+    return 1
 }
 
 faas_mount_propagation() {
