@@ -10,7 +10,6 @@ mod body;
 mod child;
 mod stderr;
 
-use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -323,16 +322,16 @@ async fn run(host: Arc<Host>, loaded: Arc<Loaded>, mut call: Call, head_tx: ones
             }
             ready = async { listener.as_ref().expect("guarded by the branch condition").readable().await }, if listener.is_some() => {
                 match ready {
-                    Ok(mut guard) => match spawn::recv_notification(guard.get_inner()) {
-                        Ok(nr) => {
+                    Ok(mut guard) => match spawn::take_notification(guard.get_inner()) {
+                        Ok(spawn::Notification::Syscall(nr)) => {
                             let name = seccomp::syscall_name(nr);
                             tracing::warn!(function = %f.name, invocation_id = %call.id, "the function called {name}, which the sandbox refuses; killing it");
                             outcome.get_or_insert(Outcome::SyscallDenied(name));
                             sandbox.kill();
                         }
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => guard.clear_ready(),
-                        // ENOENT: the caller died meanwhile; anything else: the filter is gone.
-                        Err(_) => { listener = None; }
+                        Ok(spawn::Notification::Nothing) => guard.clear_ready(),
+                        // Every task of the filter is gone, or the listener broke.
+                        Ok(spawn::Notification::Gone) | Err(_) => { listener = None; }
                     },
                     Err(_) => { listener = None; }
                 }

@@ -624,9 +624,43 @@ struct SeccompNotif {
 /// SECCOMP_IOCTL_NOTIF_RECV: _IOWR('!', 0, struct seccomp_notif).
 const SECCOMP_IOCTL_NOTIF_RECV: libc::c_ulong = 0xc050_2100;
 
-/// Takes one pending notification from a seccomp listener: the number of the syscall a
-/// sandbox tried. The caller kills the sandbox, so the call is never answered.
-pub fn recv_notification(listener: &OwnedFd) -> io::Result<i64> {
+/// What a seccomp listener has for us.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Notification {
+    /// A refused syscall, by number.
+    Syscall(i64),
+    /// Nothing yet.
+    Nothing,
+    /// Every task of the filter is gone: nothing will ever come.
+    Gone,
+}
+
+/// Takes one pending notification from a seccomp listener, never blocking. The caller kills
+/// the sandbox, so the call is never answered.
+///
+/// SECCOMP_IOCTL_NOTIF_RECV ignores O_NONBLOCK and, on some kernels (6.1), waits for good once
+/// the filter's last task has gone, which polls as HUP — "readable" to an event loop. So it is
+/// only called when poll(2) says POLLIN: a notification is queued, and the request semaphore
+/// it raised stays up even if its task dies first (RECV then answers ENOENT).
+pub fn take_notification(listener: &OwnedFd) -> io::Result<Notification> {
+    let mut pfd = libc::pollfd { fd: listener.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+    // SAFETY: one valid pollfd, zero timeout.
+    if unsafe { libc::poll(&mut pfd, 1, 0) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if pfd.revents & libc::POLLIN == 0 {
+        let gone = pfd.revents & (libc::POLLHUP | libc::POLLERR | libc::POLLNVAL) != 0;
+        return Ok(if gone { Notification::Gone } else { Notification::Nothing });
+    }
+    match recv_notification(listener) {
+        Ok(nr) => Ok(Notification::Syscall(nr)),
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(Notification::Nothing),
+        Err(e) => Err(e),
+    }
+}
+
+/// SECCOMP_IOCTL_NOTIF_RECV itself: blocks until a notification is queued.
+fn recv_notification(listener: &OwnedFd) -> io::Result<i64> {
     // SAFETY: seccomp_unotify(2) requires a zeroed struct; all-zero is a valid SeccompNotif.
     let mut notif: SeccompNotif = unsafe { std::mem::zeroed() };
     // SAFETY: listener is a seccomp listener fd and notif a correctly sized out-parameter.
