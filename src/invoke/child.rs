@@ -244,6 +244,18 @@ pub(super) async fn wait_exec(err_read: OwnedFd, mounts: &[crate::sandbox::Mount
     spawn::set_nonblocking(&err_read).map_err(prepare_err("the error pipe"))?;
     let mut record = [0u8; ERROR_RECORD];
     let mut got = 0;
+    if spawn::SPAWN_RETURNS_AFTER_EXEC {
+        // clone3 returned only once the child exec'd past the point of no return or exited;
+        // an exited child wrote its whole record (one write, under PIPE_BUF) first. So no
+        // record now means exec, even if the child has not yet closed its end (which can
+        // take a scheduling round and cost ~1 ms of waiting for EOF).
+        match nix::unistd::read(err_read.as_raw_fd(), &mut record) {
+            Ok(0) | Err(nix::errno::Errno::EAGAIN) => return Ok(()),
+            Ok(ERROR_RECORD) => return Err(child_error(mounts, &record)),
+            Ok(n) => got = n,
+            Err(e) => return Err(SpawnError::Prepare { what: "the error pipe", source: e.into() }),
+        }
+    }
     let fd = spawn::async_fd(err_read).map_err(prepare_err("the error pipe"))?;
     loop {
         let mut guard = fd.readable().await.map_err(prepare_err("the error pipe"))?;

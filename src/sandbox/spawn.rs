@@ -102,13 +102,12 @@ pub fn cloexec_pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     Ok((read, write))
 }
 
-/// Starts the child described by `plan`. Returns once clone3 has returned in the parent; the
-/// caller closes its copies of the child's fds and reads `plan.err_pipe`'s other end to learn
-/// whether exec happened (EOF) or which step failed (a record).
-///
-/// The child gets a copy of our memory. CLONE_VM | CLONE_VFORK (as posix_spawn does) saves
-/// the page-table copy, ~0.2 ms, but then a child that hangs before exec holds a runtime
-/// worker thread with it; we measured that and chose a child the deadline can always kill.
+/// Starts the child described by `plan`. On x86_64 the child shares our memory
+/// (CLONE_VM | CLONE_VFORK, as posix_spawn does): no page tables are copied and no
+/// copy-on-write faults follow, and this thread waits until the child has exec'd or died.
+/// Returns once clone3 has returned in the parent; the caller closes its copies of the
+/// child's fds and reads `plan.err_pipe`'s other end to learn whether exec happened (EOF) or
+/// which step failed (a record).
 pub fn spawn(plan: &ChildPlan) -> Result<Spawned, SpawnError> {
     let mut pidfd: c_int = -1;
     let mut args = CloneArgs {
@@ -121,32 +120,105 @@ pub fn spawn(plan: &ChildPlan) -> Result<Spawned, SpawnError> {
         args.flags |= CLONE_INTO_CGROUP;
         args.cgroup = fd as u64;
     }
-    // Until the child has reset every handler, a signal must not run one of ours there: it
-    // would write into the daemon's signal pipe, which the child shares. Block all here; the
-    // child unblocks after resetting them.
-    let mut all = unsafe_zeroed();
-    let mut old = unsafe_zeroed();
-    // SAFETY: all is a valid sigset_t to fill.
-    unsafe { libc::sigfillset(&mut all) };
-    // SAFETY: valid sets; affects this thread only.
-    unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &all, &mut old) };
-    // SAFETY: args is a valid clone_args of the size we pass, and pidfd outlives the call. The
-    // child gets a copy of this address space (no CLONE_VM) and only runs child_main, which
-    // touches nothing but `plan` (alive in its copy) and raw syscalls, then execs or exits.
-    let rc = unsafe { libc::syscall(libc::SYS_clone3, &mut args as *mut CloneArgs, std::mem::size_of::<CloneArgs>()) };
-    if rc == 0 {
-        // SAFETY: we are the child, straight after clone3, as child_main requires.
-        unsafe { child_main(plan) }
-    }
-    let err = io::Error::last_os_error();
-    // SAFETY: restoring the mask read above.
-    unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut()) };
+    let rc = clone_child(&mut args, plan);
     if rc < 0 {
-        return Err(SpawnError::Clone(err));
+        return Err(SpawnError::Clone(io::Error::last_os_error()));
     }
     // SAFETY: CLONE_PIDFD made the kernel store a fresh pidfd that only we own.
     let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
     Ok(Spawned { pid: rc as i32, pidfd })
+}
+
+/// Whether `spawn` returns only after the child exec'd or exited (CLONE_VFORK).
+pub const SPAWN_RETURNS_AFTER_EXEC: bool = cfg!(target_arch = "x86_64");
+
+/// The child's stack for CLONE_VM: one per thread, reused, since CLONE_VFORK keeps this
+/// thread waiting until the child no longer needs it.
+#[cfg(target_arch = "x86_64")]
+#[repr(C, align(16))]
+struct ChildStack([u8; CHILD_STACK]);
+#[cfg(target_arch = "x86_64")]
+const CHILD_STACK: usize = 64 << 10;
+
+#[cfg(target_arch = "x86_64")]
+thread_local! {
+    static STACK: std::cell::RefCell<Box<ChildStack>> = std::cell::RefCell::new(Box::new(ChildStack([0; CHILD_STACK])));
+}
+
+/// Where the child starts on its own stack.
+#[cfg(target_arch = "x86_64")]
+extern "C" fn child_entry(plan: *const ChildPlan) -> ! {
+    // SAFETY: plan points at the parent's ChildPlan, alive while CLONE_VFORK holds the
+    // parent; we are the child, straight after clone3.
+    unsafe { child_main(&*plan) }
+}
+
+/// clone3 with CLONE_VM | CLONE_VFORK, the child calling child_entry(plan) on its own stack.
+/// Returns the child's pid, or -1 with errno set.
+#[cfg(target_arch = "x86_64")]
+fn clone_child(args: &mut CloneArgs, plan: &ChildPlan) -> c_long {
+    STACK.with(|stack| {
+        let mut stack = stack.borrow_mut();
+        args.flags |= (libc::CLONE_VM | libc::CLONE_VFORK) as u64;
+        args.stack = stack.0.as_mut_ptr() as u64;
+        args.stack_size = CHILD_STACK as u64;
+        // Until the child has reset every handler, a signal must not run one of ours on its
+        // stack in our memory: block all here, the child unblocks after resetting them.
+        let mut all: libc::sigset_t = unsafe_zeroed();
+        let mut old: libc::sigset_t = unsafe_zeroed();
+        // SAFETY: all is a valid sigset_t to fill.
+        unsafe { libc::sigfillset(&mut all) };
+        // SAFETY: valid sets; affects this thread only.
+        unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &all, &mut old) };
+        let ret: c_long;
+        // SAFETY: clone3(2) with a valid clone_args of the given size. In the child the
+        // kernel has switched to the fresh, 16-byte aligned stack (stack + stack_size); it
+        // clears the frame pointer and calls child_entry(plan), which never returns. In the
+        // parent, which CLONE_VFORK resumes only after the child exec'd or exited, rax holds
+        // the result; syscall clobbers rcx and r11.
+        unsafe {
+            std::arch::asm!(
+                "syscall",
+                "test rax, rax",
+                "jnz 2f",
+                "xor ebp, ebp",
+                "mov rdi, r12",
+                "call r13",
+                "ud2",
+                "2:",
+                inlateout("rax") libc::SYS_clone3 => ret,
+                in("rdi") args as *mut CloneArgs,
+                in("rsi") std::mem::size_of::<CloneArgs>(),
+                in("r12") plan as *const ChildPlan,
+                in("r13") child_entry as extern "C" fn(*const ChildPlan) -> !,
+                lateout("rcx") _,
+                lateout("r11") _,
+                options(nostack),
+            );
+        }
+        // SAFETY: restoring the mask read above.
+        unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut()) };
+        if ret < 0 {
+            // SAFETY: errno of this thread; the raw syscall returned -errno.
+            unsafe { *libc::__errno_location() = -ret as c_int };
+            return -1;
+        }
+        ret
+    })
+}
+
+/// Plain clone3 elsewhere: the child gets a copy of our memory.
+#[cfg(not(target_arch = "x86_64"))]
+fn clone_child(args: &mut CloneArgs, plan: &ChildPlan) -> c_long {
+    // SAFETY: args is a valid clone_args of the size we pass. The child gets a copy of this
+    // address space and only runs child_main, which touches nothing but `plan` (alive in its
+    // copy) and raw syscalls, then execs or exits.
+    let rc = unsafe { libc::syscall(libc::SYS_clone3, args as *mut CloneArgs, std::mem::size_of::<CloneArgs>()) };
+    if rc == 0 {
+        // SAFETY: we are the child, straight after clone3, as child_main requires.
+        unsafe { child_main(plan) }
+    }
+    rc
 }
 
 fn unsafe_zeroed() -> libc::sigset_t {
