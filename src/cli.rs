@@ -151,8 +151,9 @@ fn check(config: &Config, paths: &[PathBuf]) -> u8 {
     let targets: Vec<PathBuf> = if paths.is_empty() { vec![config.functions_dir.clone()] } else { paths.to_vec() };
     for p in &targets {
         if p.is_dir() {
-            count += std::fs::read_dir(p).map(|rd| rd.flatten().filter(|e| e.path().extension().is_some_and(|x| x == "toml")).count()).unwrap_or(0);
-            errors.extend(registry::check_dir(p, config));
+            let (files, problems) = registry::check_dir(p, config);
+            count += files;
+            errors.extend(problems);
         } else {
             count += 1;
             if let Err(e) = registry::check_file(p, config) {

@@ -39,16 +39,17 @@ impl LayerState {
 pub struct Layers {
     /// (name, state, hint) per layer.
     pub list: Vec<(&'static str, LayerState, &'static str)>,
+    /// `namespaces=enforced uid=enforced landlock=partial …`, for every report; made once.
+    pub summary: String,
 }
 
 impl Layers {
-    /// `ns=enforced uid=enforced landlock=partial …`, for reports.
-    pub fn summary(&self) -> String {
-        let mut s = String::new();
-        for (name, state, _) in &self.list {
-            let _ = write!(s, "{}{name}={}", if s.is_empty() { "" } else { " " }, state.word());
+    fn new(list: Vec<(&'static str, LayerState, &'static str)>) -> Layers {
+        let mut summary = String::new();
+        for (name, state, _) in &list {
+            let _ = write!(summary, "{}{name}={}", if summary.is_empty() { "" } else { " " }, state.word());
         }
-        s
+        Layers { list, summary }
     }
 
     /// Whether every layer is enforced.
@@ -210,7 +211,7 @@ impl Host {
                 sandbox::spawn::bounding_caps(sandbox::cap_last())
             },
             changed_signals: std::sync::OnceLock::new(),
-            layers: Layers { list },
+            layers: Layers::new(list),
             landlock,
             privileged,
         }
@@ -240,17 +241,9 @@ fn sandbox_uids(config: &Config) -> Arc<UidPool> {
 
 /// What `setup` would find, without changing anything.
 fn probe_cgroup(config: &Config) -> Result<(), String> {
-    let dir = match &config.cgroup_root {
-        Some(p) => p.clone(),
-        None => sandbox::cgroup::own_cgroup().map_err(|e| e.to_string())?,
-    };
-    let have = std::fs::read_to_string(dir.join("cgroup.controllers")).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let missing: Vec<_> = sandbox::cgroup::CONTROLLERS.iter().filter(|c| !have.split_whitespace().any(|h| h == **c)).copied().collect();
-    if missing.is_empty() {
-        Ok(())
-    } else {
-        Err(format!("cgroup {} is not delegated: {} not in cgroup.controllers; falling back to rlimits", dir.display(), missing.join(", ")))
-    }
+    sandbox::cgroup::delegated_root(config.cgroup_root.as_deref())
+        .map(drop)
+        .map_err(|e| format!("{e}; falling back to rlimits"))
 }
 
 /// Whether the kernel takes seccomp filters with user notification (Linux ≥ 5.0).

@@ -335,7 +335,7 @@ fn functions_json(app: &App) -> serde_json::Value {
             Err(reason) => serde_json::json!({"name": name, "status": "invalid", "reason": reason}),
         })
         .collect();
-    serde_json::json!({ "functions": list, "layers": app.host.layers.summary() })
+    serde_json::json!({ "functions": list, "layers": app.host.layers.summary })
 }
 
 /// A listening socket from systemd or `--listen`.

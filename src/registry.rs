@@ -6,7 +6,6 @@
 //! 503 and nothing else is affected.
 
 use std::collections::HashMap;
-use std::ffi::CString;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -19,7 +18,7 @@ use crate::function::{inline_file, valid_name, Code, Function, Runtime};
 use crate::host::Host;
 use crate::runtime;
 use crate::sandbox::landlock::{self, RulePaths};
-use crate::sandbox::namespaces::{build_skeleton, request_mounts, template_plan, RootSpec};
+use crate::sandbox::namespaces::{build_skeleton, cstr, request_mounts, template_plan, RootSpec};
 use crate::sandbox::spawn;
 use crate::sandbox::{version_dir, PreparedSandbox};
 
@@ -239,24 +238,21 @@ fn to_lookup(state: &State) -> Lookup {
     }
 }
 
-/// Checks every `*.toml` in `dir` without preparing anything; for `faas check`.
-pub fn check_dir(dir: &Path, config: &crate::config::Config) -> Vec<ConfigError> {
+/// Checks every `*.toml` in `dir` without preparing anything, for `faas check`: how many
+/// files there were, and their problems.
+pub fn check_dir(dir: &Path, config: &crate::config::Config) -> (usize, Vec<ConfigError>) {
     let mut files: Vec<PathBuf> = match std::fs::read_dir(dir) {
         Ok(rd) => rd.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|e| e == "toml")).collect(),
-        Err(source) => return vec![ConfigError::Read { path: dir.to_owned(), source }],
+        Err(source) => return (0, vec![ConfigError::Read { path: dir.to_owned(), source }]),
     };
     files.sort();
-    files.iter().filter_map(|p| check_file(p, config).err()).collect()
+    (files.len(), files.iter().filter_map(|p| check_file(p, config).err()).collect())
 }
 
 /// Checks one function file.
 pub fn check_file(path: &Path, config: &crate::config::Config) -> Result<Function, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
     Function::parse(path, &text, config)
-}
-
-fn cstring(p: &Path) -> CString {
-    CString::new(std::os::unix::ffi::OsStrExt::as_bytes(p.as_os_str())).expect("state_dir holds no NUL")
 }
 
 /// Builds the sandbox parts of one function version.
@@ -277,7 +273,7 @@ fn prepare(host: &Host, f: &Function, version: u64) -> Result<PreparedSandbox, P
     };
     let spec = RootSpec { code: &code_dir, wrappers: &host.config.wrappers_dir, read_only: &f.read_only, tmp_bytes: f.tmp.0 };
     let skeleton = build_skeleton(&dir, &spec).map_err(root_err)?;
-    let template = spawn::create_mount_template(&template_plan(&skeleton, &spec), &cstring(&skeleton.root))
+    let template = spawn::create_mount_template(&template_plan(&skeleton, &spec), &cstr(&skeleton.root))
         .map_err(|e| format!("failed to build the sandbox root: {e}"));
     if let Err(e) = &template {
         tracing::error!(function = %f.name, "{e}");

@@ -2,15 +2,15 @@
 //! `/code` inside every sandbox; the interpreters are the host's, under the read-only `/usr`.
 
 use std::ffi::CString;
-use std::os::unix::ffi::OsStrExt;
 
 use crate::config::Runtimes;
 use crate::function::Runtime;
+use crate::sandbox::namespaces::cstr;
 
 /// The program to exec and its argv (argv[0] included).
 pub fn command(runtime: Runtime, handler: &str, runtimes: &Runtimes) -> (CString, Vec<CString>) {
     let c = |s: &str| CString::new(s).expect("handlers and paths are checked to hold no NUL");
-    let path = |p: &std::path::Path| CString::new(p.as_os_str().as_bytes()).expect("paths hold no NUL");
+    let path = cstr;
     let script = format!("/code/{handler}");
     match runtime {
         // -I: ignore PYTHON* variables and the user site; -B: /code is read-only anyway.

@@ -210,7 +210,7 @@ async fn run(host: Arc<Host>, loaded: Arc<Loaded>, mut call: Call, head_tx: ones
         usage: None,
         exit: None,
         bytes_out: 0,
-        layers: host.layers.summary(),
+        layers: host.layers.summary.clone(),
     };
     let finish = |mut report: Report, head_tx: Option<oneshot::Sender<Result<Started, Failure>>>| {
         report.duration = call.received.elapsed();

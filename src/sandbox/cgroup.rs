@@ -72,27 +72,30 @@ pub fn own_cgroup() -> Result<PathBuf, CgroupError> {
     Ok(mount.join(rel.trim_start_matches('/')))
 }
 
-fn missing_controllers(dir: &Path) -> Result<Vec<&'static str>, CgroupError> {
-    let path = dir.join("cgroup.controllers");
+/// The cgroup to build our subtree in (`configured`, or our own) if memory, pids and cpu are
+/// available there; changes nothing, so `faas doctor` can ask too.
+pub fn delegated_root(configured: Option<&Path>) -> Result<PathBuf, CgroupError> {
+    let root = match configured {
+        Some(p) => p.to_owned(),
+        None => own_cgroup()?,
+    };
+    let path = root.join("cgroup.controllers");
     let have = fs::read_to_string(&path).map_err(io_err("read", &path))?;
-    Ok(CONTROLLERS.iter().copied().filter(|c| !have.split_whitespace().any(|h| h == *c)).collect())
+    let missing: Vec<&str> = CONTROLLERS.iter().copied().filter(|c| !have.split_whitespace().any(|h| h == *c)).collect();
+    if !missing.is_empty() {
+        return Err(CgroupError::NotDelegated { path: root, reason: format!("{} not in cgroup.controllers", missing.join(", ")) });
+    }
+    Ok(root)
 }
 
 impl CgroupTree {
     /// Sets up the subtree: in `configured` if given (made if missing), else in our own
     /// cgroup, moving this process into a `supervisor` leaf beside the request cgroups.
     pub fn setup(configured: Option<&Path>) -> Result<CgroupTree, CgroupError> {
-        let root = match configured {
-            Some(p) => {
-                fs::create_dir_all(p).map_err(io_err("create", p))?;
-                p.to_owned()
-            }
-            None => own_cgroup()?,
-        };
-        let missing = missing_controllers(&root)?;
-        if !missing.is_empty() {
-            return Err(CgroupError::NotDelegated { path: root, reason: format!("{} not in cgroup.controllers", missing.join(", ")) });
+        if let Some(p) = configured {
+            fs::create_dir_all(p).map_err(io_err("create", p))?;
         }
+        let root = delegated_root(configured)?;
         let procs = root.join("cgroup.procs");
         let ours = fs::read_to_string(&procs).map_err(io_err("read", &procs))?;
         if configured.is_none() || !ours.trim().is_empty() {

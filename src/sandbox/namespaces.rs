@@ -122,7 +122,8 @@ pub fn build_skeleton(dir: &Path, spec: &RootSpec) -> io::Result<Skeleton> {
     Ok(Skeleton { dir: dir.to_owned(), root, system_dirs, read_only })
 }
 
-fn cstr(p: &Path) -> CString {
+/// A path as a C string, for the syscalls that take one.
+pub fn cstr(p: &Path) -> CString {
     CString::new(p.as_os_str().as_bytes()).expect("paths from the file system contain no NUL")
 }
 

@@ -120,13 +120,22 @@ pub fn spawn(plan: &ChildPlan) -> Result<Spawned, SpawnError> {
         args.flags |= CLONE_INTO_CGROUP;
         args.cgroup = fd as u64;
     }
-    let rc = clone_child(&mut args, plan);
-    if rc < 0 {
-        return Err(SpawnError::Clone(io::Error::last_os_error()));
-    }
+    // Until the child has reset every handler, a signal must not run one of ours there (in
+    // our memory, or writing to the daemon's signal pipe it shares): block all here, the
+    // child unblocks after resetting them.
+    let mut all = unsafe_zeroed();
+    let mut old = unsafe_zeroed();
+    // SAFETY: all is a valid sigset_t to fill.
+    unsafe { libc::sigfillset(&mut all) };
+    // SAFETY: valid sets; affects this thread only.
+    unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &all, &mut old) };
+    let pid = clone_child(&mut args, plan);
+    // SAFETY: restoring the mask read above.
+    unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut()) };
+    let pid = pid.map_err(SpawnError::Clone)?;
     // SAFETY: CLONE_PIDFD made the kernel store a fresh pidfd that only we own.
     let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
-    Ok(Spawned { pid: rc as i32, pidfd })
+    Ok(Spawned { pid, pidfd })
 }
 
 /// Whether `spawn` returns only after the child exec'd or exited (CLONE_VFORK).
@@ -154,22 +163,14 @@ extern "C" fn child_entry(plan: *const ChildPlan) -> ! {
 }
 
 /// clone3 with CLONE_VM | CLONE_VFORK, the child calling child_entry(plan) on its own stack.
-/// Returns the child's pid, or -1 with errno set.
+/// Returns the child's pid.
 #[cfg(target_arch = "x86_64")]
-fn clone_child(args: &mut CloneArgs, plan: &ChildPlan) -> c_long {
+fn clone_child(args: &mut CloneArgs, plan: &ChildPlan) -> io::Result<i32> {
     STACK.with(|stack| {
         let mut stack = stack.borrow_mut();
         args.flags |= (libc::CLONE_VM | libc::CLONE_VFORK) as u64;
         args.stack = stack.0.as_mut_ptr() as u64;
         args.stack_size = CHILD_STACK as u64;
-        // Until the child has reset every handler, a signal must not run one of ours on its
-        // stack in our memory: block all here, the child unblocks after resetting them.
-        let mut all: libc::sigset_t = unsafe_zeroed();
-        let mut old: libc::sigset_t = unsafe_zeroed();
-        // SAFETY: all is a valid sigset_t to fill.
-        unsafe { libc::sigfillset(&mut all) };
-        // SAFETY: valid sets; affects this thread only.
-        unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &all, &mut old) };
         let ret: c_long;
         // SAFETY: clone3(2) with a valid clone_args of the given size. In the child the
         // kernel has switched to the fresh, 16-byte aligned stack (stack + stack_size); it
@@ -196,20 +197,17 @@ fn clone_child(args: &mut CloneArgs, plan: &ChildPlan) -> c_long {
                 options(nostack),
             );
         }
-        // SAFETY: restoring the mask read above.
-        unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut()) };
+        // The raw syscall returns -errno.
         if ret < 0 {
-            // SAFETY: errno of this thread; the raw syscall returned -errno.
-            unsafe { *libc::__errno_location() = -ret as c_int };
-            return -1;
+            return Err(io::Error::from_raw_os_error(-ret as i32));
         }
-        ret
+        Ok(ret as i32)
     })
 }
 
 /// Plain clone3 elsewhere: the child gets a copy of our memory.
 #[cfg(not(target_arch = "x86_64"))]
-fn clone_child(args: &mut CloneArgs, plan: &ChildPlan) -> c_long {
+fn clone_child(args: &mut CloneArgs, plan: &ChildPlan) -> io::Result<i32> {
     // SAFETY: args is a valid clone_args of the size we pass. The child gets a copy of this
     // address space and only runs child_main, which touches nothing but `plan` (alive in its
     // copy) and raw syscalls, then execs or exits.
@@ -218,7 +216,10 @@ fn clone_child(args: &mut CloneArgs, plan: &ChildPlan) -> c_long {
         // SAFETY: we are the child, straight after clone3, as child_main requires.
         unsafe { child_main(plan) }
     }
-    rc
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(rc as i32)
 }
 
 fn unsafe_zeroed() -> libc::sigset_t {
