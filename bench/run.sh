@@ -110,7 +110,7 @@ concurrency = $wide_concurrency
 EOF
 cat > "$work/functions/python.toml" <<EOF
 runtime = "python"
-code = "$handlers_dir/python"
+code = "$repo/config/functions/hello"
 handler = "main.handle"
 EOF
 cat > "$work/functions/node.toml" <<EOF
@@ -155,7 +155,7 @@ log "starting faas on 127.0.0.1:$faas_port and the baseline on 127.0.0.1:$base_p
 "$faas" "${faas_args[@]}" --state-dir "$work/state" serve --listen "127.0.0.1:$faas_port" 2> "$work/faas.log" &
 faas_pid=$!
 pids+=("$faas_pid")
-specs=(sh=sh:"$handlers_dir/sh":hello.sh python=python:"$handlers_dir/python":main.handle node=node:"$handlers_dir/node":main.handle)
+specs=(sh=sh:"$handlers_dir/sh":hello.sh python=python:"$repo/config/functions/hello":main.handle node=node:"$handlers_dir/node":main.handle)
 "$baseline" --listen "127.0.0.1:$base_port" --wrappers "$repo/wrappers" "${specs[@]}" 2> "$work/baseline.log" &
 base_pid=$!
 pids+=("$base_pid")

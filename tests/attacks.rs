@@ -562,37 +562,27 @@ def handle(request):
     assert_still_serves(&d);
 }
 
-#[test]
-#[ignore = "needs root: sudo -E cargo test -- --include-ignored"]
-fn mount_is_syscall_denied() {
-    require_root();
-    let d = start(&[("mount", &denied_function("libc.mount(b'none', b'/tmp', b'tmpfs', 0, None)"))]);
-    let r = d.get("/mount");
-    assert_syscall_denied(&d, &r, "mount");
-    assert_still_serves(&d);
+/// One test per forbidden call: a function that makes it gets 502 `syscall-denied`, and the
+/// REPORT names the syscall.
+macro_rules! denied {
+    ($test:ident, $name:literal, $call:literal, $syscall:literal) => {
+        #[test]
+        #[ignore = "needs root: sudo -E cargo test -- --include-ignored"]
+        fn $test() {
+            require_root();
+            let d = start(&[($name, &denied_function($call))]);
+            let r = d.get(concat!("/", $name));
+            assert_syscall_denied(&d, &r, $syscall);
+            assert_still_serves(&d);
+        }
+    };
 }
 
-#[test]
-#[ignore = "needs root: sudo -E cargo test -- --include-ignored"]
-fn unshare_newuser_is_syscall_denied() {
-    require_root();
-    // CLONE_NEWUSER: the usual first step of a namespace escape.
-    let d = start(&[("unshare", &denied_function("libc.unshare(0x10000000)"))]);
-    let r = d.get("/unshare");
-    assert_syscall_denied(&d, &r, "unshare");
-    assert_still_serves(&d);
-}
-
-#[test]
-#[ignore = "needs root: sudo -E cargo test -- --include-ignored"]
-fn clone_with_newnet_is_syscall_denied() {
-    require_root();
-    // clone(CLONE_NEWNET | SIGCHLD): the flags are a register, so the filter sees them.
-    let d = start(&[("clone", &denied_function("raw(56, 0x40000000 | 17, 0, 0, 0, 0)"))]);
-    let r = d.get("/clone");
-    assert_syscall_denied(&d, &r, "clone");
-    assert_still_serves(&d);
-}
+denied!(mount_is_syscall_denied, "mount", "libc.mount(b'none', b'/tmp', b'tmpfs', 0, None)", "mount");
+// CLONE_NEWUSER: the usual first step of a namespace escape.
+denied!(unshare_newuser_is_syscall_denied, "unshare", "libc.unshare(0x10000000)", "unshare");
+// clone(CLONE_NEWNET | SIGCHLD): the flags are a register, so the filter sees them.
+denied!(clone_with_newnet_is_syscall_denied, "clone", "raw(56, 0x40000000 | 17, 0, 0, 0, 0)", "clone");
 
 #[test]
 #[ignore = "needs root: sudo -E cargo test -- --include-ignored"]
@@ -631,22 +621,6 @@ def handle(request):
     let r = d.get("/tty?step=ioctl");
     assert_syscall_denied(&d, &r, "ioctl");
     assert_still_serves(&d);
-}
-
-/// One test per forbidden call: a function that makes it gets 502 `syscall-denied`, and the
-/// REPORT names the syscall.
-macro_rules! denied {
-    ($test:ident, $name:literal, $call:literal, $syscall:literal) => {
-        #[test]
-        #[ignore = "needs root: sudo -E cargo test -- --include-ignored"]
-        fn $test() {
-            require_root();
-            let d = start(&[($name, &denied_function($call))]);
-            let r = d.get(concat!("/", $name));
-            assert_syscall_denied(&d, &r, $syscall);
-            assert_still_serves(&d);
-        }
-    };
 }
 
 // bpf(BPF_PROG_LOAD, NULL, 0)
