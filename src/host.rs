@@ -243,7 +243,8 @@ fn sandbox_uids(config: &Config) -> Arc<UidPool> {
 fn probe_cgroup(config: &Config) -> Result<(), String> {
     sandbox::cgroup::delegated_root(config.cgroup_root.as_deref())
         .map(drop)
-        .map_err(|e| format!("{e}; falling back to rlimits"))
+        // The first line: doctor prints the layer's own hint beneath it.
+        .map_err(|e| format!("{}; falling back to rlimits", e.to_string().lines().next().unwrap_or_default()))
 }
 
 /// Whether the kernel takes seccomp filters with user notification (Linux ≥ 5.0).
