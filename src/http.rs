@@ -39,6 +39,8 @@ pub enum ResponseBody {
     Full(Full<Bytes>),
     /// Chunks as the function writes them.
     Stream(invoke::BodyStream),
+    /// Nothing, of unknown length: the answer to HEAD, whose body hyper never sends.
+    Head,
 }
 
 impl Body for ResponseBody {
@@ -49,13 +51,14 @@ impl Body for ResponseBody {
         match self.get_mut() {
             ResponseBody::Full(b) => Pin::new(b).poll_frame(cx).map_err(|never| match never {}),
             ResponseBody::Stream(s) => s.poll_chunk(cx).map(|o| o.map(|r| r.map(Frame::data))),
+            ResponseBody::Head => Poll::Ready(None),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
             ResponseBody::Full(b) => b.size_hint(),
-            ResponseBody::Stream(_) => SizeHint::default(),
+            ResponseBody::Stream(_) | ResponseBody::Head => SizeHint::default(),
         }
     }
 }
@@ -318,6 +321,7 @@ async fn route(app: &Arc<App>, req: Request<Incoming>, listener: &ListenerInfo, 
         return ctx.busy(StatusCode::TOO_MANY_REQUESTS, "concurrency-limit", "too many requests", &format!("{name} runs at most {} requests at once", f.limits.concurrency));
     };
 
+    let head_only = parts.method == http::Method::HEAD;
     let server_name = parts.headers.get(http::header::HOST).and_then(|h| h.to_str().ok()).map(|h| h.rsplit_once(':').map_or(h, |(n, _)| n).to_owned()).unwrap_or_else(|| "localhost".into());
     let call = Call {
         id: id.to_owned(),
@@ -350,7 +354,17 @@ async fn route(app: &Arc<App>, req: Request<Incoming>, listener: &ListenerInfo, 
                     dropped.join(", ")
                 );
             }
-            let mut resp = Response::new(ResponseBody::Stream(started.body));
+            let body = if head_only {
+                // hyper sends no body to HEAD and would drop the stream, which reads as the
+                // client leaving and kills the sandbox: let the function finish (its timeout
+                // and output limit still hold) and throw its output away.
+                let mut stream = started.body;
+                tokio::spawn(async move { while stream.next_chunk().await.is_some() {} });
+                ResponseBody::Head
+            } else {
+                ResponseBody::Stream(started.body)
+            };
+            let mut resp = Response::new(body);
             *resp.status_mut() = head.status;
             *resp.headers_mut() = head.headers;
             resp.headers_mut().append("server-timing", server_timing(&started.timing));

@@ -465,8 +465,8 @@ fn a_connection_flood_under_a_low_fd_limit_is_refused_cleanly() {
 
 /// Sends a request head and part of its body, and waits until the daemon starts reading the
 /// body (hyper answers `Expect: 100-continue` then), so the body is in flight for sure.
-fn stall_body(port: u16, path: &str) -> TcpStream {
-    let mut s = connect_from(1, port);
+fn stall_body(from: u8, port: u16, path: &str) -> TcpStream {
+    let mut s = connect_from(from, port);
     s.write_all(format!("POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\nExpect: 100-continue\r\n\r\n").as_bytes()).unwrap();
     let mut got = Vec::new();
     let mut buf = [0u8; 256];
@@ -481,11 +481,75 @@ fn stall_body(port: u16, path: &str) -> TcpStream {
 }
 
 #[test]
+fn connections_past_the_caps_are_answered_and_closed() {
+    let l = listener();
+    let f = Front::start(&[], "max_connections = 3\nmax_connections_per_client = 2", Socket::Kept(&l), None);
+    let health = b"GET /_/health HTTP/1.1\r\nHost: x\r\n\r\n";
+    // Two from one address: each answers, so each was taken; a third from it is refused.
+    let mut held: Vec<TcpStream> = [1, 1].iter().map(|&from| connect_from(from, f.port)).collect();
+    for s in &mut held {
+        assert_eq!(exchange(s, health, false).status, 200);
+    }
+    let refused = |from: u8, status: u16, kind: &str| {
+        let mut s = connect_from(from, f.port);
+        let r = exchange(&mut s, health, false);
+        assert_eq!((r.status, r.problem()), (status, kind.to_owned()), "from 127.0.0.{from}: {r:?}");
+        assert_eq!((r.header("retry-after"), r.header("connection")), (Some("1"), Some("close")), "{r:?}");
+        // Closed after the answer, with a FIN: not left open, not reset.
+        let mut rest = Vec::new();
+        assert_eq!(s.read_to_end(&mut rest).map_err(|e| e.kind()), Ok(0), "{:?}", String::from_utf8_lossy(&rest));
+    };
+    refused(1, 429, "client-connection-limit");
+    // Another address fills the last slot; past it, everyone is refused.
+    held.push(connect_from(2, f.port));
+    assert_eq!(exchange(held.last_mut().unwrap(), health, false).status, 200);
+    refused(3, 503, "connection-limit");
+    // A closed connection gives its slot back.
+    drop(held.remove(0));
+    let until = Instant::now() + Duration::from_secs(10);
+    while get_from(1, f.port, "/_/health").status != 200 {
+        assert!(Instant::now() < until, "the slot never came back:\n{}", f.logs());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn uploads_past_the_caps_are_429_and_503_before_any_sandbox() {
+    // Bodies: 2 in all, and one per address (an address holds half the connections).
+    let f = Front::start(
+        &[("big", &sh("cat")), ("tiny", &sh_with("cat", "[limits]\nbody = \"4\""))],
+        "max_connections = 8\nmax_connections_per_client = 4\nmax_bodies = 2",
+        Socket::Kept(&listener()),
+        None,
+    );
+    // A chunked body of 8 bytes: with a body slot free it is read and found too large (413).
+    let probe = |from: u8| {
+        let mut s = connect_from(from, f.port);
+        exchange(&mut s, b"POST /tiny HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n8\r\n12345678\r\n0\r\n\r\n", false)
+    };
+    assert_eq!(probe(1).problem(), "body-too-large");
+    let first = stall_body(1, f.port, "/big");
+    let r = probe(1);
+    assert_eq!((r.status, r.problem()), (429, "client-upload-limit".to_owned()), "{r:?}");
+    assert_eq!(r.header("retry-after"), Some("1"));
+    let second = stall_body(2, f.port, "/big");
+    let r = probe(3);
+    assert_eq!((r.status, r.problem()), (503, "upload-limit".to_owned()), "{r:?}");
+    drop((first, second));
+    let until = Instant::now() + Duration::from_secs(10);
+    while probe(3).status != 413 {
+        assert!(Instant::now() < until, "the body slots never came back:\n{}", f.logs());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(!f.logs().contains("REPORT"), "no sandbox was started:\n{}", f.logs());
+}
+
+#[test]
 #[ignore = "needs root: sudo -E cargo test -- --include-ignored"]
 fn trickled_bodies_do_not_hold_a_function_at_its_limit() {
     require_root();
     let d = Daemon::start(&[("one", &sh_with("printf 'Content-Type: text/plain\\n\\n'; cat", "[limits]\nconcurrency = 1"))]);
-    let stalled: Vec<TcpStream> = (0..4).map(|_| stall_body(d.port, "/one")).collect();
+    let stalled: Vec<TcpStream> = (0..4).map(|_| stall_body(1, d.port, "/one")).collect();
     let r = d.post("/one", b"hello");
     assert_eq!((r.status, r.text().as_str()), (200, "hello"), "a trickling client kept the function at its limit: {r:?}");
     let r = d.get("/one");
@@ -578,7 +642,14 @@ fn head_gets_the_head_and_no_body() {
     s.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
     let r = exchange(&mut s, b"HEAD /page HTTP/1.1\r\nHost: x\r\n\r\n", true);
     assert_eq!((r.status, r.header("x-seen")), (200, Some("HEAD")), "{r:?}");
-    assert!(r.header("faas-invocation-id").is_some(), "{r:?}");
+    assert_eq!(r.header("content-length"), None, "the length of a body that was never measured: {r:?}");
+    let id = r.header("faas-invocation-id").expect("an invocation id").to_owned();
+    // The function ran to its end: answering HEAD is not the client going away.
+    let until = Instant::now() + Duration::from_secs(5);
+    while !d.logs().lines().any(|l| l.contains(&format!("REPORT page {id} outcome=ok"))) {
+        assert!(Instant::now() < until, "no ok REPORT for {id}:\n{}", d.logs());
+        std::thread::sleep(Duration::from_millis(20));
+    }
     // On the same connection: if any body byte had followed the HEAD's head, this response
     // would not start where it must.
     let r = exchange(&mut s, b"GET /page HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", false);
