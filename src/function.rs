@@ -157,6 +157,37 @@ const RESERVED_ENV: &[&str] = &[
     "LD_LIBRARY_PATH",
 ];
 
+/// Host places a `read_only` path may not name: sockets and device files live there.
+const LIVE_HOST: &[&str] = &["/run", "/var/run", "/sys", "/dev", "/proc"];
+
+/// The most entries `find_socket` looks at before it gives up (and the path is refused).
+const SOCKET_WALK_LIMIT: usize = 100_000;
+
+/// The first unix socket at or below `path`, without following symlinks: a read-only bind
+/// mount does not stop connect(2), so such a path would hand the sandbox a host service.
+fn find_socket(path: &Path) -> std::io::Result<Option<PathBuf>> {
+    use std::os::unix::fs::FileTypeExt;
+    let mut stack = vec![path.to_path_buf()];
+    let mut seen = 0;
+    while let Some(p) = stack.pop() {
+        seen += 1;
+        if seen > SOCKET_WALK_LIMIT {
+            return Err(std::io::Error::other(format!("more than {SOCKET_WALK_LIMIT} entries")));
+        }
+        // The top path itself is mounted through its symlink; below it, links resolve inside.
+        let meta = if p == path { std::fs::metadata(&p)? } else { std::fs::symlink_metadata(&p)? };
+        if meta.file_type().is_socket() {
+            return Ok(Some(p));
+        }
+        if meta.is_dir() {
+            for entry in std::fs::read_dir(&p)? {
+                stack.push(entry?.path());
+            }
+        }
+    }
+    Ok(None)
+}
+
 /// Sandbox places a `read_only` path may not cover.
 const SANDBOX_OWNED: &[&str] = &["/", "/code", "/faas", "/tmp", "/proc", "/dev", "/usr"];
 
@@ -289,6 +320,24 @@ impl Function {
             }
             if let Err(e) = std::fs::metadata(path_ref) {
                 return Err(err(Some(p.span()), format!("read_only path {} cannot be used: {e}", path_ref.display()), ""));
+            }
+            if LIVE_HOST.iter().any(|o| path_ref.starts_with(o)) {
+                return Err(err(
+                    Some(p.span()),
+                    format!("read_only path {} is live host state", path_ref.display()),
+                    "/run, /var/run and /sys hold the host's sockets and devices; name the files the function needs elsewhere",
+                ));
+            }
+            match find_socket(path_ref) {
+                Ok(None) => {}
+                Ok(Some(sock)) => {
+                    return Err(err(
+                        Some(p.span()),
+                        format!("read_only path {} holds a unix socket ({})", path_ref.display(), sock.display()),
+                        "a read-only mount does not stop connect(2) to a socket, and Landlock cannot either: name a path without sockets",
+                    ))
+                }
+                Err(e) => return Err(err(Some(p.span()), format!("read_only path {} cannot be checked: {e}", path_ref.display()), "")),
             }
             read_only.push(path_ref.clone());
         }

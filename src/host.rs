@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use crate::config::Config;
 use crate::sandbox::cgroup::CgroupTree;
 use crate::sandbox::landlock::{Enforcement, Level};
+use crate::sandbox::netns::NetnsPool;
 use crate::sandbox::{self, seccomp, BpfProgram};
 
 /// How one layer stands on this host.
@@ -114,16 +115,19 @@ impl Drop for UidLease {
 pub struct Host {
     /// Daemon settings.
     pub config: Config,
-    /// The empty network namespace every sandbox without `network = true` joins.
-    pub netns: Option<OwnedFd>,
+    /// Network namespaces for sandboxes without `network = true`, one per running sandbox.
+    pub netns: Option<Arc<NetnsPool>>,
+    /// A pidfd of this process, which children poll after arming their parent-death signal.
+    pub daemon_pidfd: Option<OwnedFd>,
     /// Sandbox uids.
     pub uids: Arc<UidPool>,
     /// The cgroup subtree, when delegated.
     pub cgroups: Option<CgroupTree>,
-    /// The seccomp filters, compiled once.
-    pub seccomp: Arc<Vec<BpfProgram>>,
-    /// The capabilities in our bounding set, which every child drops.
-    pub bounding_caps: Vec<u32>,
+    /// The seccomp filters, compiled once: (no network, host network). Empty when the kernel
+    /// cannot run them, and then no sandbox starts.
+    pub seccomp: (Arc<Vec<BpfProgram>>, Arc<Vec<BpfProgram>>),
+    /// The highest capability number: every child empties its bounding set up to it.
+    pub cap_last: u32,
     /// Signals with a non-default disposition, which every child resets. Read at the first
     /// spawn, after tokio has installed its handlers.
     pub changed_signals: std::sync::OnceLock<Vec<i32>>,
@@ -154,8 +158,8 @@ impl Host {
 
         let netns = match sandbox::spawn::create_empty_netns() {
             Ok(fd) => {
-                list.push(("network", LayerState::Enforced, "an empty network namespace: no interface, loopback down"));
-                Some(fd)
+                list.push(("network", LayerState::Enforced, "an empty network namespace of its own per sandbox: loopback only, and down"));
+                Some(Arc::new(NetnsPool::new(fd, config.max_concurrency)))
             }
             Err(e) => {
                 list.push(("network", LayerState::Missing(format!("cannot create a network namespace: {e}")), "needs CAP_SYS_ADMIN"));
@@ -171,10 +175,11 @@ impl Host {
         };
         list.push(("landlock", ll_state, "Linux ≥ 6.12 with lsm=…,landlock gives every rule"));
 
-        let (seccomp, seccomp_state) = match seccomp::build_filter() {
-            Ok(f) if seccomp_supported() => (vec![f], LayerState::Enforced),
-            Ok(_) => (Vec::new(), LayerState::Missing("the kernel has no seccomp filter support".into())),
-            Err(e) => (Vec::new(), LayerState::Missing(e.to_string())),
+        let build = |host_network| seccomp::build_filter(seccomp::Policy { host_network });
+        let (seccomp, seccomp_state) = match (build(false), build(true)) {
+            (Ok(isolated), Ok(host)) if seccomp_supported() => ((vec![isolated], vec![host]), LayerState::Enforced),
+            (Ok(_), Ok(_)) => ((Vec::new(), Vec::new()), LayerState::Missing("the kernel has no seccomp user notification: no sandbox will start".into())),
+            (Err(e), _) | (_, Err(e)) => ((Vec::new(), Vec::new()), LayerState::Missing(e.to_string())),
         };
         list.push(("seccomp", seccomp_state, "CONFIG_SECCOMP_FILTER with user notification (Linux ≥ 5.0)"));
 
@@ -202,14 +207,10 @@ impl Host {
             uids: sandbox_uids(&config),
             config,
             netns,
+            daemon_pidfd: sandbox::spawn::pidfd_self().ok(),
             cgroups,
-            seccomp: Arc::new(seccomp),
-            bounding_caps: {
-                if setup_cgroups && privileged {
-                    sandbox::spawn::drop_own_bounding_set(sandbox::cap_last());
-                }
-                sandbox::spawn::bounding_caps(sandbox::cap_last())
-            },
+            seccomp: (Arc::new(seccomp.0), Arc::new(seccomp.1)),
+            cap_last: sandbox::cap_last(),
             changed_signals: std::sync::OnceLock::new(),
             layers: Layers::new(list),
             landlock,

@@ -18,7 +18,7 @@ use crate::function::{inline_file, valid_name, Code, Function, Runtime};
 use crate::host::Host;
 use crate::runtime;
 use crate::sandbox::landlock::{self, RulePaths};
-use crate::sandbox::namespaces::{build_skeleton, cstr, request_mounts, template_plan, RootSpec};
+use crate::sandbox::namespaces::{self, build_skeleton, cstr, request_mounts, template_plan, RootSpec};
 use crate::sandbox::spawn;
 use crate::sandbox::{version_dir, PreparedSandbox};
 
@@ -295,8 +295,9 @@ fn prepare(host: &Host, f: &Function, version: u64) -> Result<PreparedSandbox, P
         hostname: c"faas".into(),
         request_mounts: request_mounts(&spec),
         landlock,
-        seccomp: host.seccomp.clone(),
+        seccomp: if f.network { host.seccomp.1.clone() } else { host.seccomp.0.clone() },
         seccomp_notify_index: 0,
+        ipc_limits: if host.cgroups.is_none() { namespaces::ipc_limits(f.limits.memory.0) } else { Vec::new() },
         exe,
         argv,
     })

@@ -438,7 +438,7 @@ def handle(request):
 
 #[test]
 #[ignore = "needs root: sudo -E cargo test -- --include-ignored"]
-fn tcp_bind_is_eacces_even_with_host_network() {
+fn tcp_bind_is_refused_with_and_without_host_network() {
     require_root();
     // Loopback only: with the host network, a failed layer must not open a port to the LAN.
     let src = r#"
@@ -450,10 +450,12 @@ def handle(request):
     return {a: errno_of(lambda: bind((a.split(":")[0], int(a.split(":")[1])))) for a in ["127.0.0.1:8080", "127.0.0.1:0"]}
 "#;
     let d = start(&[("bind", &py(src, "")), ("bindnet", &py(src, "[sandbox]\nnetwork = true"))]);
-    for f in ["/bind", "/bindnet"] {
+    // Landlock refuses the bind in a sandbox's own namespace; with the host's network the
+    // seccomp filter refuses bind(2) before Landlock is asked.
+    for (f, errno) in [("/bind", EACCES), ("/bindnet", EPERM)] {
         let j = ok_json(&d, f);
         for a in ["127.0.0.1:8080", "127.0.0.1:0"] {
-            assert_eq!(j[a], EACCES, "{f} {a}: {j}");
+            assert_eq!(j[a], errno, "{f} {a}: {j}");
         }
     }
     assert_still_serves(&d);
@@ -467,9 +469,7 @@ def handle(request):
     # The sandbox's own abstract sockets still work: scoping, not a blanket ban.
     inner = "\0faas-inner-" + str(time.time_ns())
     srv = socket.socket(socket.AF_UNIX)
-    srv.bind(inner)
-    srv.listen()
-    out["own"] = errno_of(lambda: socket.socket(socket.AF_UNIX).connect(inner))
+    out["own"] = errno_of(lambda: (srv.bind(inner), srv.listen(), socket.socket(socket.AF_UNIX).connect(inner)))
     return out
 "#;
 
@@ -505,7 +505,8 @@ fn abstract_socket_with_host_network_is_eperm_from_landlock_scope() {
     let j = ok_json(&d, &format!("/abs?name={name}"));
     // Same network namespace, so the name resolves; LANDLOCK_SCOPE_ABSTRACT_UNIX_SOCKET refuses.
     assert_eq!(j["host"], EPERM, "{j}");
-    assert_eq!(j["own"], 0, "{j}");
+    // With the host's network a sandbox binds nothing, its own abstract names included.
+    assert_eq!(j["own"], EPERM, "{j}");
     assert_eq!(l.accept().map(|_| ()).map_err(|e| e.kind()), Err(ErrorKind::WouldBlock), "the sandbox reached the host's socket");
     assert_still_serves(&d);
 }
@@ -1211,5 +1212,442 @@ fn after_the_whole_corpus_in_one_daemon_hello_still_answers() {
     // EMFILE raised in the handler: the wrapper's 500, the function's own failure.
     assert_eq!(d.get("/files").status, 500);
     d.wait_quiet(fds);
+    assert_still_serves(&d);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Fail closed (issue 8): seccomp supervision, socket families, host network, capabilities,
+// network namespaces, daemon death, /proc and /tmp, IPC memory, read_only sockets.
+// ---------------------------------------------------------------------------------------------
+
+/// A one-instruction filter (RET ALLOW) and raw seccomp(2)/prctl(2) calls to install it.
+const OWN_FILTER: &str = r#"
+class SockFilter(ctypes.Structure):
+    _fields_ = [("code", ctypes.c_ushort), ("jt", ctypes.c_ubyte), ("jf", ctypes.c_ubyte), ("k", ctypes.c_uint)]
+class SockFprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.POINTER(SockFilter))]
+def prog(ret):
+    insns = (SockFilter * 1)(SockFilter(0x06, 0, 0, ret))
+    p = SockFprog(1, insns)
+    p._keep = insns
+    return p
+SECCOMP_SET_MODE_FILTER, NEW_LISTENER, PR_SET_SECCOMP = 1, 1 << 3, 22
+def own_filter(flags, ret=0x7fff0000):
+    p = prog(ret)
+    return raw(317, SECCOMP_SET_MODE_FILTER, flags, ctypes.byref(p))
+"#;
+
+#[test]
+#[ignore = "needs root: sudo -E cargo test -- --include-ignored"]
+fn a_seccomp_listener_of_its_own_is_syscall_denied() {
+    require_root();
+    // With a listener of its own a sandbox could answer CONTINUE for its children's
+    // deny-listed calls once the daemon's listener is gone (review finding 1).
+    let src = format!("{OWN_FILTER}\ndef handle(request):\n    return {{'returned': own_filter(NEW_LISTENER)}}\n");
+    let d = start(&[("listener", &py(&src, ""))]);
+    let r = d.get("/listener");
+    assert_syscall_denied(&d, &r, "seccomp");
+    assert_still_serves(&d);
+}
+
+#[test]
+#[ignore = "needs root: sudo -E cargo test -- --include-ignored"]
+fn a_stacked_filter_is_eperm_so_denied_calls_stay_reported() {
+    require_root();
+    // An own filter answering ERRNO would outrank USER_NOTIF and silence the report (finding
+    // 11): stacking is refused, so the ptrace below is still stopped and named.
+    let src = format!(
+        "{OWN_FILTER}\ndef handle(request):\n    if request.query.get('step') == 'stack':\n        \
+         p = prog(0x00050001)\n        return {{'seccomp': own_filter(0, 0x00050001), 'prctl': raw(157, PR_SET_SECCOMP, 2, ctypes.byref(p))}}\n    \
+         own_filter(0, 0x00050001)\n    return {{'returned': raw(101, 0, 0, 0, 0)}}\n"
+    );
+    let d = start(&[("stack", &py(&src, ""))]);
+    let j = ok_json(&d, "/stack?step=stack");
+    assert_eq!(j["seccomp"], serde_json::json!([-1, EPERM]), "{j}");
+    assert_eq!(j["prctl"], serde_json::json!([-1, EPERM]), "{j}");
+    let r = d.get("/stack?step=ptrace");
+    assert_syscall_denied(&d, &r, "ptrace");
+    assert_still_serves(&d);
+}
+
+#[test]
+#[ignore = "needs root: sudo -E cargo test -- --include-ignored"]
+fn losing_the_seccomp_listener_kills_the_sandbox_with_503() {
+    require_root();
+    // FAAS_TEST_FAULT (debug builds only) drops the listener right after it arrives, as an
+    // exhausted fd table does (recvmsg truncates SCM_RIGHTS at EMFILE). The handler would
+    // sleep 60 s if it ran on: it must be killed and the request answered 503 at once.
+    let d = Daemon::start_env(&[("nap", &py(SLEEPER, ""))], "", &[("FAAS_TEST_FAULT", "lose-seccomp-listener")]);
+    let t = Instant::now();
+    let r = d.get("/nap");
+    assert_eq!(r.status, 503, "{}\n{}", r.text(), d.logs());
+    assert_eq!(r.problem(), "sandbox-unavailable", "{}", r.text());
+    assert!(r.text().contains("seccomp"), "the detail names the step: {}", r.text());
+    assert!(t.elapsed() < Duration::from_secs(20), "the sandbox ran on after losing its supervisor");
+    let line = report_line(&d, &invocation_id(&r));
+    assert!(line.contains("outcome=sandbox-unavailable"), "{line}");
+    assert!(d.logs().contains("failed to take the seccomp listener"), "the cause is logged:\n{}", d.logs());
+    d.wait_quiet(d.fd_count());
+    assert!(host_processes(uid_range(&d), NO_NAME).is_empty(), "a sandbox outlived its lost listener");
+}
+
+#[test]
+#[ignore = "needs root: sudo -E cargo test -- --include-ignored"]
+#[cfg(target_arch = "x86_64")]
+fn an_int_0x80_syscall_is_reported_as_syscall_denied() {
+    require_root();
+    // getpid through the i386 ABI: mov eax, 20; int 0x80; ret — from an executable page.
+    let src = r#"
+import mmap
+def handle(request):
+    code = b"\xb8\x14\x00\x00\x00\xcd\x80\xc3"
+    m = mmap.mmap(-1, 4096, prot=mmap.PROT_READ | mmap.PROT_WRITE | mmap.PROT_EXEC)
+    m.write(code)
+    addr = ctypes.addressof(ctypes.c_char.from_buffer(m))
+    return {"returned": ctypes.CFUNCTYPE(ctypes.c_int)(addr)()}
+"#;
+    let d = start(&[("i386", &py(src, ""))]);
+    let r = d.get("/i386");
+    assert_syscall_denied(&d, &r, "i386:20");
+    assert_still_serves(&d);
+}
+
+#[test]
+#[ignore = "needs root: sudo -E cargo test -- --include-ignored"]
+fn socket_families_are_an_allow_list() {
+    require_root();
+    let src = r#"
+def handle(request):
+    def sock(family, kind, proto=0):
+        return errno_of(lambda: socket.socket(family, kind, proto).close())
+    return {
+        "unix": sock(socket.AF_UNIX, socket.SOCK_STREAM),
+        "inet": sock(socket.AF_INET, socket.SOCK_DGRAM),
+        "inet6": sock(socket.AF_INET6, socket.SOCK_STREAM),
+        "netlink_route": sock(16, socket.SOCK_RAW, 0),
+        "netlink_uevent": sock(16, socket.SOCK_DGRAM, 15),
+        "netlink_audit": sock(16, socket.SOCK_RAW, 9),
+        "vsock": sock(40, socket.SOCK_STREAM),
+        "packet": sock(17, socket.SOCK_RAW),
+        "alg": sock(38, socket.SOCK_SEQPACKET),
+        "socketpair_inet": raw(53, socket.AF_INET, socket.SOCK_STREAM, 0, ctypes.create_string_buffer(8))[1],
+    }
+"#;
+    let d = start(&[("fam", &py(src, ""))]);
+    let j = ok_json(&d, "/fam");
+    const EAFNOSUPPORT: i64 = 97;
+    for ok in ["unix", "inet", "inet6", "netlink_route"] {
+        assert_eq!(j[ok], 0, "{ok}: {j}");
+    }
+    // vsock is not network-namespaced: on a VM guest it would leave a "no network" sandbox.
+    for refused in ["netlink_uevent", "netlink_audit", "vsock", "packet", "alg", "socketpair_inet"] {
+        assert_eq!(j[refused], EAFNOSUPPORT, "{refused}: {j}");
+    }
+    assert_still_serves(&d);
+}
+
+#[test]
+#[ignore = "needs root: sudo -E cargo test -- --include-ignored"]
+fn host_network_cannot_listen_or_bind_but_connects_out() {
+    require_root();
+    // listen() on an unbound socket binds an ephemeral port past Landlock's bind hook, and
+    // Landlock has no UDP rights (finding 2): with the host's network the filter refuses both.
+    let src = r#"
+def handle(request):
+    out = {}
+    s = socket.socket()
+    out["listen_unbound"] = errno_of(lambda: s.listen())
+    out["udp_bind"] = errno_of(lambda: socket.socket(socket.AF_INET, socket.SOCK_DGRAM).bind(("0.0.0.0", 0)))
+    out["unix_abstract_bind"] = errno_of(lambda: socket.socket(socket.AF_UNIX).bind("\0faas-squat"))
+    c = socket.create_connection(("127.0.0.1", int(request.query["port"])), timeout=5)
+    c.sendall(b"GET /_/health HTTP/1.0\r\n\r\n")
+    out["front_end"] = c.recv(64).decode(errors="replace").split("\r\n")[0]
+    return out
+"#;
+    let d = start(&[("net", &py(src, "[sandbox]\nnetwork = true"))]);
+    let j = ok_json(&d, &format!("/net?port={}", d.port));
+    assert_eq!(j["listen_unbound"], EPERM, "{j}");
+    assert_eq!(j["udp_bind"], EPERM, "{j}");
+    assert_eq!(j["unix_abstract_bind"], EPERM, "{j}");
+    assert_eq!(j["front_end"], "HTTP/1.0 200 OK", "network = true connects out: {j}");
+    assert_still_serves(&d);
+}
+
+/// Reads the five capability sets and the session from inside.
+const CAPS: &str = r#"
+def handle(request):
+    status = dict(l.split(":\t", 1) for l in open("/proc/self/status").read().splitlines() if ":\t" in l)
+    return {k: status[k].strip() for k in ["CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb", "NoNewPrivs"]} | {
+        "sid": os.getsid(0), "pgrp": os.getpgrp(), "pdeathsig": raw(157, 2, ctypes.byref(ctypes.c_int(0)), 0, 0, 0)}
+"#;
+
+fn assert_no_capabilities(j: &serde_json::Value) {
+    for set in ["CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"] {
+        assert_eq!(j[set], "0000000000000000", "{set}: {j}");
+    }
+    assert_eq!(j["NoNewPrivs"], "1", "{j}");
+    // setsid(): its own session and process group (bubblewrap's --new-session).
+    assert_eq!((j["sid"].as_i64(), j["pgrp"].as_i64()), (Some(1), Some(1)), "{j}");
+}
+
+#[test]
+#[ignore = "needs root: sudo -E cargo test -- --include-ignored"]
+fn every_capability_set_is_empty_under_faas_serve() {
+    require_root();
+    // The bounding set is per thread: sandboxes are cloned from tokio workers, not from the
+    // thread that started the daemon.
+    let d = start(&[("caps", &py(CAPS, ""))]);
+    for _ in 0..4 {
+        assert_no_capabilities(&ok_json(&d, "/caps"));
+    }
+    assert_still_serves(&d);
+}
+
+#[test]
+#[ignore = "needs root: sudo -E cargo test -- --include-ignored"]
+fn every_capability_set_is_empty_under_faas_invoke() {
+    require_root();
+    let d = start(&[("caps", &py(CAPS, ""))]);
+    let out = invoke_beside(&d, "caps", &[]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let body = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_no_capabilities(&serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}")));
+}
+
+/// `faas invoke NAME` with the daemon's functions, its own state dir and a uid range of its
+/// own (above the daemon's), so it never meets the daemon's sandboxes.
+fn invoke_beside(d: &Daemon, name: &str, args: &[&str]) -> std::process::Output {
+    invoke_command(d, name, args).output().unwrap()
+}
+
+fn invoke_command(d: &Daemon, name: &str, args: &[&str]) -> std::process::Command {
+    let (base, count) = uid_range(d);
+    let cfg = d.dir.path().join("invoke.toml");
+    std::fs::write(&cfg, format!("uid_base = {}\nuid_count = {count}\nwrappers_dir = \"{}\"\n", base + count, common::repo().join("wrappers").display())).unwrap();
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_faas"));
+    cmd.arg("--config").arg(&cfg).arg("--functions").arg(d.functions_dir()).arg("--state-dir").arg(d.dir.path().join("invoke-state"));
+    cmd.arg("invoke").arg(name).args(args).stdin(std::process::Stdio::null());
+    cmd
+}
+
+/// A directory the sandbox can read, given in `read_only` (so not under /tmp, which the
+/// sandbox owns): the test creates files there to tell a blocked handler to go on.
+fn marker_dir() -> tempfile::TempDir {
+    let dir = tempfile::Builder::new().prefix("faas-attack-mark-").tempdir_in("/var/tmp").unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    dir
+}
+
+/// No process has this name: `host_processes(range, NO_NAME)` matches by uid only.
+const NO_NAME: &str = "\u{0}";
+
+/// Waits until the daemon's log has `needle`, at most 20 s.
+fn wait_log(d: &Daemon, needle: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !d.logs().contains(needle) {
+        assert!(Instant::now() < deadline, "never logged {needle:?}:\n{}", d.logs());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+#[ignore = "needs root: sudo -E cargo test -- --include-ignored"]
+fn concurrent_sandboxes_share_no_network_namespace() {
+    require_root();
+    // Sandbox a binds an abstract name and stays; sandbox b, at the same time, must be able to
+    // bind the same name and must not see a's socket in /proc/net/unix (finding 10).
+    let src = r#"
+def handle(request):
+    role = request.query["role"]
+    name = "\0faas-squat-" + request.query["tag"]
+    s = socket.socket(socket.AF_UNIX)
+    out = {"role": role, "netns": os.readlink("/proc/self/ns/net"), "bind": errno_of(lambda: s.bind(name))}
+    s.listen()
+    out["sees"] = [l for l in open("/proc/net/unix").read().splitlines() if "faas-squat" in l]
+    if role == "a":
+        sys.stderr.write("a-is-bound-" + request.query["tag"] + "\n")
+        sys.stderr.flush()
+        deadline = time.time() + 20
+        while not os.path.exists("/mark/go") and time.time() < deadline:
+            time.sleep(0.02)
+    return out
+"#;
+    let mark = marker_dir();
+    let extra = format!("[sandbox]\nread_only = [\"{}\"]\n", mark.path().display());
+    let f = py(&src.replace("/mark/go", &format!("{}/go", mark.path().display())), &extra);
+    let d = start(&[("ns", &f), ("ns2", &f)]);
+    let tag = format!("{}", std::process::id());
+    let url = d.url(&format!("/ns?role=a&tag={tag}"));
+    let a = std::thread::spawn(move || common::request_to(&url, "GET", b"", &[]));
+    wait_log(&d, &format!("a-is-bound-{tag}"));
+    // Another function and the same one: neither may share a's namespace.
+    let b1 = ok_json(&d, &format!("/ns2?role=b&tag={tag}"));
+    let b2 = ok_json(&d, &format!("/ns?role=b&tag={tag}"));
+    std::fs::write(mark.path().join("go"), "").unwrap();
+    let a = a.join().unwrap();
+    assert_eq!(a.status, 200, "{}", a.text());
+    let a = a.json();
+    assert_eq!(a["bind"], 0, "{a}");
+    for b in [&b1, &b2] {
+        assert_eq!(b["bind"], 0, "the name a holds was taken in b's namespace too: {b}");
+        assert_ne!(b["netns"], a["netns"], "a and b share a network namespace: {a} {b}");
+        assert_eq!(b["sees"].as_array().map(Vec::len), Some(1), "b sees only its own socket: {b}");
+    }
+    assert_still_serves(&d);
+}
+
+/// Sandbox processes of `d`'s uid range that are still alive, waiting up to `limit` for
+/// them to go.
+fn sandboxes_left(range: (u32, u32), limit: Duration) -> Vec<(u32, String)> {
+    let deadline = Instant::now() + limit;
+    loop {
+        let left = host_processes(range, NO_NAME);
+        if left.is_empty() || Instant::now() > deadline {
+            return left;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn kill_all(left: &[(u32, String)]) {
+    for (pid, _) in left {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(*pid as i32), nix::sys::signal::Signal::SIGKILL);
+    }
+}
+
+const SLEEPER: &str = r#"
+def handle(request):
+    sys.stderr.write("sleeper-started\n")
+    sys.stderr.flush()
+    time.sleep(60)
+    return "woke"
+"#;
+
+#[test]
+#[ignore = "needs root: sudo -E cargo test -- --include-ignored"]
+fn killing_faas_serve_leaves_no_sandbox_behind() {
+    require_root();
+    // The parent-death signal is armed after the uid switch, which would clear it (finding 4).
+    let mut d = start(&[("sleeper", &py(SLEEPER, ""))]);
+    let range = uid_range(&d);
+    let url = d.url("/sleeper");
+    let _req = std::thread::spawn(move || common::request_to(&url, "GET", b"", &[]));
+    wait_log(&d, "sleeper-started");
+    assert!(!host_processes(range, NO_NAME).is_empty(), "the sleeper is not running");
+    d.child.kill().unwrap();
+    d.child.wait().unwrap();
+    let left = sandboxes_left(range, Duration::from_secs(10));
+    kill_all(&left);
+    assert!(left.is_empty(), "sandboxes outlived kill -9 of faas serve: {left:?}");
+}
+
+#[test]
+#[ignore = "needs root: sudo -E cargo test -- --include-ignored"]
+fn killing_faas_invoke_leaves_no_sandbox_behind() {
+    require_root();
+    let d = start(&[("sleeper", &py(SLEEPER, ""))]);
+    let (base, count) = uid_range(&d);
+    let range = (base + count, count);
+    let mut inv = invoke_command(&d, "sleeper", &[]).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while host_processes(range, NO_NAME).is_empty() {
+        assert!(Instant::now() < deadline, "faas invoke never started the sleeper");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    inv.kill().unwrap();
+    inv.wait().unwrap();
+    let left = sandboxes_left(range, Duration::from_secs(10));
+    kill_all(&left);
+    assert!(left.is_empty(), "sandboxes outlived kill -9 of faas invoke: {left:?}");
+}
+
+#[test]
+#[ignore = "needs root: sudo -E cargo test -- --include-ignored"]
+fn proc_hides_host_wide_files_and_tmp_is_noexec() {
+    require_root();
+    let src = r#"
+import mmap
+def handle(request):
+    def size(p):
+        try:
+            with open(p, "rb") as f:
+                return len(f.read())
+        except OSError as e:
+            return -e.errno
+    out = {p: size("/proc/" + p) for p in request.query["masked"].split(",") + ["meminfo", "stat", "cpuinfo"]}
+    # A file in /tmp cannot be mapped executable (MS_NOEXEC), which Landlock does not cover.
+    with open("/tmp/code", "wb") as f:
+        f.write(b"\xc3" * 4096)
+    fd = os.open("/tmp/code", os.O_RDONLY)
+    out["mmap_exec_tmp"] = errno_of(lambda: mmap.mmap(fd, 4096, prot=mmap.PROT_READ | mmap.PROT_EXEC))
+    out["tmp_flags"] = [l.split()[3] for l in open("/proc/self/mounts") if l.split()[1] == "/tmp"]
+    return out
+"#;
+    // Only what this kernel has (config.gz needs CONFIG_IKCONFIG_PROC).
+    let masked: Vec<&str> = ["cmdline", "key-users", "interrupts", "kallsyms", "modules", "diskstats", "config.gz"]
+        .into_iter()
+        .filter(|p| Path::new("/proc").join(p).exists())
+        .collect();
+    let d = start(&[("proc", &py(src, ""))]);
+    let j = ok_json(&d, &format!("/proc?masked={}", masked.join(",")));
+    for p in &masked {
+        assert_eq!(j[*p], 0, "/proc/{p} is readable inside: {j}");
+    }
+    for p in ["meminfo", "stat", "cpuinfo"] {
+        assert!(j[p].as_i64().unwrap_or(0) > 0, "/proc/{p} is what runtimes read and must stay: {j}");
+    }
+    assert_eq!(j["mmap_exec_tmp"], EPERM, "{j}");
+    assert!(j["tmp_flags"][0].as_str().unwrap_or("").split(',').any(|f| f == "noexec"), "{j}");
+    assert_still_serves(&d);
+}
+
+#[test]
+#[ignore = "needs root: sudo -E cargo test -- --include-ignored"]
+fn sysv_shared_memory_is_capped_without_a_cgroup() {
+    require_root();
+    // Without a memory cgroup RLIMIT_DATA does not see SysV shm (finding 8): the sandbox's own
+    // IPC namespace is capped at the function's memory instead.
+    let src = r#"
+def handle(request):
+    libc.shmget.restype = ctypes.c_int
+    def shm(size):
+        ctypes.set_errno(0)
+        rc = libc.shmget(0, ctypes.c_size_t(size), 0o1600)
+        return 0 if rc >= 0 else ctypes.get_errno()
+    return {"small": shm(1 << 20), "over": shm(256 << 20), "shmall": open("/proc/sys/kernel/shmall").read().strip()}
+"#;
+    let d = start(&[("shm", &py(src, "[limits]\nmemory = \"64M\""))]);
+    let r = d.get("/shm");
+    let line = report_line(&d, &invocation_id(&r));
+    if !line.contains(" cgroup=none ") {
+        panic!("this test checks the fallback without a memory cgroup, and this daemon has one: {line}");
+    }
+    assert_eq!(r.status, 200, "{}", r.text());
+    let j = r.json();
+    assert_eq!(j["small"], 0, "{j}");
+    const EINVAL: i64 = 22;
+    assert_eq!(j["over"], EINVAL, "a 256M segment in a 64M sandbox: {j}");
+    assert_eq!(j["shmall"], ((64 << 20) / 4096).to_string(), "{j}");
+    assert_still_serves(&d);
+}
+
+#[test]
+#[ignore = "needs root: sudo -E cargo test -- --include-ignored"]
+fn read_only_paths_with_sockets_are_refused_at_load() {
+    require_root();
+    // A read-only bind mount does not stop connect(2) (finding 14).
+    let dir = marker_dir();
+    let _sock = std::os::unix::net::UnixListener::bind(dir.path().join("svc.sock")).unwrap();
+    let hello = python("def handle(request):\n    return 'x'", "");
+    let with_sock = hello.clone() + &format!("[sandbox]\nread_only = [\"{}\"]\n", dir.path().display());
+    let with_run = hello + "[sandbox]\nread_only = [\"/run\"]\n";
+    let d = start(&[("sock", &with_sock), ("run", &with_run)]);
+    for f in ["/sock", "/run"] {
+        let r = d.get(f);
+        assert_eq!(r.status, 503, "{f}: {}", r.text());
+        assert_eq!(r.problem(), "function-invalid", "{f}: {}", r.text());
+    }
+    assert!(d.logs().contains("holds a unix socket"), "{}", d.logs());
+    assert!(d.logs().contains("is live host state"), "{}", d.logs());
     assert_still_serves(&d);
 }

@@ -318,6 +318,9 @@ fn nothing_left_after_200_mixed_requests_at_concurrency_16() {
     }
     assert!(total >= 200);
     d.wait_quiet(fds);
+    // Each sandbox had a network namespace of its own; the daemon keeps at most one per
+    // concurrent request for reuse, never one per request.
+    assert!(d.netns_fds() <= 17, "{} network namespaces held after 16 concurrent requests", d.netns_fds());
     assert_eq!(common::host_mounts(), mounts, "mounts leaked to the host");
     assert_eq!(common::tree(&d.state_dir()), state, "per-request files left in the state dir");
     let reports = d.logs().matches("REPORT ").count();

@@ -4,6 +4,7 @@
 
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::Arc;
 use std::time::Duration;
 
 use nix::libc;
@@ -17,6 +18,7 @@ use crate::registry::Loaded;
 use crate::sandbox::cgroup::{RequestCgroup, Usage};
 use crate::sandbox::landlock::Level;
 use crate::sandbox::namespaces::CLONE_FLAGS;
+use crate::sandbox::netns::{self, NetnsPool};
 use crate::sandbox::spawn::{self, cloexec_pipe, ExitStatus, Spawned, ERROR_RECORD};
 use crate::sandbox::{child_error, CStringArray, ChildPlan, SpawnError};
 
@@ -26,6 +28,8 @@ pub(super) struct Sandbox {
     pub(super) pidfd: AsyncFd<OwnedFd>,
     cgroup: Option<RequestCgroup>,
     uid: Option<UidLease>,
+    /// This sandbox's network namespace, back to the pool once everything in it is gone.
+    netns: Option<(OwnedFd, Arc<NetnsPool>)>,
     /// How the init ended, once reaped.
     pub(super) exit: Option<ExitStatus>,
 }
@@ -37,7 +41,7 @@ pub(super) struct Started0 {
     pub(super) stdout: OwnedFd,
     pub(super) stderr: OwnedFd,
     pub(super) err_read: OwnedFd,
-    pub(super) notify: Option<OwnedFd>,
+    pub(super) notify: OwnedFd,
 }
 
 pub(super) fn prepare_err(what: &'static str) -> impl FnOnce(io::Error) -> SpawnError {
@@ -55,6 +59,20 @@ pub(super) fn start_child(host: &Host, loaded: &Loaded, call: &Call, deadline_ms
         Ok(fd) => fd.as_raw_fd(),
         Err(why) => return Err(SpawnError::Template(why.clone())),
     };
+    // Fail closed: without the filter and its listener nothing stops or reports a deny-listed
+    // call, and without the daemon's pidfd a sandbox could outlive a dead daemon unnoticed.
+    if loaded.sandbox.seccomp.is_empty() {
+        return Err(SpawnError::Policy("the seccomp layer is missing on this host".into()));
+    }
+    let Some(daemon_pidfd) = host.daemon_pidfd.as_ref() else {
+        return Err(SpawnError::Policy("the daemon has no pidfd of its own (pidfd_open)".into()));
+    };
+    let pool = match (&host.netns, f.network) {
+        (_, true) => None,
+        (Some(pool), false) => Some(pool.clone()),
+        (None, false) => return Err(SpawnError::Policy("network namespaces are missing on this host".into())),
+    };
+    let pooled_netns = pool.as_ref().and_then(|p| p.take());
     let uid = host.uids.lease().ok_or_else(|| SpawnError::Policy("every sandbox uid is in use".into()))?;
     let cgroup = match &host.cgroups {
         Some(tree) => Some(tree.create(&call.id, &f.limits).map_err(|e| SpawnError::Prepare { what: "the cgroup", source: io::Error::other(e.to_string()) })?),
@@ -65,13 +83,7 @@ pub(super) fn start_child(host: &Host, loaded: &Loaded, call: &Call, deadline_ms
     let (stdout_r, stdout_w) = cloexec_pipe().map_err(prepare_err("stdout"))?;
     let (stderr_r, stderr_w) = cloexec_pipe().map_err(prepare_err("stderr"))?;
     let (err_r, err_w) = cloexec_pipe().map_err(prepare_err("the error pipe"))?;
-    let seccomp_on = !loaded.sandbox.seccomp.is_empty();
-    let (notify_parent, notify_child) = if seccomp_on {
-        let (a, b) = spawn::socketpair().map_err(prepare_err("the seccomp socket"))?;
-        (Some(a), Some(b))
-    } else {
-        (None, None)
-    };
+    let (notify_parent, notify_child) = spawn::socketpair().map_err(prepare_err("the seccomp socket"))?;
     let ruleset = loaded.sandbox.landlock.create_ruleset().map_err(|e| SpawnError::Prepare { what: "the landlock ruleset", source: io::Error::other(e.to_string()) })?;
 
     let meta = RequestMeta {
@@ -104,18 +116,22 @@ pub(super) fn start_child(host: &Host, loaded: &Loaded, call: &Call, deadline_ms
     let plan = ChildPlan {
         sandbox: &loaded.sandbox,
         template_fd,
-        clone_flags: CLONE_FLAGS | if cleanup_cgroup.as_ref().is_some() { libc::CLONE_NEWCGROUP as u64 } else { 0 },
+        clone_flags: CLONE_FLAGS
+            | if cleanup_cgroup.as_ref().is_some() { libc::CLONE_NEWCGROUP as u64 } else { 0 }
+            | if pool.is_some() && pooled_netns.is_none() { libc::CLONE_NEWNET as u64 } else { 0 },
         cgroup_fd: cleanup_cgroup.as_ref().and_then(|c| c.dir.as_ref()).map(|d| d.as_raw_fd()),
-        netns_fd: if f.network { None } else { host.netns.as_ref().map(|fd| fd.as_raw_fd()) },
+        netns_fd: pooled_netns.as_ref().map(|fd| fd.as_raw_fd()),
         stdio: [stdin_r.as_raw_fd(), stdout_w.as_raw_fd(), stderr_w.as_raw_fd()],
         err_pipe: err_w.as_raw_fd(),
         landlock_fd: ruleset.as_ref().map(|fd| fd.as_raw_fd()),
         landlock_tmp: loaded.sandbox.landlock.tmp_access,
         landlock_proc: loaded.sandbox.landlock.proc_access,
-        notify_sock: notify_child.as_ref().map(|fd| fd.as_raw_fd()),
+        notify_sock: Some(notify_child.as_raw_fd()),
         uid: uid.id,
         gid: uid.id,
-        bounding_caps: &host.bounding_caps,
+        cap_last: host.cap_last,
+        daemon_pidfd: daemon_pidfd.as_raw_fd(),
+        ipc_limits: &loaded.sandbox.ipc_limits,
         changed_signals: host.changed_signals.get_or_init(spawn::changed_signals),
         rlimits,
         exe: &loaded.sandbox.exe,
@@ -126,9 +142,23 @@ pub(super) fn start_child(host: &Host, loaded: &Loaded, call: &Call, deadline_ms
     drop(plan);
     // The child has its copies; ours must go now, or EOF would never come.
     drop((stdin_r, stdout_w, stderr_w, err_w, notify_child, ruleset));
-    let pidfd = spawn::async_fd(spawned.pidfd.try_clone().map_err(prepare_err("the pidfd"))?).map_err(prepare_err("the pidfd"))?;
+    // A namespace clone3 made is kept for the next sandbox; if the child is already gone it
+    // took its namespace along, which is fine.
+    let netns = match (pool, pooled_netns) {
+        (Some(pool), Some(ns)) => Some((ns, pool)),
+        (Some(pool), None) => netns::netns_of(spawned.pid).ok().map(|ns| (ns, pool)),
+        (None, _) => None,
+    };
+    let pidfd = match spawned.pidfd.try_clone().and_then(spawn::async_fd) {
+        Ok(fd) => fd,
+        Err(e) => {
+            // No task can watch a sandbox we cannot wait for: kill and reap it now.
+            reap_in_background(&spawned);
+            return Err(SpawnError::Prepare { what: "the pidfd", source: e });
+        }
+    };
     Ok(Started0 {
-        sandbox: Sandbox { spawned, pidfd, cgroup: cleanup_cgroup.take(), uid: Some(uid), exit: None },
+        sandbox: Sandbox { spawned, pidfd, cgroup: cleanup_cgroup.take(), uid: Some(uid), netns, exit: None },
         stdin: stdin_w,
         stdout: stdout_r,
         stderr: stderr_r,
@@ -213,6 +243,11 @@ impl Sandbox {
         } else {
             None
         };
+        // Everything of the sandbox is gone now (its pid namespace with its init, and the
+        // cgroup is empty), so its network namespace holds nothing of it any more.
+        if let Some((ns, pool)) = self.netns.take() {
+            pool.give(ns);
+        }
         self.uid.take();
         usage
     }
@@ -222,20 +257,27 @@ impl Drop for Sandbox {
     fn drop(&mut self) {
         // Only reached without teardown if the task panicked: never leave a sandbox running.
         if self.exit.is_none() {
-            self.kill();
-            let pidfd = self.spawned.pidfd.try_clone();
-            if let Ok(pidfd) = pidfd {
-                std::thread::spawn(move || {
-                    while let Ok(None) = spawn::try_reap(&pidfd) {
-                        std::thread::sleep(Duration::from_millis(10));
-                    }
-                });
-            }
+            reap_in_background(&self.spawned);
         }
         if let Some(mut cg) = self.cgroup.take() {
             let _ = cg.kill();
             let _ = cg.remove();
         }
+    }
+}
+
+/// Kills a sandbox's init (its pid namespace goes with it) and reaps it on a thread of its own,
+/// for paths that cannot await.
+fn reap_in_background(spawned: &Spawned) {
+    if let Err(e) = spawn::kill_pidfd(&spawned.pidfd) {
+        tracing::warn!("failed to kill sandbox pid {}: {e}", spawned.pid);
+    }
+    if let Ok(pidfd) = spawned.pidfd.try_clone() {
+        std::thread::spawn(move || {
+            while let Ok(None) = spawn::try_reap(&pidfd) {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        });
     }
 }
 

@@ -256,16 +256,30 @@ async fn run(host: Arc<Host>, loaded: Arc<Loaded>, mut call: Call, head_tx: ones
     }
     let exec_at = Instant::now();
 
-    // The listener was sent just before exec, so it is waiting in the socket now.
-    let listener = match notify.as_ref().map(spawn::recv_fd) {
-        Some(Ok(Some(fd))) => spawn::async_fd(fd).ok(),
-        Some(Err(e)) => {
-            tracing::warn!(function = %f.name, invocation_id = %call.id, "no seccomp listener from the sandbox: {e}");
-            None
-        }
-        _ => None,
-    };
+    // The listener was sent just before exec, so it is waiting in the socket now. Without it
+    // the filter's deny-listed calls would fail unseen, and once nobody holds a listener the
+    // sandbox could install one of its own (seccomp_unotify(2)): no listener, no sandbox.
+    let listener = spawn::recv_fd(&notify)
+        .and_then(|fd| fd.ok_or_else(|| std::io::Error::other("no listener in the message (was it cut: out of fds?)")))
+        .and_then(spawn::async_fd);
     drop(notify);
+    // Tests only: lose the listener as an exhausted fd table would, to prove the sandbox dies.
+    #[cfg(debug_assertions)]
+    let listener = listener.and_then(|l| match std::env::var_os("FAAS_TEST_FAULT") {
+        Some(v) if v == "lose-seccomp-listener" => Err(std::io::Error::other(format!("fault injected, dropped listener fd {l:?}"))),
+        _ => Ok(l),
+    });
+    let listener = match listener {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(function = %f.name, invocation_id = %call.id, "failed to take the seccomp listener from the sandbox: {e}; killing it");
+            sandbox.kill();
+            report.exit = sandbox.reap().await;
+            report.usage = sandbox.teardown().await;
+            report.outcome = Outcome::SetupFailed("step \"take the seccomp listener\" failed".into());
+            return finish(report, Some(head_tx));
+        }
+    };
 
     let (stdin, stdout, stderr) = match (
         pipe::Sender::from_owned_fd(stdin),
@@ -299,7 +313,7 @@ async fn run(host: Arc<Host>, loaded: Arc<Loaded>, mut call: Call, head_tx: ones
     let mut errlog = StderrLog::new(&f.name, &call.id, f.limits.log.0);
     let (mut stdout_eof, mut stderr_eof, mut stdin_done) = (false, false, false);
     let mut outcome: Option<Outcome> = None;
-    let mut listener = listener;
+    let mut listener = Some(listener);
     let output_cap = f.limits.output.0;
 
     loop {
@@ -321,19 +335,26 @@ async fn run(host: Arc<Host>, loaded: Arc<Loaded>, mut call: Call, head_tx: ones
                 stderr_eof = true;
             }
             ready = async { listener.as_ref().expect("guarded by the branch condition").readable().await }, if listener.is_some() => {
-                match ready {
-                    Ok(mut guard) => match spawn::take_notification(guard.get_inner()) {
-                        Ok(spawn::Notification::Syscall(nr)) => {
-                            let name = seccomp::syscall_name(nr);
-                            tracing::warn!(function = %f.name, invocation_id = %call.id, "the function called {name}, which the sandbox refuses; killing it");
-                            outcome.get_or_insert(Outcome::SyscallDenied(name));
+                match ready.map(|guard| (spawn::take_notification(guard.get_inner()), guard)) {
+                    Ok((Ok(spawn::Notification::Syscall(nr, arch)), _)) => {
+                        let name = seccomp::denied_name(nr, arch);
+                        tracing::warn!(function = %f.name, invocation_id = %call.id, "the function called {name}, which the sandbox refuses; killing it");
+                        outcome.get_or_insert(Outcome::SyscallDenied(name));
+                        sandbox.kill();
+                    }
+                    Ok((Ok(spawn::Notification::Nothing), mut guard)) => guard.clear_ready(),
+                    // Every task of the filter is gone: nothing more can come.
+                    Ok((Ok(spawn::Notification::Gone), _)) => listener = None,
+                    // The listener broke while the sandbox may still run: it would go on
+                    // unsupervised, so it ends here.
+                    Ok((Err(e), _)) | Err(e) => {
+                        listener = None;
+                        if sandbox.exit.is_none() {
+                            tracing::error!(function = %f.name, invocation_id = %call.id, "the seccomp listener failed: {e}; killing the sandbox");
+                            outcome.get_or_insert(Outcome::SetupFailed("the sandbox lost its seccomp supervisor".into()));
                             sandbox.kill();
                         }
-                        Ok(spawn::Notification::Nothing) => guard.clear_ready(),
-                        // Every task of the filter is gone, or the listener broke.
-                        Ok(spawn::Notification::Gone) | Err(_) => { listener = None; }
-                    },
-                    Err(_) => { listener = None; }
+                    }
                 }
             }
             ready = sandbox.pidfd.readable(), if sandbox.exit.is_none() => {

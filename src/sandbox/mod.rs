@@ -6,6 +6,7 @@
 pub mod cgroup;
 pub mod landlock;
 pub mod namespaces;
+pub mod netns;
 pub mod seccomp;
 #[allow(unsafe_code)]
 pub mod spawn;
@@ -98,12 +99,21 @@ pub enum Step {
     SendListener,
     /// execve.
     Exec,
+    /// setsid.
+    Session,
+    /// The IPC namespace's SysV limits (without a memory cgroup).
+    IpcLimits,
+    /// PR_SET_PDEATHSIG and the check that the daemon still lives.
+    ParentDeath,
 }
 
 impl Step {
     fn from_u32(v: u32) -> Option<Step> {
         use Step::*;
-        [Stdio, Signals, NetNs, Hostname, MountNs, Mount, Rlimit, CapBound, Groups, Gid, Uid, Caps, NoNewPrivs, Landlock, CloseFds, Seccomp, SendListener, Exec]
+        [
+            Stdio, Signals, NetNs, Hostname, MountNs, Mount, Rlimit, CapBound, Groups, Gid, Uid, Caps, NoNewPrivs, Landlock, CloseFds, Seccomp,
+            SendListener, Exec, Session, IpcLimits, ParentDeath,
+        ]
             .into_iter()
             .find(|s| *s as u32 == v)
     }
@@ -130,6 +140,9 @@ impl fmt::Display for Step {
             Step::Seccomp => "install the seccomp filter",
             Step::SendListener => "hand over the seccomp listener",
             Step::Exec => "exec the wrapper",
+            Step::Session => "start a new session",
+            Step::IpcLimits => "set the ipc namespace limits",
+            Step::ParentDeath => "arm the parent-death signal",
         };
         f.write_str(s)
     }
@@ -198,6 +211,9 @@ pub struct PreparedSandbox {
     pub seccomp: Arc<Vec<BpfProgram>>,
     /// Which filter carries the user-notification listener.
     pub seccomp_notify_index: usize,
+    /// Without a memory cgroup: (sysctl under `/proc`, value) bounding SysV IPC memory in the
+    /// sandbox's own IPC namespace.
+    pub ipc_limits: Vec<(CString, Vec<u8>)>,
     /// The program to exec.
     pub exe: CString,
     /// argv, the same for every request.
@@ -232,8 +248,12 @@ pub struct ChildPlan<'a> {
     pub uid: libc::uid_t,
     /// The sandbox's gid.
     pub gid: libc::gid_t,
-    /// The capabilities left in our bounding set, to drop.
-    pub bounding_caps: &'a [u32],
+    /// The highest capability number: the child drops 0..=cap_last from its bounding set.
+    pub cap_last: u32,
+    /// A pidfd of the daemon process, to see whether it died before PR_SET_PDEATHSIG was armed.
+    pub daemon_pidfd: RawFd,
+    /// (sysctl path under the sandbox's `/proc`, value) pairs to write before dropping root.
+    pub ipc_limits: &'a [(CString, Vec<u8>)],
     /// Signals whose disposition the daemon changed, to reset.
     pub changed_signals: &'a [libc::c_int],
     /// (resource, limit) pairs.
@@ -252,7 +272,7 @@ pub fn child_error(plan_mounts: &[MountOp], record: &[u8; spawn::ERROR_RECORD]) 
     let step = Step::from_u32(step).unwrap_or(Step::Exec);
     let detail = match step {
         Step::Mount => plan_mounts.get(index as usize).map_or_else(|| " (chdir /code)".to_owned(), |m| format!(" ({})", m.describe())),
-        Step::Rlimit | Step::Seccomp | Step::CapBound => format!(" (#{index})"),
+        Step::Rlimit | Step::Seccomp | Step::CapBound | Step::IpcLimits | Step::ParentDeath => format!(" (#{index})"),
         Step::MountNs => [" (setns)", " (unshare)"].get(index as usize).unwrap_or(&"").to_string(),
         _ => String::new(),
     };

@@ -175,16 +175,28 @@ pub fn template_plan(skeleton: &Skeleton, spec: &RootSpec) -> Vec<MountOp> {
     ops
 }
 
+/// Host-wide files in `/proc` that no runtime needs and that tell a function about the host
+/// or its other tenants: kernel config and boot arguments, other users' keys, interrupt and
+/// disk activity (side channels), kernel symbols and modules, the memory map. Each one that
+/// exists on this kernel is covered with `/dev/null`, as Docker masks paths; a procfs
+/// `subset=pid` mount would hide them all, but also `/proc/meminfo`, `/proc/stat` and
+/// `/proc/cpuinfo`, which Node and libuv read.
+pub const MASKED_PROC: &[&str] = &[
+    "config.gz", "cmdline", "bootconfig", "key-users", "keys", "interrupts", "softirqs", "kallsyms", "modules", "timer_list",
+    "sched_debug", "schedstat", "diskstats", "partitions", "swaps", "iomem", "ioports", "kcore", "sysrq-trigger",
+];
+
 /// Each request's own mounts, made inside its copy of the template (paths as the sandbox
-/// sees them).
+/// sees them): `/tmp` (never executable: what a function writes there is data, and Landlock
+/// also refuses exec below it), `/proc`, and the masks over `/proc`'s host-wide files.
 pub fn request_mounts(spec: &RootSpec) -> Vec<MountOp> {
     let inodes = (spec.tmp_bytes / 4096).max(1024);
-    vec![
+    let mut ops = vec![
         MountOp::Mount {
             source: Some(c"tmpfs".into()),
             target: c"/tmp".into(),
             fstype: Some(c"tmpfs".into()),
-            flags: libc::MS_NOSUID | libc::MS_NODEV,
+            flags: libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
             data: Some(CString::new(format!("size={},nr_inodes={inodes},mode=1777", spec.tmp_bytes)).expect("digits hold no NUL")),
         },
         // Mounted from inside the new pid namespace, so it shows that one.
@@ -195,7 +207,30 @@ pub fn request_mounts(spec: &RootSpec) -> Vec<MountOp> {
             flags: libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
             data: None,
         },
-    ]
+    ];
+    // Every procfs instance has the same host-wide files, so the host's says which exist.
+    for name in MASKED_PROC.iter().filter(|n| Path::new("/proc").join(n).exists()) {
+        ops.push(MountOp::Mount {
+            source: Some(c"/dev/null".into()),
+            target: CString::new(format!("/proc/{name}")).expect("names hold no NUL"),
+            fstype: None,
+            flags: libc::MS_BIND,
+            data: None,
+        });
+    }
+    ops
+}
+
+/// Without a memory cgroup nothing charges SysV shared memory or message queues to the
+/// sandbox, and a fresh IPC namespace allows 2^64 bytes of shm: cap the namespace (which is
+/// the sandbox's alone) at the function's memory, and message queues at 16 × 16 KiB
+/// (ipc_namespaces(7), proc(5)).
+pub fn ipc_limits(memory: u64) -> Vec<(CString, Vec<u8>)> {
+    let pages = memory.div_ceil(4096).max(1);
+    [("shmmax", memory.max(1)), ("shmall", pages), ("msgmni", 16)]
+        .into_iter()
+        .map(|(name, v)| (CString::new(format!("/proc/sys/kernel/{name}")).expect("no NUL"), v.to_string().into_bytes()))
+        .collect()
 }
 
 #[cfg(test)]
@@ -225,7 +260,8 @@ mod tests {
         assert!(texts.iter().any(|t| t == &format!("make {}/v1/root/usr read-only", tmp.path().display())), "{texts:?}");
         assert!(texts.last().unwrap().ends_with("/v1/root"));
         let own: Vec<String> = request_mounts(&spec).iter().map(|m| m.describe()).collect();
-        assert_eq!(own, ["mount tmpfs on /tmp", "mount proc on /proc"]);
+        assert_eq!(own[..2], ["mount tmpfs on /tmp", "mount proc on /proc"]);
+        assert!(own.contains(&"mount /dev/null on /proc/cmdline".to_owned()), "{own:?}");
         let dir = sk.dir.clone();
         drop(sk);
         assert!(!dir.exists());

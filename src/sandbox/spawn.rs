@@ -7,7 +7,8 @@
 //!
 //! 1. `Stdio`: dup2 the pipes onto 0/1/2.
 //! 2. `Signals`: empty the signal mask, reset dispositions the daemon changed (Rust ignores
-//!    SIGPIPE), `PR_SET_PDEATHSIG` so a dying daemon takes its sandboxes along.
+//!    SIGPIPE), then `setsid()`: a session and process group of its own, so nothing in it can
+//!    signal the daemon's group or reach its terminal (bubblewrap's `--new-session`).
 //! 3. `NetNs`: `setns` into the empty network namespace made at start-up, while still root in
 //!    the initial user namespace (setns(2) needs CAP_SYS_ADMIN over the namespace's owner).
 //! 4. `Hostname`: the sandbox's own UTS namespace gets a fixed name, not the host's.
@@ -15,17 +16,26 @@
 //!    root is built and pivoted into once, by `create_mount_template`), then unshare a
 //!    private copy of it.
 //! 6. `Mount`: this request's own mounts on that copy: a fresh tmpfs `/tmp`, a fresh `/proc`
-//!    (it shows the new pid namespace because we mount it from inside), then chdir to /code.
-//! 7. `CapBound`, `Groups`, `Gid`, `Uid`, `Caps`: empty the bounding set while we still hold
-//!    CAP_SETPCAP, drop supplementary groups, then gid, then uid (capabilities(7): a setuid
-//!    away from 0 clears permitted and effective), then inheritable and ambient.
+//!    (it shows the new pid namespace because we mount it from inside) with host-wide files
+//!    masked, then chdir to /code. `IpcLimits`: without a memory cgroup, the IPC namespace's
+//!    SysV limits (shmmax, shmall, shmmni, msgmnb) are written through that `/proc`.
+//! 7. `CapBound`, `Groups`, `Gid`, `Uid`, `Caps`: empty the whole bounding set (every
+//!    capability up to cap_last_cap: the daemon's own set is per thread, so nothing read there
+//!    says what this thread holds) while we still hold CAP_SETPCAP, drop supplementary groups,
+//!    then gid, then uid (capabilities(7): a setuid away from 0 clears permitted and
+//!    effective), then inheritable and ambient.
+//!    `ParentDeath`: `PR_SET_PDEATHSIG(SIGKILL)` only now, since any change of euid or egid
+//!    clears it (prctl(2)); then the daemon's pidfd is polled: if the daemon died before the
+//!    signal was armed, nobody would send it, so we exit instead. The parent is the thread
+//!    that called clone3, a tokio worker that lives as long as the runtime.
 //! 8. `NoNewPrivs`, `Landlock`: add the rules for this sandbox's own `/tmp` and `/proc` to
 //!    the ruleset the parent made (landlock.rs says why the child must), then
 //!    landlock_restrict_self(2).
 //! 9. `CloseFds`: close_range(3, ~0, CLOSE_RANGE_CLOEXEC): every inherited fd goes at exec,
 //!    the error pipe last of all.
 //! 10. `Seccomp`: the filter, late, so it only needs to allow what the wrapper needs; its
-//!     user-notification listener goes to the parent.
+//!     user-notification listener goes to the parent. The parent kills the sandbox if the
+//!     listener does not arrive: without it, deny-listed calls would fail with ENOSYS unseen.
 //! 11. `Rlimit`: core 0, nofile, fsize, nproc (per uid, and the uid is this sandbox's alone),
 //!     after the last fd we open: the daemon may hold more fds than the sandbox's nofile.
 //! 12. `Exec`: execve(2) with the prepared pointers.
@@ -142,16 +152,53 @@ pub fn spawn(plan: &ChildPlan) -> Result<Spawned, SpawnError> {
 pub const SPAWN_RETURNS_AFTER_EXEC: bool = cfg!(target_arch = "x86_64");
 
 /// The child's stack for CLONE_VM: one per thread, reused, since CLONE_VFORK keeps this
-/// thread waiting until the child no longer needs it.
+/// thread waiting until the child no longer needs it. An mmap'ed region whose lowest page is
+/// PROT_NONE: an overflow faults in the child instead of writing into the daemon's heap,
+/// which the child shares.
 #[cfg(target_arch = "x86_64")]
-#[repr(C, align(16))]
-struct ChildStack([u8; CHILD_STACK]);
+struct ChildStack {
+    base: *mut libc::c_void,
+}
 #[cfg(target_arch = "x86_64")]
 const CHILD_STACK: usize = 64 << 10;
+#[cfg(target_arch = "x86_64")]
+const GUARD: usize = 4096;
+
+#[cfg(target_arch = "x86_64")]
+impl ChildStack {
+    fn new() -> io::Result<ChildStack> {
+        // SAFETY: a fresh anonymous private mapping; no existing memory is touched.
+        let base = unsafe {
+            libc::mmap(std::ptr::null_mut(), GUARD + CHILD_STACK, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_STACK, -1, 0)
+        };
+        if base == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let stack = ChildStack { base };
+        // SAFETY: the first page of the mapping made just above; nothing lives there.
+        if unsafe { libc::mprotect(base, GUARD, libc::PROT_NONE) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(stack)
+    }
+
+    /// The usable part: above the guard page, page-aligned (so 16-byte aligned).
+    fn bottom(&self) -> u64 {
+        self.base as u64 + GUARD as u64
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+impl Drop for ChildStack {
+    fn drop(&mut self) {
+        // SAFETY: the whole mapping made in new(); no child runs on it (CLONE_VFORK returned).
+        unsafe { libc::munmap(self.base, GUARD + CHILD_STACK) };
+    }
+}
 
 #[cfg(target_arch = "x86_64")]
 thread_local! {
-    static STACK: std::cell::RefCell<Box<ChildStack>> = std::cell::RefCell::new(Box::new(ChildStack([0; CHILD_STACK])));
+    static STACK: std::cell::RefCell<Option<ChildStack>> = const { std::cell::RefCell::new(None) };
 }
 
 /// Where the child starts on its own stack.
@@ -168,8 +215,12 @@ extern "C" fn child_entry(plan: *const ChildPlan) -> ! {
 fn clone_child(args: &mut CloneArgs, plan: &ChildPlan) -> io::Result<i32> {
     STACK.with(|stack| {
         let mut stack = stack.borrow_mut();
+        if stack.is_none() {
+            *stack = Some(ChildStack::new()?);
+        }
+        let stack = stack.as_ref().expect("set just above");
         args.flags |= (libc::CLONE_VM | libc::CLONE_VFORK) as u64;
-        args.stack = stack.0.as_mut_ptr() as u64;
+        args.stack = stack.bottom();
         args.stack_size = CHILD_STACK as u64;
         let ret: c_long;
         // SAFETY: clone3(2) with a valid clone_args of the given size. In the child the
@@ -320,8 +371,8 @@ unsafe fn child_main(plan: &ChildPlan) -> ! {
     let empty = unsafe_zeroed();
     // SAFETY: empty is a valid set; we pass no old-set pointer.
     check!(Step::Signals, 0, unsafe { libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut()) });
-    // SAFETY: PR_SET_PDEATHSIG takes a signal number and nothing else.
-    check!(Step::Signals, 99, unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) });
+    // SAFETY: no arguments; we are not a process group leader (a fresh child), so it succeeds.
+    check!(Step::Session, 0, unsafe { libc::setsid() });
 
     if let Some(fd) = plan.netns_fd {
         // SAFETY: fd refers to a network namespace the parent holds open.
@@ -341,8 +392,11 @@ unsafe fn child_main(plan: &ChildPlan) -> ! {
     }
     // SAFETY: a NUL-terminated literal path inside the sandbox root.
     check!(Step::Mount, 99, unsafe { libc::chdir(c"/code".as_ptr()) });
+    for (i, (path, value)) in plan.ipc_limits.iter().enumerate() {
+        check!(Step::IpcLimits, i, child_write_file(path, value));
+    }
 
-    for &cap in plan.bounding_caps {
+    for cap in 0..=plan.cap_last {
         // SAFETY: PR_CAPBSET_DROP takes a capability number; we still hold CAP_SETPCAP.
         check!(Step::CapBound, cap, unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong) });
     }
@@ -362,6 +416,16 @@ unsafe fn child_main(plan: &ChildPlan) -> ! {
     check!(Step::Caps, 1, unsafe {
         libc::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong, 0, 0, 0)
     });
+    // SAFETY: PR_SET_PDEATHSIG takes a signal number and nothing else.
+    check!(Step::ParentDeath, 0, unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) });
+    let mut daemon = libc::pollfd { fd: plan.daemon_pidfd, events: libc::POLLIN, revents: 0 };
+    // SAFETY: one valid pollfd on the daemon's pidfd, zero timeout: readable once it has exited.
+    check!(Step::ParentDeath, 1, unsafe { libc::poll(&mut daemon, 1, 0) });
+    if daemon.revents != 0 {
+        // Nobody is left to wait for us: leave before running anything.
+        // SAFETY: _exit ends the process at once.
+        unsafe { libc::_exit(127) }
+    }
 
     // SAFETY: plain integer arguments.
     check!(Step::NoNewPrivs, 0, unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) });
@@ -410,6 +474,28 @@ unsafe fn child_main(plan: &ChildPlan) -> ! {
     // in plan for the whole call. execve returns only on failure.
     unsafe { libc::execve(plan.exe.as_ptr(), plan.argv.as_ptr(), plan.envp.as_ptr()) };
     child_fail(ep, Step::Exec, 0)
+}
+
+/// Writes `value` to the file at `path` (a sysctl under the sandbox's own `/proc`); negative
+/// with errno set on failure. Async-signal-safe.
+fn child_write_file(path: &CStr, value: &[u8]) -> c_long {
+    // SAFETY: a NUL-terminated path; flags only.
+    let fd = unsafe { libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC) };
+    if fd < 0 {
+        return -1;
+    }
+    // SAFETY: value is a live buffer of value.len() bytes.
+    let n = unsafe { libc::write(fd, value.as_ptr().cast(), value.len()) };
+    // SAFETY: fd was opened just above and is ours; a failed write keeps its errno for the record.
+    let errno = unsafe { *libc::__errno_location() };
+    // SAFETY: as above.
+    unsafe { libc::close(fd) };
+    if n != value.len() as isize {
+        // SAFETY: restoring the write's errno after close, in this thread's own slot.
+        unsafe { *libc::__errno_location() = if n < 0 { errno } else { libc::EIO } };
+        return -1;
+    }
+    0
 }
 
 /// Runs one mount step; returns the syscall's result (negative on failure, errno set).
@@ -522,25 +608,6 @@ pub fn changed_signals() -> Vec<c_int> {
         .collect()
 }
 
-/// Empties this process's capability bounding set. The daemon never execs, so its own
-/// capabilities stay; every child then starts with an empty bounding set and has nothing
-/// to drop (capabilities(7)).
-pub fn drop_own_bounding_set(cap_last: u32) {
-    for cap in 0..=cap_last {
-        // SAFETY: PR_CAPBSET_DROP takes a capability number; failure (no CAP_SETPCAP) leaves
-        // the cap in place, and `bounding_caps` then lists it for the children to drop.
-        unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong) };
-    }
-}
-
-/// The capabilities in this process's bounding set (PR_CAPBSET_READ): what a child must drop.
-pub fn bounding_caps(cap_last: u32) -> Vec<u32> {
-    (0..=cap_last)
-        // SAFETY: PR_CAPBSET_READ takes a capability number and only reads.
-        .filter(|&cap| unsafe { libc::prctl(libc::PR_CAPBSET_READ, cap as libc::c_ulong) } == 1)
-        .collect()
-}
-
 /// Decodes one error record from the pipe into (step, index, errno).
 pub fn decode_error(record: &[u8; ERROR_RECORD]) -> (u32, u32, i32) {
     let word = |i: usize| [record[i], record[i + 1], record[i + 2], record[i + 3]];
@@ -612,6 +679,18 @@ pub fn create_empty_netns() -> io::Result<OwnedFd> {
     .map_err(|_| io::Error::other("netns thread panicked"))?
 }
 
+/// A pidfd for this process (pidfd_open(2)): children poll it to learn whether we died.
+pub fn pidfd_self() -> io::Result<OwnedFd> {
+    let pid = std::process::id() as libc::pid_t;
+    // SAFETY: pidfd_open with our own pid and no flags.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a fresh descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as c_int) })
+}
+
 /// Sets O_NONBLOCK on one end of a pipe (each end is its own open file description).
 pub fn set_nonblocking(fd: &OwnedFd) -> io::Result<()> {
     // SAFETY: F_GETFL on a live fd.
@@ -639,6 +718,7 @@ pub fn socketpair() -> io::Result<(OwnedFd, OwnedFd)> {
 }
 
 /// Receives one fd sent with SCM_RIGHTS on `sock` (non-blocking: WouldBlock if none yet).
+/// `Ok(None)` when a message came without one (MSG_CTRUNC: we were out of fds).
 pub fn recv_fd(sock: &OwnedFd) -> io::Result<Option<OwnedFd>> {
     let mut control = [0u64; 4];
     let mut byte = [0u8; 1];
@@ -700,8 +780,8 @@ const SECCOMP_IOCTL_NOTIF_RECV: libc::c_ulong = 0xc050_2100;
 /// What a seccomp listener has for us.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Notification {
-    /// A refused syscall, by number.
-    Syscall(i64),
+    /// A refused syscall: its number and AUDIT_ARCH_* value.
+    Syscall(i64, u32),
     /// Nothing yet.
     Nothing,
     /// Every task of the filter is gone: nothing will ever come.
@@ -726,14 +806,14 @@ pub fn take_notification(listener: &OwnedFd) -> io::Result<Notification> {
         return Ok(if gone { Notification::Gone } else { Notification::Nothing });
     }
     match recv_notification(listener) {
-        Ok(nr) => Ok(Notification::Syscall(nr)),
+        Ok((nr, arch)) => Ok(Notification::Syscall(nr, arch)),
         Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(Notification::Nothing),
         Err(e) => Err(e),
     }
 }
 
 /// SECCOMP_IOCTL_NOTIF_RECV itself: blocks until a notification is queued.
-fn recv_notification(listener: &OwnedFd) -> io::Result<i64> {
+fn recv_notification(listener: &OwnedFd) -> io::Result<(i64, u32)> {
     // SAFETY: seccomp_unotify(2) requires a zeroed struct; all-zero is a valid SeccompNotif.
     let mut notif: SeccompNotif = unsafe { std::mem::zeroed() };
     // SAFETY: listener is a seccomp listener fd and notif a correctly sized out-parameter.
@@ -741,7 +821,7 @@ fn recv_notification(listener: &OwnedFd) -> io::Result<i64> {
     if rc < 0 {
         return Err(io::Error::last_os_error());
     }
-    Ok(i64::from(notif.nr))
+    Ok((i64::from(notif.nr), notif.arch))
 }
 
 /// Registers an owned fd with the tokio reactor.

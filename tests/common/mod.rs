@@ -226,9 +226,20 @@ impl Daemon {
         self.child.id()
     }
 
-    /// The daemon's open fds.
+    /// The daemon's open fds, not counting the network namespaces it keeps for reuse (a pool
+    /// that grows to the highest concurrency seen; `netns_fds` counts those).
     pub fn fd_count(&self) -> usize {
-        std::fs::read_dir(format!("/proc/{}/fd", self.pid())).map(|d| d.count()).unwrap_or(0)
+        self.fd_links().iter().filter(|l| !l.starts_with("net:[")).count()
+    }
+
+    /// How many network namespaces the daemon holds open (its pool and running sandboxes).
+    pub fn netns_fds(&self) -> usize {
+        self.fd_links().iter().filter(|l| l.starts_with("net:[")).count()
+    }
+
+    fn fd_links(&self) -> Vec<String> {
+        let Ok(dir) = std::fs::read_dir(format!("/proc/{}/fd", self.pid())) else { return Vec::new() };
+        dir.flatten().map(|e| std::fs::read_link(e.path()).map(|l| l.to_string_lossy().into_owned()).unwrap_or_default()).collect()
     }
 
     /// Waits until no sandbox process is left and the fd count is back to `fds`.
