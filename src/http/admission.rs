@@ -23,10 +23,12 @@ use std::sync::{Arc, Mutex};
 
 use crate::config::Config;
 
-/// The most fds one sandbox holds in the daemon at a time. Today 14 at the peak of set-up:
+/// The most fds one sandbox holds in the daemon at a time. Today 15 at the peak of set-up:
 /// stdin, stdout, stderr and error pipes (8), the seccomp socketpair (2), the Landlock
-/// ruleset, the cgroup directory, the pidfd and its clone for the event loop; then the
-/// seccomp listener replaces the child's halves. Raise it with anything set-up opens.
+/// ruleset, the cgroup directory, the pidfd and its clone for the event loop, its network
+/// namespace; then the seccomp listener replaces the child's halves. A namespace back in the
+/// pool is one a slot held before (the pool only grows when every namespace is in use), so
+/// it stays within its slot's budget. Raise this with anything set-up opens.
 pub const FDS_PER_SANDBOX: usize = 16;
 
 /// Connections the admin listener may have open at once (a root-only unix socket, so no
