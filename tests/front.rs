@@ -382,8 +382,11 @@ const OK: &str = "printf 'Content-Type: text/plain\\n\\nok'";
 fn a_connection_flood_under_a_low_fd_limit_is_refused_cleanly() {
     require_root();
     let l = listener();
+    let marker = MarkerDir::new();
     // nofile: a sandbox's RLIMIT_NOFILE may not exceed the daemon's hard limit.
-    let mut f = Front::start(&[("f", &sh_with(OK, "[limits]\nconcurrency = 64\nnofile = 64"))], "", Socket::Kept(&l), Some(512));
+    let limits = "[limits]\nconcurrency = 64\nnofile = 64";
+    let held = sh_with(&marker.wait_script(10), &format!("{limits}\n[sandbox]\nread_only = [\"{}\"]", marker.path()));
+    let mut f = Front::start(&[("f", &sh_with(OK, limits)), ("held", &held)], "", Socket::Kept(&l), Some(512));
     let (connections, per_client, sandboxes) = capacity(&f.logs());
     assert!(sandboxes < 256 && f.logs().contains("max_concurrency 256 lowered to"), "512 fds cannot hold 256 sandboxes:\n{}", f.logs());
     assert!(connections + 16 * sandboxes < 512, "the caps leave no reserve: {connections} connections, {sandboxes} sandboxes");
@@ -410,12 +413,30 @@ fn a_connection_flood_under_a_low_fd_limit_is_refused_cleanly() {
     }
     assert!(f.alive(), "{}", f.logs());
 
-    // Now real requests while every other connection slot is held: free 40, and let 16
-    // clients race for them and for the sandbox slots.
+    // Now real requests while every other connection slot is held. Free 40; 32 clients at
+    // once ask for a function that keeps its sandbox until the marker exists: only as many as
+    // the fd reserve holds may run, the rest are refused before any set-up.
     let refused: std::collections::BTreeSet<usize> = answers.iter().map(|(i, _)| *i).collect();
     let mut b: Vec<TcpStream> = b.into_iter().enumerate().filter(|(i, _)| !refused.contains(i)).map(|(_, s)| s).collect();
     b.truncate(b.len() - 40);
     let port = f.port;
+    let waiting: Vec<_> = (0..32u8).map(|i| std::thread::spawn(move || get_from(7 + i % 2, port, "/held"))).collect();
+    let until = Instant::now() + Duration::from_secs(20);
+    let mut most = 0;
+    loop {
+        let running = children(f.child.id());
+        most = most.max(running);
+        let answered = waiting.iter().filter(|w| w.is_finished()).count();
+        if answered + running >= waiting.len() {
+            break;
+        }
+        assert!(Instant::now() < until, "{answered} answered and {running} running of {}:\n{}", waiting.len(), f.logs());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(most <= sandboxes, "{most} sandboxes at once, more than the {sandboxes} the fd reserve holds");
+    marker.release();
+    let held: Vec<Raw> = waiting.into_iter().map(|w| w.join().unwrap()).collect();
+    // Then churn: 16 clients, 8 short requests each.
     let clients: Vec<_> = (0..16u8)
         .map(|i| {
             std::thread::spawn(move || {
@@ -424,11 +445,11 @@ fn a_connection_flood_under_a_low_fd_limit_is_refused_cleanly() {
         })
         .collect();
     let mut ok = 0;
-    for c in clients {
-        for r in c.join().unwrap() {
+    for r in held.into_iter().chain(clients.into_iter().flat_map(|c| c.join().unwrap())) {
+        {
             match r.status {
                 200 => {
-                    assert_eq!(r.text(), "ok");
+                    assert!(["ok", "done"].contains(&r.text().as_str()), "{r:?}");
                     ok += 1;
                 }
                 429 => assert!(["overloaded", "concurrency-limit", "client-connection-limit"].contains(&r.problem().as_str()), "{r:?}"),
@@ -713,19 +734,21 @@ impl MarkerDir {
     }
 }
 
-/// Waits until `n` sandboxes run: their inits are the daemon's children (what they start
-/// is below them).
+/// How many children `pid` has: for the daemon, one init per live sandbox (what a sandbox
+/// starts is below its init).
+fn children(pid: u32) -> usize {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read_to_string(e.path().join("stat")).ok())
+        .filter(|stat| stat.rfind(')').and_then(|i| stat[i + 2..].split(' ').nth(1)).and_then(|p| p.parse::<u32>().ok()) == Some(pid))
+        .count()
+}
+
+/// Waits until `n` sandboxes run.
 fn wait_for_sandboxes(d: &Daemon, n: usize) {
-    let children = || {
-        std::fs::read_dir("/proc")
-            .unwrap()
-            .flatten()
-            .filter_map(|e| std::fs::read_to_string(e.path().join("stat")).ok())
-            .filter(|stat| stat.rfind(')').and_then(|i| stat[i + 2..].split(' ').nth(1)).and_then(|p| p.parse::<u32>().ok()) == Some(d.pid()))
-            .count()
-    };
     let until = Instant::now() + Duration::from_secs(10);
-    while children() < n {
+    while children(d.pid()) < n {
         assert!(Instant::now() < until, "fewer than {n} sandboxes started:\n{}", d.logs());
         std::thread::sleep(Duration::from_millis(20));
     }
