@@ -202,6 +202,13 @@ fn doctor(config: Config) -> u8 {
             println!("  {:11} hint: {hint}", "");
         }
     }
+    if host.layers.list.iter().any(|(name, state, _)| *name == "cgroup" && *state != LayerState::Enforced) {
+        println!();
+        println!("  without a cgroup, the limits fall back to rlimits, per sandbox:");
+        for (what, limit) in crate::host::FALLBACK_BOUNDS {
+            println!("    {what:11} {limit}");
+        }
+    }
     if host.layers.all_enforced() {
         0
     } else {

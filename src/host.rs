@@ -219,6 +219,18 @@ impl Host {
     }
 }
 
+/// What limits hold when there is no delegated cgroup, for `faas doctor` and the README: the
+/// fallback is per process and per uid, so it bounds less than a cgroup does.
+pub const FALLBACK_BOUNDS: &[(&str, &str)] = &[
+    ("bounded", "processes: RLIMIT_NPROC on the sandbox's own uid = limits.pids"),
+    ("bounded", "each process's heap and private mappings: RLIMIT_DATA = limits.memory"),
+    ("bounded", "SysV shared memory and message queues: its own IPC namespace, shmall = limits.memory, 16 queues"),
+    ("bounded", "/tmp: its size (sandbox.tmp); each file written: RLIMIT_FSIZE; open files per process: limits.nofile"),
+    ("NOT bounded", "total memory across processes (up to limits.pids × limits.memory)"),
+    ("NOT bounded", "memfd and shared anonymous memory (outside RLIMIT_DATA)"),
+    ("NOT bounded", "CPU time (cpu.max needs the cpu controller)"),
+];
+
 /// Capabilities building a sandbox takes, by number (capability.h): SYS_ADMIN for namespaces
 /// and mounts, SYS_CHROOT for setns into a mount namespace, SETUID/SETGID/SETPCAP for the
 /// uid drop, KILL to signal sandboxes of other uids.
