@@ -311,7 +311,7 @@ faas_no_inv_left() {
     done
     status=$(cat "$dir/code.oom")
     expect_problem 502 out-of-memory "$dir/body.oom" || bad=1
-    echo "responses: env-sh $(cat "$dir"/code.[1-6] | tr '\n' ' ')memhog $status"
+    echo "responses: env-sh $(for i in 1 2 3 4 5 6; do printf '%s ' "$(cat "$dir/code.$i")"; done)memhog $status"
     ((bad == 0)) || return 1
     local deadline=$((SECONDS + 20))
     shopt -s nullglob
@@ -471,6 +471,47 @@ watchdog_kept_fed() {
     [[ $(systemctl show -p NRestarts --value faas.service) == "$restarts" ]] || return 1
     ((${#stamps[@]} >= 3)) || { echo "keep-alive times: ${stamps[*]}"; return 1; }
     ! journalctl -q -u faas.service -o cat | grep -i 'watchdog timeout'
+}
+
+faas_admin_socket() {
+    local sock=/run/faas/admin.sock
+    stat -c '%a %U %n' "$sock"
+    [[ $(stat -c %a "$sock") == 600 ]] || return 1
+    [[ $(curl_status --unix-socket "$sock" http://localhost/_/metrics) == 200 ]] || return 1
+    curl -s --unix-socket "$sock" http://localhost/_/metrics | grep -m 3 '^faas_invocations_total'
+    [[ $(curl_status --unix-socket "$sock" http://localhost/_/functions) == 200 ]] || return 1
+    [[ $(curl_status http://127.0.0.1:8080/_/metrics) == 404 ]] || return 1
+    [[ $(curl_status http://127.0.0.1:8080/_/functions) == 404 ]]
+}
+
+# idle_exit = "3s": faas exits when idle, the socket stays, and the next request starts it.
+# faas.toml is put back whatever happens, for the checks after this one.
+faas_idle_exit() {
+    local rc=0
+    cp /etc/faas/faas.toml /tmp/faas.toml.orig
+    idle_exit_3s || rc=$?
+    cp /tmp/faas.toml.orig /etc/faas/faas.toml
+    systemctl restart faas.service || return 1
+    return "$rc"
+}
+
+idle_exit_3s() {
+    sed -i 's/^idle_exit = .*/idle_exit = "3s"/' /etc/faas/faas.toml
+    grep -q '^idle_exit = "3s"' /etc/faas/faas.toml || return 1
+    systemctl restart faas.service
+    [[ $(curl_status http://127.0.0.1:8080/env-sh) == 200 ]] || return 1
+    local i state
+    for i in $(seq 30); do
+        state=$(systemctl is-active faas.service)
+        [[ $state == inactive ]] && break
+        sleep 1
+    done
+    echo "after idling: faas.service $state, faas.socket $(systemctl is-active faas.socket)"
+    [[ $state == inactive ]] || return 1
+    systemctl is-active faas.socket || return 1
+    [[ $(curl_status http://127.0.0.1:8080/env-sh) == 200 ]] || return 1
+    echo "the next request started it again: faas.service $(systemctl is-active faas.service)"
+    journalctl -q -u faas.service -o cat | grep -q 'stopping (idle)'
 }
 
 # README: systemd-analyze security scores faas.service N.N (measured here); it must not get
