@@ -347,16 +347,17 @@ fn invoke_leaves_the_daemon_serving() {
     let before = common::tree(&s.state().join("fn"));
     let (code, out) = finish(s.faas(&["invoke", "who"], "invoke.log").spawn().unwrap());
     assert_eq!(code, Some(0), "faas invoke failed: {out}\n{}", s.read("invoke.log"));
-    assert_eq!(common::tree(&s.state().join("fn")), before, "faas invoke changed the daemon's state/fn");
-    let left: Vec<_> = std::fs::read_dir(s.state()).unwrap().flatten().map(|e| e.file_name()).filter(|n| n.to_string_lossy().starts_with("invoke")).collect();
-    assert!(left.is_empty(), "faas invoke left its state behind: {left:?}");
-    std::fs::write(markers.path().join("go"), "").unwrap();
-    // Deleting the daemon's mount points detached the marker directory from the live sandbox.
-    let r = waiting.join().unwrap();
-    assert_eq!(r.status, 200, "the live sandbox broke during faas invoke: {}\n{}", r.text(), s.read("daemon.log"));
     // Review finding 9: the daemon answered 503 "mount" here once invoke had cleared state/fn.
     let r = d.get("/who");
     assert_eq!(r.status, 200, "the daemon stopped serving after faas invoke: {}\n{}", r.text(), s.read("daemon.log"));
+    // Deleting the daemon's mount points also detached the marker directory from the live
+    // sandbox, which then never saw the marker (504).
+    std::fs::write(markers.path().join("go"), "").unwrap();
+    let r = waiting.join().unwrap();
+    assert_eq!(r.status, 200, "the live sandbox broke during faas invoke: {}\n{}", r.text(), s.read("daemon.log"));
+    assert_eq!(common::tree(&s.state().join("fn")), before, "faas invoke changed the daemon's state/fn");
+    let left: Vec<_> = std::fs::read_dir(s.state()).unwrap().flatten().map(|e| e.file_name()).filter(|n| n.to_string_lossy().starts_with("invoke")).collect();
+    assert!(left.is_empty(), "faas invoke left its state behind: {left:?}");
 }
 
 #[test]
