@@ -244,15 +244,17 @@ fn daemon_and_invoke_never_share_a_uid() {
     let base = uid_range(0, 16);
     let s = Setup::new(&[("wait", &waiter(markers.path()))], base, 16);
     let d = s.serve("daemon.log").unwrap_or_else(|e| panic!("faas serve did not start: {e:?}"));
-    let url = format!("http://127.0.0.1:{}/wait", d.port);
-    let served = std::thread::spawn(move || request_to(&url, "GET", b"", &[]));
-    wait_for_sandbox(d.pid(), "the daemon", || s.read("daemon.log"));
-    // A state directory of its own, so that only the uids are in question here (sharing one
-    // is invoke_leaves_the_daemon_serving's).
+    // faas invoke first: the daemon has locked its first uids at start but runs nothing yet,
+    // so no process shows that it holds them; only the lock keeps invoke off them. A state
+    // directory of its own, so that only uids are in question (sharing one is
+    // invoke_leaves_the_daemon_serving's).
     let other_state = s.path().join("invoke-state");
     let invoke = s.faas(&["--state-dir", other_state.to_str().unwrap(), "invoke", "wait"], "invoke.log").spawn().unwrap();
     let invoke_pid = invoke.id();
     wait_for_sandbox(invoke_pid, "faas invoke", || s.read("invoke.log"));
+    let url = format!("http://127.0.0.1:{}/wait", d.port);
+    let served = std::thread::spawn(move || request_to(&url, "GET", b"", &[]));
+    wait_for_sandbox(d.pid(), "the daemon", || s.read("daemon.log"));
     // Both sandboxes are alive now, each waiting for the marker.
     std::fs::write(markers.path().join("go"), "").unwrap();
     let (code, out) = finish(invoke);
