@@ -514,3 +514,91 @@ fn prepare(host: &Host, state: &Path, f: &Function, version: u64) -> Result<Prep
         argv,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn invokes(state: &Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(state)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("invoke-"))
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn one_daemon_per_state_dir_and_it_names_the_holder() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        let first = StateDir::open(&state, Role::Serve).unwrap();
+        let err = StateDir::open(&state, Role::Serve).err().expect("a second daemon on the same state dir");
+        let canonical = state.canonicalize().unwrap();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "the state directory {} is in use by another faas serve (pid {})\nhint: give each daemon its own state_dir (or --state-dir), or stop the other one",
+                canonical.display(),
+                std::process::id()
+            )
+        );
+        drop(first);
+        assert!(StateDir::open(&state, Role::Serve).is_ok(), "the lock goes with its holder");
+    }
+
+    #[test]
+    fn a_daemon_clears_its_fn_and_dead_invokes_but_not_live_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        let live = StateDir::open(&state, Role::Invoke).unwrap();
+        std::fs::create_dir_all(live.own.join("fn/x-1")).unwrap();
+        std::fs::create_dir_all(state.join("invoke-999999999/fn/x-1")).unwrap();
+        std::fs::create_dir_all(state.join("fn/old-3/root")).unwrap();
+        let daemon = StateDir::open(&state, Role::Serve).unwrap();
+        assert!(!state.join("fn").exists(), "an earlier daemon's fn/ stays");
+        let own = live.own.file_name().unwrap().to_string_lossy().into_owned();
+        assert_eq!(invokes(&state), [own], "a dead invoke's directory stays, or a live one's went");
+        assert!(live.own.join("fn/x-1").is_dir());
+        drop(daemon);
+        drop(live);
+        assert!(invokes(&state).is_empty(), "faas invoke leaves its directory behind");
+    }
+
+    #[test]
+    fn invokes_get_directories_of_their_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        let (one, two) = (StateDir::open(&state, Role::Invoke).unwrap(), StateDir::open(&state, Role::Invoke).unwrap());
+        assert_ne!(one.own, two.own);
+        assert!(one.own.starts_with(state.canonicalize().unwrap()) && two.own.is_dir());
+    }
+
+    #[test]
+    fn a_state_dir_others_can_write_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        std::fs::create_dir(&state).unwrap();
+        std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o775)).unwrap();
+        for role in [Role::Serve, Role::Invoke] {
+            let err = StateDir::open(&state, role).err().expect("a group-writable state dir").to_string();
+            let canonical = state.canonicalize().unwrap();
+            assert!(
+                err.starts_with(&format!("the state directory {} is not safe: {} is writable by group or others (mode 0775)\nhint: ", state.display(), canonical.display())),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn nofile_above_the_hard_limit_is_named() {
+        let config = crate::config::Config::default();
+        let f = Function::parse(Path::new("/x/many.toml"), "runtime = \"sh\"\nsource = \"true\"\n[limits]\nnofile = 4096\n", &config).unwrap();
+        assert_eq!(nofile_warning(&f, None), None);
+        assert_eq!(nofile_warning(&f, Some(4096)), None);
+        let w = nofile_warning(&f, Some(1024)).unwrap();
+        assert!(w.starts_with("nofile 4096 is above the hard open-files limit of 1024: every request would fail at \"set rlimits\"\nhint: "), "{w}");
+    }
+}
