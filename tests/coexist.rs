@@ -18,10 +18,11 @@ use std::time::{Duration, Instant};
 
 use common::{descendants, request_to, require_root, sh, sh_with};
 
-/// A range of `count` sandbox uids no other test (here, in tests/common, or in another test
-/// process, unless pids collide modulo 4096) uses: above tests/common's 0x7000_0000 + 4 Mi.
-fn uid_range(test: u32, count: u32) -> u32 {
-    assert!(test < 16 && count <= 16);
+/// The first of 16 sandbox uids for test number `test` that no other test (here, in
+/// tests/common, or in another test process, unless pids collide modulo 4096) uses: above
+/// tests/common's 0x7000_0000 + 4 Mi.
+fn uid_range(test: u32) -> u32 {
+    assert!(test < 16);
     0x7100_0000 + ((std::process::id() % 4096) * 16 + test) * 16
 }
 
@@ -241,7 +242,7 @@ fn finish(mut child: Child) -> (Option<i32>, String) {
 fn daemon_and_invoke_never_share_a_uid() {
     require_root();
     let markers = marker_dir();
-    let base = uid_range(0, 16);
+    let base = uid_range(0);
     let s = Setup::new(&[("wait", &waiter(markers.path()))], base, 16);
     let d = s.serve("daemon.log").unwrap_or_else(|e| panic!("faas serve did not start: {e:?}"));
     // faas invoke first: the daemon has locked its first uids at start but runs nothing yet,
@@ -271,7 +272,7 @@ fn daemon_and_invoke_never_share_a_uid() {
 fn two_daemons_never_share_a_uid() {
     require_root();
     let markers = marker_dir();
-    let base = uid_range(1, 16);
+    let base = uid_range(1);
     let one = Setup::new(&[("wait", &waiter(markers.path()))], base, 16);
     let two = Setup::new(&[("wait", &waiter(markers.path()))], base, 16);
     let d1 = one.serve("daemon.log").unwrap_or_else(|e| panic!("first faas serve did not start: {e:?}"));
@@ -301,7 +302,7 @@ fn two_daemons_never_share_a_uid() {
 #[ignore = "needs root: sudo -E cargo test -- --include-ignored"]
 fn a_uid_held_by_a_leftover_process_is_not_leased() {
     require_root();
-    let base = uid_range(2, 2);
+    let base = uid_range(2);
     // A process left behind as the first uid of the range, as a sandbox of a killed faas
     // whose parent-death signal did not reach it would be.
     let leftover = Reaped(
@@ -336,7 +337,7 @@ fn a_uid_held_by_a_leftover_process_is_not_leased() {
 fn invoke_leaves_the_daemon_serving() {
     require_root();
     let markers = marker_dir();
-    let base = uid_range(3, 16);
+    let base = uid_range(3);
     let wait = waiter(markers.path()).replace("timeout = \"60s\"", "timeout = \"10s\"");
     let s = Setup::new(&[("who", &who()), ("wait", &wait)], base, 16);
     let d = s.serve("daemon.log").unwrap_or_else(|e| panic!("faas serve did not start: {e:?}"));
@@ -366,7 +367,7 @@ fn invoke_leaves_the_daemon_serving() {
 #[ignore = "needs root: sudo -E cargo test -- --include-ignored"]
 fn a_second_daemon_on_the_same_state_dir_refuses_to_start() {
     require_root();
-    let base = uid_range(4, 16);
+    let base = uid_range(4);
     let s = Setup::new(&[("who", &who())], base, 16);
     let d = s.serve("daemon.log").unwrap_or_else(|e| panic!("faas serve did not start: {e:?}"));
     match s.serve("second.log") {
@@ -386,7 +387,7 @@ fn a_second_daemon_on_the_same_state_dir_refuses_to_start() {
 #[ignore = "needs root: sudo -E cargo test -- --include-ignored"]
 fn a_state_dir_others_can_write_is_refused() {
     require_root();
-    let base = uid_range(5, 16);
+    let base = uid_range(5);
     let s = Setup::new(&[("who", &who())], base, 16);
     // The state directory itself, then a parent without the sticky bit.
     std::fs::create_dir(s.state()).unwrap();
@@ -424,7 +425,7 @@ fn check_warns_when_nofile_is_above_the_hard_limit() {
 #[ignore = "needs root: sudo -E cargo test -- --include-ignored"]
 fn serve_logs_a_nofile_above_the_hard_limit() {
     require_root();
-    let base = uid_range(6, 16);
+    let base = uid_range(6);
     let s = Setup::new(&[("many", &many_files())], base, 16);
     let _d = s.serve("daemon.log").unwrap_or_else(|e| panic!("faas serve did not start: {e:?}"));
     let log = s.read("daemon.log");
