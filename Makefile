@@ -59,10 +59,15 @@ install: target/release/faas
 		systemctl daemon-reload && systemctl enable --now faas.socket faas-admin.socket; \
 		echo "faas.socket listens on :8080; try: curl 'http://127.0.0.1:8080/hello?name=ada'"; fi
 
+# Everything but $(SYSCONFDIR)/faas. /run/faas too: faas.service keeps its runtime directory
+# across stops (RuntimeDirectoryPreserve=yes), so sandbox roots and the admin socket's file
+# would otherwise stay until a reboot.
 uninstall:
 	-systemctl disable --now faas.socket faas-admin.socket faas.service
 	rm -f $(PREFIX)/bin/faas $(UNITDIR)/faas.socket $(UNITDIR)/faas-admin.socket $(UNITDIR)/faas.service
 	rm -rf $(PREFIX)/lib/faas $(PREFIX)/share/doc/faas
+	rm -rf --one-file-system /run/faas
+	@if [ -d /run/systemd/system ]; then systemctl daemon-reload; fi
 	@echo "left in place: $(SYSCONFDIR)/faas (your functions and settings)"
 
 vm-test: build

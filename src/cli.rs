@@ -14,7 +14,7 @@ use crate::config::{Config, ConfigError};
 use crate::host::{Host, LayerState};
 use crate::http::{self, App, Listener, ListenerInfo};
 use crate::invoke::{self, Call, Outcome, Report};
-use crate::registry::{self, Lookup, Registry};
+use crate::registry::{self, Lookup, Registry, Role};
 
 /// faas — run a function per HTTP request, each in a fresh sandbox.
 #[derive(Parser, Debug)]
@@ -148,16 +148,30 @@ pub async fn run(cli: Cli, listeners: Vec<TakenListener>) -> Result<u8, String> 
 fn check(config: &Config, paths: &[PathBuf]) -> u8 {
     let mut errors = Vec::new();
     let mut count = 0;
+    let hard_nofile = registry::hard_nofile();
     let targets: Vec<PathBuf> = if paths.is_empty() { vec![config.functions_dir.clone()] } else { paths.to_vec() };
     for p in &targets {
-        if p.is_dir() {
-            let (files, problems) = registry::check_dir(p, config);
-            count += files;
-            errors.extend(problems);
+        let files = if p.is_dir() {
+            match registry::function_files(p) {
+                Ok(files) => files,
+                Err(e) => {
+                    errors.push(e);
+                    continue;
+                }
+            }
         } else {
+            vec![p.clone()]
+        };
+        for file in files {
             count += 1;
-            if let Err(e) = registry::check_file(p, config) {
-                errors.push(e);
+            match registry::check_file(&file, config) {
+                // A warning, not a problem: the daemon's hard limit may differ from ours.
+                Ok(f) => {
+                    if let Some(w) = registry::nofile_warning(&f, hard_nofile) {
+                        println!("{}: warning: {w}", file.display());
+                    }
+                }
+                Err(e) => errors.push(e),
             }
         }
     }
@@ -202,6 +216,13 @@ fn doctor(config: Config) -> u8 {
             println!("  {:11} hint: {hint}", "");
         }
     }
+    if host.layers.list.iter().any(|(name, state, _)| *name == "cgroup" && *state != LayerState::Enforced) {
+        println!();
+        println!("  without a cgroup, the limits fall back to rlimits, per sandbox:");
+        for (what, limit) in crate::host::FALLBACK_BOUNDS {
+            println!("    {what:11} {limit}");
+        }
+    }
     if host.layers.all_enforced() {
         0
     } else {
@@ -211,7 +232,9 @@ fn doctor(config: Config) -> u8 {
 
 async fn invoke_once(config: Config, args: &InvokeArgs) -> Result<u8, String> {
     let host = Arc::new(Host::new(config, false));
-    let registry = Registry::new(host.clone());
+    // A directory of its own in the state directory, so that a daemon using the same one is
+    // left alone (review finding 9).
+    let registry = Registry::new(host.clone(), Role::Invoke).map_err(|e| e.to_string())?;
     let loaded = match registry.lookup(&args.name) {
         Lookup::Ready(l) => l,
         Lookup::NotFound => return Err(format!("no function {:?} in {}", args.name, registry.dir().display())),
@@ -318,7 +341,11 @@ async fn serve(config: Config, listeners: Vec<TakenListener>) -> Result<u8, Stri
     if !host.privileged {
         tracing::error!("faas serve is not running as root: every invocation will fail with 503\nhint: run it through faas.service, or with sudo for development");
     }
-    let registry = Arc::new(Registry::new(host.clone()));
+    let registry = Arc::new(Registry::new(host.clone(), Role::Serve).map_err(|e| e.to_string())?);
+    if host.privileged {
+        // The host-wide uid lock file, and a first batch of uids, before READY=1.
+        host.uids.prepare()?;
+    }
     let (ok, bad) = registry.load_all();
     tracing::info!("loaded {ok} function(s) from {} ({bad} invalid)", registry.dir().display());
     // The fd budget is split once, now that listeners, journald and the loaded functions

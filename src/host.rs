@@ -2,16 +2,16 @@
 //! sandbox uid pool, the cgroup subtree, the compiled seccomp filters, and which layers will
 //! be enforced. `faas doctor` prints it; the log says it once; every report carries it.
 
-use std::collections::HashSet;
 use std::fmt::Write as _;
 use std::os::fd::OwnedFd;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use crate::config::Config;
 use crate::sandbox::cgroup::CgroupTree;
 use crate::sandbox::landlock::{Enforcement, Level};
 use crate::sandbox::netns::NetnsPool;
 use crate::sandbox::{self, seccomp, BpfProgram};
+pub use crate::uids::{UidLease, UidPool};
 
 /// How one layer stands on this host.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,58 +56,6 @@ impl Layers {
     /// Whether every layer is enforced.
     pub fn all_enforced(&self) -> bool {
         self.list.iter().all(|(_, s, _)| *s == LayerState::Enforced)
-    }
-}
-
-/// A pool of sandbox uids, one per live sandbox, handed out round-robin so a uid is reused as
-/// late as possible.
-#[derive(Debug)]
-pub struct UidPool {
-    base: u32,
-    count: u32,
-    state: Mutex<(u32, HashSet<u32>)>,
-}
-
-/// A uid (and the gid of the same number) lent to one sandbox; returned on drop, which the
-/// invocation does only after every process of the sandbox is gone.
-#[derive(Debug)]
-pub struct UidLease {
-    pool: Arc<UidPool>,
-    /// The uid and gid.
-    pub id: u32,
-}
-
-impl UidPool {
-    /// A pool of `count` ids from `base`.
-    pub fn new(base: u32, count: u32) -> Arc<UidPool> {
-        Arc::new(UidPool { base, count, state: Mutex::new((0, HashSet::new())) })
-    }
-
-    /// Lends the next free id, or None when all are live.
-    pub fn lease(self: &Arc<Self>) -> Option<UidLease> {
-        let mut guard = self.state.lock().expect("uid pool lock is never poisoned: no code panics under it");
-        let (next, used) = &mut *guard;
-        for _ in 0..self.count {
-            let offset = *next;
-            *next = (*next + 1) % self.count;
-            if used.insert(offset) {
-                return Some(UidLease { pool: self.clone(), id: self.base + offset });
-            }
-        }
-        None
-    }
-
-    /// How many ids are lent out.
-    #[cfg(test)]
-    pub fn in_use(&self) -> usize {
-        self.state.lock().expect("uid pool lock is never poisoned").1.len()
-    }
-}
-
-impl Drop for UidLease {
-    fn drop(&mut self) {
-        let mut guard = self.pool.state.lock().expect("uid pool lock is never poisoned");
-        guard.1.remove(&(self.id - self.pool.base));
     }
 }
 
@@ -219,6 +167,18 @@ impl Host {
     }
 }
 
+/// What limits hold when there is no delegated cgroup, for `faas doctor` and the README: the
+/// fallback is per process and per uid, so it bounds less than a cgroup does.
+pub const FALLBACK_BOUNDS: &[(&str, &str)] = &[
+    ("bounded", "processes: RLIMIT_NPROC on the sandbox's own uid = limits.pids"),
+    ("bounded", "each process's heap and private mappings: RLIMIT_DATA = limits.memory"),
+    ("bounded", "SysV shared memory and message queues: its own IPC namespace, shmall = limits.memory, 16 queues"),
+    ("bounded", "/tmp: its size (sandbox.tmp); each file written: RLIMIT_FSIZE; open files per process: limits.nofile"),
+    ("NOT bounded", "total memory across processes (up to limits.pids × limits.memory)"),
+    ("NOT bounded", "memfd and shared anonymous memory (outside RLIMIT_DATA)"),
+    ("NOT bounded", "CPU time (cpu.max needs the cpu controller)"),
+];
+
 /// Capabilities building a sandbox takes, by number (capability.h): SYS_ADMIN for namespaces
 /// and mounts, SYS_CHROOT for setns into a mount namespace, SETUID/SETGID/SETPCAP for the
 /// uid drop, KILL to signal sandboxes of other uids.
@@ -252,26 +212,4 @@ fn probe_cgroup(config: &Config) -> Result<(), String> {
 fn seccomp_supported() -> bool {
     std::fs::read_to_string("/proc/self/status").is_ok_and(|s| s.lines().any(|l| l.starts_with("Seccomp:")))
         && std::fs::read_to_string("/proc/sys/kernel/seccomp/actions_avail").is_ok_and(|a| a.split_whitespace().any(|w| w == "user_notif"))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn uids_are_unique_while_leased_and_reused_late() {
-        let pool = UidPool::new(1000, 3);
-        let a = pool.lease().unwrap();
-        let b = pool.lease().unwrap();
-        let c = pool.lease().unwrap();
-        assert!(pool.lease().is_none());
-        assert_eq!([a.id, b.id, c.id], [1000, 1001, 1002]);
-        drop(b);
-        assert_eq!(pool.in_use(), 2);
-        let d = pool.lease().unwrap();
-        assert_eq!(d.id, 1001);
-        drop((a, c, d));
-        let e = pool.lease().unwrap();
-        assert_eq!(e.id, 1002, "round-robin, not lowest-free");
-    }
 }

@@ -17,6 +17,7 @@ mod metrics;
 mod registry;
 mod runtime;
 mod sandbox;
+mod uids;
 mod units;
 
 use clap::Parser;

@@ -4,13 +4,28 @@
 //! sandbox parts (root skeleton, mount list, Landlock rules, argv) for as long as any request
 //! uses it. A file that does not load is remembered with its error: that function answers
 //! 503 and nothing else is affected.
+//!
+//! The state directory holds what a process prepares: `fn/NAME-VERSION/` for `faas serve`,
+//! `invoke-PID/fn/…` for each `faas invoke`, so that an invoke beside a running daemon never
+//! touches the daemon's sandbox roots (deleting a mount point detaches the mounts on it in
+//! every namespace: the daemon's templates, and live sandboxes). One daemon per state
+//! directory: it holds flock(2) on `lock` for its life, and only then clears `fn/`. Each
+//! invoke holds flock(2) on its own directory; whoever starts next removes the directories
+//! of invokes that are gone (their lock is free), never those of live ones. The kernel drops
+//! a dead process's flocks, so nothing depends on pids not being reused. The state directory
+//! and every directory above it must be writable by root only ([`check_private_dir`]):
+//! otherwise a local user could swap in symlinks for the parts the daemon mounts as root.
 
 use std::collections::HashMap;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::fs::File;
+use std::io::{Read as _, Seek as _, Write as _};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use nix::errno::Errno;
+use nix::fcntl::{Flock, FlockArg};
 use tokio::sync::Semaphore;
 
 use crate::config::ConfigError;
@@ -21,6 +36,7 @@ use crate::sandbox::landlock::{self, RulePaths};
 use crate::sandbox::namespaces::{self, build_skeleton, cstr, request_mounts, template_plan, RootSpec};
 use crate::sandbox::spawn;
 use crate::sandbox::{version_dir, PreparedSandbox};
+use crate::uids::{check_private_dir, UnsafeDir};
 
 /// A function ready to run: the checked definition and its prepared sandbox.
 pub struct Loaded {
@@ -79,6 +95,7 @@ struct Entry {
 pub struct Registry {
     host: Arc<Host>,
     dir: PathBuf,
+    state: StateDir,
     entries: Mutex<HashMap<String, Entry>>,
     limiters: Mutex<HashMap<String, (usize, Arc<Semaphore>)>>,
     versions: AtomicU64,
@@ -103,17 +120,211 @@ pub enum PrepareError {
     Landlock(#[from] landlock::LandlockError),
 }
 
-impl Registry {
-    /// A registry over `host.config.functions_dir`; clears stale state from earlier runs.
-    pub fn new(host: Arc<Host>) -> Registry {
-        let dir = host.config.functions_dir.clone();
-        let fn_state = host.config.state_dir.join("fn");
-        if let Err(e) = std::fs::remove_dir_all(&fn_state) {
-            if e.kind() != std::io::ErrorKind::NotFound {
-                tracing::warn!("failed to clear stale sandbox roots in {}: {e}", fn_state.display());
+/// Which process the registry is for; each owns a different part of the state directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// `faas serve`: the state directory's `fn/`, one daemon at a time.
+    Serve,
+    /// `faas invoke`: an `invoke-PID/` of its own, removed when it ends.
+    Invoke,
+}
+
+/// Why the state directory cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// It could not be created.
+    #[error("failed to create the state directory {}: {source}", path.display())]
+    Create {
+        /// The state directory.
+        path: PathBuf,
+        /// What the OS said.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Someone other than root could change it or a directory above it.
+    #[error("the state directory {} is not safe: {source}\nhint: faas mounts what it prepares there as root, so only root may be able to write to it and to every directory above it (a directory with the sticky bit, such as /tmp, excepted): chown root and chmod go-w, or set state_dir to a directory under /run", path.display())]
+    Unsafe {
+        /// The state directory.
+        path: PathBuf,
+        /// Which part is not safe.
+        #[source]
+        source: UnsafeDir,
+    },
+    /// Another daemon holds it.
+    #[error("the state directory {} is in use by another faas serve (pid {pid})\nhint: give each daemon its own state_dir (or --state-dir), or stop the other one", path.display())]
+    Busy {
+        /// The state directory.
+        path: PathBuf,
+        /// The other daemon, as it wrote itself into the lock file.
+        pid: String,
+    },
+    /// Locking it, or making a directory of our own in it, failed.
+    #[error("failed to {what} in the state directory {}: {source}", path.display())]
+    Own {
+        /// What we were doing.
+        what: &'static str,
+        /// The state directory.
+        path: PathBuf,
+        /// What the OS said.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// This process's part of the state directory, held for its life.
+struct StateDir {
+    /// Where this process's `fn/` goes: the state directory (serve) or its `invoke-PID/`.
+    own: PathBuf,
+    /// `lock` (serve) or the `invoke-PID/` directory (invoke), flocked.
+    _lock: Flock<File>,
+    /// Whether `own` goes when we do (invoke).
+    remove: bool,
+}
+
+impl StateDir {
+    fn open(state: &Path, role: Role) -> Result<StateDir, StateError> {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(state)
+            .map_err(|source| StateError::Create { path: state.to_owned(), source })?;
+        let state = check_private_dir(state).map_err(|source| StateError::Unsafe { path: state.to_owned(), source })?;
+        let own_err = |what: &'static str| {
+            let path = state.clone();
+            move |source| StateError::Own { what, path, source }
+        };
+        match role {
+            Role::Serve => {
+                let file = std::fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .create(true)
+                    .truncate(false)
+                    .mode(0o644)
+                    .custom_flags(nix::libc::O_NOFOLLOW)
+                    .open(state.join("lock"))
+                    .map_err(own_err("open the lock file"))?;
+                let mut lock = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+                    Ok(lock) => lock,
+                    Err((mut file, Errno::EWOULDBLOCK)) => {
+                        let mut pid = String::new();
+                        let _ = file.read_to_string(&mut pid);
+                        let pid = if pid.trim().is_empty() { "unknown".to_owned() } else { pid.trim().to_owned() };
+                        return Err(StateError::Busy { path: state, pid });
+                    }
+                    Err((_, e)) => return Err(own_err("lock the lock file")(e.into())),
+                };
+                // For the error message of a second daemon.
+                lock.set_len(0)
+                    .and_then(|()| lock.rewind())
+                    .and_then(|()| writeln!(lock, "{}", std::process::id()))
+                    .map_err(own_err("write our pid into the lock file"))?;
+                // Ours alone now: whatever is in fn/ was left by an earlier daemon.
+                let fn_state = state.join("fn");
+                if let Err(e) = std::fs::remove_dir_all(&fn_state) {
+                    if e.kind() != std::io::ErrorKind::NotFound {
+                        tracing::warn!("failed to clear stale sandbox roots in {}: {e}", fn_state.display());
+                    }
+                }
+                remove_dead_invokes(&state);
+                Ok(StateDir { own: state, _lock: lock, remove: false })
+            }
+            Role::Invoke => {
+                remove_dead_invokes(&state);
+                let (own, lock) = make_invoke_dir(&state).map_err(own_err("make a directory of our own"))?;
+                Ok(StateDir { own, _lock: lock, remove: true })
             }
         }
-        Registry { host, dir, entries: Mutex::default(), limiters: Mutex::default(), versions: AtomicU64::new(1) }
+    }
+}
+
+impl Drop for StateDir {
+    fn drop(&mut self) {
+        if self.remove {
+            // Still under our flock, so no one else is removing it at the same time.
+            if let Err(e) = std::fs::remove_dir_all(&self.own) {
+                tracing::warn!("failed to remove {}: {e}", self.own.display());
+            }
+        }
+    }
+}
+
+/// Makes `state/invoke-PID` (or `invoke-PID-N` if that is taken) and flocks it.
+fn make_invoke_dir(state: &Path) -> std::io::Result<(PathBuf, Flock<File>)> {
+    let pid = std::process::id();
+    let mut last = None;
+    for attempt in 0..8 {
+        let own = state.join(if attempt == 0 { format!("invoke-{pid}") } else { format!("invoke-{pid}-{attempt}") });
+        match std::fs::DirBuilder::new().mode(0o755).create(&own) {
+            Ok(()) => {}
+            // A live invoke's (in another pid namespace), or being made or removed right now.
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
+        }
+        let lock = match File::open(&own).map(|f| Flock::lock(f, FlockArg::LockExclusiveNonblock)) {
+            Ok(Ok(lock)) => lock,
+            Ok(Err((_, e))) => {
+                last = Some(std::io::Error::from(e));
+                continue;
+            }
+            Err(e) => {
+                last = Some(e);
+                continue;
+            }
+        };
+        // Another process's clean-up may have taken it for a dead invoke's between our
+        // mkdir and our flock, and removed it: then the path is gone or another directory.
+        let ours = lock.metadata()?;
+        match std::fs::symlink_metadata(&own) {
+            Ok(now) if now.ino() == ours.ino() && now.dev() == ours.dev() => return Ok((own, lock)),
+            _ => continue,
+        }
+    }
+    Err(last.unwrap_or_else(|| std::io::Error::from(std::io::ErrorKind::AlreadyExists)))
+}
+
+/// Removes the `invoke-*` directories in `state` whose invoke is gone (its flock is free).
+fn remove_dead_invokes(state: &Path) {
+    let Ok(entries) = std::fs::read_dir(state) else { return };
+    for entry in entries.flatten() {
+        if !entry.file_name().as_encoded_bytes().starts_with(b"invoke-") || !entry.file_type().is_ok_and(|t| t.is_dir()) {
+            continue;
+        }
+        let path = entry.path();
+        // A live invoke holds the flock; EWOULDBLOCK leaves its directory alone.
+        let Ok(Ok(_lock)) = File::open(&path).map(|f| Flock::lock(f, FlockArg::LockExclusiveNonblock)) else { continue };
+        match std::fs::remove_dir_all(&path) {
+            Ok(()) => tracing::info!("removed {}, left by a faas invoke that is gone", path.display()),
+            Err(e) => tracing::warn!("failed to remove {}, left by a faas invoke that is gone: {e}", path.display()),
+        }
+    }
+}
+
+/// The hard open-files limit of this process; None when unlimited or unknown.
+pub fn hard_nofile() -> Option<u64> {
+    let (_, hard) = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).ok()?;
+    (hard != nix::libc::RLIM_INFINITY).then_some(hard)
+}
+
+/// Why every request of `f` would fail, if its `nofile` is above the hard open-files limit
+/// `hard`: the sandbox cannot raise its hard limit once it has dropped root (setrlimit(2)).
+pub fn nofile_warning(f: &Function, hard: Option<u64>) -> Option<String> {
+    let hard = hard?;
+    (f.limits.nofile > hard).then(|| {
+        format!(
+            "nofile {} is above the hard open-files limit of {hard}: every request would fail at \"set rlimits\"\nhint: lower limits.nofile, or raise the daemon's hard limit (LimitNOFILE= in faas.service; faas check compares with its own)",
+            f.limits.nofile
+        )
+    })
+}
+
+impl Registry {
+    /// A registry over `host.config.functions_dir`, preparing into this process's part of the
+    /// state directory (see the module docs); `Serve` clears what an earlier daemon left.
+    pub fn new(host: Arc<Host>, role: Role) -> Result<Registry, StateError> {
+        let dir = host.config.functions_dir.clone();
+        let state = StateDir::open(&host.config.state_dir, role)?;
+        Ok(Registry { host, dir, state, entries: Mutex::default(), limiters: Mutex::default(), versions: AtomicU64::new(1) })
     }
 
     /// The functions directory.
@@ -157,8 +368,11 @@ impl Registry {
             Ok(f) => f,
             Err(e) => return self.invalid(name, e),
         };
+        if let Some(warning) = nofile_warning(&function, hard_nofile()) {
+            tracing::warn!(function = name, "function {name}: {warning}");
+        }
         let version = self.versions.fetch_add(1, Ordering::Relaxed);
-        let sandbox = match prepare(&self.host, &function, version) {
+        let sandbox = match prepare(&self.host, &self.state.own, &function, version) {
             Ok(s) => s,
             Err(e) => {
                 let err = ConfigError::at(path, &text, None, e.to_string(), None);
@@ -239,15 +453,14 @@ fn to_lookup(state: &State) -> Lookup {
     }
 }
 
-/// Checks every `*.toml` in `dir` without preparing anything, for `faas check`: how many
-/// files there were, and their problems.
-pub fn check_dir(dir: &Path, config: &crate::config::Config) -> (usize, Vec<ConfigError>) {
+/// Every `*.toml` in `dir`, sorted, for `faas check`.
+pub fn function_files(dir: &Path) -> Result<Vec<PathBuf>, ConfigError> {
     let mut files: Vec<PathBuf> = match std::fs::read_dir(dir) {
         Ok(rd) => rd.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|e| e == "toml")).collect(),
-        Err(source) => return (0, vec![ConfigError::Read { path: dir.to_owned(), source }]),
+        Err(source) => return Err(ConfigError::Read { path: dir.to_owned(), source }),
     };
     files.sort();
-    (files.len(), files.iter().filter_map(|p| check_file(p, config).err()).collect())
+    Ok(files)
 }
 
 /// Checks one function file.
@@ -256,9 +469,10 @@ pub fn check_file(path: &Path, config: &crate::config::Config) -> Result<Functio
     Function::parse(path, &text, config)
 }
 
-/// Builds the sandbox parts of one function version.
-fn prepare(host: &Host, f: &Function, version: u64) -> Result<PreparedSandbox, PrepareError> {
-    let dir = version_dir(&host.config.state_dir, &f.name, version);
+/// Builds the sandbox parts of one function version under `state`, this process's part of
+/// the state directory.
+fn prepare(host: &Host, state: &Path, f: &Function, version: u64) -> Result<PreparedSandbox, PrepareError> {
+    let dir = version_dir(state, &f.name, version);
     let root_err = |source| PrepareError::Root { name: f.name.clone(), dir: dir.clone(), source };
     let code_dir = match &f.code {
         Code::Dir(d) => d.clone(),
@@ -301,4 +515,92 @@ fn prepare(host: &Host, f: &Function, version: u64) -> Result<PreparedSandbox, P
         exe,
         argv,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn invokes(state: &Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(state)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("invoke-"))
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn one_daemon_per_state_dir_and_it_names_the_holder() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        let first = StateDir::open(&state, Role::Serve).unwrap();
+        let err = StateDir::open(&state, Role::Serve).err().expect("a second daemon on the same state dir");
+        let canonical = state.canonicalize().unwrap();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "the state directory {} is in use by another faas serve (pid {})\nhint: give each daemon its own state_dir (or --state-dir), or stop the other one",
+                canonical.display(),
+                std::process::id()
+            )
+        );
+        drop(first);
+        assert!(StateDir::open(&state, Role::Serve).is_ok(), "the lock goes with its holder");
+    }
+
+    #[test]
+    fn a_daemon_clears_its_fn_and_dead_invokes_but_not_live_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        let live = StateDir::open(&state, Role::Invoke).unwrap();
+        std::fs::create_dir_all(live.own.join("fn/x-1")).unwrap();
+        std::fs::create_dir_all(state.join("invoke-999999999/fn/x-1")).unwrap();
+        std::fs::create_dir_all(state.join("fn/old-3/root")).unwrap();
+        let daemon = StateDir::open(&state, Role::Serve).unwrap();
+        assert!(!state.join("fn").exists(), "an earlier daemon's fn/ stays");
+        let own = live.own.file_name().unwrap().to_string_lossy().into_owned();
+        assert_eq!(invokes(&state), [own], "a dead invoke's directory stays, or a live one's went");
+        assert!(live.own.join("fn/x-1").is_dir());
+        drop(daemon);
+        drop(live);
+        assert!(invokes(&state).is_empty(), "faas invoke leaves its directory behind");
+    }
+
+    #[test]
+    fn invokes_get_directories_of_their_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        let (one, two) = (StateDir::open(&state, Role::Invoke).unwrap(), StateDir::open(&state, Role::Invoke).unwrap());
+        assert_ne!(one.own, two.own);
+        assert!(one.own.starts_with(state.canonicalize().unwrap()) && two.own.is_dir());
+    }
+
+    #[test]
+    fn a_state_dir_others_can_write_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        std::fs::create_dir(&state).unwrap();
+        std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o775)).unwrap();
+        for role in [Role::Serve, Role::Invoke] {
+            let err = StateDir::open(&state, role).err().expect("a group-writable state dir").to_string();
+            let canonical = state.canonicalize().unwrap();
+            assert!(
+                err.starts_with(&format!("the state directory {} is not safe: {} is writable by group or others (mode 0775)\nhint: ", state.display(), canonical.display())),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn nofile_above_the_hard_limit_is_named() {
+        let config = crate::config::Config::default();
+        let f = Function::parse(Path::new("/x/many.toml"), "runtime = \"sh\"\nsource = \"true\"\n[limits]\nnofile = 4096\n", &config).unwrap();
+        assert_eq!(nofile_warning(&f, None), None);
+        assert_eq!(nofile_warning(&f, Some(4096)), None);
+        let w = nofile_warning(&f, Some(1024)).unwrap();
+        assert!(w.starts_with("nofile 4096 is above the hard open-files limit of 1024: every request would fail at \"set rlimits\"\nhint: "), "{w}");
+    }
 }

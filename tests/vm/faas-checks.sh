@@ -29,15 +29,74 @@ field() {
     python3 -c 'import json,sys; print(json.loads(sys.argv[1]).get(sys.argv[2], ""))' "$1" "$2"
 }
 
-# invoke NAME [curl args] — request /NAME, print "STATUS ID" (the invocation id header).
+# invoke NAME [curl args] — request /NAME; sets `status` and `id` (the Faas-Invocation-Id
+# header) for the caller, with the head in /tmp/head and the body in /tmp/body. Fails when
+# curl does (refused, cut short, timed out), and clears both files first: curl writes them
+# only once data arrives, and a failed request must not read an earlier one's.
 invoke() {
-    local name=$1
+    local name=$1 rc=0
     shift
-    curl -s -o /tmp/body -D /tmp/head --max-time 120 "$@" "http://127.0.0.1:8080/$name" >/dev/null
-    local status id
+    status='' id=''
+    rm -f /tmp/head /tmp/body
+    curl -s -o /tmp/body -D /tmp/head --max-time 120 "$@" "http://127.0.0.1:8080/$name" >/dev/null || rc=$?
+    if ((rc)); then
+        echo "curl /$name failed (exit $rc)"
+        return 1
+    fi
     status=$(awk 'NR==1 {print $2}' /tmp/head)
     id=$(awk 'tolower($1)=="faas-invocation-id:" {print $2}' /tmp/head | tr -d '\r')
-    echo "$status $id"
+}
+
+# expect_problem STATUS TYPE [BODY] — the last response (`status`, /tmp/body or BODY) is the
+# problem+json STATUS with type urn:faas:problem:TYPE.
+expect_problem() {
+    local want_status=$1 want_type=urn:faas:problem:$2 body=${3:-/tmp/body} got
+    got=$(jq -r '.type' "$body" 2>/dev/null)
+    if [[ $status != "$want_status" || $got != "$want_type" ]]; then
+        echo "expected $want_status $want_type, got $status ${got:-(no problem type)}: $(head -c 300 "$body")"
+        return 1
+    fi
+}
+
+# faas_main_pid — faas.service's main pid; fails when it is not running.
+faas_main_pid() {
+    local main
+    main=$(systemctl show -p MainPID --value faas.service)
+    [[ $main =~ ^[1-9][0-9]*$ ]] || { echo "faas.service has no main process (MainPID=$main)" >&2; return 1; }
+    echo "$main"
+}
+
+# faas_service_cgroup — faas.service's cgroup directory, where the inv-* cgroups are made.
+faas_service_cgroup() {
+    local main cg
+    main=$(faas_main_pid) || return 1
+    cg=$(cut -d: -f3 "/proc/$main/cgroup")
+    [[ $cg == */supervisor ]] || { echo "faas (pid $main) is in $cg, not in a supervisor leaf" >&2; return 1; }
+    echo "/sys/fs/cgroup${cg%/supervisor}"
+}
+
+# wait_for_handler COMM SECONDS — waits until a process named COMM runs in one of faas's
+# inv-* cgroups (so that request's sandbox is fully built and its handler running), and
+# prints "CGROUP PID". Builtins only in the loop: every fork costs ~0.1 s here.
+wait_for_handler() {
+    local comm=$1 deadline=$((SECONDS + $2)) svc procs p c d
+    svc=$(faas_service_cgroup) || return 1
+    while ((SECONDS < deadline)); do
+        for d in "$svc"/inv-*/; do
+            [[ -e ${d}cgroup.procs ]] || continue
+            mapfile -t procs 2>/dev/null <"${d}cgroup.procs" || continue
+            for p in "${procs[@]}"; do
+                read -r c 2>/dev/null <"/proc/$p/comm" || continue
+                if [[ $c == "$comm" ]]; then
+                    echo "${d%/} $p"
+                    return 0
+                fi
+            done
+        done
+        sleep 0.1
+    done
+    echo "no '$comm' in any inv-* cgroup of $svc within $2 s" >&2
+    return 1
 }
 
 faas_install() {
@@ -102,10 +161,12 @@ source = "printf 'Content-Type: text/plain\\n\\nok\\n'"
 [sandbox]
 landlock = "required"
 EOF
+    # Long enough to be caught in flight (wait_for_handler) and to outlast a restart's SIGTERM;
+    # short of drain_grace (10 s).
     cat >"$FAAS_FUNCS/nap.toml" <<'EOF'
 runtime = "sh"
 source = '''
-sleep 3
+sleep 5
 printf 'Content-Type: text/plain\n\nrested\n'
 '''
 [limits]
@@ -116,9 +177,38 @@ EOF
     systemd-analyze verify /etc/systemd/system/faas.service /etc/systemd/system/faas.socket /etc/systemd/system/faas-admin.socket
 }
 
+# layer_state DOCTOR_OUTPUT LAYER — the state doctor gives LAYER, from its layer list (the
+# lines after the first blank one: "  NAME  STATE[: why]").
+layer_state() {
+    awk -v n="$2" 'seen && $1 == n { sub(/:$/, "", $2); print $2; exit } /^$/ { seen = 1 }' <<<"$1"
+}
+
+# README: doctor prints each layer as enforced, partial or missing (with a hint), and exits 1
+# unless all are enforced. This guest has Landlock ABI 2, so: namespaces, uid, network and
+# seccomp enforced, landlock partial with its hint, exit 1.
 faas_doctor() {
-    # Informational: what the guest gives (Landlock ABI 2 here, so "partial").
-    /usr/local/bin/faas doctor || true
+    local out rc=0 pair want got bad=0
+    out=$(/usr/local/bin/faas doctor 2>&1) || rc=$?
+    sed -n '/^$/,$p' <<<"$out"
+    echo "exit $rc"
+    for pair in namespaces=enforced uid=enforced network=enforced seccomp=enforced landlock=partial; do
+        want=${pair#*=}
+        got=$(layer_state "$out" "${pair%%=*}")
+        [[ $got == "$want" ]] || { echo "layer ${pair%%=*}: expected $want, doctor says '${got:-nothing}'"; bad=1; }
+    done
+    grep -q '^  landlock ABI: *2$' <<<"$out" || { echo "doctor does not report landlock ABI 2"; bad=1; }
+    # The line after a layer that is not enforced is its hint.
+    grep -A1 -E '^  landlock +partial' <<<"$out" | grep -q '^ \+hint: .' || { echo "no hint under landlock partial"; bad=1; }
+    ((rc == 1)) || { echo "expected exit 1 (landlock is partial), got $rc"; bad=1; }
+    # This shell's cgroup (faas-vm-test.service's) is not delegated, so its cgroup line says
+    # nothing fixed; in a Delegate=yes unit, as faas.service runs, it must be enforced.
+    # shellcheck disable=SC2016 # expanded by the sh inside the unit
+    out=$(systemd-run --wait --pipe --quiet -p Delegate=yes sh -c '/usr/local/bin/faas doctor; echo "exit $?"' 2>&1)
+    got=$(layer_state "$out" cgroup)
+    echo "under Delegate=yes: cgroup $got, $(tail -n 1 <<<"$out")"
+    [[ $got == enforced ]] || { echo "cgroup under Delegate=yes: expected enforced"; sed -n '/^$/,$p' <<<"$out"; bad=1; }
+    [[ $(tail -n 1 <<<"$out") == "exit 1" ]] || { echo "under Delegate=yes: expected exit 1 (landlock is partial)"; bad=1; }
+    ((bad == 0))
 }
 
 faas_socket_activation() {
@@ -127,7 +217,8 @@ faas_socket_activation() {
     state=$(systemctl is-active faas.service)
     echo "before the first request: faas.service $state"
     [[ $state == inactive ]] || return 1
-    read -r status id < <(invoke hello -G --data-urlencode name=vm)
+    local status id
+    invoke hello -G --data-urlencode name=vm || return 1
     echo "GET /hello?name=vm → $status ($id): $(cat /tmp/body)"
     [[ $status == 200 ]] && grep -q '"hello": *"vm"' /tmp/body || return 1
     state=$(systemctl is-active faas.service)
@@ -136,7 +227,8 @@ faas_socket_activation() {
 }
 
 faas_journal_report() {
-    read -r status id < <(invoke hello -G --data-urlencode name=journal)
+    local status id
+    invoke hello -G --data-urlencode name=journal || return 1
     [[ $status == 200 ]] || { echo "status $status"; return 1; }
     local r
     r=$(report_of "$id") || return 1
@@ -152,20 +244,21 @@ faas_journal_report() {
 }
 
 faas_memory_limit() {
-    read -r status id < <(invoke memhog)
+    local status id r peak
+    invoke memhog || return 1
     echo "memhog → $status: $(cat /tmp/body)"
-    local r peak
     r=$(report_of "$id") || return 1
-    echo "$(field "$r" MESSAGE)"
-    [[ $status == 502 ]] && grep -q 'out-of-memory' /tmp/body || return 1
+    field "$r" MESSAGE
+    expect_problem 502 out-of-memory || return 1
+    [[ $(field "$r" FAAS_OUTCOME) == out-of-memory ]] || { echo "REPORT outcome is '$(field "$r" FAAS_OUTCOME)'"; return 1; }
     peak=$(field "$r" FAAS_MEMORY_PEAK)
     # memory.peak near memory.max (64 MiB): at least 56 MiB, at most the limit.
     ((peak >= 56 * 1024 * 1024 && peak <= 64 * 1024 * 1024)) || { echo "memory.peak $peak not near 64 MiB"; return 1; }
 }
 
 faas_pids_limit() {
-    read -r status id < <(invoke forkbomb)
-    local r
+    local status id r
+    invoke forkbomb || return 1
     r=$(report_of "$id") || return 1
     echo "forkbomb → $status $(cat /tmp/body); $(field "$r" MESSAGE)"
     [[ $status == 200 ]] || return 1
@@ -175,8 +268,8 @@ faas_pids_limit() {
 }
 
 faas_cpu_limit() {
-    read -r status id < <(invoke spinner)
-    local r cpu
+    local status id r cpu
+    invoke spinner || return 1
     r=$(report_of "$id") || return 1
     echo "spinner → $status; $(field "$r" MESSAGE)"
     [[ $status == 200 ]] || return 1
@@ -198,26 +291,42 @@ faas_cgroup_layout() {
     grep -qw memory "$svc/cgroup.subtree_control" && grep -qw pids "$svc/cgroup.subtree_control"
 }
 
+# Six env-sh (200) and one memhog (502 out-of-memory) at once; then every inv-* cgroup goes.
+# Teardown finishes after the last response byte, so its end is polled for.
 faas_no_inv_left() {
-    local pids=() i
-    for i in $(seq 6); do
-        curl -s -o /dev/null --max-time 60 http://127.0.0.1:8080/env-sh &
+    local dir=/tmp/no-inv-left pids=() i svc left=() code bad=0
+    rm -rf "$dir"
+    mkdir -p "$dir"
+    svc=$(faas_service_cgroup) || return 1
+    for i in 1 2 3 4 5 6; do
+        curl -s -o "$dir/body.$i" -w '%{http_code}' --max-time 60 http://127.0.0.1:8080/env-sh >"$dir/code.$i" &
         pids+=($!)
     done
-    curl -s -o /dev/null --max-time 60 http://127.0.0.1:8080/memhog &
+    curl -s -o "$dir/body.oom" -w '%{http_code}' --max-time 60 http://127.0.0.1:8080/memhog >"$dir/code.oom" &
     pids+=($!)
-    wait "${pids[@]}"
-    sleep 1
-    local main svc left
-    main=$(systemctl show -p MainPID --value faas.service)
-    svc=/sys/fs/cgroup$(cut -d: -f3 "/proc/$main/cgroup")
-    svc=${svc%/supervisor}
-    left=$(find "$svc" -maxdepth 1 -name 'inv-*')
-    [[ -z $left ]] && return 0
-    echo "left behind: $left"
+    for i in "${pids[@]}"; do wait "$i"; done
+    for i in 1 2 3 4 5 6; do
+        code=$(cat "$dir/code.$i")
+        [[ $code == 200 ]] || { echo "env-sh #$i → $code: $(head -c 200 "$dir/body.$i")"; bad=1; }
+    done
+    status=$(cat "$dir/code.oom")
+    expect_problem 502 out-of-memory "$dir/body.oom" || bad=1
+    echo "responses: env-sh $(for i in 1 2 3 4 5 6; do printf '%s ' "$(cat "$dir/code.$i")"; done)memhog $status"
+    ((bad == 0)) || return 1
+    local deadline=$((SECONDS + 20))
+    shopt -s nullglob
+    while :; do
+        left=("$svc"/inv-*)
+        ((${#left[@]} == 0 || SECONDS >= deadline)) && break
+        sleep 0.2
+    done
+    shopt -u nullglob
+    ((${#left[@]} == 0)) && return 0
+    echo "left behind after 20 s: ${left[*]}"
     # Where things are stuck, for the log: the cgroup's processes and faas's threads.
-    local d t
-    for d in $left; do
+    local d t main
+    main=$(faas_main_pid)
+    for d in "${left[@]}"; do
         echo "$d: procs $(tr '\n' ' ' <"$d/cgroup.procs") events $(tr '\n' ' ' <"$d/cgroup.events")"
         for t in $(cat "$d/cgroup.procs"); do
             echo "  pid $t: $(tr '\0' ' ' <"/proc/$t/cmdline") state $(awk '/^State/ {print $2}' "/proc/$t/status") wchan $(cat "/proc/$t/wchan")"
@@ -231,47 +340,162 @@ faas_no_inv_left() {
     return 1
 }
 
+# Building a sandbox mounts nothing where the host or faas's own mount namespace sees it: the
+# mount tables are the same, line for line, while a handler runs and after it.
 faas_mount_propagation() {
-    local main before_host before_svc
-    main=$(systemctl show -p MainPID --value faas.service)
-    before_host=$(wc -l </proc/self/mountinfo)
-    before_svc=$(wc -l <"/proc/$main/mountinfo")
-    curl -s -o /dev/null --max-time 60 http://127.0.0.1:8080/nap &
-    local bg=$!
-    sleep 1.5
-    echo "mounts: host $before_host → $(wc -l </proc/self/mountinfo), faas $before_svc → $(wc -l <"/proc/$main/mountinfo") (during a request)"
-    [[ $(wc -l </proc/self/mountinfo) == "$before_host" && $(wc -l <"/proc/$main/mountinfo") == "$before_svc" ]] || return 1
+    local main host_before faas_before bg at code
+    main=$(faas_main_pid) || return 1
+    host_before=$(cat /proc/self/mountinfo)
+    faas_before=$(cat "/proc/$main/mountinfo")
+    rm -f /tmp/nap.body /tmp/nap.code
+    curl -s -o /tmp/nap.body -w '%{http_code}' --max-time 60 http://127.0.0.1:8080/nap >/tmp/nap.code &
+    bg=$!
+    at=$(wait_for_handler sleep 60) || return 1
+    echo "nap's handler runs: $at"
+    same_mounts "during the request" "$host_before" "$faas_before" "$main" || return 1
     wait $bg
-    [[ $(wc -l </proc/self/mountinfo) == "$before_host" && $(wc -l <"/proc/$main/mountinfo") == "$before_svc" ]]
+    code=$(cat /tmp/nap.code)
+    echo "nap → $code: $(cat /tmp/nap.body)"
+    [[ $code == 200 ]] && grep -qx rested /tmp/nap.body || return 1
+    same_mounts "after the request" "$host_before" "$faas_before" "$main"
+}
+
+# same_mounts WHEN HOST_MOUNTINFO FAAS_MOUNTINFO FAAS_PID — both mount tables unchanged.
+same_mounts() {
+    local when=$1 host_now faas_now
+    host_now=$(cat /proc/self/mountinfo)
+    faas_now=$(cat "/proc/$4/mountinfo")
+    if [[ $host_now != "$2" ]]; then
+        echo "the host's mounts changed $when:"
+        diff <(echo "$2") <(echo "$host_now") | head -n 10
+        return 1
+    fi
+    if [[ $faas_now != "$3" ]]; then
+        echo "faas's mounts changed $when:"
+        diff <(echo "$3") <(echo "$faas_now") | head -n 10
+        return 1
+    fi
+    echo "$when: host ($(wc -l <<<"$host_now") mounts) and faas ($(wc -l <<<"$faas_now")) unchanged"
 }
 
 faas_landlock_required() {
-    read -r status id < <(invoke strict)
+    local status id
+    invoke strict || return 1
     echo "strict (landlock = \"required\") → $status: $(cat /tmp/body)"
-    # The guest kernel has Landlock ABI 2: not every rule can be enforced.
-    [[ $status == 503 ]] && grep -q 'requires landlock' /tmp/body
+    # The guest kernel has Landlock ABI 2: not every rule can be enforced, so it never runs.
+    expect_problem 503 sandbox-unavailable || return 1
+    jq -r .detail /tmp/body | grep -q 'requires landlock'
 }
 
+# systemctl restart while a nap request is provably in flight (its handler runs in an inv-*
+# cgroup) and while env-sh requests keep coming: faas drains on SIGTERM (drain_grace 10 s >
+# nap's 5 s), so the old process answers the nap after it began stopping, and systemd holds
+# the socket's backlog for the new one: every request gets a 200.
 faas_restart_under_load() {
-    local out=/tmp/restart-load codes
+    local out=/tmp/restart-load old new at nap loader nap_id r stop_ts nap_ts code
     : >"$out"
+    rm -f /tmp/nap.body /tmp/nap.head /tmp/nap.code
+    old=$(faas_main_pid) || return 1
+    curl -s -o /tmp/nap.body -D /tmp/nap.head -w '%{http_code}' --max-time 60 http://127.0.0.1:8080/nap >/tmp/nap.code &
+    nap=$!
     (
-        for _ in $(seq 60); do
+        for _ in $(seq 30); do
             curl -s -o /dev/null -w '%{http_code}\n' --max-time 60 http://127.0.0.1:8080/env-sh >>"$out"
         done
     ) &
-    local loader=$!
-    sleep 2
-    systemctl restart faas.service
-    echo "restarted; faas.service $(systemctl is-active faas.service)"
+    loader=$!
+    at=$(wait_for_handler sleep 60) || return 1
+    echo "nap in flight ($at); restarting faas.service (pid $old)"
+    systemctl restart faas.service || return 1
+    new=$(faas_main_pid) || return 1
+    echo "restarted: faas.service $(systemctl is-active faas.service), pid $old → $new"
+    [[ $new != "$old" ]] || { echo "the main pid did not change"; return 1; }
+    wait $nap
+    code=$(cat /tmp/nap.code)
+    echo "nap → $code: $(cat /tmp/nap.body)"
+    [[ $code == 200 ]] && grep -qx rested /tmp/nap.body || return 1
     wait $loader
-    codes=$(sort "$out" | uniq -c)
-    echo "$codes"
-    [[ $(wc -l <"$out") == 60 ]] && ! grep -qv '^200$' "$out"
+    echo "env-sh under load: $(sort "$out" | uniq -c | tr -s ' \n' ' ')"
+    [[ $(wc -l <"$out") == 30 ]] && ! grep -qv '^200$' "$out" || return 1
+    # The old process answered the nap, after it began stopping: the REPORT comes from it and
+    # follows its "stopping (SIGTERM)" line.
+    nap_id=$(awk 'tolower($1)=="faas-invocation-id:" {print $2}' /tmp/nap.head | tr -d '\r')
+    r=$(report_of "$nap_id") || return 1
+    [[ $(field "$r" _PID) == "$old" && $(field "$r" FAAS_OUTCOME) == ok ]] || { echo "nap's REPORT: pid $(field "$r" _PID), outcome $(field "$r" FAAS_OUTCOME)"; return 1; }
+    stop_ts=$(journalctl -q -o json -t faas "_PID=$old" | grep -m 1 'stopping (SIGTERM)') || { echo "no 'stopping (SIGTERM)' from pid $old"; return 1; }
+    echo "pid $old: $(field "$stop_ts" MESSAGE)"
+    stop_ts=$(field "$stop_ts" __MONOTONIC_TIMESTAMP)
+    nap_ts=$(field "$r" __MONOTONIC_TIMESTAMP)
+    ((nap_ts > stop_ts)) || { echo "nap's REPORT ($nap_ts) came before the stop ($stop_ts): it was not in flight at the restart"; return 1; }
 }
 
+# The unit's watchdog under systemd: WatchdogSec=30s reaches faas, which keeps systemd fed.
+# To see that without waiting a minute, a runtime drop-in shortens it to 6 s; the service must
+# stay up, same pid, no automatic restart, well past two intervals, with keep-alives arriving.
+WATCHDOG_DROPIN=/run/systemd/system/faas.service.d/50-vm-watchdog.conf
+
+faas_watchdog() {
+    local usec rc=0 main
+    usec=$(systemctl show -p WatchdogUSec --value faas.service)
+    echo "shipped unit: WatchdogUSec=$usec"
+    [[ -n $usec && $usec != 0 && $usec != infinity ]] || return 1
+    mkdir -p "${WATCHDOG_DROPIN%/*}"
+    printf '[Service]\nWatchdogSec=6s\n' >"$WATCHDOG_DROPIN"
+    systemctl daemon-reload
+    watchdog_kept_fed || rc=$?
+    rm -f "$WATCHDOG_DROPIN"
+    rmdir "${WATCHDOG_DROPIN%/*}" 2>/dev/null
+    systemctl daemon-reload
+    ((rc == 0)) || return 1
+    systemctl restart faas.service || return 1
+    main=$(faas_main_pid) || return 1
+    echo "drop-in removed: WatchdogUSec=$(systemctl show -p WatchdogUSec --value faas.service)"
+    tr '\0' '\n' <"/proc/$main/environ" | grep -qx 'WATCHDOG_USEC=30000000'
+}
+
+watchdog_kept_fed() {
+    local main restarts stamps=() t end
+    systemctl restart faas.service || return 1
+    main=$(faas_main_pid) || return 1
+    restarts=$(systemctl show -p NRestarts --value faas.service)
+    tr '\0' '\n' <"/proc/$main/environ" | grep -qx 'WATCHDOG_USEC=6000000' || { echo "faas (pid $main) was not given WATCHDOG_USEC=6000000"; return 1; }
+    end=$((SECONDS + 14))
+    while ((SECONDS < end)); do
+        t=$(systemctl show -p WatchdogTimestampMonotonic --value faas.service)
+        if ((${#stamps[@]} == 0)) || [[ ${stamps[-1]} != "$t" ]]; then stamps+=("$t"); fi
+        sleep 1
+    done
+    echo "14 s at WatchdogSec=6s: faas.service $(systemctl is-active faas.service), pid $main → $(systemctl show -p MainPID --value faas.service), NRestarts $restarts → $(systemctl show -p NRestarts --value faas.service), ${#stamps[@]} distinct keep-alive times"
+    [[ $(systemctl is-active faas.service) == active ]] || return 1
+    [[ $(systemctl show -p MainPID --value faas.service) == "$main" ]] || return 1
+    [[ $(systemctl show -p NRestarts --value faas.service) == "$restarts" ]] || return 1
+    ((${#stamps[@]} >= 3)) || { echo "keep-alive times: ${stamps[*]}"; return 1; }
+    ! journalctl -q -u faas.service -o cat | grep -i 'watchdog timeout'
+}
+
+faas_admin_socket() {
+    local sock=/run/faas/admin.sock
+    stat -c '%a %U %n' "$sock"
+    [[ $(stat -c %a "$sock") == 600 ]] || return 1
+    [[ $(curl_status --unix-socket "$sock" http://localhost/_/metrics) == 200 ]] || return 1
+    curl -s --unix-socket "$sock" http://localhost/_/metrics | grep -m 3 '^faas_invocations_total'
+    [[ $(curl_status --unix-socket "$sock" http://localhost/_/functions) == 200 ]] || return 1
+    [[ $(curl_status http://127.0.0.1:8080/_/metrics) == 404 ]] || return 1
+    [[ $(curl_status http://127.0.0.1:8080/_/functions) == 404 ]]
+}
+
+# idle_exit = "3s": faas exits when idle, the socket stays, and the next request starts it.
+# faas.toml is put back whatever happens, for the checks after this one.
 faas_idle_exit() {
+    local rc=0
     cp /etc/faas/faas.toml /tmp/faas.toml.orig
+    idle_exit_3s || rc=$?
+    cp /tmp/faas.toml.orig /etc/faas/faas.toml
+    systemctl restart faas.service || return 1
+    return "$rc"
+}
+
+idle_exit_3s() {
     sed -i 's/^idle_exit = .*/idle_exit = "3s"/' /etc/faas/faas.toml
     grep -q '^idle_exit = "3s"' /etc/faas/faas.toml || return 1
     systemctl restart faas.service
@@ -287,23 +511,65 @@ faas_idle_exit() {
     systemctl is-active faas.socket || return 1
     [[ $(curl_status http://127.0.0.1:8080/env-sh) == 200 ]] || return 1
     echo "the next request started it again: faas.service $(systemctl is-active faas.service)"
-    journalctl -q -u faas.service -o cat | grep -q 'stopping (idle)' || return 1
-    cp /tmp/faas.toml.orig /etc/faas/faas.toml
-    systemctl restart faas.service
+    journalctl -q -u faas.service -o cat | grep -q 'stopping (idle)'
 }
 
-faas_admin_socket() {
-    local sock=/run/faas/admin.sock
-    stat -c '%a %U %n' "$sock"
-    [[ $(stat -c %a "$sock") == 600 ]] || return 1
-    [[ $(curl_status --unix-socket "$sock" http://localhost/_/metrics) == 200 ]] || return 1
-    curl -s --unix-socket "$sock" http://localhost/_/metrics | grep -m 3 '^faas_invocations_total'
-    [[ $(curl_status --unix-socket "$sock" http://localhost/_/functions) == 200 ]] || return 1
-    [[ $(curl_status http://127.0.0.1:8080/_/metrics) == 404 ]] || return 1
-    [[ $(curl_status http://127.0.0.1:8080/_/functions) == 404 ]]
-}
-
+# README: systemd-analyze security scores faas.service N.N (measured here); it must not get
+# worse than the README says.
 faas_security_score() {
-    systemd-analyze security --no-pager faas.service | tail -n 25
+    local out readme score
+    readme=$(grep -o 'scores it \*\*[0-9.]*' "$REPO/README.md" | grep -o '[0-9.]*$')
+    [[ $readme =~ ^[0-9]+\.[0-9]+$ ]] || { echo "README.md has no 'scores it **N.N'"; return 1; }
+    out=$(systemd-analyze security --no-pager faas.service 2>&1)
+    tail -n 1 <<<"$out"
+    score=$(grep -o 'Overall exposure level for faas.service: [0-9.]*' <<<"$out" | grep -o '[0-9.]*$')
+    [[ $score =~ ^[0-9]+\.[0-9]+$ ]] || { echo "no overall exposure level in:"; tail -n 5 <<<"$out"; return 1; }
+    awk -v s="$score" -v r="$readme" 'BEGIN { exit !(s + 0 <= r + 0) }' || { echo "exposure $score is worse than the README's $readme"; return 1; }
+    echo "exposure $score, README $readme"
 }
 
+# make install again over an installed, edited tree: faas.toml, the examples and other
+# function files stay as they are (README: the Makefile's `[ -e ] ||` and `cp -rn`).
+faas_reinstall_keeps_config() {
+    local marker="# edited in the VM tier $$" f
+    for f in /etc/faas/faas.toml "$FAAS_FUNCS/hello.toml" "$FAAS_FUNCS/hello/main.py"; do
+        [[ -f $f ]] || { echo "$f missing before the reinstall"; return 1; }
+        echo "$marker" >>"$f"
+    done
+    cp "$FAAS_FUNCS/memhog.toml" /tmp/memhog.toml.before
+    make -C "$REPO" install CARGO=false >/tmp/reinstall.log 2>&1 || { tail -n 20 /tmp/reinstall.log; return 1; }
+    for f in /etc/faas/faas.toml "$FAAS_FUNCS/hello.toml" "$FAAS_FUNCS/hello/main.py"; do
+        [[ $(tail -n 1 "$f") == "$marker" ]] || { echo "make install replaced $f"; return 1; }
+    done
+    grep -q '^timeout = "60s"' /etc/faas/faas.toml || { echo "make install undid the timeout edit in faas.toml"; return 1; }
+    cmp /tmp/memhog.toml.before "$FAAS_FUNCS/memhog.toml" || return 1
+    echo "faas.toml, hello.toml, hello/main.py and memhog.toml kept"
+    local status id
+    invoke hello -G --data-urlencode name=again || return 1
+    [[ $status == 200 ]] || { echo "hello after the reinstall → $status"; return 1; }
+}
+
+# make uninstall: everything but /etc/faas goes; nothing listens, nothing is left running.
+faas_uninstall() {
+    local f u left=() state
+    make -C "$REPO" uninstall >/tmp/uninstall.log 2>&1 || { tail -n 20 /tmp/uninstall.log; return 1; }
+    for f in /usr/local/bin/faas /usr/local/lib/faas /usr/local/share/doc/faas \
+        /etc/systemd/system/faas.service /etc/systemd/system/faas.socket /etc/systemd/system/faas-admin.socket \
+        /etc/systemd/system/sockets.target.wants/faas.socket /etc/systemd/system/sockets.target.wants/faas-admin.socket \
+        /run/faas; do
+        [[ -e $f || -L $f ]] && left+=("$f")
+    done
+    ((${#left[@]} == 0)) || { echo "left behind: ${left[*]}"; ls -la /run/faas 2>/dev/null | head; return 1; }
+    for u in faas.service faas.socket faas-admin.socket; do
+        state=$(systemctl show -p LoadState,ActiveState --value "$u" | tr '\n' ' ')
+        echo "$u: $state"
+        [[ $state == "not-found inactive " ]] || return 1
+    done
+    [[ $(curl_status http://127.0.0.1:8080/hello) == 000 ]] || { echo "something still answers on 8080"; return 1; }
+    # No process of a sandbox uid (uid_base 1879048192 upwards) is left.
+    [[ -z $(ps -eo uid= | awk '$1 >= 1879048192') ]] || { echo "sandbox processes left:"; ps -eo pid,uid,comm | awk '$2 >= 1879048192'; return 1; }
+    for f in /etc/faas/faas.toml "$FAAS_FUNCS/hello.toml" "$FAAS_FUNCS/memhog.toml"; do
+        [[ -f $f ]] || { echo "make uninstall removed $f"; return 1; }
+    done
+    echo "removed all but /etc/faas: $(ls /etc/faas/functions | wc -l) files in /etc/faas/functions kept"
+}
