@@ -29,7 +29,7 @@ pub use admission::{open_fds, Capacity};
 use admission::{ClientKey, ConnectionSlot, Gate, Refusal};
 
 use crate::host::Host;
-use crate::invoke::{self, Call, Outcome, Report, ReportSink};
+use crate::invoke::{self, Call, Flushes, Outcome, Report, ReportSink};
 use crate::metrics::Metrics;
 use crate::registry::{Lookup, Registry};
 
@@ -236,10 +236,19 @@ pub struct Client {
 }
 
 /// Handles one request.
-pub async fn handle(app: Arc<App>, req: Request<Incoming>, listener: ListenerInfo, client: Client) -> Result<Response<ResponseBody>, Infallible> {
+pub async fn handle(
+    app: Arc<App>,
+    req: Request<Incoming>,
+    listener: ListenerInfo,
+    client: Client,
+    flushes: Arc<Flushes>,
+) -> Result<Response<ResponseBody>, Infallible> {
     // Made at arrival, so that every answer carries it: 404s, refusals and `/_/…` included.
     let id = uuid::Uuid::new_v4().to_string();
     let mut resp = route(&app, req, &listener, &client, &id).await;
+    if let ResponseBody::Stream(stream) = resp.body_mut() {
+        stream.watch_flushes(flushes);
+    }
     resp.headers_mut().insert("faas-invocation-id", HeaderValue::from_str(&id).expect("uuids are ascii"));
     Ok(resp)
 }
@@ -462,7 +471,9 @@ pub async fn serve(
         drop(token);
         let app = app.clone();
         let info = info.clone();
-        let service = hyper::service::service_fn(move |req| handle(app.clone(), req, info.clone(), client.clone()));
+        let flushes = Arc::new(Flushes::default());
+        let io = TokioIo::new(Box::new(FlushWatch { inner: io.into_inner(), flushes: flushes.clone() }) as Box<dyn IoStream>);
+        let service = hyper::service::service_fn(move |req| handle(app.clone(), req, info.clone(), client.clone(), flushes.clone()));
         let conn = hyper::server::conn::http1::Builder::new()
             .timer(TokioTimer::new())
             .header_read_timeout(Duration::from_secs(10))
@@ -514,6 +525,43 @@ async fn refuse(io: Io, refusal: Refusal, _token: OwnedSemaphorePermit) {
 }
 
 type Io = TokioIo<Box<dyn IoStream>>;
+
+/// A connection's stream that counts its completed flushes, so a body cut short can wait
+/// until hyper has written out everything before it (`invoke::Flushes`).
+struct FlushWatch {
+    inner: Box<dyn IoStream>,
+    flushes: Arc<Flushes>,
+}
+
+impl tokio::io::AsyncRead for FlushWatch {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut tokio::io::ReadBuf<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for FlushWatch {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_write_vectored(mut self: Pin<&mut Self>, cx: &mut Context<'_>, bufs: &[io::IoSlice<'_>]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        // hyper flushes its own buffer into the socket before it flushes the socket, so a
+        // flush that completes means every byte before it has been written.
+        let done = Pin::new(&mut self.inner).poll_flush(cx);
+        if matches!(done, Poll::Ready(Ok(()))) {
+            self.flushes.flushed();
+        }
+        done
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
 
 /// A connected stream of either kind.
 pub trait IoStream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin {}
