@@ -21,7 +21,7 @@ fn head(script: &str) -> String {
 fn fields(text: &str) -> BTreeMap<String, String> {
     text.lines()
         .filter_map(|l| {
-            let (k, v) = l.split_once(|c: char| c == ' ' || c == '\t')?;
+            let (k, v) = l.split_once([' ', '\t'])?;
             Some((k.trim_end_matches(':').to_owned(), v.trim().to_owned()))
         })
         .collect()
@@ -112,7 +112,7 @@ fn root_usr_code_and_faas_are_read_only_mounts() {
                 let f: Vec<&str> = l.split(' ').collect();
                 (f.get(4) == Some(&place)).then(|| f[5].to_owned())
             })
-            .last()
+            .next_back()
             .unwrap_or_else(|| panic!("nothing mounted at {place}:\n{t}"))
     };
     for place in ["/", "/usr", "/code", "/faas"] {
