@@ -613,3 +613,23 @@ fn a_body_cut_after_its_head_went_out_ends_without_the_last_chunk() {
     let r = d.get("/exits");
     assert!(r.body_was_cut() && r.text_allow_cut() == "first\n", "{r:?}");
 }
+
+#[test]
+#[ignore = "needs root: sudo -E cargo test -- --include-ignored"]
+fn every_report_carries_the_layers_and_the_cgroup_mode() {
+    require_root();
+    // README.md: the layer states are "in every REPORT", and the cgroup fallback is "reported
+    // as `cgroup=none`". Also what require_landlock_abi and require_cgroup_mode read.
+    let d = Daemon::start(&[("one", &head("echo one"))]);
+    let layers = d.layers();
+    let mode = common::cgroup_mode(&d);
+    let r = d.get("/one");
+    assert_eq!(r.text(), "one\n");
+    let line = d.report_line(r.header("faas-invocation-id").unwrap());
+    assert!(line.ends_with(&format!(" layers=\"{layers}\"")), "the REPORT does not carry the layers {layers:?}: {line}");
+    assert_eq!(common::cgroup_mode(&d), mode, "the REPORT and the layers disagree on cgroups: {line} / {layers}");
+    assert_eq!(line.contains(" cgroup=none "), layers.contains("cgroup=missing"), "{line}");
+    // The project's floor is Linux 5.13, which brought Landlock ABI 1.
+    assert!(common::require_landlock_abi(&d, 1));
+    println!("landlock ABI {}, cgroup mode {mode:?}", common::landlock_abi(&d));
+}
