@@ -87,18 +87,22 @@ impl MountOp {
 pub enum Step {
     /// dup2 of the stdio pipes.
     Stdio = 1,
-    /// Signal mask, dispositions, parent-death signal.
+    /// Signal mask and dispositions.
     Signals,
-    /// setns into the empty network namespace.
+    /// setsid.
+    Session,
+    /// setns into the network namespace.
     NetNs,
     /// sethostname.
     Hostname,
     /// Joining the template mount namespace and unsharing a copy of it.
     MountNs,
-    /// One of this request's own mounts.
+    /// One of this request's own mounts (the index says which).
     Mount,
-    /// setrlimit.
-    Rlimit,
+    /// chdir to /code.
+    Chdir,
+    /// The IPC namespace's SysV limits (without a memory cgroup).
+    IpcLimits,
     /// Emptying the capability bounding set.
     CapBound,
     /// setgroups.
@@ -109,32 +113,30 @@ pub enum Step {
     Uid,
     /// Clearing inheritable and ambient capabilities.
     Caps,
+    /// PR_SET_PDEATHSIG and the check that the daemon still lives.
+    ParentDeath,
     /// PR_SET_NO_NEW_PRIVS.
     NoNewPrivs,
     /// landlock_restrict_self.
     Landlock,
     /// close_range.
     CloseFds,
-    /// Installing a seccomp filter.
+    /// Installing the seccomp filter.
     Seccomp,
     /// Sending the seccomp listener to the parent.
     SendListener,
+    /// setrlimit.
+    Rlimit,
     /// execve.
     Exec,
-    /// setsid.
-    Session,
-    /// The IPC namespace's SysV limits (without a memory cgroup).
-    IpcLimits,
-    /// PR_SET_PDEATHSIG and the check that the daemon still lives.
-    ParentDeath,
 }
 
 impl Step {
     fn from_u32(v: u32) -> Option<Step> {
         use Step::*;
         [
-            Stdio, Signals, NetNs, Hostname, MountNs, Mount, Rlimit, CapBound, Groups, Gid, Uid, Caps, NoNewPrivs, Landlock, CloseFds, Seccomp,
-            SendListener, Exec, Session, IpcLimits, ParentDeath,
+            Stdio, Signals, Session, NetNs, Hostname, MountNs, Mount, Chdir, IpcLimits, CapBound, Groups, Gid, Uid, Caps, ParentDeath,
+            NoNewPrivs, Landlock, CloseFds, Seccomp, SendListener, Rlimit, Exec,
         ]
             .into_iter()
             .find(|s| *s as u32 == v)
@@ -150,6 +152,7 @@ impl fmt::Display for Step {
             Step::Hostname => "set the hostname",
             Step::MountNs => "enter a copy of the function's mount namespace",
             Step::Mount => "mount",
+            Step::Chdir => "enter /code",
             Step::Rlimit => "set rlimits",
             Step::CapBound => "drop the capability bounding set",
             Step::Groups => "drop supplementary groups",
@@ -420,7 +423,7 @@ fn child_error(prepared: &PreparedSandbox, record: &[u8; spawn::ERROR_RECORD]) -
     let (step, index, errno) = spawn::decode_error(record);
     let step = Step::from_u32(step).unwrap_or(Step::Exec);
     let detail = match step {
-        Step::Mount => prepared.request_mounts.get(index as usize).map_or_else(|| " (chdir /code)".to_owned(), |m| format!(" ({})", m.describe())),
+        Step::Mount => prepared.request_mounts.get(index as usize).map_or_else(String::new, |m| format!(" ({})", m.describe())),
         Step::Exec => format!(" {}", prepared.exe.to_string_lossy()),
         Step::Rlimit | Step::Seccomp | Step::CapBound | Step::IpcLimits | Step::ParentDeath => format!(" (#{index})"),
         Step::MountNs => [" (setns)", " (unshare)"].get(index as usize).unwrap_or(&"").to_string(),

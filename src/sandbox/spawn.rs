@@ -329,6 +329,15 @@ fn opt_ptr(s: &Option<CString>) -> *const c_char {
 /// # Safety
 /// Call only in the child, straight after clone3 returned 0 there. It never returns: it execs
 /// or `_exit`s. Everything it reads lives in `plan`, built before the clone.
+///
+/// On x86_64 the child shares the daemon's memory (CLONE_VM) while the thread that cloned it
+/// waits (CLONE_VFORK), and the daemon's other threads run on. So the child may write only to
+/// its own stack (the guarded mapping `clone_child` gives it) and to the errno slot of the
+/// thread it was cloned from (whose TLS it inherits, and which is suspended); it reads `plan`
+/// and nothing else, allocates nothing, takes no lock, and drops nothing. Every kernel-side
+/// change it makes (credentials, namespaces, fd table, signal dispositions) is its own: clone3
+/// gave it its own fd table, signal handlers (reset here) and credentials, since none of
+/// CLONE_FILES, CLONE_SIGHAND or CLONE_THREAD is set.
 unsafe fn child_main(plan: &ChildPlan) -> ! {
     let ep = plan.err_pipe;
     macro_rules! check {
@@ -376,7 +385,7 @@ unsafe fn child_main(plan: &ChildPlan) -> ! {
         check!(Step::Mount, i, apply_mount(op));
     }
     // SAFETY: a NUL-terminated literal path inside the sandbox root.
-    check!(Step::Mount, 99, unsafe { libc::chdir(c"/code".as_ptr()) });
+    check!(Step::Chdir, 0, unsafe { libc::chdir(c"/code".as_ptr()) });
     for (i, (path, value)) in plan.ipc_limits.iter().enumerate() {
         check!(Step::IpcLimits, i, child_write_file(path, value));
     }
