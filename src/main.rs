@@ -34,7 +34,22 @@ fn raise_nofile() {
     }
 }
 
+/// Makes sure fds 0, 1 and 2 are open (on /dev/null if they were not): otherwise the first
+/// pipe we make could land on one of them, and a child's dup2 onto 0/1/2 would clobber it.
+fn ensure_stdio() {
+    use std::os::fd::IntoRawFd;
+    for fd in 0..3 {
+        if nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_GETFD) == Err(nix::errno::Errno::EBADF) {
+            // open(2) returns the lowest free fd, which is this one; it stays open for good.
+            if let Ok(null) = std::fs::OpenOptions::new().read(true).write(true).open("/dev/null") {
+                let _ = null.into_raw_fd();
+            }
+        }
+    }
+}
+
 fn main() -> std::process::ExitCode {
+    ensure_stdio();
     let args = cli::Cli::parse();
     log::init(args.verbose);
     raise_nofile();

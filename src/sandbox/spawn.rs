@@ -539,3 +539,29 @@ pub fn decode_error(record: &[u8; ERROR_RECORD]) -> (u32, u32, i32) {
     let word = |i: usize| [record[i], record[i + 1], record[i + 2], record[i + 3]];
     (u32::from_ne_bytes(word(0)), u32::from_ne_bytes(word(4)), i32::from_ne_bytes(word(8)))
 }
+
+#[cfg(all(test, target_arch = "x86_64"))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_child_stack_has_a_guard_page_below_it() {
+        let stack = ChildStack::new().unwrap();
+        let base = stack.base as u64;
+        let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+        let perms_at = |addr: u64| {
+            maps.lines()
+                .find_map(|l| {
+                    let (range, rest) = l.split_once(' ')?;
+                    let (lo, hi) = range.split_once('-')?;
+                    let (lo, hi) = (u64::from_str_radix(lo, 16).ok()?, u64::from_str_radix(hi, 16).ok()?);
+                    (lo <= addr && addr < hi).then(|| rest.split(' ').next().unwrap_or("").to_owned())
+                })
+                .unwrap_or_else(|| panic!("{addr:#x} is not mapped"))
+        };
+        assert_eq!(perms_at(base), "---p", "the lowest page faults");
+        assert_eq!(perms_at(stack.bottom()), "rw-p");
+        assert_eq!(perms_at(stack.bottom() + CHILD_STACK as u64 - 1), "rw-p");
+        assert_eq!(stack.bottom() % 16, 0);
+    }
+}
