@@ -189,6 +189,7 @@ pub const RULES: &[Rule] = &[
     rule!(SYS_io_uring_enter, Enosys, "io_uring's operations bypass seccomp; libuv falls back on ENOSYS"),
     rule!(SYS_io_uring_register, Enosys, "io_uring's operations bypass seccomp; libuv falls back on ENOSYS"),
     rule!(SYS_clone3, Enosys, "its flags sit in memory where BPF cannot look; glibc falls back to clone"),
+    rule!(SYS_fchmodat2, Enosys, "newer than the allow list; glibc ≥ 2.39 falls back to fchmodat only on ENOSYS"),
     // ---- By argument. These are tested in this order, before the rest. ----
     rule!(
         SYS_clone,
