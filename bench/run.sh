@@ -318,6 +318,16 @@ sleep 2
 mem_json+=", \"end_rss_kb\": $(status_kb "$faas_pid" VmRSS), \"end_hwm_kb\": $(status_kb "$faas_pid" VmHWM)}"
 echo "$mem_json" > "$raw/mem.json"
 
+# The steps the sandbox child gained, timed one by one without tracing (bench/steps.c).
+if [[ -n $before ]]; then
+    if command -v cc >/dev/null && cc -O2 -o "$work/steps" "$here/steps.c" 2> "$work/steps-cc.err"; then
+        log "set-up steps timed one by one (bench/steps.c, 300 sandbox-like children)"
+        "$work/steps" 300 > "$raw/steps.json" 2> "$work/steps.err" || log "steps failed: $(head -c 300 "$work/steps.err")"
+    else
+        log "no C compiler (cc): skipping bench/steps.c"
+    fi
+fi
+
 if [[ $profile == 1 ]]; then
     log "profile: perf record -a during faas sh c=8 (${seconds}s)"
     perf record -a -g -F 499 -o "$work/perf.data" -- sleep "$seconds" > /dev/null 2> "$work/perf-record.err" &
@@ -382,7 +392,7 @@ if [[ $profile == 1 ]]; then
         # once on a fresh daemon makes ~15 misses, next to hits under the same load.
         for side in faas before; do
             sfx=; [[ $side == before ]] && sfx=-before
-            log "profile: perf trace -e clone3,execve,setns (light) on a second $side faas: 300 sequential sh requests, then a burst of 32 at c=16"
+            log "profile: perf trace -e clone3,execve,setns (light) on a second faas ($side): 300 sequential sh requests, then a burst of 32 at c=16"
             traced_faas clone3,execve,setns "$work/spans$sfx.txt" "$work/state-spans$sfx" "$side"
             python3 "$here/timing.py" 127.0.0.1 "$trace_port" /sh 300 > "$work/spans$sfx-seq.json"
             oha --no-tui --output-format json -n 32 -c 16 "http://127.0.0.1:$trace_port/sh" > "$work/spans$sfx-burst.json" 2>&1 || log "burst failed on the traced $side faas"
@@ -395,7 +405,7 @@ if [[ $profile == 1 ]]; then
     [[ -n $before ]] && trace_sides=(faas before)
     for side in "${trace_sides[@]}"; do
         sfx=; [[ $side == before ]] && sfx=-before
-        log "profile: perf trace (every syscall) on a second $side faas for 100 sequential sh requests"
+        log "profile: perf trace (every syscall) on a second faas ($side) for 100 sequential sh requests"
         n=100
         traced_faas "" "$work/trace$sfx.txt" "$work/state-trace$sfx" "$side"
         python3 "$here/timing.py" 127.0.0.1 "$trace_port" /sh 10 > /dev/null

@@ -86,12 +86,18 @@ def clone_spans(path, out, sequential=None):
     execs = {}
     joined = set()
     setns_seen = False
+    pending = {}  # tid -> arguments of a call whose end comes on a later line
     with open(path, errors="replace") as f:
         for line in f:
             m = LINE.match(line)
-            if not m or m.group(2) is None:
+            if not m:
                 continue
             _ts, dur, _comm, tid, name, rest = m.groups()
+            if dur is None:
+                pending[tid] = rest
+                continue
+            if "[continued]" in line and tid in pending:
+                rest = pending.pop(tid) + " " + rest
             ret = re.search(r"= (-?\d+)\s*$", rest)
             if name == "clone3" and ret and int(ret.group(1)) > 0:
                 clone[int(ret.group(1))] = float(dur)
