@@ -35,6 +35,7 @@ clippy:
 test: deps clippy
 	bash tests/wrappers/run-standalone.sh
 	$(CARGO) test --locked -- --include-ignored
+	bash tests/unprivileged.sh
 
 check: build
 	./target/release/faas --config config/faas.toml check config/functions

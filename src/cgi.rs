@@ -1,6 +1,7 @@
 //! The CGI/1.1 side (RFC 3875): the request as meta-variables for the sandbox's environment,
 //! and the response head a function writes to stdout (`Status:`, `Content-Type:`,
-//! `Location:`, other header lines, a blank line, then the body).
+//! `Location:`, other header lines, a blank line, then the body). Also what a function's
+//! head may not do to the origin it shares with every other function (`scope_headers`).
 
 use std::ffi::CString;
 
@@ -60,9 +61,11 @@ pub fn parse_head(head: &[u8]) -> Result<Head, String> {
         };
         let value = value.trim();
         if name.eq_ignore_ascii_case("status") {
+            // 1xx is the connection's business: a 101 would tell a proxy in front that the
+            // connection now speaks another protocol (and hyper answers other 1xx with 500).
             let code = value.split_whitespace().next().unwrap_or("");
-            let parsed = code.parse::<u16>().ok().and_then(|c| (100..=599).contains(&c).then_some(c));
-            let code = parsed.ok_or_else(|| format!("Status: {:?} is not a status code from 100 to 599", truncate(value)))?;
+            let parsed = code.parse::<u16>().ok().and_then(|c| (200..=599).contains(&c).then_some(c));
+            let code = parsed.ok_or_else(|| format!("Status: {:?} is not a status code from 200 to 599", truncate(value)))?;
             status = Some(StatusCode::from_u16(code).map_err(|e| e.to_string())?);
             continue;
         }
@@ -77,6 +80,74 @@ pub fn parse_head(head: &[u8]) -> Result<Head, String> {
     }
     let status = status.unwrap_or(if location { StatusCode::FOUND } else { StatusCode::OK });
     Ok(Head { status, headers })
+}
+
+/// Response headers that act on the whole origin, which every function shares, rather than
+/// on `/NAME`: a cookie for `/` or another host, wiping the origin's storage, pinning it to
+/// HTTPS, sending its clients to another server. Dropped unless the function file lists the
+/// name in `[response] allow_headers`.
+pub const ORIGIN_WIDE: &[&str] = &["set-cookie", "clear-site-data", "strict-transport-security", "alt-svc"];
+
+/// Keeps a function's response headers to its own `/NAME`: drops the `ORIGIN_WIDE` ones not in
+/// `allowed`, except `Set-Cookie` scoped under `/NAME` (a `Path` of `/NAME` or below it, no
+/// `Domain`). A cookie without a usable `Path` gets `Path=/NAME` appended: the browser's
+/// default would be the request's directory, `/` for a request to `/NAME` itself.
+/// Returns what was dropped, one entry per header (cookie names, never values), for the log.
+pub fn scope_headers(headers: &mut HeaderMap, function: &str, allowed: &[String]) -> Vec<String> {
+    let mut dropped = Vec::new();
+    for &name in ORIGIN_WIDE {
+        if !headers.contains_key(name) || allowed.iter().any(|a| a == name) {
+            continue;
+        }
+        if name != "set-cookie" {
+            headers.remove(name);
+            dropped.push(name.to_owned());
+            continue;
+        }
+        let cookies: Vec<HeaderValue> = headers.get_all(name).iter().cloned().collect();
+        headers.remove(name);
+        for value in cookies {
+            match scope_cookie(&value, function) {
+                Ok(rewritten) => {
+                    headers.append(http::header::SET_COOKIE, rewritten.unwrap_or(value));
+                }
+                Err(why) => dropped.push(format!("set-cookie {} ({why})", cookie_name(&value))),
+            }
+        }
+    }
+    dropped
+}
+
+/// `Ok(None)`: in scope as it is; `Ok(Some(v))`: in scope once `Path=/NAME` is appended;
+/// `Err(why)`: reaches beyond the function. Attributes as RFC 6265 section 5.2 reads them.
+fn scope_cookie(value: &HeaderValue, function: &str) -> Result<Option<HeaderValue>, String> {
+    let Ok(text) = value.to_str() else { return Err("not text".into()) };
+    let mut has_path = false;
+    for attr in text.split(';').skip(1) {
+        let (key, val) = attr.split_once('=').unwrap_or((attr, ""));
+        let (key, val) = (key.trim(), val.trim());
+        if key.eq_ignore_ascii_case("domain") && !val.is_empty() {
+            return Err("Domain".into());
+        }
+        // A Path that does not start with `/` is ignored by the browser, as if absent.
+        if key.eq_ignore_ascii_case("path") && val.starts_with('/') {
+            let under = val[1..].strip_prefix(function).is_some_and(|rest| rest.is_empty() || rest.starts_with('/'));
+            if !under {
+                return Err(format!("Path={}", truncate(val)));
+            }
+            has_path = true;
+        }
+    }
+    if has_path {
+        return Ok(None);
+    }
+    HeaderValue::from_str(&format!("{text}; Path=/{function}")).map(Some).map_err(|_| "not text".into())
+}
+
+fn cookie_name(value: &HeaderValue) -> String {
+    let text = value.to_str().unwrap_or("");
+    let name = text.split(';').next().and_then(|p| p.split_once('=')).map_or("", |(n, _)| n.trim());
+    truncate(name).to_owned()
 }
 
 fn truncate(s: &str) -> &str {
@@ -199,6 +270,67 @@ mod tests {
         assert!(parse_head(b"Bad Name: x").unwrap_err().contains("not a header name"));
         assert!(parse_head(b"X: \x01").is_err());
         assert!(parse_head(b"X-Ok: \xff\xfe").is_err());
+    }
+
+    #[test]
+    fn informational_status_is_refused() {
+        for code in ["100", "101 Switching Protocols", "103", "199"] {
+            let e = parse_head(format!("Status: {code}\nUpgrade: websocket\n").as_bytes()).unwrap_err();
+            assert!(e.contains("not a status code from 200 to 599"), "{code}: {e}");
+        }
+        assert_eq!(parse_head(b"Status: 200").unwrap().status, StatusCode::OK);
+        assert_eq!(parse_head(b"Status: 599").unwrap().status.as_u16(), 599);
+    }
+
+    fn head_of(lines: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in lines {
+            h.append(HeaderName::from_bytes(k.as_bytes()).unwrap(), HeaderValue::from_str(v).unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn origin_wide_headers_are_dropped() {
+        let mut h = head_of(&[
+            ("content-type", "text/plain"),
+            ("clear-site-data", "\"*\""),
+            ("strict-transport-security", "max-age=63072000; includeSubDomains"),
+            ("alt-svc", "h3=\":443\""),
+            ("x-other", "kept"),
+        ]);
+        let dropped = scope_headers(&mut h, "shop", &[]);
+        assert_eq!(dropped, ["clear-site-data", "strict-transport-security", "alt-svc"]);
+        assert_eq!(h.len(), 2, "{h:?}");
+        assert_eq!(h["x-other"], "kept");
+    }
+
+    #[test]
+    fn cookies_stay_under_the_function() {
+        let mut h = head_of(&[
+            ("set-cookie", "a=1; Path=/shop"),
+            ("set-cookie", "b=2; path=/shop/cart; HttpOnly"),
+            ("set-cookie", "c=3; Path=/"),
+            ("set-cookie", "d=4; Path=/shopping"),
+            ("set-cookie", "e=5; Path=/shop; Domain=example.org"),
+            ("set-cookie", "f=6; Secure"),
+            ("set-cookie", "g=7; Path=relative"),
+            ("set-cookie", "h=8; Path=/shop; Path=/"),
+            ("set-cookie", "i=9; Domain="),
+        ]);
+        let dropped = scope_headers(&mut h, "shop", &[]);
+        assert_eq!(dropped, ["set-cookie c (Path=/)", "set-cookie d (Path=/shopping)", "set-cookie e (Domain)", "set-cookie h (Path=/)"]);
+        let kept: Vec<&str> = h.get_all("set-cookie").iter().map(|v| v.to_str().unwrap()).collect();
+        assert_eq!(kept, ["a=1; Path=/shop", "b=2; path=/shop/cart; HttpOnly", "f=6; Secure; Path=/shop", "g=7; Path=relative; Path=/shop", "i=9; Domain=; Path=/shop"]);
+    }
+
+    #[test]
+    fn a_function_may_opt_back_in() {
+        let mut h = head_of(&[("set-cookie", "sid=1; Path=/; Domain=example.org"), ("strict-transport-security", "max-age=1"), ("alt-svc", "clear")]);
+        let allowed = ["set-cookie".to_owned(), "strict-transport-security".to_owned()];
+        assert_eq!(scope_headers(&mut h, "login", &allowed), ["alt-svc"]);
+        assert_eq!(h["set-cookie"], "sid=1; Path=/; Domain=example.org");
+        assert_eq!(h["strict-transport-security"], "max-age=1");
     }
 
     #[test]

@@ -348,7 +348,16 @@ async fn serve(config: Config, listeners: Vec<TakenListener>) -> Result<u8, Stri
     }
     let (ok, bad) = registry.load_all();
     tracing::info!("loaded {ok} function(s) from {} ({bad} invalid)", registry.dir().display());
-    let app = App::new(host.clone(), registry);
+    // The fd budget is split once, now that listeners, journald and the loaded functions
+    // hold theirs; main raised the soft limit to the hard one before.
+    let nofile = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).map_err(|e| format!("failed to read the open-files limit: {e}"))?.0;
+    let open = http::open_fds().map_err(|e| format!("failed to count open fds in /proc/self/fd: {e}"))?;
+    let capacity = http::Capacity::derive(&host.config, nofile, open)?;
+    if capacity.sandboxes < host.config.max_concurrency {
+        tracing::warn!("max_concurrency {} lowered to {}: the open-files limit {nofile} holds no more sandboxes beside the connections\nhint: raise LimitNOFILE=, or set max_connections lower", host.config.max_concurrency, capacity.sandboxes);
+    }
+    tracing::info!("{capacity}");
+    let app = App::new(host.clone(), registry, capacity);
     let graceful = Arc::new(hyper_util::server::graceful::GracefulShutdown::new());
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut loops = Vec::new();
@@ -380,6 +389,7 @@ async fn serve(config: Config, listeners: Vec<TakenListener>) -> Result<u8, Stri
     let mut sigint = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
     let idle = host.config.idle_exit.0;
     let mut last_status = status(&app);
+    let mut refused_logged = 0;
     let reason = loop {
         tokio::select! {
             _ = sigterm.recv() => break "SIGTERM",
@@ -392,6 +402,11 @@ async fn serve(config: Config, listeners: Vec<TakenListener>) -> Result<u8, Stri
                 }
                 if watchdog.is_some() {
                     notify(&[sd_notify::NotifyState::Watchdog]);
+                }
+                let refused = app.stats.refused.load(Ordering::Relaxed);
+                if refused != refused_logged {
+                    tracing::warn!("refused {} connection(s) or upload(s) past the caps in the last second ({refused} since start); {}", refused - refused_logged, app.capacity);
+                    refused_logged = refused;
                 }
                 if !idle.is_zero() && app.stats.in_flight.load(Ordering::Relaxed) == 0 {
                     let last = Duration::from_millis(app.stats.last_activity_ms.load(Ordering::Relaxed));

@@ -26,8 +26,18 @@ pub struct Config {
     pub wrappers_dir: PathBuf,
     /// Runtime state: per-function sandbox roots and inline sources.
     pub state_dir: PathBuf,
-    /// Requests in flight across all functions; beyond it → 429.
+    /// Requests in flight across all functions; beyond it → 429. Lowered at start when the
+    /// open-files limit cannot hold this many sandboxes (see `http::admission`).
     pub max_concurrency: usize,
+    /// Open client connections at once; beyond it a new connection gets 503 and is closed.
+    /// Unset: derived from the open-files limit (`http::admission`).
+    pub max_connections: Option<usize>,
+    /// Open connections from one client address (an IPv6 /64 counts as one); beyond it 429.
+    /// Unset: a quarter of `max_connections`.
+    pub max_connections_per_client: Option<usize>,
+    /// Request bodies being received at once; beyond it 503, and beyond a client's share
+    /// (the same share as of connections) 429. Unset: `max_concurrency`.
+    pub max_bodies: Option<usize>,
     /// Sandbox uids/gids: `uid_base .. uid_base + uid_count`, one per live sandbox.
     pub uid_base: u32,
     /// How many sandbox uids there are (and so at most how many sandboxes live at once).
@@ -103,6 +113,9 @@ impl Default for Config {
             wrappers_dir: "/usr/local/lib/faas/wrappers".into(),
             state_dir: "/run/faas".into(),
             max_concurrency: 256,
+            max_connections: None,
+            max_connections_per_client: None,
+            max_bodies: None,
             uid_base: DEFAULT_UID_BASE,
             uid_count: 65536,
             cgroup_root: None,
@@ -202,13 +215,13 @@ impl ConfigError {
         Self::at(path, source, err.span(), message, hint)
     }
 
-    /// One line for an HTTP 503 body: the reason without the host path.
+    /// One line for a public HTTP 503 body: where, never what. The message may name host
+    /// paths (a code directory) and OS errors, so it stays in the journal and on the admin
+    /// listener's `/_/functions`.
     pub fn summary(&self) -> String {
         match self {
-            ConfigError::Read { .. } => "function file cannot be read".to_owned(),
-            ConfigError::Invalid { line, column, message, .. } => {
-                format!("function file is invalid at line {line}, column {column}: {message}")
-            }
+            ConfigError::Read { .. } => "the function file cannot be read".to_owned(),
+            ConfigError::Invalid { line, column, .. } => format!("the function file is invalid (line {line}, column {column})"),
         }
     }
 }
@@ -267,6 +280,23 @@ impl Config {
         if config.max_concurrency == 0 {
             return Err(whole("max_concurrency must be at least 1".into(), "the default is 256"));
         }
+        for (key, value) in [
+            ("max_connections", config.max_connections),
+            ("max_connections_per_client", config.max_connections_per_client),
+            ("max_bodies", config.max_bodies),
+        ] {
+            if value == Some(0) {
+                return Err(whole(format!("{key} must be at least 1"), "leave it out to derive it from the open-files limit"));
+            }
+        }
+        if let (Some(all), Some(one)) = (config.max_connections, config.max_connections_per_client) {
+            if one > all {
+                return Err(whole(
+                    format!("max_connections_per_client {one} is above max_connections {all}"),
+                    "one client address can never hold more than every connection",
+                ));
+            }
+        }
         Ok(config)
     }
 }
@@ -303,6 +333,33 @@ mod tests {
         let text = err.to_string();
         assert!(text.starts_with("/x/faas.toml:2:10: "), "{text}");
         assert!(text.contains("unknown size suffix"), "{text}");
+    }
+
+    #[test]
+    fn connection_settings_are_checked() {
+        let c = Config::parse(Path::new("/x/faas.toml"), "max_connections = 100\nmax_connections_per_client = 10\nmax_bodies = 7\n").unwrap();
+        assert_eq!((c.max_connections, c.max_connections_per_client, c.max_bodies), (Some(100), Some(10), Some(7)));
+        let c = Config::parse(Path::new("/x/faas.toml"), "").unwrap();
+        assert_eq!((c.max_connections, c.max_connections_per_client, c.max_bodies), (None, None, None));
+        let err = Config::parse(Path::new("/x/faas.toml"), "max_bodies = 0\n").unwrap_err();
+        assert!(err.to_string().starts_with("/x/faas.toml:1:1: max_bodies must be at least 1"), "{err}");
+        let err = Config::parse(Path::new("/x/faas.toml"), "max_connections = 10\nmax_connections_per_client = 11\n").unwrap_err();
+        assert!(err.to_string().contains("above max_connections 10"), "{err}");
+    }
+
+    #[test]
+    fn summary_keeps_position_and_drops_the_message() {
+        let err = ConfigError::at(
+            Path::new("/srv/tenant-secret/f.toml"),
+            "runtime = \"sh\"\ncode = \"/srv/tenant-secret/x\"\n",
+            Some(22..44),
+            "code directory /srv/tenant-secret/x cannot be used: No such file or directory (os error 2)".into(),
+            None,
+        );
+        assert_eq!(err.summary(), "the function file is invalid (line 2, column 8)");
+        assert!(err.to_string().contains("/srv/tenant-secret/x cannot be used"), "the full text keeps it: {err}");
+        let read = ConfigError::Read { path: "/srv/tenant-secret/f.toml".into(), source: std::io::Error::from_raw_os_error(13) };
+        assert_eq!(read.summary(), "the function file cannot be read");
     }
 
     #[test]

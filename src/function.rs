@@ -62,6 +62,15 @@ pub struct FunctionDef {
     limits: LimitsDef,
     #[serde(default)]
     sandbox: SandboxDef,
+    #[serde(default)]
+    response: ResponseDef,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ResponseDef {
+    #[serde(default)]
+    allow_headers: Vec<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -126,6 +135,9 @@ pub struct Function {
     pub env: Vec<(String, String)>,
     /// Whether partial Landlock is acceptable.
     pub landlock: LandlockMode,
+    /// Origin-wide response headers (`cgi::ORIGIN_WIDE`, lowercase) this function may send
+    /// unscoped.
+    pub allow_headers: Vec<String>,
 }
 
 /// File names that may be functions: `[a-z0-9][a-z0-9_-]{0,62}`.
@@ -346,6 +358,18 @@ impl Function {
             }
             env.push((k, v.into_inner()));
         }
+        let mut allow_headers = Vec::new();
+        for h in def.response.allow_headers {
+            let name = h.get_ref().to_ascii_lowercase();
+            if !crate::cgi::ORIGIN_WIDE.contains(&name.as_str()) {
+                return Err(err(
+                    Some(h.span()),
+                    format!("allow_headers lists {:?}, which is not an origin-wide header", h.get_ref()),
+                    &format!("only these are held back, so only these can be allowed: {}", crate::cgi::ORIGIN_WIDE.join(", ")),
+                ));
+            }
+            allow_headers.push(name);
+        }
         Ok(Function {
             name,
             path: path.to_owned(),
@@ -359,6 +383,7 @@ impl Function {
             read_only,
             env,
             landlock: sandbox.landlock.unwrap_or_default(),
+            allow_headers,
         })
     }
 
@@ -491,6 +516,18 @@ mod tests {
         assert!(check_handler(Runtime::Python, "pkg.mod.fn", None).is_ok());
         assert!(check_handler(Runtime::Sh, "../x.sh", None).is_err());
         assert!(check_handler(Runtime::Exec, "/bin/sh", None).is_err());
+    }
+
+    #[test]
+    fn response_headers_opt_in() {
+        let f = parse("runtime = \"sh\"\nsource = \"x\"\n").unwrap();
+        assert!(f.allow_headers.is_empty());
+        let f = parse("runtime = \"sh\"\nsource = \"x\"\n[response]\nallow_headers = [\"Strict-Transport-Security\", \"set-cookie\"]\n").unwrap();
+        assert_eq!(f.allow_headers, ["strict-transport-security", "set-cookie"]);
+        let err = parse("runtime = \"sh\"\nsource = \"x\"\n[response]\nallow_headers = [\"x-frame-options\"]\n").unwrap_err();
+        assert!(err.to_string().contains(":4:18: allow_headers lists \"x-frame-options\", which is not an origin-wide header"), "{err}");
+        let err = parse("runtime = \"sh\"\nsource = \"x\"\n[response]\nallow = [\"alt-svc\"]\n").unwrap_err();
+        assert!(err.to_string().contains(":4:1: unknown field `allow`"), "{err}");
     }
 
     #[test]

@@ -1,6 +1,11 @@
 //! The hyper service: routing (`/NAME[/rest]`, `/_/…`), method and body limits, concurrency
 //! limits, and every error as `application/problem+json` (RFC 9457). Also the accept loops
-//! over the listeners systemd gave us.
+//! over the listeners systemd gave us, with the connection caps of `admission`.
+//!
+//! Every response carries `Faas-Invocation-Id`, made when the request arrives; a problem body
+//! carries it too, so a caller can quote it and an operator find it in the journal.
+
+mod admission;
 
 use std::convert::Infallible;
 use std::io;
@@ -17,10 +22,14 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::sync::Semaphore;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+pub use admission::{open_fds, Capacity};
+use admission::{ClientKey, ConnectionSlot, Gate, Refusal};
 
 use crate::host::Host;
-use crate::invoke::{self, Call, Outcome, Report, ReportSink};
+use crate::invoke::{self, Call, Flushes, Outcome, Report, ReportSink};
 use crate::metrics::Metrics;
 use crate::registry::{Lookup, Registry};
 
@@ -30,6 +39,8 @@ pub enum ResponseBody {
     Full(Full<Bytes>),
     /// Chunks as the function writes them.
     Stream(invoke::BodyStream),
+    /// Nothing, of unknown length: the answer to HEAD, whose body hyper never sends.
+    Head,
 }
 
 impl Body for ResponseBody {
@@ -40,13 +51,14 @@ impl Body for ResponseBody {
         match self.get_mut() {
             ResponseBody::Full(b) => Pin::new(b).poll_frame(cx).map_err(|never| match never {}),
             ResponseBody::Stream(s) => s.poll_chunk(cx).map(|o| o.map(|r| r.map(Frame::data))),
+            ResponseBody::Head => Poll::Ready(None),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
             ResponseBody::Full(b) => b.size_hint(),
-            ResponseBody::Stream(_) => SizeHint::default(),
+            ResponseBody::Stream(_) | ResponseBody::Head => SizeHint::default(),
         }
     }
 }
@@ -60,6 +72,9 @@ pub struct Stats {
     pub served: AtomicU64,
     /// Milliseconds since `started` of the last request.
     pub last_activity_ms: AtomicU64,
+    /// Connections and requests refused by a cap of `admission` since start (logged as a
+    /// count, not one line each: a flood must not flood the journal too).
+    pub refused: AtomicU64,
 }
 
 /// Everything the service needs.
@@ -68,8 +83,13 @@ pub struct App {
     pub host: Arc<Host>,
     /// The functions.
     pub registry: Arc<Registry>,
-    /// The global concurrency cap.
+    /// The global concurrency cap: one permit per sandbox slot, whose fds are kept in reserve.
     pub global: Arc<Semaphore>,
+    /// What the daemon takes on at once.
+    pub capacity: Capacity,
+    gate: Arc<Gate>,
+    admin_gate: Arc<Gate>,
+    refusals: Arc<Semaphore>,
     /// Counters.
     pub stats: Arc<Stats>,
     /// Prometheus metrics.
@@ -81,7 +101,7 @@ pub struct App {
 
 impl App {
     /// Builds the service state.
-    pub fn new(host: Arc<Host>, registry: Arc<Registry>) -> Arc<App> {
+    pub fn new(host: Arc<Host>, registry: Arc<Registry>, capacity: Capacity) -> Arc<App> {
         let stats = Arc::new(Stats::default());
         let metrics = Arc::new(Metrics::new());
         let sink: ReportSink = {
@@ -94,7 +114,11 @@ impl App {
             })
         };
         Arc::new(App {
-            global: Arc::new(Semaphore::new(host.config.max_concurrency)),
+            global: Arc::new(Semaphore::new(capacity.sandboxes)),
+            gate: Gate::public(&capacity),
+            admin_gate: Gate::admin(&capacity),
+            refusals: Arc::new(Semaphore::new(capacity.refusals)),
+            capacity,
             host,
             registry,
             stats,
@@ -118,43 +142,39 @@ pub struct ListenerInfo {
     pub port: String,
 }
 
-/// An RFC 9457 problem.
-struct Problem {
-    status: StatusCode,
-    kind: &'static str,
-    title: &'static str,
-    detail: String,
-    instance: String,
-    id: Option<String>,
+/// An RFC 9457 problem body; `instance` is the request path when there was a request.
+fn problem_body(status: StatusCode, kind: &str, title: &str, detail: &str, instance: Option<&str>, id: &str) -> String {
+    let mut body = serde_json::json!({
+        "type": format!("urn:faas:problem:{kind}"),
+        "title": title,
+        "status": status.as_u16(),
+        "detail": detail,
+        "invocation_id": id,
+    });
+    if let Some(path) = instance {
+        body["instance"] = serde_json::Value::String(path.to_owned());
+    }
+    body.to_string() + "\n"
 }
 
-fn problem(status: StatusCode, kind: &'static str, title: &'static str, detail: impl Into<String>, instance: &str) -> Problem {
-    Problem { status, kind, title, detail: detail.into(), instance: instance.to_owned(), id: None }
+/// One request's identity, for the problems answered to it.
+struct Ctx<'a> {
+    id: &'a str,
+    path: &'a str,
 }
 
-impl Problem {
-    fn with_id(mut self, id: &str) -> Problem {
-        self.id = Some(id.to_owned());
-        self
+impl Ctx<'_> {
+    fn problem(&self, status: StatusCode, kind: &str, title: &str, detail: &str) -> Response<ResponseBody> {
+        let mut resp = Response::new(ResponseBody::Full(Full::new(Bytes::from(problem_body(status, kind, title, detail, Some(self.path), self.id)))));
+        *resp.status_mut() = status;
+        resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+        resp
     }
 
-    fn into_response(self) -> Response<ResponseBody> {
-        let mut body = serde_json::json!({
-            "type": format!("urn:faas:problem:{}", self.kind),
-            "title": self.title,
-            "status": self.status.as_u16(),
-            "detail": self.detail,
-            "instance": self.instance,
-        });
-        if let Some(id) = &self.id {
-            body["invocation_id"] = serde_json::Value::String(id.clone());
-        }
-        let mut resp = Response::new(ResponseBody::Full(Full::new(Bytes::from(body.to_string() + "\n"))));
-        *resp.status_mut() = self.status;
-        resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
-        if let Some(id) = self.id.as_deref().and_then(|id| HeaderValue::from_str(id).ok()) {
-            resp.headers_mut().insert("faas-invocation-id", id);
-        }
+    /// A problem that says "try again shortly".
+    fn busy(&self, status: StatusCode, kind: &str, title: &str, detail: &str) -> Response<ResponseBody> {
+        let mut resp = self.problem(status, kind, title, detail);
+        resp.headers_mut().insert(RETRY_AFTER, HeaderValue::from_static("1"));
         resp
     }
 }
@@ -206,23 +226,49 @@ fn percent_decode(s: &str) -> Option<String> {
     (!s.contains('\0')).then_some(s)
 }
 
+/// Who is on the other end of a connection.
+#[derive(Clone, Debug)]
+pub struct Client {
+    /// For REMOTE_ADDR.
+    pub addr: String,
+    /// What the connection caps count it against.
+    key: ClientKey,
+}
+
 /// Handles one request.
-pub async fn handle(app: Arc<App>, req: Request<Incoming>, listener: ListenerInfo, remote: String) -> Result<Response<ResponseBody>, Infallible> {
-    let received = Instant::now();
+pub async fn handle(
+    app: Arc<App>,
+    req: Request<Incoming>,
+    listener: ListenerInfo,
+    client: Client,
+    flushes: Arc<Flushes>,
+) -> Result<Response<ResponseBody>, Infallible> {
+    // Made at arrival, so that every answer carries it: 404s, refusals and `/_/…` included.
+    let id = uuid::Uuid::new_v4().to_string();
+    let mut resp = route(&app, req, &listener, &client, &id).await;
+    if let ResponseBody::Stream(stream) = resp.body_mut() {
+        stream.watch_flushes(flushes);
+    }
+    resp.headers_mut().insert("faas-invocation-id", HeaderValue::from_str(&id).expect("uuids are ascii"));
+    Ok(resp)
+}
+
+async fn route(app: &Arc<App>, req: Request<Incoming>, listener: &ListenerInfo, client: &Client, id: &str) -> Response<ResponseBody> {
     app.touch();
     let path = req.uri().path().to_owned();
+    let ctx = Ctx { id, path: &path };
     if let Some(ours) = path.strip_prefix("/_/") {
         let admin = listener.admin || app.host.config.admin_on_public;
-        return Ok(match ours {
+        return match ours {
             "health" => json(StatusCode::OK, serde_json::json!({"status": "ok"})),
             "metrics" if admin => {
                 let mut resp = Response::new(ResponseBody::Full(Full::new(Bytes::from(app.metrics.encode(&app.stats)))));
                 resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"));
                 resp
             }
-            "functions" if admin => json(StatusCode::OK, functions_json(&app)),
-            _ => problem(StatusCode::NOT_FOUND, "not-found", "not found", "no such endpoint", &path).into_response(),
-        });
+            "functions" if admin => json(StatusCode::OK, functions_json(app)),
+            _ => ctx.problem(StatusCode::NOT_FOUND, "not-found", "not found", "no such endpoint"),
+        };
     }
     let rest = path.trim_start_matches('/');
     let (name, path_info) = match rest.find('/') {
@@ -231,85 +277,114 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>, listener: ListenerInf
     };
     let loaded = match app.registry.lookup(name) {
         Lookup::Ready(l) => l,
-        Lookup::NotFound => {
-            return Ok(problem(StatusCode::NOT_FOUND, "function-not-found", "function not found", format!("there is no function {name:?}"), &path).into_response())
-        }
-        Lookup::Invalid(summary) => {
-            return Ok(problem(StatusCode::SERVICE_UNAVAILABLE, "function-invalid", "function file is invalid", summary, &path).into_response())
-        }
+        Lookup::NotFound => return ctx.problem(StatusCode::NOT_FOUND, "function-not-found", "function not found", &format!("there is no function {name:?}")),
+        // Only where: the message may hold host paths and OS errors (it is in the journal,
+        // and on the admin listener's /_/functions).
+        Lookup::Invalid(e) => return ctx.problem(StatusCode::SERVICE_UNAVAILABLE, "function-invalid", "function file is invalid", &e.summary()),
     };
     let f = &loaded.function;
     if !f.allows(req.method()) {
         let allow = f.methods.as_ref().map(|m| m.iter().map(|m| m.as_str()).collect::<Vec<_>>().join(", ")).unwrap_or_default();
-        let mut resp = problem(StatusCode::METHOD_NOT_ALLOWED, "method-not-allowed", "method not allowed", format!("{} is not allowed; use {allow}", req.method()), &path).into_response();
+        let mut resp = ctx.problem(StatusCode::METHOD_NOT_ALLOWED, "method-not-allowed", "method not allowed", &format!("{} is not allowed; use {allow}", req.method()));
         if let Ok(v) = HeaderValue::from_str(&allow) {
             resp.headers_mut().insert(ALLOW, v);
         }
-        return Ok(resp);
+        return resp;
     }
     let Some(path_info) = percent_decode(path_info) else {
-        return Ok(problem(StatusCode::BAD_REQUEST, "bad-request", "bad request", "the path is not valid UTF-8", &path).into_response());
+        return ctx.problem(StatusCode::BAD_REQUEST, "bad-request", "bad request", "the path is not valid UTF-8");
     };
     let limit = f.limits.body.0;
+    let too_large = || ctx.problem(StatusCode::PAYLOAD_TOO_LARGE, "body-too-large", "request body too large", &format!("the body may be at most {limit} bytes"));
     let declared = req.headers().get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit) {
-        return Ok(problem(StatusCode::PAYLOAD_TOO_LARGE, "body-too-large", "request body too large", format!("the body may be at most {} bytes", limit), &path).into_response());
+        return too_large();
     }
-    let retry = |mut resp: Response<ResponseBody>| {
-        resp.headers_mut().insert(RETRY_AFTER, HeaderValue::from_static("1"));
-        resp
+
+    // The whole body first, under its own bound, and only then the concurrency permits: a
+    // client that trickles its body holds a body slot, never a function's capacity.
+    let (parts, body) = req.into_parts();
+    let body = if body.is_end_stream() {
+        Bytes::new()
+    } else {
+        let gate = if listener.admin { &app.admin_gate } else { &app.gate };
+        let _slot = match gate.start_body(client.key) {
+            Ok(slot) => slot,
+            Err(refusal) => {
+                app.stats.refused.fetch_add(1, Ordering::Relaxed);
+                let (status, kind, title, detail) = refusal.problem();
+                return ctx.busy(status, kind, title, detail);
+            }
+        };
+        match tokio::time::timeout(app.host.config.body_timeout.0, Limited::new(body, limit as usize).collect()).await {
+            Ok(Ok(collected)) => collected.to_bytes(),
+            Ok(Err(e)) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => return too_large(),
+            Ok(Err(_)) => return ctx.problem(StatusCode::BAD_REQUEST, "bad-request", "bad request", "the request body could not be read"),
+            Err(_) => return ctx.problem(StatusCode::REQUEST_TIMEOUT, "body-timeout", "request body too slow", "the request body did not arrive in time"),
+        }
     };
     let Ok(global) = app.global.clone().try_acquire_owned() else {
-        return Ok(retry(problem(StatusCode::TOO_MANY_REQUESTS, "overloaded", "too many requests", "the server is at its concurrency limit", &path).into_response()));
+        return ctx.busy(StatusCode::TOO_MANY_REQUESTS, "overloaded", "too many requests", "the server is at its concurrency limit");
     };
     let Ok(local) = loaded.limiter.clone().try_acquire_owned() else {
-        return Ok(retry(problem(StatusCode::TOO_MANY_REQUESTS, "concurrency-limit", "too many requests", format!("{name} runs at most {} requests at once", f.limits.concurrency), &path).into_response()));
+        return ctx.busy(StatusCode::TOO_MANY_REQUESTS, "concurrency-limit", "too many requests", &format!("{name} runs at most {} requests at once", f.limits.concurrency));
     };
 
-    let (parts, body) = req.into_parts();
-    let body = match tokio::time::timeout(app.host.config.body_timeout.0, Limited::new(body, limit as usize).collect()).await {
-        Ok(Ok(collected)) => collected.to_bytes(),
-        Ok(Err(e)) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
-            return Ok(problem(StatusCode::PAYLOAD_TOO_LARGE, "body-too-large", "request body too large", format!("the body may be at most {limit} bytes"), &path).into_response());
-        }
-        Ok(Err(_)) => return Ok(problem(StatusCode::BAD_REQUEST, "bad-request", "bad request", "the request body could not be read", &path).into_response()),
-        Err(_) => return Ok(problem(StatusCode::REQUEST_TIMEOUT, "body-timeout", "request body too slow", "the request body did not arrive in time", &path).into_response()),
-    };
-
-    let id = uuid::Uuid::new_v4().to_string();
+    let head_only = parts.method == http::Method::HEAD;
     let server_name = parts.headers.get(http::header::HOST).and_then(|h| h.to_str().ok()).map(|h| h.rsplit_once(':').map_or(h, |(n, _)| n).to_owned()).unwrap_or_else(|| "localhost".into());
     let call = Call {
-        id: id.clone(),
+        id: id.to_owned(),
         method: parts.method,
         path_info,
         query: parts.uri.query().unwrap_or("").to_owned(),
         headers: parts.headers,
-        remote_addr: remote,
+        remote_addr: client.addr.clone(),
         server_name,
         server_port: listener.port.clone(),
         body,
-        received,
+        // The function's clock starts once its request is whole: a slow upload is the
+        // client's time (bounded by body_timeout), not the function's.
+        received: Instant::now(),
         permits: vec![global, local],
     };
     app.stats.in_flight.fetch_add(1, Ordering::Relaxed);
     let result = invoke::invoke(app.host.clone(), loaded.clone(), call, Some(app.sink.clone())).await;
     app.touch();
-    let id_header = HeaderValue::from_str(&id).expect("uuids are ascii");
-    Ok(match result {
+    match result {
         Ok(started) => {
-            let mut resp = Response::new(ResponseBody::Stream(started.body));
-            *resp.status_mut() = started.head.status;
-            *resp.headers_mut() = started.head.headers;
-            resp.headers_mut().insert("faas-invocation-id", id_header);
+            let mut head = started.head;
+            let dropped = crate::cgi::scope_headers(&mut head.headers, &f.name, &f.allow_headers);
+            if !dropped.is_empty() {
+                tracing::warn!(
+                    function = %f.name,
+                    invocation_id = %id,
+                    "dropped response headers that would act beyond /{} (allow them with [response] allow_headers): {}",
+                    f.name,
+                    dropped.join(", ")
+                );
+            }
+            let body = if head_only {
+                // hyper sends no body to HEAD and would drop the stream, which reads as the
+                // client leaving and kills the sandbox: let the function finish (its timeout
+                // and output limit still hold) and throw its output away.
+                let mut stream = started.body;
+                tokio::spawn(async move { while stream.next_chunk().await.is_some() {} });
+                ResponseBody::Head
+            } else {
+                ResponseBody::Stream(started.body)
+            };
+            let mut resp = Response::new(body);
+            *resp.status_mut() = head.status;
+            *resp.headers_mut() = head.headers;
             resp.headers_mut().append("server-timing", server_timing(&started.timing));
             resp
         }
         Err(failure) => {
-            let mut resp = problem(failure.outcome.status(), failure.outcome.slug(), title(&failure.outcome), failure.outcome.detail(), &path).with_id(&id).into_response();
+            let mut resp = ctx.problem(failure.outcome.status(), failure.outcome.slug(), title(&failure.outcome), &failure.outcome.detail());
             resp.headers_mut().append("server-timing", server_timing(&failure.timing));
             resp
         }
-    })
+    }
 }
 
 fn functions_json(app: &App) -> serde_json::Value {
@@ -346,8 +421,16 @@ pub enum Listener {
     Unix(tokio::net::UnixListener),
 }
 
-/// Accepts on `listener` until `stop` fires; each connection is served with HTTP/1.1
-/// keep-alive and watched by `graceful`.
+/// How long a refused connection may take to receive its answer.
+const REFUSAL_WRITE: Duration = Duration::from_secs(1);
+
+/// How long a refused connection is read (and what it sent thrown away) after its answer,
+/// so that closing it does not meet unread data, which the kernel answers with a reset
+/// that can destroy the answer before the client reads it.
+const REFUSAL_DRAIN: Duration = Duration::from_millis(250);
+
+/// Accepts on `listener` until `stop` fires; each connection within the caps is served with
+/// HTTP/1.1 keep-alive and watched by `graceful`, each one past them is refused.
 pub async fn serve(
     app: Arc<App>,
     listener: Listener,
@@ -355,12 +438,20 @@ pub async fn serve(
     graceful: Arc<hyper_util::server::graceful::GracefulShutdown>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
+    let gate = if info.admin { app.admin_gate.clone() } else { app.gate.clone() };
     loop {
+        // Every accept costs an fd before we know whether the connection is within the caps,
+        // so it takes a refusal slot first: past the caps, connections then wait in the
+        // kernel's backlog (where systemd's socket keeps them) instead of costing fds.
+        let token = tokio::select! {
+            t = app.refusals.clone().acquire_owned() => t.expect("the refusal semaphore is never closed"),
+            _ = stop.changed() => return,
+        };
         let accepted = tokio::select! {
             a = accept(&listener) => a,
             _ = stop.changed() => return,
         };
-        let (io, remote) = match accepted {
+        let (io, client) = match accepted {
             Ok(a) => a,
             Err(e) => {
                 // EMFILE and friends: back off instead of spinning.
@@ -369,9 +460,20 @@ pub async fn serve(
                 continue;
             }
         };
+        let slot: ConnectionSlot = match gate.admit(client.key) {
+            Ok(slot) => slot,
+            Err(refusal) => {
+                app.stats.refused.fetch_add(1, Ordering::Relaxed);
+                tokio::spawn(refuse(io, refusal, token));
+                continue;
+            }
+        };
+        drop(token);
         let app = app.clone();
         let info = info.clone();
-        let service = hyper::service::service_fn(move |req| handle(app.clone(), req, info.clone(), remote.clone()));
+        let flushes = Arc::new(Flushes::default());
+        let io = TokioIo::new(Box::new(FlushWatch { inner: io.into_inner(), flushes: flushes.clone() }) as Box<dyn IoStream>);
+        let service = hyper::service::service_fn(move |req| handle(app.clone(), req, info.clone(), client.clone(), flushes.clone()));
         let conn = hyper::server::conn::http1::Builder::new()
             .timer(TokioTimer::new())
             .header_read_timeout(Duration::from_secs(10))
@@ -379,6 +481,8 @@ pub async fn serve(
             .serve_connection(io, service);
         let watched = graceful.watch(conn);
         tokio::spawn(async move {
+            // The slot is given back when the connection ends.
+            let _slot = slot;
             if let Err(e) = watched.await {
                 tracing::debug!("connection ended: {e}");
             }
@@ -386,22 +490,94 @@ pub async fn serve(
     }
 }
 
+/// Answers a connection past a cap without waiting for its request (a client that sent one
+/// reads the answer as the response to it; one that sent nothing gets it as servers send a
+/// 408 on an idle connection), then closes it. Holds `_token` (its fd's budget) throughout.
+async fn refuse(io: Io, refusal: Refusal, _token: OwnedSemaphorePermit) {
+    let mut stream = io.into_inner();
+    let id = uuid::Uuid::new_v4().to_string();
+    let (status, kind, title, detail) = refusal.problem();
+    let body = problem_body(status, kind, title, detail, None, &id);
+    let head = format!(
+        "HTTP/1.1 {} {}\r\ncontent-type: application/problem+json\r\ncontent-length: {}\r\nretry-after: 1\r\nfaas-invocation-id: {id}\r\nconnection: close\r\n\r\n",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or(""),
+        body.len()
+    );
+    let answer = async {
+        stream.write_all((head + &body).as_bytes()).await?;
+        stream.shutdown().await
+    };
+    if !matches!(tokio::time::timeout(REFUSAL_WRITE, answer).await, Ok(Ok(()))) {
+        return;
+    }
+    let mut buf = [0u8; 4096];
+    let drain = async {
+        let mut total = 0;
+        while let Ok(n @ 1..) = stream.read(&mut buf).await {
+            total += n;
+            if total > 64 << 10 {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(REFUSAL_DRAIN, drain).await;
+}
+
 type Io = TokioIo<Box<dyn IoStream>>;
+
+/// A connection's stream that counts its completed flushes, so a body cut short can wait
+/// until hyper has written out everything before it (`invoke::Flushes`).
+struct FlushWatch {
+    inner: Box<dyn IoStream>,
+    flushes: Arc<Flushes>,
+}
+
+impl tokio::io::AsyncRead for FlushWatch {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut tokio::io::ReadBuf<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for FlushWatch {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_write_vectored(mut self: Pin<&mut Self>, cx: &mut Context<'_>, bufs: &[io::IoSlice<'_>]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        // hyper flushes its own buffer into the socket before it flushes the socket, so a
+        // flush that completes means every byte before it has been written.
+        let done = Pin::new(&mut self.inner).poll_flush(cx);
+        if matches!(done, Poll::Ready(Ok(()))) {
+            self.flushes.flushed();
+        }
+        done
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
 
 /// A connected stream of either kind.
 pub trait IoStream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin {}
 impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin> IoStream for T {}
 
-async fn accept(listener: &Listener) -> io::Result<(Io, String)> {
+async fn accept(listener: &Listener) -> io::Result<(Io, Client)> {
     match listener {
         Listener::Tcp(l) => {
             let (s, addr) = l.accept().await?;
             let _ = s.set_nodelay(true);
-            Ok((TokioIo::new(Box::new(s) as Box<dyn IoStream>), addr.ip().to_string()))
+            let client = Client { addr: addr.ip().to_string(), key: ClientKey::of(addr.ip()) };
+            Ok((TokioIo::new(Box::new(s) as Box<dyn IoStream>), client))
         }
         Listener::Unix(l) => {
             let (s, _) = l.accept().await?;
-            Ok((TokioIo::new(Box::new(s) as Box<dyn IoStream>), "unix".into()))
+            Ok((TokioIo::new(Box::new(s) as Box<dyn IoStream>), Client { addr: "unix".into(), key: ClientKey::Local }))
         }
     }
 }

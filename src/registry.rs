@@ -54,8 +54,9 @@ pub struct Loaded {
 pub enum Lookup {
     /// No such file.
     NotFound,
-    /// The file does not load; the one-line reason, without host paths.
-    Invalid(String),
+    /// The file does not load: the whole error, for the journal and `/_/functions`; its
+    /// `summary()` is all a public caller may see.
+    Invalid(Arc<ConfigError>),
     /// Ready.
     Ready(Arc<Loaded>),
 }
@@ -438,7 +439,7 @@ impl Registry {
             .into_iter()
             .filter_map(|n| match self.lookup(&n) {
                 Lookup::Ready(l) => Some((n, Ok(l))),
-                Lookup::Invalid(e) => Some((n, Err(e))),
+                Lookup::Invalid(e) => Some((n, Err(e.to_string()))),
                 Lookup::NotFound => None,
             })
             .collect()
@@ -448,7 +449,7 @@ impl Registry {
 fn to_lookup(state: &State) -> Lookup {
     match state {
         State::Ready(l) => Lookup::Ready(l.clone()),
-        State::Invalid(e) => Lookup::Invalid(e.summary()),
+        State::Invalid(e) => Lookup::Invalid(e.clone()),
     }
 }
 

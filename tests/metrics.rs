@@ -25,10 +25,13 @@ fn counters_follow_known_invocations() {
         "",
     );
     for _ in 0..3 {
-        assert_eq!(d.get("/ok").status, 200);
+        let r = d.get("/ok");
+        assert_eq!((r.status, r.text().as_str()), (200, "ok"));
     }
-    assert_eq!(d.get("/boom").status, 502);
-    assert_eq!(d.get("/slow").status, 504);
+    let r = d.get("/boom");
+    assert_eq!((r.status, r.problem()), (502, "crashed".into()));
+    let r = d.get("/slow");
+    assert_eq!((r.status, r.problem()), (504, "timeout".into()));
     // The REPORT (and the counters) come once the sandbox is gone, just after the response.
     let until = std::time::Instant::now() + std::time::Duration::from_secs(5);
     let text = loop {
@@ -53,7 +56,8 @@ fn counters_follow_known_invocations() {
 fn spawn_failures_are_counted() {
     require_root();
     let d = Daemon::start_with(&[("py", "runtime = \"python\"\nsource = 'def handle(r): return 1'\n")], "[runtimes]\npython = \"/nonexistent/python3\"\n");
-    assert_eq!(d.get("/py").status, 503);
+    let r = d.get("/py");
+    assert_eq!((r.status, r.problem()), (503, "sandbox-unavailable".into()), "{}", r.text());
     let until = std::time::Instant::now() + std::time::Duration::from_secs(5);
     loop {
         let t = d.admin_get("/_/metrics").text();

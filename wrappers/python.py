@@ -15,6 +15,7 @@ was cut short after its headers went out, 2 when the wrapper itself was called w
 """
 
 import os
+import stat
 import sys
 import time
 
@@ -285,9 +286,25 @@ def take_stdout():
     handler does can corrupt the CGI response. os.dup's copy is close-on-exec.
     """
     fd = os.dup(1)
+    log_blocking()
     os.dup2(2, 1)
     sys.stdout = sys.stderr
     return Output(fd)
+
+
+def log_blocking():
+    """Makes fd 2 blocking when it is a pipe left non-blocking: sys.stderr (print, tracebacks)
+    would otherwise fail with BlockingIOError once the pipe is full. A new open file description
+    of the pipe, through /proc, is blocking without changing the flags of whoever else holds it.
+    """
+    try:
+        if os.get_blocking(2) or not stat.S_ISFIFO(os.fstat(2).st_mode):
+            return
+        fresh = os.open("/proc/self/fd/2", os.O_WRONLY | os.O_CLOEXEC)
+    except OSError:
+        return
+    os.dup2(fresh, 2)
+    os.close(fresh)
 
 
 class HandlerNotFound(Exception):

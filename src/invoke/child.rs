@@ -103,7 +103,10 @@ pub(super) fn start_child(host: &Host, loaded: &Loaded, call: &Call, deadline_ms
     let limit = |v: u64| libc::rlimit { rlim_cur: v, rlim_max: v };
     let mut rlimits = vec![
         (libc::RLIMIT_CORE, limit(0)),
-        (libc::RLIMIT_NOFILE, limit(f.limits.nofile)),
+        // Never above the daemon's own hard limit: raising a hard limit takes
+        // CAP_SYS_RESOURCE, so setrlimit would fail and stop every request. `faas check` and
+        // the load log warn about such a function.
+        (libc::RLIMIT_NOFILE, limit(f.limits.nofile.min(host_nofile_hard()))),
         (libc::RLIMIT_FSIZE, limit(f.tmp.0.max(f.limits.output.0))),
         // Counted per real uid, and the uid is this sandbox's alone: the pids limit itself
         // without cgroups; with them a backstop above pids.max, so that pids.max is what
@@ -165,6 +168,11 @@ pub(super) fn start_child(host: &Host, loaded: &Loaded, call: &Call, deadline_ms
         err_read: err_r,
         notify: notify_parent,
     })
+}
+
+/// This process's hard open-files limit.
+fn host_nofile_hard() -> u64 {
+    nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).map_or(u64::MAX, |(_, hard)| hard)
 }
 
 /// Removes a request cgroup if set-up fails before the child owns it.

@@ -21,7 +21,7 @@ use tokio::net::unix::pipe;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::sleep_until;
 
-pub use body::BodyStream;
+pub use body::{BodyStream, Flushes};
 use child::{start_child, wait_exec, Started0};
 use stderr::StderrLog;
 

@@ -7,7 +7,10 @@
 #   FAAS_TEST_SKIP=node bash tests/wrappers/...     to leave a runtime out (python, node)
 #
 # Uses /usr/bin/python3 and /usr/bin/node, the interpreters the sandbox runs, never a PATH shim.
-# Prints every failed check, then "N passed, M failed"; exits 1 if any check failed.
+# Every wrapper run is bounded by `timeout 30`: a hung wrapper is a failed check, not a hung
+# harness. "one write per chunk" needs strace (FAAS_TEST_SKIP=strace leaves it out).
+# Prints every failed check, then "N passed, M failed" (and what was skipped); exits 1 if any
+# check failed.
 
 set -u
 cd "$(dirname "${BASH_SOURCE[0]}")/../.." || exit 2
@@ -15,6 +18,12 @@ ROOT=$PWD
 PY=/usr/bin/python3
 NODE=/usr/bin/node
 SKIP=",${FAAS_TEST_SKIP:-},"
+# Wrapper runs are stamped with bash's own clock, not a `date` fork per line.
+[ -n "${EPOCHREALTIME-}" ] || { echo "bash 5 or newer is needed (EPOCHREALTIME)" >&2; exit 2; }
+if [[ $SKIP != *",strace,"* ]] && ! command -v strace >/dev/null; then
+  echo "strace not found: install it or set FAAS_TEST_SKIP=strace" >&2
+  exit 2
+fi
 
 for runtime in python node; do
   bin=$PY; [ "$runtime" = node ] && bin=$NODE
@@ -34,35 +43,59 @@ CASE=""
 # ---------------------------------------------------------------------------------------------
 # Running a wrapper
 
+# wrapper_cmd RUNTIME CODE_DIR HANDLER: sets $CMD to the command the daemon would run.
+wrapper_cmd() {
+  case $1 in
+    python) CMD=("$PY" -I -B "$ROOT/wrappers/python.py" "$2" "$3") ;;
+    node) CMD=("$NODE" "$ROOT/wrappers/node.js" "$2" "$3") ;;
+    sh) CMD=(/bin/sh "$2/$3") ;;
+    exec) CMD=("$2/$3") ;;
+  esac
+}
+
 # invoke RUNTIME CODE_DIR HANDLER [NAME=value...]: runs the wrapper in CODE_DIR with a clean
 # CGI environment plus the given variables, $BODY on stdin. Leaves $RC, $HEAD (the header
 # lines) and the files $TMP/out (all of stdout), $TMP/body (after the blank line), $TMP/err.
 invoke() {
   local runtime=$1 dir=$2 handler=$3
   shift 3
-  local cmd
-  case $runtime in
-    python) cmd=("$PY" -I -B "$ROOT/wrappers/python.py" "$dir" "$handler") ;;
-    node) cmd=("$NODE" "$ROOT/wrappers/node.js" "$dir" "$handler") ;;
-    sh) cmd=(/bin/sh "$dir/$handler") ;;
-    exec) cmd=("$dir/$handler") ;;
-  esac
+  wrapper_cmd "$runtime" "$dir" "$handler"
+  run_in "$dir" "$@" -- "${CMD[@]}"
+}
+
+# run_in DIR [NAME=value...] -- COMMAND...: what invoke does, for any command line.
+run_in() {
+  local dir=$1 vars=()
+  shift
+  while [ "$1" != -- ]; do vars+=("$1"); shift; done
+  shift
   # stdin, stdout and stderr are pipes, as the daemon gives them.
   printf '%s' "${BODY-}" | (
     (
-      cd "$dir" && exec env -i PATH=/usr/bin:/bin HOME=/tmp LANG=C.UTF-8 \
+      cd "$dir" && exec timeout -k 5 30 env -i PATH=/usr/bin:/bin HOME=/tmp LANG=C.UTF-8 \
         GATEWAY_INTERFACE=CGI/1.1 SERVER_PROTOCOL=HTTP/1.1 SERVER_NAME=localhost SERVER_PORT=8080 \
         SERVER_SOFTWARE=faas REMOTE_ADDR=127.0.0.1 SCRIPT_NAME=/test REQUEST_METHOD=GET \
         PATH_INFO= QUERY_STRING= FAAS_FUNCTION=test FAAS_INVOCATION_ID=inv-0001 \
-        FAAS_DEADLINE_MS=$(($(date +%s%3N) + 30000)) "$@" "${cmd[@]}"
+        FAAS_DEADLINE_MS=$(($(date +%s%3N) + 30000)) "${vars[@]}" "$@"
     ) | cat >"$TMP/out"
     exit "${PIPESTATUS[0]}"
   ) 2>&1 | cat >"$TMP/err"
   RC=${PIPESTATUS[1]}
+  split_response
+  check_not_hung
+}
+
+# Sets $HEAD and $TMP/body from $TMP/out.
+split_response() {
   local n
   n=$(sed '/^$/q' "$TMP/out" | wc -c)
   HEAD=$(head -c "$n" "$TMP/out")
   tail -c +$((n + 1)) "$TMP/out" >"$TMP/body"
+}
+
+# timeout exits 124 (137 after -k): the wrapper hung for 30 s.
+check_not_hung() {
+  if [ "$RC" -eq 124 ] || [ "$RC" -eq 137 ]; then fail "the wrapper hung: killed by timeout after 30 s"; fi
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -118,29 +151,76 @@ expect_problem() { # expect_problem STATUS TYPE → a whole RFC 9457 problem res
 HANDLER_ERROR='{"type":"urn:faas:problem:handler-error","title":"handler raised an exception","status":500}'
 
 # stream_gap RUNTIME DIR HANDLER: runs a handler that yields "first", sleeps 1 s, yields
-# "second", and stamps each line as it arrives on the pipe; checks the first chunk was not held
-# back until the end.
+# "second", and stamps each line (in µs) as it arrives on the pipe; checks the first chunk was
+# not held back until the end, and that the wrapper exited 0.
 stream_gap() {
-  local runtime=$1 dir=$2 handler=$3 cmd
-  case $runtime in
-    python) cmd=("$PY" -I -B "$ROOT/wrappers/python.py" "$dir" "$handler") ;;
-    node) cmd=("$NODE" "$ROOT/wrappers/node.js" "$dir" "$handler") ;;
-  esac
-  (cd "$dir" && env -i PATH=/usr/bin:/bin LANG=C.UTF-8 REQUEST_METHOD=GET "${cmd[@]}" </dev/null 2>"$TMP/err") |
-    while IFS= read -r line; do printf '%s %s\n' "$(date +%s%3N)" "$line"; done >"$TMP/timed"
-  RC=0
+  wrapper_cmd "$1" "$2" "$3"
+  (cd "$2" && exec timeout -k 5 30 env -i PATH=/usr/bin:/bin LANG=C.UTF-8 REQUEST_METHOD=GET "${CMD[@]}" </dev/null 2>"$TMP/err") |
+    while IFS= read -r line; do printf '%s %s\n' "${EPOCHREALTIME//[!0-9]/}" "$line"; done >"$TMP/timed"
+  RC=${PIPESTATUS[0]}
   cp "$TMP/timed" "$TMP/out"
+  check_not_hung
+  expect_rc 0
   local t_status t_first t_second
   t_status=$(awk '$2 == "Status:" { print $1; exit }' "$TMP/timed")
   t_first=$(awk '$2 == "first" { print $1; exit }' "$TMP/timed")
   t_second=$(awk '$2 == "second" { print $1; exit }' "$TMP/timed")
   if [ -z "$t_status" ] || [ -z "$t_first" ] || [ -z "$t_second" ]; then
     fail "stream lines missing"
-  elif [ $((t_second - t_first)) -lt 700 ] || [ $((t_first - t_status)) -gt 500 ]; then
-    fail "chunks were not flushed as produced: status@$t_status first@$t_first second@$t_second"
+  elif [ $((t_second - t_first)) -lt 700000 ] || [ $((t_first - t_status)) -gt 500000 ]; then
+    fail "chunks were not flushed as produced (µs): status@$t_status first@$t_first second@$t_second"
   else
     pass
   fi
+}
+
+# nonblocking RUNTIME DIR HANDLER: runs the wrapper with stdout and stderr pipes left
+# O_NONBLOCK and readers that start 0.5 s late, so both pipes fill up. Leaves what invoke does.
+nonblocking() {
+  wrapper_cmd "$1" "$2" "$3"
+  (cd "$2" && exec timeout -k 5 30 env -i PATH=/usr/bin:/bin LANG=C.UTF-8 REQUEST_METHOD=GET \
+    "$PY" -I -c "$NONBLOCKING_DRIVER" "$TMP/out" "$TMP/err" "${CMD[@]}" </dev/null)
+  RC=$?
+  split_response
+  check_not_hung
+}
+
+NONBLOCKING_DRIVER='
+import os, subprocess, sys, threading, time
+out_path, err_path, *cmd = sys.argv[1:]
+pipes = [os.pipe() for _ in range(2)]
+for _, w in pipes:
+    os.set_blocking(w, False)
+child = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=pipes[0][1], stderr=pipes[1][1])
+for _, w in pipes:
+    os.close(w)
+def drain(fd, path):
+    time.sleep(0.5)
+    with open(path, "wb") as f:
+        while chunk := os.read(fd, 65536):
+            f.write(chunk)
+threads = [threading.Thread(target=drain, args=(r, p)) for (r, _), p in zip(pipes, (out_path, err_path))]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+sys.exit(child.wait())
+'
+
+# write_sizes RUNTIME DIR HANDLER: runs the wrapper under strace (its main thread; stdout and
+# stderr are pipes) and sets $SIZES to "asked=written" for each write(2) on the response's fd.
+write_sizes() {
+  wrapper_cmd "$1" "$2" "$3"
+  { (cd "$2" && exec timeout -k 5 30 env -i PATH=/usr/bin:/bin LANG=C.UTF-8 REQUEST_METHOD=GET \
+    strace -qq -e trace=write -e signal=none -s 8 -o "$TMP/strace" "${CMD[@]}" </dev/null) 2>&1 >&3 |
+    cat >"$TMP/err"; } 3>&1 | cat >"$TMP/out"
+  RC=${PIPESTATUS[0]}
+  split_response
+  check_not_hung
+  local fd
+  fd=$(sed -nE 's/^write\(([0-9]+), "Status: .*/\1/p' "$TMP/strace" | head -1)
+  SIZES=$(sed -nE "s/^write\\(${fd:-none}, .*, ([0-9]+)\\) += ([0-9]+)\$/\\1=\\2/p" "$TMP/strace" | tr '\n' ' ')
+  SIZES=${SIZES% }
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -178,6 +258,20 @@ def stream_fails_late(r):
 def stream_fails_early(r):
     raise RuntimeError("before the first chunk")
     yield "never"
+def forever(r):
+    try:
+        while True:
+            yield "x\n"
+            time.sleep(0.02)
+    finally:
+        sys.stderr.write("finally ran\n")
+def chunks(r):
+    yield "a" * 100000
+    yield "b" * 3
+    yield "c" * 70000
+def loud_big(r):
+    print("e" * 300000)
+    return "x" * (1 << 20)
 def boom(r): return {"ratio": 1 / 0}
 async def aboom(r): raise KeyError("async-secret")
 async def as_async(r): return {"async": True}
@@ -253,6 +347,11 @@ exports.stream_typed = () => ({
 exports.astream = async function* () { yield 'a'; yield 'b'; };
 exports.stream_fails_late = async function* () { yield 'partial'; throw new Error('stream broke'); };
 exports.stream_fails_early = async function* () { throw new Error('before the first chunk'); };
+exports.forever = async function* () {
+  try { for (;;) { yield 'x\n'; await sleep(20); } } finally { process.stderr.write('finally ran\n'); }
+};
+exports.chunks = function* () { yield 'a'.repeat(100000); yield 'b'.repeat(3); yield 'c'.repeat(70000); };
+exports.loud_big = () => { console.log('e'.repeat(300000)); return 'x'.repeat(1 << 20); };
 exports.boom = () => ({ ratio: null.x });
 exports.aboom = async () => { throw new Error('async-secret'); };
 exports.as_async = async () => { await sleep(10); return { async: true }; };
@@ -538,6 +637,38 @@ run_common() {
   CASE="$rt: wrong Content-Length → 500"
   invoke "$rt" "$d" h.bad_length
   expect_body "$HANDLER_ERROR"
+
+  CASE="$rt: wrong arguments → a 500 still written, exit status 2"
+  wrapper_cmd "$rt" "$d" unused
+  run_in "$d" -- "${CMD[@]:0:${#CMD[@]}-1}"
+  expect_problem 500 handler-not-found; expect_rc 2; expect_stderr_has "faas: usage"
+
+  CASE="$rt: the wrapper's own log lines start with 'faas: '"
+  invoke "$rt" "$d" h.boom
+  expect_stderr_has "faas: handler raised an exception"
+
+  CASE="$rt: a closed stdout closes the generator: finally runs, exit status 1"
+  wrapper_cmd "$rt" "$d" h.forever
+  (cd "$d" && exec timeout -k 5 30 env -i PATH=/usr/bin:/bin LANG=C.UTF-8 REQUEST_METHOD=GET "${CMD[@]}" </dev/null 2>"$TMP/err") |
+    head -c 1 >"$TMP/out"
+  RC=${PIPESTATUS[0]}
+  check_not_hung
+  expect_rc 1; expect_stderr_has "finally ran"; expect_stderr_has "faas: the reader closed stdout"
+
+  CASE="$rt: stdout and stderr pipes left non-blocking"
+  nonblocking "$rt" "$d" h.loud_big
+  expect_rc 0; expect_status 200; expect_header "Content-Length: 1048576"
+  [ "$(wc -c <"$TMP/body")" -eq 1048576 ] && pass || fail "a body of $(wc -c <"$TMP/body") bytes, not 1048576"
+  [ "$(wc -c <"$TMP/err")" -ge 300000 ] && pass || fail "only $(wc -c <"$TMP/err") bytes of log, not 300000"
+
+  if [[ $SKIP != *",strace,"* ]]; then
+    CASE="$rt: one write per chunk"
+    write_sizes "$rt" "$d" h.chunks
+    expect_rc 0; expect_body "$(head -c 100000 /dev/zero | tr '\0' a)bbb$(head -c 70000 /dev/zero | tr '\0' c)"
+    local first
+    first=$(($(wc -c <"$TMP/out") - 70003))
+    [ "$SIZES" = "$first=$first 3=3 70000=70000" ] && pass || fail "writes on the response fd (asked=written): '$SIZES', not '$first=$first 3=3 70000=70000'"
+  fi
 }
 
 run_python_only() {
@@ -571,8 +702,9 @@ run_node_only() {
 
   # Without pipes the wrapper cannot move fd 1, so only console and process.stdout are redirected.
   CASE="node: stdout and stderr are files, not pipes"
-  (cd "$d" && env -i REQUEST_METHOD=GET "$NODE" "$ROOT/wrappers/node.js" "$d" h.noisy_no_child </dev/null >"$TMP/out" 2>"$TMP/err")
+  (cd "$d" && exec timeout -k 5 30 env -i REQUEST_METHOD=GET "$NODE" "$ROOT/wrappers/node.js" "$d" h.noisy_no_child </dev/null >"$TMP/out" 2>"$TMP/err")
   RC=$?
+  check_not_hung
   HEAD=$(sed '/^$/q' "$TMP/out")
   expect_status 200; expect_stdout_lacks "stray-print"; expect_stdout_lacks "stray-fd1"
   expect_stderr_has "stray-print"; expect_stderr_has "stray-fd1"; expect_rc 0
@@ -678,5 +810,9 @@ EOF
 [[ $SKIP == *",node,"* ]] || { run_common node; run_node_only; }
 run_examples
 
-echo "$passed passed, $failed failed"
+skipped=""
+for what in python node strace; do
+  [[ $SKIP != *",$what,"* ]] || skipped+="${skipped:+, }$what"
+done
+echo "$passed passed, $failed failed${skipped:+; skipped: $skipped (FAAS_TEST_SKIP)}"
 [ "$failed" -eq 0 ]
