@@ -438,7 +438,7 @@ cat > "$raw/meta.json" <<EOF
  "kernel": "$(uname -sr)", "faas_rev": "$rev", "faas_build": "release ($target)",
  "loadgen": "$(oha --version | head -1)", "seconds": $seconds, "rounds": $rounds, "concurrency": $concs_json,
  "handlers": $handlers_json, "loadavg_start": "$load_start", "loadavg_end": "$(cut -d' ' -f1-3 /proc/loadavg)", "fn_concurrency": $fn_concurrency, "wide_concurrency": $wide_concurrency,
- "before_rev": "${before_rev:-}", "before_build": "${before:+release ($before_target)}"}
+ "before_rev": "${before_rev:-}", "before_build": "${before:+release ($before_target)}", "autogroup": "$(cat /proc/sys/kernel/sched_autogroup_enabled 2>/dev/null || echo absent)"}
 EOF
 [[ -f $here/results/NOTES.md ]] && cp "$here/results/NOTES.md" "$raw/notes.md"
 
