@@ -11,7 +11,7 @@ use clap::{Args, Parser, Subcommand};
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::config::{Config, ConfigError};
-use crate::host::{Host, LayerState};
+use crate::sandbox::{Host, LayerState};
 use crate::http::{self, App, Listener, ListenerInfo};
 use crate::invoke::{self, Call, Outcome, Report};
 use crate::registry::{self, Lookup, Registry, Role};
@@ -188,7 +188,7 @@ fn check(config: &Config, paths: &[PathBuf]) -> u8 {
 }
 
 fn doctor(config: Config) -> u8 {
-    let host = Host::new(config, false);
+    let host = Host::probe(config);
     println!("faas {} doctor", env!("CARGO_PKG_VERSION"));
     println!("  running as root:   {}", if host.privileged { "yes" } else { "no" });
     println!("  landlock ABI:      {}", host.landlock.abi);
@@ -196,7 +196,7 @@ fn doctor(config: Config) -> u8 {
     println!("  user namespaces:   max {userns} (sandboxes do not need them when faas runs as root)");
     let actions = std::fs::read_to_string("/proc/sys/kernel/seccomp/actions_avail").unwrap_or_default();
     println!("  seccomp actions:   {}", actions.trim());
-    let cgroup = crate::sandbox::cgroup::own_cgroup().map_or_else(|e| e.to_string(), |p| p.display().to_string());
+    let cgroup = crate::sandbox::own_cgroup().map_or_else(|e| e.to_string(), |p| p.display().to_string());
     println!("  our cgroup:        {cgroup}");
     let journald = std::path::Path::new("/run/systemd/journal/socket").exists();
     println!("  journald:          {}", if journald { "socket present" } else { "absent: logs go to stderr" });
@@ -219,7 +219,7 @@ fn doctor(config: Config) -> u8 {
     if host.layers.list.iter().any(|(name, state, _)| *name == "cgroup" && *state != LayerState::Enforced) {
         println!();
         println!("  without a cgroup, the limits fall back to rlimits, per sandbox:");
-        for (what, limit) in crate::host::FALLBACK_BOUNDS {
+        for (what, limit) in crate::sandbox::FALLBACK_BOUNDS {
             println!("    {what:11} {limit}");
         }
     }
@@ -231,7 +231,7 @@ fn doctor(config: Config) -> u8 {
 }
 
 async fn invoke_once(config: Config, args: &InvokeArgs) -> Result<u8, String> {
-    let host = Arc::new(Host::new(config, false));
+    let host = Arc::new(Host::probe(config));
     // A directory of its own in the state directory, so that a daemon using the same one is
     // left alone (review finding 9).
     let registry = Registry::new(host.clone(), Role::Invoke).map_err(|e| e.to_string())?;
@@ -331,7 +331,7 @@ async fn serve(config: Config, listeners: Vec<TakenListener>) -> Result<u8, Stri
     if listeners.is_empty() {
         return Err("no listening socket: start faas through faas.socket (systemd passes LISTEN_FDS) or give --listen 127.0.0.1:8080".into());
     }
-    let host = Arc::new(Host::new(config, true));
+    let host = Arc::new(Host::setup(config));
     for (name, state, hint) in &host.layers.list {
         match state {
             LayerState::Enforced => tracing::info!("sandbox layer {name}: enforced"),

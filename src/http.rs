@@ -28,7 +28,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 pub use admission::{open_fds, Capacity};
 use admission::{ClientKey, ConnectionSlot, Gate, Refusal};
 
-use crate::host::Host;
+use crate::sandbox::Host;
 use crate::invoke::{self, Call, Flushes, Outcome, Report, ReportSink};
 use crate::metrics::Metrics;
 use crate::registry::{Lookup, Registry};
@@ -398,7 +398,7 @@ fn functions_json(app: &App) -> serde_json::Value {
                 "status": "ready",
                 "runtime": l.function.runtime.as_str(),
                 "version": l.version,
-                "landlock": l.sandbox.landlock.enforcement.word(),
+                "landlock": l.sandbox.landlock_word(),
                 "limits": {
                     "timeout": crate::units::Span(l.function.limits.timeout.0).to_string(),
                     "memory": l.function.limits.memory.to_string(),

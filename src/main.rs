@@ -9,7 +9,6 @@ mod cgi;
 mod cli;
 mod config;
 mod function;
-mod host;
 mod http;
 mod invoke;
 mod log;
@@ -17,7 +16,6 @@ mod metrics;
 mod registry;
 mod runtime;
 mod sandbox;
-mod uids;
 mod units;
 
 use clap::Parser;

@@ -19,7 +19,7 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{Read as _, Seek as _, Write as _};
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -30,20 +30,15 @@ use tokio::sync::Semaphore;
 
 use crate::config::ConfigError;
 use crate::function::{inline_file, valid_name, Code, Function, Runtime};
-use crate::host::Host;
 use crate::runtime;
-use crate::sandbox::landlock::{self, RulePaths};
-use crate::sandbox::namespaces::{self, build_skeleton, cstr, request_mounts, template_plan, RootSpec};
-use crate::sandbox::spawn;
-use crate::sandbox::{version_dir, PreparedSandbox};
-use crate::uids::{check_private_dir, UnsafeDir};
+use crate::sandbox::{self, check_private_dir, CodeSource, Host, PrepareError, PreparedSandbox, Spec, UnsafeDir};
 
 /// A function ready to run: the checked definition and its prepared sandbox.
 pub struct Loaded {
     /// The definition.
     pub function: Function,
-    /// Its sandbox parts.
-    pub sandbox: PreparedSandbox,
+    /// Its sandbox parts, shared with every running sandbox of this version.
+    pub sandbox: Arc<PreparedSandbox>,
     /// Increases with every load, across all functions.
     pub version: u64,
     /// Per-function concurrency limit (kept across versions).
@@ -99,25 +94,6 @@ pub struct Registry {
     entries: Mutex<HashMap<String, Entry>>,
     limiters: Mutex<HashMap<String, (usize, Arc<Semaphore>)>>,
     versions: AtomicU64,
-}
-
-/// Why a checked function could not be prepared.
-#[derive(Debug, thiserror::Error)]
-pub enum PrepareError {
-    /// Writing inline source or the root skeleton failed.
-    #[error("failed to prepare the sandbox root for {name} in {}: {source}", dir.display())]
-    Root {
-        /// The function.
-        name: String,
-        /// Where.
-        dir: PathBuf,
-        /// Why.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The Landlock rules could not be built.
-    #[error(transparent)]
-    Landlock(#[from] landlock::LandlockError),
 }
 
 /// Which process the registry is for; each owns a different part of the state directory.
@@ -373,7 +349,7 @@ impl Registry {
         }
         let version = self.versions.fetch_add(1, Ordering::Relaxed);
         let sandbox = match prepare(&self.host, &self.state.own, &function, version) {
-            Ok(s) => s,
+            Ok(s) => Arc::new(s),
             Err(e) => {
                 let err = ConfigError::at(path, &text, None, e.to_string(), None);
                 return self.invalid(name, err);
@@ -395,7 +371,7 @@ impl Registry {
             runtime = function.runtime.as_str(),
             "loaded function {name} (version {version}) from {}; {}",
             function.path.display(),
-            sandbox.landlock.enforcement
+            sandbox.landlock_summary()
         );
         State::Ready(Arc::new(Loaded { function, sandbox, version, limiter }))
     }
@@ -472,53 +448,40 @@ pub fn check_file(path: &Path, config: &crate::config::Config) -> Result<Functio
 /// Builds the sandbox parts of one function version under `state`, this process's part of
 /// the state directory.
 fn prepare(host: &Host, state: &Path, f: &Function, version: u64) -> Result<PreparedSandbox, PrepareError> {
-    let dir = version_dir(state, &f.name, version);
-    let root_err = |source| PrepareError::Root { name: f.name.clone(), dir: dir.clone(), source };
-    let code_dir = match &f.code {
-        Code::Dir(d) => d.clone(),
-        Code::Inline(source) => {
-            let code = dir.join("code");
-            let file = code.join(inline_file(f.runtime, &f.handler));
-            std::fs::create_dir_all(file.parent().unwrap_or(&code)).map_err(root_err)?;
-            std::fs::write(&file, source).map_err(root_err)?;
-            let mode = if matches!(f.runtime, Runtime::Exec) { 0o755 } else { 0o644 };
-            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(mode)).map_err(root_err)?;
-            code
+    let inline;
+    let code = match &f.code {
+        Code::Dir(d) => CodeSource::Dir(d),
+        Code::Inline(text) => {
+            inline = inline_file(f.runtime, &f.handler);
+            CodeSource::Inline { file: Path::new(&inline), text, executable: matches!(f.runtime, Runtime::Exec) }
         }
     };
-    let spec = RootSpec { code: &code_dir, wrappers: &host.config.wrappers_dir, read_only: &f.read_only, tmp_bytes: f.tmp.0 };
-    let skeleton = build_skeleton(&dir, &spec).map_err(root_err)?;
-    let template = spawn::create_mount_template(&template_plan(&skeleton, &spec), &cstr(&skeleton.root))
-        .map_err(|e| format!("failed to build the sandbox root: {e}"));
-    if let Err(e) = &template {
-        tracing::error!(function = %f.name, "{e}");
-    }
-    let mut exec: Vec<&Path> = skeleton.system_dirs.iter().map(PathBuf::as_path).collect();
-    exec.push(&code_dir);
-    exec.extend(skeleton.read_only.iter().map(PathBuf::as_path));
-    let landlock = landlock::prepare(&RulePaths {
-        root: &skeleton.root,
-        exec,
-        read: vec![&host.config.wrappers_dir],
-        network: f.network,
-    })?;
     let (exe, argv) = runtime::command(f.runtime, &f.handler, &host.config.runtimes);
-    Ok(PreparedSandbox {
-        skeleton,
-        template,
-        hostname: c"faas".into(),
-        request_mounts: request_mounts(&spec),
-        landlock,
-        seccomp: if f.network { host.seccomp.1.clone() } else { host.seccomp.0.clone() },
-        seccomp_notify_index: 0,
-        ipc_limits: if host.cgroups.is_none() { namespaces::ipc_limits(f.limits.memory.0) } else { Vec::new() },
-        exe,
-        argv,
-    })
+    sandbox::prepare(
+        host,
+        Spec {
+            name: &f.name,
+            dir: version_dir(state, &f.name, version),
+            code,
+            read_only: &f.read_only,
+            tmp_bytes: f.tmp.0,
+            memory: f.limits.memory.0,
+            network: f.network,
+            exe,
+            argv,
+        },
+    )
+}
+
+/// Where the state for one function version lives.
+fn version_dir(state_dir: &Path, name: &str, version: u64) -> PathBuf {
+    state_dir.join("fn").join(format!("{name}-{version}"))
 }
 
 #[cfg(test)]
 mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
     use super::*;
 
     fn invokes(state: &Path) -> Vec<String> {

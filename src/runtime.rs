@@ -5,12 +5,11 @@ use std::ffi::CString;
 
 use crate::config::Runtimes;
 use crate::function::Runtime;
-use crate::sandbox::namespaces::cstr;
 
 /// The program to exec and its argv (argv[0] included).
 pub fn command(runtime: Runtime, handler: &str, runtimes: &Runtimes) -> (CString, Vec<CString>) {
     let c = |s: &str| CString::new(s).expect("handlers and paths are checked to hold no NUL");
-    let path = cstr;
+    let path = |p: &std::path::Path| CString::new(p.as_os_str().as_encoded_bytes()).expect("paths from the config hold no NUL");
     let script = format!("/code/{handler}");
     match runtime {
         // -I: ignore PYTHON* variables and the user site; -B: /code is read-only anyway.

@@ -290,7 +290,9 @@ fn setup_failure_is_503_naming_the_step_in_the_log_only() {
     let detail = r.json()["detail"].as_str().unwrap().to_owned();
     assert!(detail.contains("exec the wrapper"), "{detail}");
     assert!(!detail.contains("no-such-python") && !detail.contains("os error"), "host detail leaked: {detail}");
-    assert!(d.logs().contains("failed to exec the wrapper in the sandbox: No such file or directory"), "{}", d.logs());
+    // The journal names the program it could not run, and where to fix it.
+    assert!(d.logs().contains("failed to exec the wrapper /usr/bin/no-such-python in the sandbox: No such file or directory"), "{}", d.logs());
+    assert!(d.logs().contains("hint: check [runtimes] in faas.toml"), "{}", d.logs());
 }
 
 #[test]

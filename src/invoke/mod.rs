@@ -1,13 +1,13 @@
-//! One request, start to finish: lease a uid, make the cgroup and pipes, build the
-//! `ChildPlan`, spawn, feed stdin, parse the CGI head, stream the body, watch the deadline,
-//! the client and the seccomp listener, then kill, reap, read the counters, clean up and
-//! log the report.
+//! One request, start to finish: start its sandbox (sandbox/), feed stdin, parse the CGI
+//! head, stream the body, and watch the deadline, the client and the sandbox's events; every
+//! event goes to an `Invocation` (invocation.rs), which alone decides the outcome; then the
+//! sandbox is finished (kill, reap, teardown) and the report logged. No syscall is named here.
 //!
 //! All of it runs in one spawned task per invocation, so a caller that goes away (a client
 //! that disconnects) cannot leak a sandbox: the task notices the dropped receiver and kills.
 
 mod body;
-mod child;
+mod invocation;
 mod stderr;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -22,15 +22,13 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::sleep_until;
 
 pub use body::{BodyStream, Flushes};
-use child::{start_child, wait_exec, Started0};
+use invocation::{Invocation, Kill};
 use stderr::StderrLog;
 
-use crate::cgi::{self, Head, MAX_HEAD};
-use crate::host::Host;
+use crate::cgi::{self, Head, RequestMeta, MAX_HEAD};
+use crate::function::LandlockMode;
 use crate::registry::Loaded;
-use crate::sandbox::cgroup::Usage;
-use crate::sandbox::spawn::{self, ExitStatus};
-use crate::sandbox::{seccomp, SpawnError};
+use crate::sandbox::{self, Event, ExitStatus, Host, Launch, Running, Stdio, Usage};
 
 /// How an invocation ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -212,91 +210,60 @@ async fn run(host: Arc<Host>, loaded: Arc<Loaded>, mut call: Call, head_tx: ones
         bytes_out: 0,
         layers: host.layers.summary.clone(),
     };
-    let finish = |mut report: Report, head_tx: Option<oneshot::Sender<Result<Started, Failure>>>| {
-        report.duration = call.received.elapsed();
-        if let Some(tx) = head_tx {
-            report.status = report.outcome.status().as_u16();
-            let _ = tx.send(Err(Failure { outcome: report.outcome.clone(), timing: report.timing }));
-        }
-        crate::log::report(&report);
-        if let Some(sink) = &sink {
-            sink(&report);
-        }
-    };
+    let mut inv = Invocation::default();
+    let mut end = End { report: &mut report, head_tx: Some(head_tx), received: call.received, sink: sink.as_ref() };
 
-    let started = match start_child(&host, &loaded, &call, unix_ms(timeout.saturating_sub(call.received.elapsed()))) {
+    let meta = RequestMeta {
+        method: call.method.as_str(),
+        function: &f.name,
+        path_info: &call.path_info,
+        query: &call.query,
+        headers: &call.headers,
+        content_length: call.body.len(),
+        remote_addr: &call.remote_addr,
+        server_name: &call.server_name,
+        server_port: &call.server_port,
+        invocation_id: &call.id,
+        deadline_ms: unix_ms(timeout.saturating_sub(call.received.elapsed())),
+    };
+    let launch = Launch { id: &call.id, limits: &f.limits, envp: cgi::environment(&meta, &f.env), landlock_required: f.landlock == LandlockMode::Required };
+    let mut sandbox = match sandbox::start(&host, &loaded.sandbox, launch) {
         Ok(s) => s,
         Err(e) => {
             tracing::error!(function = %f.name, invocation_id = %call.id, "{e}");
-            report.outcome = Outcome::SetupFailed(setup_reason(&e));
-            return finish(report, Some(head_tx));
+            let Kill = inv.on_setup_failed(e.public_reason());
+            return end.finish(None, inv).await;
         }
     };
-    let Started0 { mut sandbox, stdin, stdout, stderr, err_read, notify } = started;
     let exec = tokio::select! {
-        r = wait_exec(err_read, &loaded.sandbox.request_mounts) => Some(r),
+        r = sandbox.wait_exec() => Some(r),
         _ = sleep_until(deadline) => None,
     };
-    report.timing.setup = call.received.elapsed();
-    let failed = match exec {
-        Some(Ok(())) => None,
+    end.report.timing.setup = call.received.elapsed();
+    match exec {
+        Some(Ok(())) => {}
         Some(Err(e)) => {
             tracing::error!(function = %f.name, invocation_id = %call.id, "{e}");
-            Some(Outcome::SetupFailed(setup_reason(&e)))
+            let Kill = inv.on_setup_failed(e.public_reason());
         }
         // The deadline is the function's whole budget, set-up included.
-        None => Some(Outcome::Timeout),
-    };
-    if let Some(outcome) = failed {
-        sandbox.kill();
-        report.exit = sandbox.reap().await;
-        report.usage = sandbox.teardown().await;
-        report.outcome = outcome;
-        return finish(report, Some(head_tx));
+        None => {
+            let Kill = inv.on_deadline();
+        }
     }
-    let exec_at = Instant::now();
-
-    // The listener was sent just before exec, so it is waiting in the socket now. Without it
-    // the filter's deny-listed calls would fail unseen, and once nobody holds a listener the
-    // sandbox could install one of its own (seccomp_unotify(2)): no listener, no sandbox.
-    let listener = spawn::recv_fd(&notify)
-        .and_then(|fd| fd.ok_or_else(|| std::io::Error::other("no listener in the message (was it cut: out of fds?)")))
-        .and_then(spawn::async_fd);
-    drop(notify);
-    // Tests only: lose the listener as an exhausted fd table would, to prove the sandbox dies.
-    #[cfg(debug_assertions)]
-    let listener = listener.and_then(|l| match std::env::var_os("FAAS_TEST_FAULT") {
-        Some(v) if v == "lose-seccomp-listener" => Err(std::io::Error::other(format!("fault injected, dropped listener fd {l:?}"))),
-        _ => Ok(l),
+    let stdio = sandbox.take_stdio().map(|Stdio { stdin, stdout, stderr }| {
+        (pipe::Sender::from_owned_fd(stdin), pipe::Receiver::from_owned_fd(stdout), pipe::Receiver::from_owned_fd(stderr))
     });
-    let listener = match listener {
-        Ok(l) => l,
-        Err(e) => {
-            tracing::error!(function = %f.name, invocation_id = %call.id, "failed to take the seccomp listener from the sandbox: {e}; killing it");
-            sandbox.kill();
-            report.exit = sandbox.reap().await;
-            report.usage = sandbox.teardown().await;
-            report.outcome = Outcome::SetupFailed("step \"take the seccomp listener\" failed".into());
-            return finish(report, Some(head_tx));
-        }
-    };
-
-    let (stdin, stdout, stderr) = match (
-        pipe::Sender::from_owned_fd(stdin),
-        pipe::Receiver::from_owned_fd(stdout),
-        pipe::Receiver::from_owned_fd(stderr),
-    ) {
-        (Ok(a), Ok(b), Ok(c)) => (a, b, c),
+    let (stdin, mut stdout, mut stderr) = match stdio {
+        Some((Ok(a), Ok(b), Ok(c))) if !inv.doomed() => (a, b, c),
         _ => {
-            sandbox.kill();
-            report.exit = sandbox.reap().await;
-            report.usage = sandbox.teardown().await;
-            report.outcome = Outcome::SetupFailed("pipes".into());
-            return finish(report, Some(head_tx));
+            if !inv.doomed() {
+                let Kill = inv.on_setup_failed("the pipes could not be registered".into());
+            }
+            return end.finish(Some(sandbox), inv).await;
         }
     };
-    let mut stdout = stdout;
-    let mut stderr = stderr;
+    let exec_at = Instant::now();
     let body = call.body.clone();
     let mut stdin_fut = Box::pin(async move {
         let mut stdin = stdin;
@@ -304,7 +271,6 @@ async fn run(host: Arc<Host>, loaded: Arc<Loaded>, mut call: Call, head_tx: ones
         let _ = stdin.write_all(&body).await;
     });
 
-    let mut head_tx = Some(head_tx);
     let (body_tx, body_rx) = mpsc::channel::<Bytes>(4);
     let cut = Arc::new(AtomicBool::new(false));
     let mut body_tx = Some(body_tx);
@@ -312,117 +278,89 @@ async fn run(host: Arc<Host>, loaded: Arc<Loaded>, mut call: Call, head_tx: ones
     let mut out = BytesMut::with_capacity(16 << 10);
     let mut errlog = StderrLog::new(&f.name, &call.id, f.limits.log.0);
     let (mut stdout_eof, mut stderr_eof, mut stdin_done) = (false, false, false);
-    let mut outcome: Option<Outcome> = None;
-    let mut listener = Some(listener);
     let output_cap = f.limits.output.0;
 
     loop {
-        if sandbox.exit.is_some() && stdout_eof && stderr_eof {
+        let exited = sandbox.exit().is_some();
+        if exited && stdout_eof && stderr_eof {
             break;
         }
         tokio::select! {
-            _ = sleep_until(deadline), if sandbox.exit.is_none() && outcome.is_none() => {
-                outcome = Some(Outcome::Timeout);
+            _ = sleep_until(deadline), if !exited && !inv.doomed() => {
+                let Kill = inv.on_deadline();
                 sandbox.kill();
             }
             // The init is gone, so is everything in its pid namespace, yet a pipe is still
             // open: something outside the sandbox holds it. Never wait past the deadline.
-            _ = sleep_until(deadline + Duration::from_secs(1)), if sandbox.exit.is_some() && !(stdout_eof && stderr_eof) => {
+            _ = sleep_until(deadline + Duration::from_secs(1)), if exited && !(stdout_eof && stderr_eof) => {
                 tracing::warn!(function = %f.name, invocation_id = %call.id, "the sandbox is gone but its output pipes stay open; closing them");
-                outcome.get_or_insert(Outcome::Timeout);
+                let Kill = inv.on_deadline();
                 sandbox.kill();
                 stdout_eof = true;
                 stderr_eof = true;
             }
-            ready = async { listener.as_ref().expect("guarded by the branch condition").readable().await }, if listener.is_some() => {
-                match ready.map(|guard| (spawn::take_notification(guard.get_inner()), guard)) {
-                    Ok((Ok(spawn::Notification::Syscall(nr, arch)), _)) => {
-                        let name = seccomp::denied_name(nr, arch);
-                        tracing::warn!(function = %f.name, invocation_id = %call.id, "the function called {name}, which the sandbox refuses; killing it");
-                        outcome.get_or_insert(Outcome::SyscallDenied(name));
-                        sandbox.kill();
-                    }
-                    Ok((Ok(spawn::Notification::Nothing), mut guard)) => guard.clear_ready(),
-                    // Every task of the filter is gone: nothing more can come.
-                    Ok((Ok(spawn::Notification::Gone), _)) => listener = None,
-                    // The listener broke while the sandbox may still run: it would go on
-                    // unsupervised, so it ends here.
-                    Ok((Err(e), _)) | Err(e) => {
-                        listener = None;
-                        if sandbox.exit.is_none() {
-                            tracing::error!(function = %f.name, invocation_id = %call.id, "the seccomp listener failed: {e}; killing the sandbox");
-                            outcome.get_or_insert(Outcome::SetupFailed("the sandbox lost its seccomp supervisor".into()));
-                            sandbox.kill();
-                        }
-                    }
-                }
-            }
-            ready = sandbox.pidfd.readable(), if sandbox.exit.is_none() => {
-                if let Ok(mut guard) = ready {
-                    match spawn::try_reap(&sandbox.spawned.pidfd) {
-                        Ok(Some(status)) => sandbox.exit = Some(status),
-                        Ok(None) => guard.clear_ready(),
-                        Err(e) => {
-                            tracing::error!("failed to reap sandbox pid {}: {e}", sandbox.spawned.pid);
-                            sandbox.exit = Some(ExitStatus::Signaled(0));
-                        }
-                    }
-                }
-                if sandbox.exit.is_some() {
-                    // Init is gone, so is its pid namespace; the cgroup may hold nothing more,
-                    // but a kill costs nothing and makes sure.
+            event = sandbox.event() => match event {
+                Event::Exited(status) => inv.on_exit(status),
+                Event::Denied(name) => {
+                    tracing::warn!(function = %f.name, invocation_id = %call.id, "the function called {name}, which the sandbox refuses; killing it");
+                    let Kill = inv.on_denied(name);
                     sandbox.kill();
                 }
-            }
+                // It would go on unsupervised, so it ends here.
+                Event::Unsupervised(e) => {
+                    tracing::error!(function = %f.name, invocation_id = %call.id, "the seccomp listener failed: {e}; killing the sandbox");
+                    let Kill = inv.on_unsupervised();
+                    sandbox.kill();
+                }
+            },
             r = stdout.read_buf(&mut out), if !stdout_eof => {
-                let n = r.unwrap_or_default();
-                if n == 0 {
+                if r.unwrap_or_default() == 0 {
                     stdout_eof = true;
                 }
-                if let Some(tx) = head_tx.take() {
+                if let Some(tx) = end.head_tx.take() {
                     match take_head(&mut out, stdout_eof) {
-                        HeadState::Pending => head_tx = Some(tx),
+                        HeadState::Pending | HeadState::Empty => end.head_tx = Some(tx),
                         HeadState::Bad(why) => {
-                            outcome.get_or_insert(Outcome::BadResponse(why));
+                            let Kill = inv.on_bad_head(why);
                             sandbox.kill();
-                            head_tx = Some(tx);
+                            end.head_tx = Some(tx);
                         }
-                        HeadState::Empty => head_tx = Some(tx),
                         HeadState::Done(head) => {
-                            report.status = head.status.as_u16();
-                            report.timing.first_byte = exec_at.elapsed();
-                            let started = Started { head, body: body_rx.take().expect("the head is sent once"), timing: report.timing };
+                            end.report.status = head.status.as_u16();
+                            end.report.timing.first_byte = exec_at.elapsed();
+                            let started = Started { head, body: body_rx.take().expect("the head is sent once"), timing: end.report.timing };
+                            inv.on_head_sent();
                             if tx.send(Ok(started)).is_err() {
-                                outcome.get_or_insert(Outcome::ClientGone);
+                                let Kill = inv.on_client_gone();
                                 sandbox.kill();
                             }
                         }
                     }
                 }
-                if head_tx.is_none() && !out.is_empty() {
+                if inv.head_sent() && !out.is_empty() {
                     let mut chunk = out.split().freeze();
-                    let over = report.bytes_out + chunk.len() as u64 > output_cap;
+                    let over = end.report.bytes_out + chunk.len() as u64 > output_cap;
                     if over {
-                        chunk.truncate((output_cap - report.bytes_out) as usize);
+                        chunk.truncate((output_cap - end.report.bytes_out) as usize);
                     }
                     if let Some(tx) = &body_tx {
-                        report.bytes_out += chunk.len() as u64;
+                        end.report.bytes_out += chunk.len() as u64;
                         let sent = tokio::select! {
                             r = tx.send(chunk) => r.is_ok(),
                             _ = sleep_until(deadline) => {
-                                outcome.get_or_insert(Outcome::Timeout);
+                                let Kill = inv.on_deadline();
                                 sandbox.kill();
                                 true
                             }
                         };
                         if !sent {
-                            outcome.get_or_insert(Outcome::ClientGone);
+                            let Kill = inv.on_client_gone();
                             sandbox.kill();
                             body_tx = None;
                         }
                     }
                     if over {
-                        outcome.get_or_insert(Outcome::OutputTooLarge);
+                        let Kill = inv.on_output_over();
                         sandbox.kill();
                         cut.store(true, Ordering::Release);
                         body_tx = None;
@@ -436,44 +374,63 @@ async fn run(host: Arc<Host>, loaded: Arc<Loaded>, mut call: Call, head_tx: ones
                 }
             }
             _ = &mut stdin_fut, if !stdin_done => { stdin_done = true; }
-            _ = async { head_tx.as_mut().expect("guarded by the branch condition").closed().await }, if head_tx.is_some() && outcome.is_none() => {
-                outcome = Some(Outcome::ClientGone);
+            _ = async { end.head_tx.as_mut().expect("guarded by the branch condition").closed().await }, if end.head_tx.is_some() && !inv.doomed() => {
+                let Kill = inv.on_client_gone();
                 sandbox.kill();
             }
-            _ = async { body_tx.as_ref().expect("guarded by the branch condition").closed().await }, if head_tx.is_none() && body_tx.is_some() && outcome.is_none() => {
-                outcome = Some(Outcome::ClientGone);
+            _ = async { body_tx.as_ref().expect("guarded by the branch condition").closed().await }, if inv.head_sent() && body_tx.is_some() && !inv.doomed() => {
+                let Kill = inv.on_client_gone();
                 sandbox.kill();
             }
         }
     }
     drop(stdin_fut);
-    report.exit = sandbox.exit;
-    let mut final_outcome = match outcome.take() {
-        Some(o) => o,
-        None => match (head_tx.is_some(), sandbox.exit) {
-            (false, Some(ExitStatus::Exited(0))) => Outcome::Ok,
-            (true, Some(ExitStatus::Exited(0))) => Outcome::BadResponse("the function exited without writing a response".into()),
-            (_, Some(ExitStatus::Exited(code))) => Outcome::Crashed(format!("exited with status {code}")),
-            (_, Some(ExitStatus::Signaled(sig))) => Outcome::Crashed(format!("was killed by signal {}", signal_name(sig))),
-            (_, None) => Outcome::Crashed("vanished".into()),
-        },
-    };
-    if head_tx.is_none() {
+    if inv.head_sent() {
         // The body is complete once the function is gone: the client need not wait for the
         // cgroup teardown. A body that went out in part must not end like a whole one: the
         // stream reads `cut` at its end and reports the body incomplete.
-        if final_outcome != Outcome::Ok {
+        if inv.verdict() != Outcome::Ok {
             cut.store(true, Ordering::Release);
         }
         drop(body_tx);
     }
-    report.usage = sandbox.teardown().await;
-    // The OOM killer may have ended a process whose failure showed only as a crash.
-    if report.usage.as_ref().is_some_and(|u| u.oom_kills > 0) && !matches!(final_outcome, Outcome::SyscallDenied(_) | Outcome::Ok) {
-        final_outcome = Outcome::OutOfMemory;
+    end.finish(Some(sandbox), inv).await;
+}
+
+/// The one way an invocation ends: finish the sandbox (kill, reap, teardown), let the
+/// `Invocation` decide, answer a caller still waiting for a head, log the report.
+struct End<'a> {
+    report: &'a mut Report,
+    head_tx: Option<oneshot::Sender<Result<Started, Failure>>>,
+    received: Instant,
+    sink: Option<&'a ReportSink>,
+}
+
+impl End<'_> {
+    async fn finish(self, sandbox: Option<Running>, mut inv: Invocation) {
+        if let Some(sandbox) = sandbox {
+            let ended = sandbox.finish().await;
+            if let Some(status) = ended.exit {
+                inv.on_exit(status);
+            }
+            if let Some(usage) = &ended.usage {
+                inv.on_usage(usage);
+            }
+            self.report.exit = ended.exit;
+            self.report.usage = ended.usage;
+        }
+        let report = self.report;
+        report.outcome = inv.verdict();
+        report.duration = self.received.elapsed();
+        if let Some(tx) = self.head_tx {
+            report.status = report.outcome.status().as_u16();
+            let _ = tx.send(Err(Failure { outcome: report.outcome.clone(), timing: report.timing }));
+        }
+        crate::log::report(report);
+        if let Some(sink) = self.sink {
+            sink(report);
+        }
     }
-    report.outcome = final_outcome;
-    finish(report, head_tx);
 }
 
 enum HeadState {
@@ -507,19 +464,4 @@ fn take_head(out: &mut BytesMut, eof: bool) -> HeadState {
         };
     }
     HeadState::Pending
-}
-
-fn signal_name(sig: i32) -> String {
-    nix::sys::signal::Signal::try_from(sig).map_or_else(|_| sig.to_string(), |s| s.as_str().to_owned())
-}
-
-/// The caller-facing reason for a set-up failure: the step, never the path or errno.
-fn setup_reason(e: &SpawnError) -> String {
-    match e {
-        SpawnError::Child { step, .. } => format!("step \"{step}\" failed"),
-        SpawnError::Clone(_) => "the sandbox process could not be created".into(),
-        SpawnError::Prepare { what, .. } => format!("{what} could not be prepared"),
-        SpawnError::Policy(why) => why.clone(),
-        SpawnError::Template(_) => "the function's sandbox root could not be built".into(),
-    }
 }

@@ -22,7 +22,7 @@ use landlock::{
     RulesetCreatedAttr, Scope, ABI,
 };
 
-use super::spawn::landlock_abi;
+use super::sys::landlock_abi;
 
 /// The ABI whose rights we ask for: 6 adds signal and abstract-socket scoping.
 const TARGET_ABI: ABI = ABI::V6;

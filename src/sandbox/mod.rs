@@ -1,26 +1,48 @@
-//! The sandbox a request runs in: `PreparedSandbox` (built once per function version: root
-//! skeleton, mount list, Landlock ruleset, seccomp filters) and `ChildPlan` (per request: fds,
-//! uid, argv, envp) — everything the child needs, built before the fork, so the child itself
-//! only makes raw syscalls (spawn.rs).
+//! The sandbox, behind one front door of three entry points:
+//!
+//! - [`Host::probe`] (host.rs): what this kernel and host give, found once: the network
+//!   namespace pool, the uid pool, the cgroup subtree, the seccomp filters, which layers hold.
+//! - [`prepare`]: one function version's shared parts, built at load from a plain [`Spec`]:
+//!   root skeleton and template mount namespace, request mounts, Landlock rules, argv.
+//! - [`start`] (running.rs): one request's sandbox, from a [`Launch`]; it returns a
+//!   [`Running`] sandbox that owns waiting for the exec, its exit, denied-syscall
+//!   notifications, the kill and the teardown.
+//!
+//! Everything the child needs is built before the fork (`ChildPlan`), so the child itself only
+//! makes raw syscalls (spawn.rs). The rest of the crate names no syscall and no submodule.
+//! Unsafe code lives in spawn.rs (the fork path) and sys.rs (the parent's raw calls) only.
 
-pub mod cgroup;
-pub mod landlock;
-pub mod namespaces;
-pub mod netns;
-pub mod seccomp;
+mod cgroup;
+mod host;
+mod landlock;
+mod namespaces;
+mod netns;
+mod running;
+mod seccomp;
 #[allow(unsafe_code)]
-pub mod spawn;
+mod spawn;
+#[allow(unsafe_code)]
+mod sys;
+mod uids;
 
 use std::ffi::{CStr, CString};
 use std::fmt;
 use std::io;
 use std::os::fd::{OwnedFd, RawFd};
-use std::path::PathBuf;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use nix::libc;
 
-pub use spawn::CStringArray;
+pub use cgroup::{own_cgroup, Usage};
+pub use host::{Host, LayerState, FALLBACK_BOUNDS};
+pub use landlock::LandlockError;
+pub use running::{start, Event, Launch, Running, Stdio};
+pub use sys::ExitStatus;
+pub use uids::{check_private_dir, UnsafeDir};
+
+use spawn::CStringArray;
 
 /// One step of the child's mount list, with every argument already a C string.
 #[derive(Debug)]
@@ -148,42 +170,69 @@ impl fmt::Display for Step {
     }
 }
 
-/// Why a sandbox could not be started. Goes to the journal in full; the caller gets a 503.
+/// Why a sandbox could not be started. Goes to the journal in full; the caller gets a 503
+/// naming the step (`public_reason`).
 #[derive(Debug, thiserror::Error)]
 pub enum SpawnError {
-    /// A per-request resource (pipe, socket, uid, cgroup) could not be made.
+    /// A per-request resource (pipe, socket, pidfd) could not be made.
     #[error("failed to prepare {what} for the sandbox: {source}")]
     Prepare {
-        /// What.
         what: &'static str,
-        /// Why.
         #[source]
         source: io::Error,
     },
+    /// The request's cgroup could not be made.
+    #[error(transparent)]
+    Cgroup(#[from] cgroup::CgroupError),
+    /// The request's Landlock ruleset could not be made.
+    #[error(transparent)]
+    Landlock(#[from] LandlockError),
     /// clone3 itself failed.
-    #[error("failed to clone the sandbox process: {0}{h}", h = hint(.0))]
+    #[error("failed to clone the sandbox process: {0}{h}", h = hint(None, .0))]
     Clone(#[source] io::Error),
-    /// A step in the child failed.
-    #[error("failed to {step}{detail} in the sandbox: {source}{}", hint(.source))]
+    /// A step in the child failed; `detail` names the mount, rlimit or program.
+    #[error("failed to {step}{detail} in the sandbox: {source}{}", hint(Some(*step), .source))]
     Child {
-        /// The step.
         step: Step,
-        /// Which mount, rlimit or filter, when the step has several.
         detail: String,
-        /// errno from the child.
         #[source]
         source: io::Error,
     },
-    /// The function's policy cannot be met on this host.
+    /// A layer this request needs is missing on this host (seccomp, pidfds, network
+    /// namespaces, or Landlock for a function that requires it).
     #[error("{0}")]
-    Policy(String),
+    Missing(String),
+    /// Every sandbox uid is leased.
+    #[error("every sandbox uid is in use")]
+    NoUid,
     /// The function version's template mount namespace could not be built at load.
-    #[error("{0}")]
-    Template(String),
+    #[error("failed to build the sandbox root: {0}")]
+    Template(#[source] Arc<io::Error>),
+    /// The daemon lost the seccomp listener: the sandbox was killed, never run unsupervised.
+    #[error("failed to take the seccomp listener from the sandbox: {0}")]
+    Listener(#[source] io::Error),
 }
 
-fn hint(e: &io::Error) -> &'static str {
+impl SpawnError {
+    /// What the caller may read: the step, never a path or an errno.
+    pub fn public_reason(&self) -> String {
+        match self {
+            SpawnError::Child { step, .. } => format!("step \"{step}\" failed"),
+            SpawnError::Clone(_) => "the sandbox process could not be created".into(),
+            SpawnError::Prepare { what, .. } => format!("{what} could not be prepared"),
+            SpawnError::Cgroup(_) => "the cgroup could not be prepared".into(),
+            SpawnError::Landlock(_) => "the landlock ruleset could not be prepared".into(),
+            SpawnError::Missing(why) => why.clone(),
+            SpawnError::NoUid => "every sandbox uid is in use".into(),
+            SpawnError::Template(_) => "the function's sandbox root could not be built".into(),
+            SpawnError::Listener(_) => "step \"take the seccomp listener\" failed".into(),
+        }
+    }
+}
+
+fn hint(step: Option<Step>, e: &io::Error) -> &'static str {
     match e.raw_os_error() {
+        Some(libc::ENOENT | libc::EACCES) if step == Some(Step::Exec) => "\nhint: check [runtimes] in faas.toml and that the program exists and is executable",
         Some(libc::EPERM) => "\nhint: building sandboxes needs root (CAP_SYS_ADMIN, CAP_SETUID, CAP_SETGID)",
         Some(libc::ENOSPC) => "\nhint: a namespace or pid limit is exhausted (user.max_*_namespaces, pids)",
         _ => "",
@@ -193,35 +242,134 @@ fn hint(e: &io::Error) -> &'static str {
 /// A BPF program in the kernel's layout.
 pub type BpfProgram = Vec<libc::sock_filter>;
 
-/// What every request of one function version shares: built at registry load.
+/// What every request of one function version shares: built by [`prepare`] at load.
 pub struct PreparedSandbox {
-    /// Root skeleton (removed when the last invocation using it is gone).
-    #[allow(dead_code, reason = "held for its Drop, which removes the version directory")]
-    pub skeleton: namespaces::Skeleton,
-    /// The template mount namespace: the read-only root, already pivoted into. An error
-    /// (not root, say) is kept and answered per request, so the function still loads.
-    pub template: Result<OwnedFd, String>,
-    /// The sandbox's hostname.
-    pub hostname: CString,
-    /// Each request's own mounts (tmpfs `/tmp`, `/proc`), run inside a copy of the template.
-    pub request_mounts: Vec<MountOp>,
-    /// The Landlock ruleset, when the kernel has Landlock.
-    pub landlock: landlock::Prepared,
-    /// seccomp filters to install, in order.
-    pub seccomp: Arc<Vec<BpfProgram>>,
-    /// Which filter carries the user-notification listener.
-    pub seccomp_notify_index: usize,
+    #[allow(dead_code, reason = "held for its Drop, which removes the version directory once the last request is gone")]
+    skeleton: namespaces::Skeleton,
+    /// The template mount namespace: the read-only root, already pivoted into. An error (not
+    /// root, say) is kept and answered per request, so the function still loads.
+    template: Result<OwnedFd, Arc<io::Error>>,
+    hostname: CString,
+    /// Each request's own mounts (tmpfs `/tmp`, `/proc`, masks), made in a copy of the template.
+    request_mounts: Vec<MountOp>,
+    landlock: landlock::Prepared,
+    /// The filter for this function's network mode; empty when the host has no seccomp.
+    seccomp: Arc<BpfProgram>,
     /// Without a memory cgroup: (sysctl under `/proc`, value) bounding SysV IPC memory in the
     /// sandbox's own IPC namespace.
-    pub ipc_limits: Vec<(CString, Vec<u8>)>,
-    /// The program to exec.
+    ipc_limits: Vec<(CString, Vec<u8>)>,
+    /// Host network: no network namespace of its own.
+    network: bool,
+    /// Size of `/tmp`, which (with the output limit) bounds a file the sandbox writes.
+    tmp_bytes: u64,
+    exe: CString,
+    argv: Vec<CString>,
+}
+
+impl PreparedSandbox {
+    /// How much of Landlock this version's sandboxes get: `enforced`, `partial` or `missing`.
+    pub fn landlock_word(&self) -> &'static str {
+        self.landlock.enforcement.word()
+    }
+
+    /// What Landlock enforces here, in a sentence (`landlock ABI 7: fully enforced …`).
+    pub fn landlock_summary(&self) -> String {
+        self.landlock.enforcement.to_string()
+    }
+}
+
+/// Where a function's code comes from.
+pub enum CodeSource<'a> {
+    /// A directory on the host, bound read-only at `/code`.
+    Dir(&'a Path),
+    /// One file written into the version directory: its path under `/code`, its text, and
+    /// whether it is a program.
+    Inline { file: &'a Path, text: &'a str, executable: bool },
+}
+
+/// What one function version's sandbox is built from: plain data, nothing of function files.
+pub struct Spec<'a> {
+    /// For the log.
+    pub name: &'a str,
+    /// The version's own directory under this process's state directory; the sandbox owns it
+    /// and removes it when the prepared sandbox is dropped.
+    pub dir: PathBuf,
+    pub code: CodeSource<'a>,
+    /// Host paths bound read-only at the same place.
+    pub read_only: &'a [PathBuf],
+    /// Size of `/tmp` in bytes.
+    pub tmp_bytes: u64,
+    /// The memory limit, which bounds SysV IPC when there is no memory cgroup.
+    pub memory: u64,
+    /// Host network instead of a network namespace of its own.
+    pub network: bool,
+    /// The program to exec and its argv (argv[0] included).
     pub exe: CString,
-    /// argv, the same for every request.
     pub argv: Vec<CString>,
 }
 
+/// Why a function version's sandbox could not be prepared.
+#[derive(Debug, thiserror::Error)]
+pub enum PrepareError {
+    /// Writing inline source or the root skeleton failed.
+    #[error("failed to prepare the sandbox root for {name} in {}: {source}", dir.display())]
+    Root {
+        name: String,
+        dir: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    /// The Landlock rules could not be built.
+    #[error(transparent)]
+    Landlock(#[from] LandlockError),
+}
+
+/// Builds the parts every request of one function version shares. A template mount namespace
+/// that cannot be built (not root, say) is kept as an error and answered per request, so the
+/// function still loads and says why.
+pub fn prepare(host: &Host, spec: Spec) -> Result<PreparedSandbox, PrepareError> {
+    let dir = &spec.dir;
+    let root_err = |source| PrepareError::Root { name: spec.name.to_owned(), dir: dir.clone(), source };
+    let code_dir = match spec.code {
+        CodeSource::Dir(d) => d.to_path_buf(),
+        CodeSource::Inline { file, text, executable } => {
+            let code = dir.join("code");
+            let file = code.join(file);
+            std::fs::create_dir_all(file.parent().unwrap_or(&code)).map_err(root_err)?;
+            std::fs::write(&file, text).map_err(root_err)?;
+            let mode = if executable { 0o755 } else { 0o644 };
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(mode)).map_err(root_err)?;
+            code
+        }
+    };
+    let wrappers = &host.config.wrappers_dir;
+    let root = namespaces::RootSpec { code: &code_dir, wrappers, read_only: spec.read_only, tmp_bytes: spec.tmp_bytes };
+    let skeleton = namespaces::build_skeleton(dir, &root).map_err(root_err)?;
+    let template = sys::create_mount_template(&namespaces::template_plan(&skeleton, &root), &namespaces::cstr(&skeleton.root)).map_err(Arc::new);
+    if let Err(e) = &template {
+        tracing::error!(function = %spec.name, "failed to build the sandbox root: {e}");
+    }
+    let mut exec: Vec<&Path> = skeleton.system_dirs.iter().map(PathBuf::as_path).collect();
+    exec.push(&code_dir);
+    exec.extend(skeleton.read_only.iter().map(PathBuf::as_path));
+    let landlock = landlock::prepare(&landlock::RulePaths { root: &skeleton.root, exec, read: vec![wrappers], network: spec.network })?;
+    Ok(PreparedSandbox {
+        template,
+        hostname: c"faas".into(),
+        request_mounts: namespaces::request_mounts(&root),
+        landlock,
+        seccomp: if spec.network { host.seccomp.1.clone() } else { host.seccomp.0.clone() },
+        ipc_limits: if host.cgroups.is_none() { namespaces::ipc_limits(spec.memory) } else { Vec::new() },
+        network: spec.network,
+        tmp_bytes: spec.tmp_bytes,
+        exe: spec.exe,
+        argv: spec.argv,
+        skeleton,
+    })
+}
+
 /// Everything one child needs, prepared by the parent before clone3.
-pub struct ChildPlan<'a> {
+struct ChildPlan<'a> {
     /// The function version's shared parts.
     pub sandbox: &'a PreparedSandbox,
     /// Namespace flags for clone3.
@@ -243,7 +391,7 @@ pub struct ChildPlan<'a> {
     /// Rights for the child's `/proc` rule.
     pub landlock_proc: u64,
     /// Socket to send the seccomp listener on.
-    pub notify_sock: Option<RawFd>,
+    pub notify_sock: RawFd,
     /// The sandbox's uid, gid.
     pub uid: libc::uid_t,
     /// The sandbox's gid.
@@ -266,12 +414,14 @@ pub struct ChildPlan<'a> {
     pub envp: CStringArray,
 }
 
-/// Turns an error record from the child into a `SpawnError` naming the step.
-pub fn child_error(plan_mounts: &[MountOp], record: &[u8; spawn::ERROR_RECORD]) -> SpawnError {
+/// Turns an error record from the child into a `SpawnError` naming the step (and, for exec,
+/// the program).
+fn child_error(prepared: &PreparedSandbox, record: &[u8; spawn::ERROR_RECORD]) -> SpawnError {
     let (step, index, errno) = spawn::decode_error(record);
     let step = Step::from_u32(step).unwrap_or(Step::Exec);
     let detail = match step {
-        Step::Mount => plan_mounts.get(index as usize).map_or_else(|| " (chdir /code)".to_owned(), |m| format!(" ({})", m.describe())),
+        Step::Mount => prepared.request_mounts.get(index as usize).map_or_else(|| " (chdir /code)".to_owned(), |m| format!(" ({})", m.describe())),
+        Step::Exec => format!(" {}", prepared.exe.to_string_lossy()),
         Step::Rlimit | Step::Seccomp | Step::CapBound | Step::IpcLimits | Step::ParentDeath => format!(" (#{index})"),
         Step::MountNs => [" (setns)", " (unshare)"].get(index as usize).unwrap_or(&"").to_string(),
         _ => String::new(),
@@ -280,14 +430,9 @@ pub fn child_error(plan_mounts: &[MountOp], record: &[u8; spawn::ERROR_RECORD]) 
 }
 
 /// Reads the highest capability number the kernel supports.
-pub fn cap_last() -> u32 {
+fn cap_last() -> u32 {
     std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
         .ok()
         .and_then(|s| s.trim().parse().ok())
         .unwrap_or(40)
-}
-
-/// Where the state for one function version lives.
-pub fn version_dir(state_dir: &std::path::Path, name: &str, version: u64) -> PathBuf {
-    state_dir.join("fn").join(format!("{name}-{version}"))
 }

@@ -42,7 +42,7 @@
 
 use std::ffi::{c_char, c_int, c_long, CStr, CString};
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 
 use nix::libc;
 
@@ -95,21 +95,6 @@ struct CloneArgs {
     set_tid: u64,
     set_tid_size: u64,
     cgroup: u64,
-}
-
-/// Makes a pipe whose both ends are close-on-exec: (read, write).
-pub fn cloexec_pipe() -> io::Result<(OwnedFd, OwnedFd)> {
-    let mut fds = [0 as c_int; 2];
-    // SAFETY: fds has room for the two descriptors pipe2 writes.
-    let rc = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: pipe2 succeeded, so both are fresh descriptors that nothing else owns.
-    let read = unsafe { OwnedFd::from_raw_fd(fds[0]) };
-    // SAFETY: as above.
-    let write = unsafe { OwnedFd::from_raw_fd(fds[1]) };
-    Ok((read, write))
 }
 
 /// Starts the child described by `plan`. On x86_64 the child shares our memory
@@ -449,18 +434,12 @@ unsafe fn child_main(plan: &ChildPlan) -> ! {
     check!(Step::CloseFds, 0, unsafe { libc::syscall(libc::SYS_close_range, 3, libc::c_uint::MAX, CLOSE_RANGE_CLOEXEC) });
 
 
-    for (i, filter) in plan.sandbox.seccomp.iter().enumerate() {
-        let prog = libc::sock_fprog { len: filter.len() as u16, filter: filter.as_ptr() as *mut libc::sock_filter };
-        let flags = if plan.notify_sock.is_some() && i == plan.sandbox.seccomp_notify_index { SECCOMP_FILTER_FLAG_NEW_LISTENER } else { 0 };
-        // SAFETY: prog points at a BPF program compiled at load, alive in plan.
-        let rc = unsafe { libc::syscall(libc::SYS_seccomp, SECCOMP_SET_MODE_FILTER, flags, &prog as *const libc::sock_fprog) };
-        check!(Step::Seccomp, i, rc);
-        if flags != 0 {
-            if let Some(sock) = plan.notify_sock {
-                child_send_fd(ep, sock, rc as c_int);
-            }
-        }
-    }
+    let filter = &plan.sandbox.seccomp;
+    let prog = libc::sock_fprog { len: filter.len() as u16, filter: filter.as_ptr() as *mut libc::sock_filter };
+    // SAFETY: prog points at a BPF program compiled at start-up, alive in plan.
+    let listener = unsafe { libc::syscall(libc::SYS_seccomp, SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_NEW_LISTENER, &prog as *const libc::sock_fprog) };
+    check!(Step::Seccomp, 0, listener);
+    child_send_fd(ep, plan.notify_sock, listener as c_int);
 
     // After every fd we open, the seccomp listener included: the daemon may hold more fds
     // than the sandbox's nofile, and a lowered limit refuses every new fd number above it.
@@ -500,7 +479,7 @@ fn child_write_file(path: &CStr, value: &[u8]) -> c_long {
 
 /// Runs one mount step; returns the syscall's result (negative on failure, errno set).
 /// Async-signal-safe: the child calls it between clone3 and execve.
-fn apply_mount(op: &MountOp) -> c_long {
+pub(super) fn apply_mount(op: &MountOp) -> c_long {
     match op {
         MountOp::Mount { source, target, fstype, flags, data } => {
             // SAFETY: every pointer is NULL or a NUL-terminated string that outlives the call.
@@ -514,53 +493,6 @@ fn apply_mount(op: &MountOp) -> c_long {
             }
         }
     }
-}
-
-/// Builds a function version's template mount namespace: on a throwaway thread (mount
-/// namespaces are per task; CLONE_FS too, so the daemon's own root is untouched) it unshares
-/// a new mount namespace, runs `ops` (which start by making `/` private and bind the
-/// skeleton `root` onto itself), pivots into `root` and detaches the host's tree. What is
-/// left is the sandbox's read-only root and nothing else; children setns into it and take a
-/// private copy (see the module docs).
-pub fn create_mount_template(ops: &[MountOp], root: &CStr) -> io::Result<OwnedFd> {
-    std::thread::scope(|scope| {
-        scope
-            .spawn(|| {
-                let fail = |what: String| io::Error::new(io::Error::last_os_error().kind(), format!("{what}: {}", io::Error::last_os_error()));
-                // SAFETY: flags only; affects this thread alone (CLONE_FS unshares its root/cwd).
-                if unsafe { libc::unshare(libc::CLONE_FS | libc::CLONE_NEWNS) } != 0 {
-                    return Err(fail("failed to unshare a mount namespace".into()));
-                }
-                // Opened while /proc is still reachable; it names the namespace, not a path.
-                let path = c"/proc/thread-self/ns/mnt";
-                // SAFETY: a NUL-terminated literal path.
-                let fd = unsafe { libc::open(path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
-                if fd < 0 {
-                    return Err(fail("failed to open the template mount namespace".into()));
-                }
-                // SAFETY: open returned a fresh descriptor that nothing else owns.
-                let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-                for op in ops {
-                    if apply_mount(op) < 0 {
-                        return Err(fail(format!("failed to {}", op.describe())));
-                    }
-                }
-                let dot = c".".as_ptr();
-                // SAFETY: root is a NUL-terminated path; "." is a valid path; pivot_root(".",
-                // ".") stacks the old root on the new one, and MNT_DETACH then drops it.
-                let pivoted = unsafe {
-                    libc::chdir(root.as_ptr()) == 0
-                        && libc::syscall(libc::SYS_pivot_root, dot, dot) == 0
-                        && libc::umount2(dot, libc::MNT_DETACH) == 0
-                };
-                if !pivoted {
-                    return Err(fail(format!("failed to pivot into {}", root.to_string_lossy())));
-                }
-                Ok(fd)
-            })
-            .join()
-            .map_err(|_| io::Error::other("the mount template thread panicked"))?
-    })
 }
 
 /// Sends `fd` over the unix socket `sock` with SCM_RIGHTS, then closes our copy.
@@ -593,240 +525,8 @@ fn child_send_fd(ep: RawFd, sock: RawFd, fd: c_int) {
     unsafe { libc::close(fd) };
 }
 
-/// The signals whose disposition is not the default in this process now (handlers and
-/// SIG_IGN): what a child must reset. Read in the parent, never in a child.
-pub fn changed_signals() -> Vec<c_int> {
-    (1..=64)
-        .filter(|&sig| sig != libc::SIGKILL && sig != libc::SIGSTOP)
-        .filter(|&sig| {
-            // SAFETY: an all-zero sigaction is a valid out-parameter; no new action is set.
-            let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
-            // SAFETY: querying only (NULL act); glibc refuses its internal signals with EINVAL.
-            let rc = unsafe { libc::sigaction(sig, std::ptr::null(), &mut old) };
-            rc == 0 && old.sa_sigaction != libc::SIG_DFL
-        })
-        .collect()
-}
-
 /// Decodes one error record from the pipe into (step, index, errno).
 pub fn decode_error(record: &[u8; ERROR_RECORD]) -> (u32, u32, i32) {
     let word = |i: usize| [record[i], record[i + 1], record[i + 2], record[i + 3]];
     (u32::from_ne_bytes(word(0)), u32::from_ne_bytes(word(4)), i32::from_ne_bytes(word(8)))
-}
-
-/// Sends SIGKILL through a pidfd: no pid reuse race, and to a namespace's init it ends the
-/// whole namespace (pid_namespaces(7)).
-pub fn kill_pidfd(pidfd: &OwnedFd) -> io::Result<()> {
-    // SAFETY: pidfd is a live pidfd; no siginfo, no flags.
-    let rc = unsafe { libc::syscall(libc::SYS_pidfd_send_signal, pidfd.as_raw_fd(), libc::SIGKILL, std::ptr::null::<libc::siginfo_t>(), 0) };
-    if rc < 0 {
-        let err = io::Error::last_os_error();
-        // ESRCH: already dead, which is what we wanted.
-        if err.raw_os_error() != Some(libc::ESRCH) {
-            return Err(err);
-        }
-    }
-    Ok(())
-}
-
-/// How a child ended, from waitid(2).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ExitStatus {
-    /// exit(code).
-    Exited(i32),
-    /// Killed by a signal.
-    Signaled(i32),
-}
-
-/// Reaps the child behind `pidfd` without blocking; `None` if it has not exited yet.
-pub fn try_reap(pidfd: &OwnedFd) -> io::Result<Option<ExitStatus>> {
-    // SAFETY: an all-zero siginfo_t is a valid out-parameter.
-    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
-    // SAFETY: P_PIDFD with a live pidfd; info is a valid out-parameter.
-    let rc = unsafe { libc::waitid(libc::P_PIDFD, pidfd.as_raw_fd() as libc::id_t, &mut info, libc::WEXITED | libc::WNOHANG) };
-    if rc < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: waitid filled info (or left it zeroed: si_pid 0 means nothing to reap).
-    let (pid, status) = unsafe { (info.si_pid(), info.si_status()) };
-    if pid == 0 {
-        return Ok(None);
-    }
-    Ok(Some(match info.si_code {
-        libc::CLD_EXITED => ExitStatus::Exited(status),
-        _ => ExitStatus::Signaled(status),
-    }))
-}
-
-/// Creates a network namespace with nothing in it, held by the returned fd. It is made on a
-/// throwaway thread because unshare(CLONE_NEWNET) changes only the calling thread.
-pub fn create_empty_netns() -> io::Result<OwnedFd> {
-    std::thread::spawn(|| {
-        // SAFETY: unshare only affects this short-lived thread, which touches nothing else.
-        if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let path: &CStr = c"/proc/thread-self/ns/net";
-        // SAFETY: a NUL-terminated literal path.
-        let fd = unsafe { libc::open(path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: open returned a fresh descriptor that nothing else owns.
-        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-    })
-    .join()
-    .map_err(|_| io::Error::other("netns thread panicked"))?
-}
-
-/// A pidfd for this process (pidfd_open(2)): children poll it to learn whether we died.
-pub fn pidfd_self() -> io::Result<OwnedFd> {
-    let pid = std::process::id() as libc::pid_t;
-    // SAFETY: pidfd_open with our own pid and no flags.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: a fresh descriptor that nothing else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as c_int) })
-}
-
-/// Sets O_NONBLOCK on one end of a pipe (each end is its own open file description).
-pub fn set_nonblocking(fd: &OwnedFd) -> io::Result<()> {
-    // SAFETY: F_GETFL on a live fd.
-    let flags = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) };
-    if flags < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: F_SETFL with flags read just above.
-    if unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
-}
-
-/// Creates a connected pair of unix datagram sockets, both close-on-exec.
-pub fn socketpair() -> io::Result<(OwnedFd, OwnedFd)> {
-    let mut fds = [0 as c_int; 2];
-    // SAFETY: fds has room for the two descriptors socketpair writes.
-    let rc = unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC, 0, fds.as_mut_ptr()) };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: fresh descriptors that nothing else owns.
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
-}
-
-/// Receives one fd sent with SCM_RIGHTS on `sock` (non-blocking: WouldBlock if none yet).
-/// `Ok(None)` when a message came without one (MSG_CTRUNC: we were out of fds).
-pub fn recv_fd(sock: &OwnedFd) -> io::Result<Option<OwnedFd>> {
-    let mut control = [0u64; 4];
-    let mut byte = [0u8; 1];
-    let mut iov = libc::iovec { iov_base: byte.as_mut_ptr().cast(), iov_len: 1 };
-    // SAFETY: an all-zero msghdr is valid; we fill in the fields we use.
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = control.as_mut_ptr().cast();
-    msg.msg_controllen = std::mem::size_of_val(&control);
-    // SAFETY: msg and its buffers are live locals.
-    let n = unsafe { libc::recvmsg(sock.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC | libc::MSG_DONTWAIT) };
-    if n < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    if n == 0 {
-        return Ok(None);
-    }
-    // SAFETY: msg was filled by recvmsg; CMSG_FIRSTHDR checks controllen.
-    let cmsg = unsafe { libc::CMSG_FIRSTHDR(&msg) };
-    if cmsg.is_null() {
-        return Ok(None);
-    }
-    // SAFETY: cmsg is non-null and points into control.
-    let (level, kind) = unsafe { ((*cmsg).cmsg_level, (*cmsg).cmsg_type) };
-    if level != libc::SOL_SOCKET || kind != libc::SCM_RIGHTS {
-        return Ok(None);
-    }
-    // SAFETY: an SCM_RIGHTS message carries at least one int after the header.
-    let fd = unsafe { std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast::<c_int>()) };
-    // SAFETY: the kernel installed this fd for us alone.
-    Ok(Some(unsafe { OwnedFd::from_raw_fd(fd) }))
-}
-
-/// The kernel's Landlock ABI version (landlock_create_ruleset(2) with
-/// LANDLOCK_CREATE_RULESET_VERSION), or 0 when Landlock is missing or disabled.
-pub fn landlock_abi() -> i32 {
-    const LANDLOCK_CREATE_RULESET_VERSION: libc::c_uint = 1;
-    // SAFETY: a NULL attr with size 0 and the VERSION flag only queries the ABI.
-    let v = unsafe { libc::syscall(libc::SYS_landlock_create_ruleset, std::ptr::null::<u8>(), 0usize, LANDLOCK_CREATE_RULESET_VERSION) };
-    v.max(0) as i32
-}
-
-/// `struct seccomp_notif` (seccomp_unotify(2)).
-#[repr(C)]
-struct SeccompNotif {
-    id: u64,
-    pid: u32,
-    flags: u32,
-    nr: c_int,
-    arch: u32,
-    instruction_pointer: u64,
-    args: [u64; 6],
-}
-
-/// SECCOMP_IOCTL_NOTIF_RECV: _IOWR('!', 0, struct seccomp_notif).
-const SECCOMP_IOCTL_NOTIF_RECV: libc::c_ulong = 0xc050_2100;
-
-/// What a seccomp listener has for us.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Notification {
-    /// A refused syscall: its number and AUDIT_ARCH_* value.
-    Syscall(i64, u32),
-    /// Nothing yet.
-    Nothing,
-    /// Every task of the filter is gone: nothing will ever come.
-    Gone,
-}
-
-/// Takes one pending notification from a seccomp listener, never blocking. The caller kills
-/// the sandbox, so the call is never answered.
-///
-/// SECCOMP_IOCTL_NOTIF_RECV ignores O_NONBLOCK and, on some kernels (6.1), waits for good once
-/// the filter's last task has gone, which polls as HUP — "readable" to an event loop. So it is
-/// only called when poll(2) says POLLIN: a notification is queued, and the request semaphore
-/// it raised stays up even if its task dies first (RECV then answers ENOENT).
-pub fn take_notification(listener: &OwnedFd) -> io::Result<Notification> {
-    let mut pfd = libc::pollfd { fd: listener.as_raw_fd(), events: libc::POLLIN, revents: 0 };
-    // SAFETY: one valid pollfd, zero timeout.
-    if unsafe { libc::poll(&mut pfd, 1, 0) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    if pfd.revents & libc::POLLIN == 0 {
-        let gone = pfd.revents & (libc::POLLHUP | libc::POLLERR | libc::POLLNVAL) != 0;
-        return Ok(if gone { Notification::Gone } else { Notification::Nothing });
-    }
-    match recv_notification(listener) {
-        Ok((nr, arch)) => Ok(Notification::Syscall(nr, arch)),
-        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(Notification::Nothing),
-        Err(e) => Err(e),
-    }
-}
-
-/// SECCOMP_IOCTL_NOTIF_RECV itself: blocks until a notification is queued.
-fn recv_notification(listener: &OwnedFd) -> io::Result<(i64, u32)> {
-    // SAFETY: seccomp_unotify(2) requires a zeroed struct; all-zero is a valid SeccompNotif.
-    let mut notif: SeccompNotif = unsafe { std::mem::zeroed() };
-    // SAFETY: listener is a seccomp listener fd and notif a correctly sized out-parameter.
-    let rc = unsafe { libc::ioctl(listener.as_raw_fd(), SECCOMP_IOCTL_NOTIF_RECV, &mut notif as *mut SeccompNotif) };
-    if rc < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok((i64::from(notif.nr), notif.arch))
-}
-
-/// Registers an owned fd with the tokio reactor.
-pub fn async_fd(fd: OwnedFd) -> io::Result<tokio::io::unix::AsyncFd<OwnedFd>> {
-    // SAFETY: an OwnedFd stays open and refers to the same file description until the AsyncFd
-    // that owns it is dropped, and as_raw_fd always returns that one fd.
-    unsafe { tokio::io::unix::AsyncFd::register(fd) }.map_err(|e| e.into_parts().1)
 }

@@ -6,12 +6,12 @@ use std::fmt::Write as _;
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
 
+use super::cgroup::CgroupTree;
+use super::landlock::{Enforcement, Level};
+use super::netns::NetnsPool;
+use super::uids::UidPool;
+use super::{seccomp, sys, BpfProgram};
 use crate::config::Config;
-use crate::sandbox::cgroup::CgroupTree;
-use crate::sandbox::landlock::{Enforcement, Level};
-use crate::sandbox::netns::NetnsPool;
-use crate::sandbox::{self, seccomp, BpfProgram};
-pub use crate::uids::{UidLease, UidPool};
 
 /// How one layer stands on this host.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,7 +73,7 @@ pub struct Host {
     pub cgroups: Option<CgroupTree>,
     /// The seccomp filters, compiled once: (no network, host network). Empty when the kernel
     /// cannot run them, and then no sandbox starts.
-    pub seccomp: (Arc<Vec<BpfProgram>>, Arc<Vec<BpfProgram>>),
+    pub seccomp: (Arc<BpfProgram>, Arc<BpfProgram>),
     /// The highest capability number: every child empties its bounding set up to it.
     pub cap_last: u32,
     /// Signals with a non-default disposition, which every child resets. Read at the first
@@ -89,8 +89,19 @@ pub struct Host {
 
 impl Host {
     /// Looks at the host and prepares what it can; never fails: a missing layer is recorded.
-    /// `setup_cgroups` is false for `faas doctor`, which must not move itself anywhere.
-    pub fn new(config: Config, setup_cgroups: bool) -> Host {
+    /// What `faas doctor` and `faas check` see: probes every layer and changes nothing (no
+    /// cgroup is set up, so this process is moved nowhere).
+    pub fn probe(config: Config) -> Host {
+        Host::new(config, false)
+    }
+
+    /// What `faas serve` and `faas invoke` build sandboxes from: as `probe`, and it sets up the
+    /// cgroup subtree (moving this process into its `supervisor` leaf) when one is delegated.
+    pub fn setup(config: Config) -> Host {
+        Host::new(config, true)
+    }
+
+    fn new(config: Config, setup_cgroups: bool) -> Host {
         let missing_caps = missing_capabilities();
         let privileged = nix::unistd::geteuid().is_root() && missing_caps.is_empty();
         let mut list = Vec::new();
@@ -104,7 +115,7 @@ impl Host {
         list.push(("namespaces", ns_state.clone(), "faas serve runs as root (the unit does); sandboxes drop everything"));
         list.push(("uid", ns_state, "each sandbox runs as its own uid from uid_base"));
 
-        let netns = match sandbox::spawn::create_empty_netns() {
+        let netns = match sys::create_empty_netns() {
             Ok(fd) => {
                 list.push(("network", LayerState::Enforced, "an empty network namespace of its own per sandbox: loopback only, and down"));
                 Some(Arc::new(NetnsPool::new(fd, config.max_concurrency)))
@@ -115,7 +126,7 @@ impl Host {
             }
         };
 
-        let landlock = Enforcement::for_abi(sandbox::spawn::landlock_abi());
+        let landlock = Enforcement::for_abi(sys::landlock_abi());
         let ll_state = match landlock.level {
             Level::Full => LayerState::Enforced,
             Level::Partial => LayerState::Partial(landlock.to_string()),
@@ -125,7 +136,7 @@ impl Host {
 
         let build = |host_network| seccomp::build_filter(seccomp::Policy { host_network });
         let (seccomp, seccomp_state) = match (build(false), build(true)) {
-            (Ok(isolated), Ok(host)) if seccomp_supported() => ((vec![isolated], vec![host]), LayerState::Enforced),
+            (Ok(isolated), Ok(host)) if seccomp_supported() => ((isolated, host), LayerState::Enforced),
             (Ok(_), Ok(_)) => ((Vec::new(), Vec::new()), LayerState::Missing("the kernel has no seccomp user notification: no sandbox will start".into())),
             (Err(e), _) | (_, Err(e)) => ((Vec::new(), Vec::new()), LayerState::Missing(e.to_string())),
         };
@@ -155,10 +166,10 @@ impl Host {
             uids: sandbox_uids(&config),
             config,
             netns,
-            daemon_pidfd: sandbox::spawn::pidfd_self().ok(),
+            daemon_pidfd: sys::pidfd_self().ok(),
             cgroups,
             seccomp: (Arc::new(seccomp.0), Arc::new(seccomp.1)),
-            cap_last: sandbox::cap_last(),
+            cap_last: super::cap_last(),
             changed_signals: std::sync::OnceLock::new(),
             layers: Layers::new(list),
             landlock,
@@ -202,7 +213,7 @@ fn sandbox_uids(config: &Config) -> Arc<UidPool> {
 
 /// What `setup` would find, without changing anything.
 fn probe_cgroup(config: &Config) -> Result<(), String> {
-    sandbox::cgroup::delegated_root(config.cgroup_root.as_deref())
+    super::cgroup::delegated_root(config.cgroup_root.as_deref())
         .map(drop)
         // The first line: doctor prints the layer's own hint beneath it.
         .map_err(|e| format!("{}; falling back to rlimits", e.to_string().lines().next().unwrap_or_default()))

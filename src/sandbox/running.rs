@@ -1,0 +1,433 @@
+//! One request's sandbox from the parent's side: `start` (everything before the first await:
+//! uid lease, cgroup, network namespace, pipes, the `ChildPlan`, clone3), then a `Running`
+//! sandbox that owns the rest: waiting for the exec and the seccomp listener, its exit and
+//! denied-syscall notifications as events, the kill, and the teardown (reap, cgroup counters
+//! and removal, network namespace back to the pool, uid back).
+
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::Arc;
+use std::time::Duration;
+
+use nix::libc;
+use tokio::io::unix::AsyncFd;
+
+use super::cgroup::{RequestCgroup, Usage};
+use super::host::Host;
+use super::landlock::Level;
+use super::namespaces::CLONE_FLAGS;
+use super::netns::{self, NetnsPool};
+use super::spawn::{self, CStringArray, Spawned, ERROR_RECORD};
+use super::sys::{self, ExitStatus, Notification};
+use super::uids::UidLease;
+use super::{child_error, seccomp, ChildPlan, PreparedSandbox, SpawnError};
+use crate::config::Limits;
+
+/// What one request brings to its sandbox.
+pub struct Launch<'a> {
+    /// The invocation id: names the request's cgroup.
+    pub id: &'a str,
+    pub limits: &'a Limits,
+    /// The CGI environment, as `NAME=value`.
+    pub envp: Vec<std::ffi::CString>,
+    /// Refuse to start unless Landlock is fully enforced.
+    pub landlock_required: bool,
+}
+
+/// The parent's ends of the sandbox's stdin, stdout and stderr.
+pub struct Stdio {
+    pub stdin: OwnedFd,
+    pub stdout: OwnedFd,
+    pub stderr: OwnedFd,
+}
+
+/// What a running sandbox reports.
+#[derive(Debug)]
+pub enum Event {
+    /// Its init exited (and with it everything in its pid namespace); it has been reaped.
+    Exited(ExitStatus),
+    /// It made a deny-listed call (named) and is stopped there until killed.
+    Denied(String),
+    /// Its seccomp listener broke while it may still run: it must not go on unsupervised.
+    Unsupervised(io::Error),
+}
+
+/// A started sandbox. Dropping it without `finish` (a panic) still kills and reaps it.
+pub struct Running {
+    prepared: Arc<PreparedSandbox>,
+    spawned: Spawned,
+    pidfd: AsyncFd<OwnedFd>,
+    cgroup: Option<RequestCgroup>,
+    uid: Option<UidLease>,
+    /// Its network namespace, back to the pool once everything in it is gone.
+    netns: Option<(OwnedFd, Arc<NetnsPool>)>,
+    stdio: Option<Stdio>,
+    err_read: Option<OwnedFd>,
+    notify: Option<OwnedFd>,
+    listener: Option<AsyncFd<OwnedFd>>,
+    exit: Option<ExitStatus>,
+}
+
+/// How a finished sandbox ended.
+#[derive(Debug, Default)]
+pub struct Ended {
+    /// How the init ended, if it was reaped.
+    pub exit: Option<ExitStatus>,
+    /// cgroup counters (None without cgroups).
+    pub usage: Option<Usage>,
+}
+
+fn prepare_err(what: &'static str) -> impl FnOnce(io::Error) -> SpawnError {
+    move |source| SpawnError::Prepare { what, source }
+}
+
+/// Starts one request's sandbox. Synchronous, so the plan's raw pointers never cross an await.
+/// Fails closed: a layer this sandbox needs that the host lacks stops it here.
+pub fn start(host: &Host, prepared: &Arc<PreparedSandbox>, launch: Launch) -> Result<Running, SpawnError> {
+    if launch.landlock_required && prepared.landlock.enforcement.level != Level::Full {
+        return Err(SpawnError::Missing(format!("the function requires landlock, and this kernel gives {}", prepared.landlock.enforcement)));
+    }
+    let template_fd = match &prepared.template {
+        Ok(fd) => fd.as_raw_fd(),
+        Err(e) => return Err(SpawnError::Template(e.clone())),
+    };
+    // Without the filter and its listener nothing stops or reports a deny-listed call, and
+    // without the daemon's pidfd a sandbox could outlive a dead daemon unnoticed.
+    if prepared.seccomp.is_empty() {
+        return Err(SpawnError::Missing("the seccomp layer is missing on this host".into()));
+    }
+    let Some(daemon_pidfd) = host.daemon_pidfd.as_ref() else {
+        return Err(SpawnError::Missing("the daemon has no pidfd of its own (pidfd_open)".into()));
+    };
+    let pool = match (&host.netns, prepared.network) {
+        (_, true) => None,
+        (Some(pool), false) => Some(pool.clone()),
+        (None, false) => return Err(SpawnError::Missing("network namespaces are missing on this host".into())),
+    };
+    let pooled_netns = pool.as_ref().and_then(|p| p.take());
+    let uid = host.uids.lease().ok_or(SpawnError::NoUid)?;
+    let cgroup = match &host.cgroups {
+        Some(tree) => Some(tree.create(launch.id, launch.limits)?),
+        None => None,
+    };
+    let mut cleanup_cgroup = CgroupGuard(cgroup);
+    let (stdin_r, stdin_w) = sys::cloexec_pipe().map_err(prepare_err("stdin"))?;
+    let (stdout_r, stdout_w) = sys::cloexec_pipe().map_err(prepare_err("stdout"))?;
+    let (stderr_r, stderr_w) = sys::cloexec_pipe().map_err(prepare_err("stderr"))?;
+    let (err_r, err_w) = sys::cloexec_pipe().map_err(prepare_err("the error pipe"))?;
+    let (notify_parent, notify_child) = sys::listener_socketpair().map_err(prepare_err("the seccomp socket"))?;
+    let ruleset = prepared.landlock.create_ruleset()?;
+
+    let limits = launch.limits;
+    let memory_fallback = host.cgroups.is_none();
+    let limit = |v: u64| libc::rlimit { rlim_cur: v, rlim_max: v };
+    let mut rlimits = vec![
+        (libc::RLIMIT_CORE, limit(0)),
+        // Never above the daemon's own hard limit: raising a hard limit takes
+        // CAP_SYS_RESOURCE, so setrlimit would fail and stop every request. `faas check` and
+        // the load log warn about such a function.
+        (libc::RLIMIT_NOFILE, limit(limits.nofile.min(nofile_hard()))),
+        (libc::RLIMIT_FSIZE, limit(prepared.tmp_bytes.max(limits.output.0))),
+        // Counted per real uid, and the uid is this sandbox's alone: the pids limit itself
+        // without cgroups; with them a backstop above pids.max, so that pids.max is what
+        // stops a fork loop and pids.events says so.
+        (libc::RLIMIT_NPROC, limit(u64::from(limits.pids) * if memory_fallback { 1 } else { 2 })),
+    ];
+    if memory_fallback {
+        rlimits.push((libc::RLIMIT_DATA, limit(limits.memory.0)));
+    }
+    let plan = ChildPlan {
+        sandbox: prepared,
+        template_fd,
+        clone_flags: CLONE_FLAGS
+            | if cleanup_cgroup.0.is_some() { libc::CLONE_NEWCGROUP as u64 } else { 0 }
+            | if pool.is_some() && pooled_netns.is_none() { libc::CLONE_NEWNET as u64 } else { 0 },
+        cgroup_fd: cleanup_cgroup.0.as_ref().and_then(|c| c.dir.as_ref()).map(|d| d.as_raw_fd()),
+        netns_fd: pooled_netns.as_ref().map(|fd| fd.as_raw_fd()),
+        stdio: [stdin_r.as_raw_fd(), stdout_w.as_raw_fd(), stderr_w.as_raw_fd()],
+        err_pipe: err_w.as_raw_fd(),
+        landlock_fd: ruleset.as_ref().map(|fd| fd.as_raw_fd()),
+        landlock_tmp: prepared.landlock.tmp_access,
+        landlock_proc: prepared.landlock.proc_access,
+        notify_sock: notify_child.as_raw_fd(),
+        uid: uid.id,
+        gid: uid.id,
+        cap_last: host.cap_last,
+        daemon_pidfd: daemon_pidfd.as_raw_fd(),
+        ipc_limits: &prepared.ipc_limits,
+        changed_signals: host.changed_signals.get_or_init(sys::changed_signals),
+        rlimits,
+        exe: &prepared.exe,
+        argv: CStringArray::new(prepared.argv.clone()),
+        envp: CStringArray::new(launch.envp),
+    };
+    let spawned = spawn::spawn(&plan)?;
+    drop(plan);
+    // The child has its copies; ours must go now, or EOF would never come.
+    drop((stdin_r, stdout_w, stderr_w, err_w, notify_child, ruleset));
+    // A namespace clone3 made is kept for the next sandbox; if the child is already gone it
+    // took its namespace along, which is fine.
+    let netns = match (pool, pooled_netns) {
+        (Some(pool), Some(ns)) => Some((ns, pool)),
+        (Some(pool), None) => netns::netns_of(spawned.pid).ok().map(|ns| (ns, pool)),
+        (None, _) => None,
+    };
+    let pidfd = match spawned.pidfd.try_clone().and_then(sys::async_fd) {
+        Ok(fd) => fd,
+        Err(e) => {
+            // No task can watch a sandbox we cannot wait for: kill and reap it now.
+            reap_in_background(&spawned);
+            return Err(SpawnError::Prepare { what: "the pidfd", source: e });
+        }
+    };
+    Ok(Running {
+        prepared: prepared.clone(),
+        spawned,
+        pidfd,
+        cgroup: cleanup_cgroup.0.take(),
+        uid: Some(uid),
+        netns,
+        stdio: Some(Stdio { stdin: stdin_w, stdout: stdout_r, stderr: stderr_r }),
+        err_read: Some(err_r),
+        notify: Some(notify_parent),
+        listener: None,
+        exit: None,
+    })
+}
+
+/// This process's hard open-files limit.
+fn nofile_hard() -> u64 {
+    nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).map_or(u64::MAX, |(_, hard)| hard)
+}
+
+/// Removes a request cgroup if set-up fails before the child owns it.
+struct CgroupGuard(Option<RequestCgroup>);
+
+impl Drop for CgroupGuard {
+    fn drop(&mut self) {
+        if let Some(mut cg) = self.0.take() {
+            let _ = cg.remove();
+        }
+    }
+}
+
+impl Running {
+    /// Waits for the child to exec (or report the step that failed), then takes the seccomp
+    /// listener it sent just before. Without the listener the filter's deny-listed calls
+    /// would fail unseen, and once nobody holds one the sandbox could install its own
+    /// (seccomp_unotify(2)): no listener, no sandbox. On `Err` the caller ends it with
+    /// `finish`.
+    pub async fn wait_exec(&mut self) -> Result<(), SpawnError> {
+        let err_read = self.err_read.take().expect("wait_exec is called once");
+        wait_for_exec(err_read, &self.prepared).await?;
+        let notify = self.notify.take().expect("wait_exec is called once");
+        let listener = sys::recv_fd(&notify)
+            .and_then(|fd| fd.ok_or_else(|| io::Error::other("no listener in the message (was it cut: out of fds?)")))
+            .and_then(sys::async_fd);
+        // Tests only: lose the listener as an exhausted fd table would, to prove the sandbox dies.
+        #[cfg(debug_assertions)]
+        let listener = listener.and_then(|l| match std::env::var_os("FAAS_TEST_FAULT") {
+            Some(v) if v == "lose-seccomp-listener" => Err(io::Error::other(format!("fault injected, dropped listener fd {l:?}"))),
+            _ => Ok(l),
+        });
+        self.listener = Some(listener.map_err(SpawnError::Listener)?);
+        Ok(())
+    }
+
+    /// The parent's ends of the sandbox's stdio, once.
+    pub fn take_stdio(&mut self) -> Option<Stdio> {
+        self.stdio.take()
+    }
+
+    /// How the init ended, once it has.
+    pub fn exit(&self) -> Option<ExitStatus> {
+        self.exit
+    }
+
+    /// The next thing the sandbox reports. Cancel-safe (it only waits for readiness), so it
+    /// can sit in a `select!`; pending for good once the init has exited and the listener
+    /// has nothing more to say.
+    pub async fn event(&mut self) -> Event {
+        loop {
+            let exited = self.exit.is_some();
+            tokio::select! {
+                ready = self.pidfd.readable(), if !exited => {
+                    let status = match ready {
+                        Ok(mut guard) => match sys::try_reap(&self.spawned.pidfd) {
+                            Ok(Some(status)) => status,
+                            Ok(None) => {
+                                guard.clear_ready();
+                                continue;
+                            }
+                            Err(e) => {
+                                tracing::error!("failed to reap sandbox pid {}: {e}", self.spawned.pid);
+                                ExitStatus::Signaled(0)
+                            }
+                        },
+                        Err(e) => {
+                            tracing::error!("failed to wait for sandbox pid {}: {e}", self.spawned.pid);
+                            ExitStatus::Signaled(0)
+                        }
+                    };
+                    self.exit = Some(status);
+                    // The init is gone, so is its pid namespace; the cgroup may hold nothing
+                    // more, but a kill costs nothing and makes sure.
+                    self.kill();
+                    return Event::Exited(status);
+                }
+                ready = async { self.listener.as_ref().expect("guarded by the branch condition").readable().await }, if self.listener.is_some() => {
+                    match ready.map(|guard| (sys::take_notification(guard.get_inner()), guard)) {
+                        Ok((Ok(Notification::Syscall(nr, arch)), _)) => return Event::Denied(seccomp::denied_name(nr, arch)),
+                        Ok((Ok(Notification::Nothing), mut guard)) => guard.clear_ready(),
+                        // Every task of the filter is gone: nothing more can come.
+                        Ok((Ok(Notification::Gone), _)) => self.listener = None,
+                        Ok((Err(e), _)) | Err(e) => {
+                            self.listener = None;
+                            if self.exit.is_none() {
+                                return Event::Unsupervised(e);
+                            }
+                        }
+                    }
+                }
+                () = std::future::pending(), if exited && self.listener.is_none() => {}
+            }
+        }
+    }
+
+    /// Kills everything in the sandbox: its init (which takes the pid namespace along) and,
+    /// when there is one, the cgroup. Idempotent.
+    pub fn kill(&self) {
+        if self.exit.is_none() {
+            if let Err(e) = sys::kill_pidfd(&self.spawned.pidfd) {
+                tracing::warn!("failed to kill sandbox pid {}: {e}", self.spawned.pid);
+            }
+        }
+        if let Some(cg) = &self.cgroup {
+            if let Err(e) = cg.kill() {
+                tracing::warn!("{e}");
+            }
+        }
+    }
+
+    /// Kill, reap, teardown, the one way a sandbox ends: everything of it is gone afterwards
+    /// (its processes, cgroup and uid lease; its network namespace goes back to the pool).
+    pub async fn finish(mut self) -> Ended {
+        self.kill();
+        let exit = self.reap().await;
+        let usage = self.teardown().await;
+        Ended { exit, usage }
+    }
+
+    /// Waits until the init has exited and reaps it.
+    async fn reap(&mut self) -> Option<ExitStatus> {
+        while self.exit.is_none() {
+            match self.pidfd.readable().await {
+                Ok(mut guard) => match sys::try_reap(&self.spawned.pidfd) {
+                    Ok(Some(status)) => self.exit = Some(status),
+                    Ok(None) => guard.clear_ready(),
+                    Err(e) => {
+                        tracing::error!("failed to reap sandbox pid {}: {e}", self.spawned.pid);
+                        return None;
+                    }
+                },
+                Err(e) => {
+                    tracing::error!("failed to wait for sandbox pid {}: {e}", self.spawned.pid);
+                    return None;
+                }
+            }
+        }
+        self.exit
+    }
+
+    /// After the init is reaped: empty and remove the cgroup, give back the network
+    /// namespace and the uid.
+    async fn teardown(&mut self) -> Option<Usage> {
+        let usage = if let Some(mut cg) = self.cgroup.take() {
+            let _ = cg.kill();
+            // cgroup.kill is asynchronous; the pid namespace is gone already, so this is short.
+            for _ in 0..200 {
+                if !cg.populated() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            let usage = cg.usage();
+            if let Err(e) = cg.remove() {
+                tracing::error!("{e}");
+            }
+            Some(usage)
+        } else {
+            None
+        };
+        // Everything of the sandbox is gone now (its pid namespace with its init, and the
+        // cgroup is empty), so its network namespace holds nothing of it any more.
+        if let Some((ns, pool)) = self.netns.take() {
+            pool.give(ns);
+        }
+        self.uid.take();
+        usage
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        // Only reached without `finish` if the task panicked: never leave a sandbox running.
+        if self.exit.is_none() {
+            reap_in_background(&self.spawned);
+        }
+        if let Some(mut cg) = self.cgroup.take() {
+            let _ = cg.kill();
+            let _ = cg.remove();
+        }
+    }
+}
+
+/// Kills a sandbox's init (its pid namespace goes with it) and reaps it on a thread of its own,
+/// for paths that cannot await.
+fn reap_in_background(spawned: &Spawned) {
+    if let Err(e) = sys::kill_pidfd(&spawned.pidfd) {
+        tracing::warn!("failed to kill sandbox pid {}: {e}", spawned.pid);
+    }
+    if let Ok(pidfd) = spawned.pidfd.try_clone() {
+        std::thread::spawn(move || {
+            while let Ok(None) = sys::try_reap(&pidfd) {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        });
+    }
+}
+
+/// Waits for the child to exec (EOF on the error pipe) or report the step that failed.
+async fn wait_for_exec(err_read: OwnedFd, prepared: &PreparedSandbox) -> Result<(), SpawnError> {
+    sys::set_nonblocking(&err_read).map_err(prepare_err("the error pipe"))?;
+    let mut record = [0u8; ERROR_RECORD];
+    let mut got = 0;
+    if spawn::SPAWN_RETURNS_AFTER_EXEC {
+        // clone3 returned only once the child exec'd past the point of no return or exited;
+        // an exited child wrote its whole record (one write, under PIPE_BUF) first. So no
+        // record now means exec, even if the child has not yet closed its end (which can
+        // take a scheduling round and cost ~1 ms of waiting for EOF).
+        match nix::unistd::read(err_read.as_raw_fd(), &mut record) {
+            Ok(0) | Err(nix::errno::Errno::EAGAIN) => return Ok(()),
+            Ok(ERROR_RECORD) => return Err(child_error(prepared, &record)),
+            Ok(n) => got = n,
+            Err(e) => return Err(SpawnError::Prepare { what: "the error pipe", source: e.into() }),
+        }
+    }
+    let fd = sys::async_fd(err_read).map_err(prepare_err("the error pipe"))?;
+    loop {
+        let mut guard = fd.readable().await.map_err(prepare_err("the error pipe"))?;
+        match nix::unistd::read(fd.get_ref().as_raw_fd(), &mut record[got..]) {
+            Ok(0) if got == 0 => return Ok(()),
+            Ok(0) => return Err(SpawnError::Prepare { what: "the error pipe", source: io::Error::other("short error record") }),
+            Ok(n) => {
+                got += n;
+                if got == ERROR_RECORD {
+                    return Err(child_error(prepared, &record));
+                }
+            }
+            Err(nix::errno::Errno::EAGAIN) => guard.clear_ready(),
+            Err(e) => return Err(SpawnError::Prepare { what: "the error pipe", source: e.into() }),
+        }
+    }
+}

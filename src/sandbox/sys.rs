@@ -1,0 +1,231 @@
+//! The parent's side of the kernel interfaces a sandbox uses: pipes and the listener socket,
+//! receiving the seccomp listener, reaping and killing through pidfds, seccomp notifications,
+//! the Landlock ABI, network and mount namespaces made on throwaway threads. nix's safe forms
+//! where it has one; raw calls (with a `SAFETY:` note each) only where it has none:
+//! `pidfd_open`, `pidfd_send_signal`, `SECCOMP_IOCTL_NOTIF_RECV`, the Landlock ABI query, a
+//! query-only `sigaction`, and registering an fd with tokio. Nothing here runs in a child.
+
+use std::ffi::CStr;
+use std::fs::File;
+use std::io::{self, IoSliceMut};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+use nix::errno::Errno;
+use nix::fcntl::{fcntl, FcntlArg, OFlag};
+use nix::libc;
+use nix::sched::{unshare, CloneFlags};
+use nix::sys::socket::{recvmsg, socketpair, AddressFamily, ControlMessageOwned, MsgFlags, SockFlag, SockType};
+use nix::sys::wait::{waitid, Id, WaitPidFlag, WaitStatus};
+
+use super::spawn::apply_mount;
+use super::MountOp;
+
+/// Makes a pipe whose both ends are close-on-exec: (read, write).
+pub fn cloexec_pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    Ok(nix::unistd::pipe2(OFlag::O_CLOEXEC)?)
+}
+
+/// A connected pair of unix seqpacket sockets, both close-on-exec: the child sends its
+/// seccomp listener on one, the parent receives it on the other.
+pub fn listener_socketpair() -> io::Result<(OwnedFd, OwnedFd)> {
+    Ok(socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC)?)
+}
+
+/// Sets O_NONBLOCK on one end of a pipe (each end is its own open file description).
+pub fn set_nonblocking(fd: &OwnedFd) -> io::Result<()> {
+    let flags = OFlag::from_bits_retain(fcntl(fd.as_raw_fd(), FcntlArg::F_GETFL)?);
+    fcntl(fd.as_raw_fd(), FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK))?;
+    Ok(())
+}
+
+/// Receives one fd sent with SCM_RIGHTS on `sock`, without blocking (WouldBlock if none yet).
+/// `Ok(None)` when a message came without one: MSG_CTRUNC, we were out of fds.
+pub fn recv_fd(sock: &OwnedFd) -> io::Result<Option<OwnedFd>> {
+    let mut byte = [0u8; 1];
+    let mut iov = [IoSliceMut::new(&mut byte)];
+    let mut space = nix::cmsg_space!([RawFd; 1]);
+    let msg = recvmsg::<()>(sock.as_raw_fd(), &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC | MsgFlags::MSG_DONTWAIT)?;
+    if msg.flags.contains(MsgFlags::MSG_CTRUNC) {
+        return Ok(None);
+    }
+    for cmsg in msg.cmsgs()? {
+        if let ControlMessageOwned::ScmRights(fds) = cmsg {
+            if let Some(&fd) = fds.first() {
+                // SAFETY: the kernel installed this fd for us alone with this message.
+                return Ok(Some(unsafe { OwnedFd::from_raw_fd(fd) }));
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// How a child ended, from waitid(2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitStatus {
+    /// exit(code).
+    Exited(i32),
+    /// Killed by this signal.
+    Signaled(i32),
+}
+
+/// Reaps the child behind `pidfd` without blocking; `None` if it has not exited yet.
+pub fn try_reap(pidfd: &OwnedFd) -> io::Result<Option<ExitStatus>> {
+    match waitid(Id::PIDFd(pidfd.as_fd()), WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG)? {
+        WaitStatus::Exited(_, code) => Ok(Some(ExitStatus::Exited(code))),
+        WaitStatus::Signaled(_, sig, _) => Ok(Some(ExitStatus::Signaled(sig as i32))),
+        _ => Ok(None),
+    }
+}
+
+/// Sends SIGKILL through a pidfd: no pid reuse race, and to a namespace's init it ends the
+/// whole namespace (pid_namespaces(7)). Already dead is fine.
+pub fn kill_pidfd(pidfd: &OwnedFd) -> io::Result<()> {
+    // SAFETY: pidfd is a live pidfd; no siginfo, no flags.
+    let rc = unsafe { libc::syscall(libc::SYS_pidfd_send_signal, pidfd.as_raw_fd(), libc::SIGKILL, std::ptr::null::<libc::siginfo_t>(), 0) };
+    if rc < 0 && Errno::last() != Errno::ESRCH {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// A pidfd for this process (pidfd_open(2)): children poll it to learn whether we died.
+pub fn pidfd_self() -> io::Result<OwnedFd> {
+    let pid = std::process::id() as libc::pid_t;
+    // SAFETY: pidfd_open with our own pid and no flags.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a fresh descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// Creates a network namespace with nothing in it, held by the returned fd. It is made on a
+/// throwaway thread because unshare(CLONE_NEWNET) changes only the calling thread.
+pub fn create_empty_netns() -> io::Result<OwnedFd> {
+    std::thread::spawn(|| {
+        unshare(CloneFlags::CLONE_NEWNET)?;
+        Ok(File::open("/proc/thread-self/ns/net")?.into())
+    })
+    .join()
+    .map_err(|_| io::Error::other("netns thread panicked"))?
+}
+
+/// Builds a function version's template mount namespace: on a throwaway thread (mount
+/// namespaces are per task; CLONE_FS too, so the daemon's own root is untouched) it unshares
+/// a new mount namespace, runs `ops` (which start by making `/` private and bind the
+/// skeleton `root` onto itself), pivots into `root` and detaches the host's tree. What is
+/// left is the sandbox's read-only root and nothing else; children setns into it and take a
+/// private copy (namespaces.rs).
+pub fn create_mount_template(ops: &[MountOp], root: &CStr) -> io::Result<OwnedFd> {
+    let fail = |what: String| move |e: Errno| io::Error::new(io::Error::from(e).kind(), format!("{what}: {e}"));
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                unshare(CloneFlags::CLONE_FS | CloneFlags::CLONE_NEWNS).map_err(fail("failed to unshare a mount namespace".into()))?;
+                // Opened while /proc is still reachable; it names the namespace, not a path.
+                let ns: OwnedFd = File::open("/proc/thread-self/ns/mnt")
+                    .map_err(|e| io::Error::new(e.kind(), format!("failed to open the template mount namespace: {e}")))?
+                    .into();
+                for op in ops {
+                    if apply_mount(op) < 0 {
+                        return Err(fail(format!("failed to {}", op.describe()))(Errno::last()));
+                    }
+                }
+                // pivot_root(".", ".") stacks the old root on the new one; MNT_DETACH drops it.
+                let pivot = || -> nix::Result<()> {
+                    nix::unistd::chdir(root)?;
+                    nix::unistd::pivot_root(".", ".")?;
+                    nix::mount::umount2(".", nix::mount::MntFlags::MNT_DETACH)
+                };
+                pivot().map_err(fail(format!("failed to pivot into {}", root.to_string_lossy())))?;
+                Ok(ns)
+            })
+            .join()
+            .map_err(|_| io::Error::other("the mount template thread panicked"))?
+    })
+}
+
+/// The signals whose disposition is not the default in this process now (handlers and
+/// SIG_IGN): what a child must reset. Read in the parent, never in a child.
+pub fn changed_signals() -> Vec<libc::c_int> {
+    (1..=64)
+        .filter(|&sig| sig != libc::SIGKILL && sig != libc::SIGSTOP)
+        .filter(|&sig| {
+            // SAFETY: an all-zero sigaction is a valid out-parameter; no new action is set.
+            let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
+            // SAFETY: querying only (NULL act); glibc refuses its internal signals with EINVAL.
+            let rc = unsafe { libc::sigaction(sig, std::ptr::null(), &mut old) };
+            rc == 0 && old.sa_sigaction != libc::SIG_DFL
+        })
+        .collect()
+}
+
+/// The kernel's Landlock ABI version (landlock_create_ruleset(2) with
+/// LANDLOCK_CREATE_RULESET_VERSION), or 0 when Landlock is missing or disabled.
+pub fn landlock_abi() -> i32 {
+    const LANDLOCK_CREATE_RULESET_VERSION: libc::c_uint = 1;
+    // SAFETY: a NULL attr with size 0 and the VERSION flag only queries the ABI.
+    let v = unsafe { libc::syscall(libc::SYS_landlock_create_ruleset, std::ptr::null::<u8>(), 0usize, LANDLOCK_CREATE_RULESET_VERSION) };
+    v.max(0) as i32
+}
+
+/// `struct seccomp_notif` (seccomp_unotify(2)).
+#[repr(C)]
+struct SeccompNotif {
+    id: u64,
+    pid: u32,
+    flags: u32,
+    nr: libc::c_int,
+    arch: u32,
+    instruction_pointer: u64,
+    args: [u64; 6],
+}
+
+/// SECCOMP_IOCTL_NOTIF_RECV: _IOWR('!', 0, struct seccomp_notif).
+const SECCOMP_IOCTL_NOTIF_RECV: libc::c_ulong = 0xc050_2100;
+
+/// What a seccomp listener has for us.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Notification {
+    /// A refused syscall: its number and AUDIT_ARCH_* value.
+    Syscall(i64, u32),
+    /// Nothing yet.
+    Nothing,
+    /// Every task of the filter is gone: nothing will ever come.
+    Gone,
+}
+
+/// Takes one pending notification from a seccomp listener, never blocking. The caller kills
+/// the sandbox, so the call is never answered.
+///
+/// SECCOMP_IOCTL_NOTIF_RECV ignores O_NONBLOCK and, on some kernels (6.1), waits for good once
+/// the filter's last task has gone, which polls as HUP — "readable" to an event loop. So it is
+/// only called when poll(2) says POLLIN: a notification is queued, and the request semaphore
+/// it raised stays up even if its task dies first (RECV then answers ENOENT).
+pub fn take_notification(listener: &OwnedFd) -> io::Result<Notification> {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    let mut fds = [PollFd::new(listener.as_fd(), PollFlags::POLLIN)];
+    poll(&mut fds, PollTimeout::ZERO)?;
+    let revents = fds[0].revents().unwrap_or(PollFlags::empty());
+    if !revents.contains(PollFlags::POLLIN) {
+        let gone = revents.intersects(PollFlags::POLLHUP | PollFlags::POLLERR | PollFlags::POLLNVAL);
+        return Ok(if gone { Notification::Gone } else { Notification::Nothing });
+    }
+    // SAFETY: seccomp_unotify(2) requires a zeroed struct; all-zero is a valid SeccompNotif.
+    let mut notif: SeccompNotif = unsafe { std::mem::zeroed() };
+    // SAFETY: listener is a seccomp listener fd and notif a correctly sized out-parameter.
+    let rc = unsafe { libc::ioctl(listener.as_raw_fd(), SECCOMP_IOCTL_NOTIF_RECV, &mut notif as *mut SeccompNotif) };
+    match rc {
+        0 => Ok(Notification::Syscall(i64::from(notif.nr), notif.arch)),
+        _ if Errno::last() == Errno::ENOENT => Ok(Notification::Nothing),
+        _ => Err(io::Error::last_os_error()),
+    }
+}
+
+/// Registers an owned fd with the tokio reactor.
+pub fn async_fd(fd: OwnedFd) -> io::Result<tokio::io::unix::AsyncFd<OwnedFd>> {
+    // SAFETY: an OwnedFd stays open and refers to the same file description until the AsyncFd
+    // that owns it is dropped, and as_raw_fd always returns that one fd.
+    unsafe { tokio::io::unix::AsyncFd::register(fd) }.map_err(|e| e.into_parts().1)
+}
