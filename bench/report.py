@@ -119,6 +119,217 @@ def errs(n):
     return f"**{e}** ({kinds})"
 
 
+# Why ratios above 1 at high concurrency on a busy machine say little about the sandbox.
+AUTOGROUP = (
+    "**Scheduler autogroups are on** (`kernel.sched_autogroup_enabled=1`) and faas runs in no cpu cgroup: every sandbox calls `setsid()` and so becomes an "
+    "autogroup of its own, with a CPU share of its own against the other sessions' work, while the baseline's children (and sandboxes of a faas before "
+    "`setsid`) share their server's one autogroup. With other work running, faas therefore gets more of the machine the more sandboxes run at once: "
+    "ratios above 1 at c=8 and c=64 measure that, not a cheaper sandbox. c=1 and the set-up times are the fairer comparison."
+)
+
+
+def spread_text(xs):
+    return f" ({fmt(min(xs), 2)}–{fmt(max(xs), 2)})" if len(xs) > 1 else ""
+
+
+def before_after(raw, meta, handlers, concs, seq, mem, L):
+    """The BENCH_BEFORE section: the older faas next to this one, from the same interleaved
+    rounds. Appends to L; returns the numbers for LATEST.json."""
+    old, new = meta.get("before_rev"), meta.get("faas_rev")
+    out = {"before_rev": old, "after_rev": new}
+    L.append(f"## Before and after: faas {old} → {new}")
+    L.append("")
+    L.append(
+        f"`BENCH_BEFORE` built faas at {old} as well ({meta.get('before_build', '?')}) and ran it as a third server with the same functions and settings (its own wrappers, and a uid range of its own). "
+        "Every load round ran all three, each round starting one later (faas, before, baseline; before, baseline, faas; …), and the sequential requests of both faas alternate in chunks, "
+        "so a burst of other work on the machine hits before and after alike: the ratios, taken per round, are the fair comparison even on a busy machine; the absolute numbers are not."
+        + (" One difference the interleaving cannot remove: if `before` predates `setsid()` in the sandbox, its sandboxes share their daemon's autogroup (see the note under Machine)." if meta.get("autogroup") == "1" else "")
+    )
+    L.append("")
+
+    # Set-up, request by request.
+    L.append("### Set-up per request (Server-Timing `setup`, sequential requests)")
+    L.append("")
+    L.append("| handler | n before / after | before p50 | before p90 | before p99 | after p50 | after p90 | after p99 | after − before p50 | after − before p90 |")
+    L.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    out["setup"] = {}
+    for h in handlers:
+        a, b = seq.get(h) or {}, seq.get(f"{h}-before") or {}
+        sa, sb = a.get("setup") or {}, b.get("setup") or {}
+        d50 = sa["p50"] - sb["p50"] if sa.get("p50") is not None and sb.get("p50") is not None else None
+        d90 = sa["p90"] - sb["p90"] if sa.get("p90") is not None and sb.get("p90") is not None else None
+        out["setup"][h] = {"before": sb, "after": sa, "n_before": b.get("n"), "n_after": a.get("n"), "diff_p50_ms": d50, "diff_p90_ms": d90}
+        L.append(
+            f"| {h} | {b.get('n', '–')} / {a.get('n', '–')} | {fmt(sb.get('p50'), 3)} | {fmt(sb.get('p90'), 3)} | {fmt(sb.get('p99'), 3)} | "
+            f"{fmt(sa.get('p50'), 3)} | {fmt(sa.get('p90'), 3)} | {fmt(sa.get('p99'), 3)} | {'+' if d50 and d50 > 0 else ''}{fmt(d50, 3)} | {'+' if d90 and d90 > 0 else ''}{fmt(d90, 3)} |"
+        )
+    L.append("")
+    L.append("All times in ms.")
+    sh_d = (out["setup"].get("sh") or {}).get("diff_p50_ms")
+    if sh_d is not None:
+        L.append("")
+        L.append(f"**sh set-up p50, after − before: {'+' if sh_d > 0 else ''}{fmt(sh_d, 3)} ms per request: {'more' if sh_d > 0.1 else 'not more'} than 0.1 ms.**")
+    out["sh_setup_diff_p50_ms"] = sh_d
+    L.append("")
+
+    # Throughput.
+    L.append("### Throughput: faas/baseline before and after")
+    L.append("")
+    L.append("req/s counts 2xx answers over all rounds; each ratio is the median of the per-round ratios (range in brackets). after/before compares the two faas directly, round by round.")
+    L.append("")
+    L.append("| handler | c | baseline req/s | before req/s | after req/s | before/baseline | after/baseline | after/before | errors before / after |")
+    L.append("|---|---:|---:|---:|---:|---:|---:|---:|---|")
+    out["load"] = []
+    for h in handlers:
+        for c in concs:
+            fr, br, xr = rounds(raw, h, "faas", c), rounds(raw, h, "before", c), rounds(raw, h, "baseline", c)
+            f, b, x = combine(fr), combine(br), combine(xr)
+            r_after = [p["rps"] / q["rps"] for p, q in zip(fr, xr) if p and q and q["rps"]]
+            r_before = [p["rps"] / q["rps"] for p, q in zip(br, xr) if p and q and q["rps"]]
+            r_ab = [p["rps"] / q["rps"] for p, q in zip(fr, br) if p and q and q["rps"]]
+            row = {"handler": h, "concurrency": c, "baseline": x, "before": b, "after": f,
+                   "ratio_before": median(r_before), "ratio_before_rounds": r_before, "ratio_after": median(r_after), "ratio_after_rounds": r_after,
+                   "after_over_before": median(r_ab), "after_over_before_rounds": r_ab}
+            out["load"].append(row)
+            strong = h in ("sh", "python") and c in (1, 8)
+            cell = lambda v, xs: (f"**{fmt(v, 2)}**" if strong and v is not None else fmt(v, 2)) + spread_text(xs)
+            L.append(
+                f"| {h} | {c} | {fmt(x and x['rps'])} | {fmt(b and b['rps'])} | {fmt(f and f['rps'])} | {cell(row['ratio_before'], r_before)} | {cell(row['ratio_after'], r_after)} | "
+                f"{fmt(row['after_over_before'], 2)}{spread_text(r_ab)} | {errs(b)} / {errs(f)} |"
+            )
+    L.append("")
+
+    # Per step: what runs (perf trace call counts) and what it costs (bench/steps.c, untraced).
+    tb, ta = load(os.path.join(raw, "trace-before.json")), load(os.path.join(raw, "trace.json"))
+    steps = load(os.path.join(raw, "steps.json"))
+    if steps or (tb and ta and tb.get("steps") and ta.get("steps")):
+        L.append("### Where the difference goes: the set-up steps")
+        L.append("")
+        L.append(
+            "Calls per request: the sandbox child's calls (clone3 to execve) in a full `perf trace` of each faas over 100 sequential sh requests, sorted into steps by syscall and flags "
+            "(`mount` with MS_BIND = a `/proc` mask, `prctl(PR_CAPBSET_DROP)`, `setns(CLONE_NEWNET)`, `openat(O_WRONLY)` with its write and close = a SysV sysctl). "
+            "Cost: `bench/steps.c` repeats each step as the child does it, in a child with the same namespaces, timed with CLOCK_MONOTONIC and nothing traced "
+            f"({(steps or {}).get('n', '–')} children; µs for the whole step, all its calls). "
+            "perf trace is no measure of cost here (it adds several µs to every call, more than a `prctl` takes), and neither is `perf record` by thread "
+            "(a child's first sample falls one period, 200 µs, after clone3, so its set-up is charged to whatever runs then)."
+        )
+        L.append("")
+        L.append("| step | calls/request before | after | cost p50 µs | p90 µs | max µs |")
+        L.append("|---|---:|---:|---:|---:|---:|")
+        sb = {x["step"]: x for x in (tb or {}).get("steps", [])}
+        sa = {x["step"]: x for x in (ta or {}).get("steps", [])}
+        cost = {x["step"]: x for x in (steps or {}).get("steps", [])}
+        order = [x["step"] for x in (ta or {}).get("steps", [])] or [x["step"] for x in (steps or {}).get("steps", [])]
+        for k in order + [k for k in cost if k not in order]:
+            c = cost.get(k) or {}
+            cb_, ca_ = (sb.get(k) or {}).get("calls"), (sa.get(k) or {}).get("calls")
+            L.append(f"| {k} | {fmt(cb_, 1)} | {fmt(ca_, 1)} | {fmt(c.get('p50'), 1)} | {fmt(c.get('p90'), 1)} | {fmt(c.get('max'), 1)} |")
+        out["steps"] = {"calls_before": tb and tb.get("steps"), "calls_after": ta and ta.get("steps"), "cost": steps}
+        added = [x for x in (steps or {}).get("steps", []) if x["step"] in (
+            "mask /proc files (bind /dev/null)", "setsid", "SysV IPC sysctls (open, write, close)", "empty the bounding set (PR_CAPBSET_DROP)",
+            "parent-death signal + daemon check (PR_SET_PDEATHSIG, poll)")]
+        if added:
+            total = sum(x["p50"] for x in added)
+            ex = {x["step"]: x for x in steps["steps"]}
+            em, eu = (ex.get("child exit and reap, with the masks") or {}).get("p50"), (ex.get("child exit and reap, without the masks") or {}).get("p50")
+            L.append("")
+            L.append(
+                f"The steps the child gained add up to {fmt(total, 1)} µs at their p50s (a pool hit: joining a network namespace was there before, into one shared namespace)"
+                + (f"; the masks add {fmt(em - eu, 1)} µs to the child's exit (p50 {fmt(em, 1)} vs {fmt(eu, 1)} µs)" if em is not None and eu is not None else "")
+                + ". " + ", ".join(f"{x['step']} {fmt(x['p50'], 1)}" for x in sorted(added, key=lambda x: -x["p50"])) + " µs."
+            )
+            out["added_steps_p50_us"] = total
+        L.append("")
+        if tb and ta:
+            L.append(f"Set-up p50 under full tracing: before {fmt(tb.get('setup_p50_traced'), 3)} ms, after {fmt(ta.get('setup_p50_traced'), 3)} ms.")
+            L.append("")
+
+    # CPU by thread: the server's own threads are sampled fairly; a sandbox only as a whole.
+    cb, ca = load(os.path.join(raw, "cpu-before.json")), load(os.path.join(raw, "cpu-faas.json"))
+    if cb and ca and cb.get("by_part") and ca.get("by_part"):
+        L.append("### CPU per request (`perf record -g`, 1,000 sequential sh requests each)")
+        L.append("")
+        L.append(
+            "The CPU recording above, done for both faas, split by thread: `server` = the daemon's own threads; `sandbox` = every other thread, the child from clone3 "
+            "through its exec and the handler's whole run and exit. The split between set-up and handler is not shown: sampling places a short child's set-up wrongly (see above)."
+        )
+        L.append("")
+        L.append("| | before ms/request | after ms/request | after − before µs |")
+        L.append("|---|---:|---:|---:|")
+        out["cpu_by_part"] = {}
+
+        def part(cpu, names):
+            return sum((cpu["by_part"].get(n) or {}).get("ms_per_request", 0.0) for n in names)
+
+        for label, names in (("server", ["server"]), ("sandbox (child + handler)", ["child", "handler"])):
+            vb, va = part(cb, names), part(ca, names)
+            out["cpu_by_part"][label] = {"before_ms": vb, "after_ms": va, "diff_us": (va - vb) * 1e3}
+            L.append(f"| {label} | {fmt(vb, 3)} | {fmt(va, 3)} | {fmt((va - vb) * 1e3, 1)} |")
+        L.append("")
+
+    # clone3 -> exec, and the network namespace pool.
+    spb, spa = load(os.path.join(raw, "spans-before.json")), load(os.path.join(raw, "spans.json"))
+    if spb and spa:
+        L.append("### The sandbox child from clone3 to exec, and the network namespace pool (`perf trace -e clone3,execve,setns`)")
+        L.append("")
+        L.append(
+            "A traced faas of each revision answered 300 sequential sh requests, then a burst of 32 at c=16. Sequential requests always find a free network namespace in the pool; "
+            "in the burst, a child that joined none got a fresh one from clone3 (CLONE_NEWNET, a pool miss). Hits and misses in the burst ran under the same load, so their "
+            "difference is the price of a miss; the daemon then keeps the namespace, so misses happen only while the pool grows to the peak concurrency."
+        )
+        L.append("")
+        L.append("| daemon clone3 → child exec'd (ms) | n | min | p10 | p50 | p90 |")
+        L.append("|---|---:|---:|---:|---:|---:|")
+
+        def span_row(label, d):
+            d = d or {}
+            L.append(f"| {label} | {d.get('n', '–')} | {fmt(d.get('min'), 3)} | {fmt(d.get('p10'), 3)} | {fmt(d.get('p50'), 3)} | {fmt(d.get('p90'), 3)} |")
+
+        span_row(f"before, sequential", spb.get("sequential") or spb.get("clone3_until_exec"))
+        span_row(f"after, sequential (pool misses: {spa.get('sequential_pool_misses', '–')})", spa.get("sequential") or spa.get("clone3_until_exec"))
+        span_row("before, burst (one shared namespace)", spb.get("burst_pool_hit"))
+        span_row("after, burst, pool hit", spa.get("burst_pool_hit"))
+        span_row("after, burst, pool miss (CLONE_NEWNET)", spa.get("burst_pool_miss"))
+        sb_, sa_ = spb.get("sequential") or spb.get("clone3_until_exec") or {}, spa.get("sequential") or spa.get("clone3_until_exec") or {}
+        if sb_.get("p10") is not None and sa_.get("p10") is not None:
+            L.append("")
+            L.append(
+                f"Sequential, after − before: {fmt((sa_['p10'] - sb_['p10']) * 1e3, 0)} µs at p10, {fmt((sa_['min'] - sb_['min']) * 1e3, 0)} µs at the minimum "
+                "(the requests least disturbed by other work; two traced calls per request add a little to both)."
+            )
+            out["sequential_span_diff_p10_us"] = (sa_["p10"] - sb_["p10"]) * 1e3
+        hit, miss = spa.get("burst_pool_hit") or {}, spa.get("burst_pool_miss") or {}
+        if hit.get("p10") is not None and miss.get("p10") is not None:
+            L.append("")
+            L.append(
+                f"Miss − hit in the burst: {fmt((miss['p10'] - hit['p10']) * 1e3, 0)} µs at p10, {fmt((miss['p50'] - hit['p50']) * 1e3, 0)} µs at p50 "
+                "(16 requests at once on two cores: the p50s mostly measure waiting; `bench/steps.c` above times a fresh namespace alone)."
+            )
+        out["spans"] = {"before": spb, "after": spa}
+        L.append("")
+
+    rb_kb, ra_kb = mem.get("before_idle_rss_kb"), mem.get("idle_rss_kb")
+    L.append(f"Idle RSS: before {fmt(rb_kb / 1024 if rb_kb else None)} MB, after {fmt(ra_kb / 1024 if ra_kb else None)} MB.")
+    L.append("")
+    errors = read(os.path.join(raw, "before-errors.txt"))
+    L.append(f"What faas {old} logged: " + ("no warnings or errors." if not (errors and errors.strip()) else ""))
+    if errors and errors.strip():
+        L.append("")
+        L.append("```")
+        L.append(errors.rstrip())
+        L.append("```")
+    L.append("")
+    doctor = read(os.path.join(raw, "doctor-before.txt"))
+    if doctor:
+        L.append(f"`faas doctor` of {old}:")
+        L.append("")
+        L.append("```")
+        L.append(doctor.rstrip())
+        L.append("```")
+        L.append("")
+    return out
+
+
 def main():
     raw, out_md, out_json = sys.argv[1], sys.argv[2], sys.argv[3]
     meta = load(os.path.join(raw, "meta.json")) or {}
@@ -166,6 +377,8 @@ def main():
     L.append("|---|---|")
     for k, label in [("cpu", "CPU"), ("nproc", "nproc"), ("mem", "memory"), ("kernel", "kernel"), ("loadavg_start", "load average before the run (1/5/15 min)"), ("loadavg_end", "load average after the run"), ("faas_rev", "faas tree"), ("faas_build", "faas build")]:
         L.append(f"| {label} | {meta.get(k, '?')} |")
+    if meta.get("before_rev"):
+        L.append(f"| faas before (`BENCH_BEFORE`) | {meta['before_rev']}, {meta.get('before_build', '?')} |")
     L.append("")
     def load1(key):
         try:
@@ -180,6 +393,9 @@ def main():
             "absolute numbers are low and noisy; the interleaved ratios, and their ranges, are the better guide."
         )
         L.append("")
+        if meta.get("autogroup") == "1":
+            L.append(AUTOGROUP)
+            L.append("")
     L.append("Sandbox layers (`faas doctor`):")
     L.append("")
     L.append("```")
@@ -219,7 +435,7 @@ def main():
     L.append("| handler | n | errors | setup min | setup p50 | setup p90 | setup p99 | handler p50 | handler p90 | handler p99 | client p50 | client p99 | baseline client p50 | baseline client p99 |")
     L.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for h, d in seq.items():
-        if h.endswith("-baseline") or not d:
+        if h.endswith("-baseline") or h.endswith("-before") or not d:
             continue
         b = seq.get(f"{h}-baseline") or {}
         s, hd, cl, bc = d.get("setup") or {}, d.get("handler") or {}, d.get("client") or {}, b.get("client") or {}
@@ -331,6 +547,7 @@ def main():
     if conn_sh:
         L.append(f"| `sh` function, concurrency = {meta.get('wide_concurrency', '?')} | {fmt(conn_sh['rps'])} | {fmt(conn_sh['p50'], 2)} | {fmt(conn_sh['p99'], 2)} | {errs(conn_sh)} |")
     L.append("")
+    before = before_after(raw, meta, handlers, concs, seq, mem, L) if meta.get("before_rev") else None
     errors = read(os.path.join(raw, "faas-errors.txt"))
     L.append("## What faas logged")
     L.append("")
@@ -354,7 +571,8 @@ def main():
         f.write("\n".join(L) + "\n")
     with open(out_json, "w") as f:
         json.dump({"meta": meta, "load": load_rows, "sequential": seq, "memory": mem, "connections": {"health": conn_health, "sh": conn_sh},
-                   "trace": trace, "cpu": {"faas": cpu_f, "baseline": cpu_b}, "spans": spans, "targets": [{"target": n, "measured": v, "met": ok} for n, v, ok in verdicts]}, f, indent=1)
+                   "trace": trace, "cpu": {"faas": cpu_f, "baseline": cpu_b}, "spans": spans, "targets": [{"target": n, "measured": v, "met": ok} for n, v, ok in verdicts],
+                   **({"before": before} if before else {})}, f, indent=1)
         f.write("\n")
 
 

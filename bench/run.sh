@@ -5,7 +5,9 @@
 # Knobs (environment): BENCH_SECONDS (10), BENCH_ROUNDS (3), BENCH_CONCURRENCY ("1 2 8 64"),
 # BENCH_HANDLERS ("sh python node"), BENCH_SEQUENTIAL (500), BENCH_CONNECTIONS (1000),
 # BENCH_PROFILE (1: perf trace + perf record if perf is there), BENCH_FAAS_PORT (18480),
-# BENCH_BASELINE_PORT (18481), BENCH_TARGET_DIR (/tmp/bench-target). See bench/README.md.
+# BENCH_BASELINE_PORT (18481), BENCH_TARGET_DIR (/tmp/bench-target), BENCH_BEFORE (a git
+# revision: build it too and run it as a third server in the same rounds), BENCH_BEFORE_PORT
+# (18483). See bench/README.md.
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -21,6 +23,8 @@ faas_port=${BENCH_FAAS_PORT:-18480}
 base_port=${BENCH_BASELINE_PORT:-18481}
 trace_port=$((faas_port + 2))
 target=${BENCH_TARGET_DIR:-/tmp/bench-target}
+before=${BENCH_BEFORE:-}
+before_port=${BENCH_BEFORE_PORT:-$((faas_port + 3))}
 fn_concurrency=64
 wide_concurrency=1024
 max_c=0
@@ -66,6 +70,32 @@ log "building the baseline (release)"
 (cd "$here/baseline" && CARGO_TARGET_DIR=$target/baseline cargo build --release --quiet)
 faas=$target/release/faas
 baseline=$target/baseline/release/baseline
+
+# BENCH_BEFORE: the same faas at an older revision, for the cost of what changed since. Its
+# tree is exported with `git archive` (no worktree, nothing in the repository) and built with
+# a target dir of its own under the bench target dir, both kept for the next run.
+sides=(faas baseline)
+if [[ -n $before ]]; then
+    before_sha=$(cd "$repo" && git rev-parse --verify --quiet "$before^{commit}") || die "BENCH_BEFORE=$before is not a commit of $repo"
+    before_rev=$(cd "$repo" && git rev-parse --short "$before_sha")
+    before_src=$target/before/src-$before_sha
+    before_target=$target/before/target
+    if [[ ! -f $before_src/.exported ]]; then
+        rm -rf "$before_src"
+        mkdir -p "$before_src"
+        (cd "$repo" && git archive "$before_sha") | tar -x -C "$before_src"
+        touch "$before_src/.exported"
+    fi
+    # Seed its dependencies from the build above: a first build then compiles only faas.
+    if [[ ! -d $before_target/release && -d $target/release/deps ]]; then
+        mkdir -p "$before_target"
+        cp -a "$target/release" "$before_target/"
+    fi
+    log "building faas $before_rev (BENCH_BEFORE, release, CARGO_TARGET_DIR=$before_target)"
+    (cd "$before_src" && CARGO_TARGET_DIR=$before_target cargo build --release --locked --quiet)
+    before_faas=$before_target/release/faas
+    sides=(faas before baseline)
+fi
 
 load_start=$(cut -d' ' -f1-3 /proc/loadavg)
 work=$(mktemp -d /tmp/faas-bench.XXXXXX)
@@ -119,6 +149,13 @@ code = "$handlers_dir/node"
 handler = "main.handle"
 EOF
 faas_args=(--config "$work/faas.toml" --functions "$work/functions" --wrappers "$repo/wrappers")
+if [[ -n $before ]]; then
+    # The same settings and functions, its own wrappers and a uid range of its own: an older
+    # faas may not know how to keep out of another daemon's uids.
+    # (Top-level keys, so before the [limits] table.)
+    { printf 'uid_base = %d\nuid_count = 65536\n' $((0x70000000 + 65536)); cat "$work/faas.toml"; } > "$work/faas-before.toml"
+    before_args=(--config "$work/faas-before.toml" --functions "$work/functions" --wrappers "$before_src/wrappers")
+fi
 
 wait_health() { # PORT
     for _ in $(seq 100); do
@@ -150,6 +187,11 @@ oha_run() { # OUT_JSON CONCURRENCY URL [MILLISECONDS]
 log "faas doctor"
 "$faas" "${faas_args[@]}" --state-dir "$work/state" doctor > "$raw/doctor.txt" 2>&1 || true
 "$faas" "${faas_args[@]}" --state-dir "$work/state" check > "$raw/check.txt" 2>&1 || die "faas check failed: $(cat "$raw/check.txt")"
+if [[ -n $before ]]; then
+    mkdir -p "$work/state-before"
+    "$before_faas" "${before_args[@]}" --state-dir "$work/state-before" doctor > "$raw/doctor-before.txt" 2>&1 || true
+    "$before_faas" "${before_args[@]}" --state-dir "$work/state-before" check > "$raw/check-before.txt" 2>&1 || die "faas $before_rev check failed: $(cat "$raw/check-before.txt")"
+fi
 
 log "starting faas on 127.0.0.1:$faas_port and the baseline on 127.0.0.1:$base_port"
 "$faas" "${faas_args[@]}" --state-dir "$work/state" serve --listen "127.0.0.1:$faas_port" 2> "$work/faas.log" &
@@ -159,14 +201,29 @@ specs=(sh=sh:"$handlers_dir/sh":hello.sh python=python:"$repo/config/functions/h
 "$baseline" --listen "127.0.0.1:$base_port" --wrappers "$repo/wrappers" "${specs[@]}" 2> "$work/baseline.log" &
 base_pid=$!
 pids+=("$base_pid")
+if [[ -n $before ]]; then
+    log "starting faas $before_rev (BENCH_BEFORE) on 127.0.0.1:$before_port"
+    "$before_faas" "${before_args[@]}" --state-dir "$work/state-before" serve --listen "127.0.0.1:$before_port" 2> "$work/before.log" &
+    before_pid=$!
+    pids+=("$before_pid")
+    wait_health "$before_port"
+fi
 wait_health "$faas_port"
 wait_health "$base_port"
 sleep 1
 idle_rss=$(status_kb "$faas_pid" VmRSS)
 idle_hwm=$(status_kb "$faas_pid" VmHWM)
 
+port_of() { # SIDE
+    case $1 in
+        faas) echo "$faas_port" ;;
+        before) echo "$before_port" ;;
+        baseline) echo "$base_port" ;;
+    esac
+}
 for h in "${handlers[@]}"; do
-    for port in "$faas_port" "$base_port"; do
+    for side in "${sides[@]}"; do
+        port=$(port_of "$side")
         code=$(curl -s -o "$work/probe.out" -w '%{http_code}' "http://127.0.0.1:$port/$h")
         [[ $code == 200 ]] || die "GET /$h on port $port answered $code: $(head -c 300 "$work/probe.out")"
         python3 "$here/timing.py" 127.0.0.1 "$port" "/$h" 10 > /dev/null
@@ -174,18 +231,28 @@ for h in "${handlers[@]}"; do
 done
 
 mem_json="{\"idle_rss_kb\": $idle_rss, \"idle_hwm_kb\": $idle_hwm"
+[[ -n $before ]] && mem_json+=", \"before_idle_rss_kb\": $(status_kb "$before_pid" VmRSS)"
 # Each (handler, concurrency) gets BENCH_SECONDS per side, cut into BENCH_ROUNDS rounds that
 # alternate faas, baseline, faas, …: a burst of other work on the machine then hits both.
+# With BENCH_BEFORE the round holds three runs, and each round starts one later (faas before
+# baseline, before baseline faas, …), so no side always follows the same one.
+round_order() { # ROUND: the sides in this round's order
+    if [[ -z $before ]]; then
+        echo "${sides[@]}"
+        return
+    fi
+    local k=$(( ($1 - 1) % ${#sides[@]} ))
+    echo "${sides[@]:k}" "${sides[@]:0:k}"
+}
 round_ms=$(( seconds * 1000 / rounds ))
-total_runs=$(( ${#handlers[@]} * ${#concs[@]} * 2 * rounds ))
+total_runs=$(( ${#handlers[@]} * ${#concs[@]} * ${#sides[@]} * rounds ))
 run=0
 for h in "${handlers[@]}"; do
     for c in "${concs[@]}"; do
         for r in $(seq "$rounds"); do
-            for side in faas baseline; do
+            for side in $(round_order "$r"); do
                 run=$((run + 1))
-                port=$faas_port
-                [[ $side == baseline ]] && port=$base_port
+                port=$(port_of "$side")
                 log "[$run/$total_runs] $h $side c=$c round $r/$rounds (${round_ms}ms)"
                 sampler=
                 if [[ $side == faas && $c == "$max_c" ]]; then
@@ -207,15 +274,31 @@ for h in "${handlers[@]}"; do
     done
 done
 
+# With BENCH_BEFORE the sequential requests of faas and of the older faas are cut into
+# BENCH_ROUNDS chunks that alternate, as the load runs do, and pooled afterwards.
+sequential() { # HANDLER N
+    local h=$1 n=$2 r side
+    if [[ -z $before ]]; then
+        python3 "$here/timing.py" 127.0.0.1 "$faas_port" "/$h" "$n" > "$raw/seq-$h.json"
+    else
+        for r in $(seq "$rounds"); do
+            for side in faas before; do
+                ((r % 2 == 0)) && side=$([[ $side == faas ]] && echo before || echo faas)
+                python3 "$here/timing.py" 127.0.0.1 "$(port_of "$side")" "/$h" $(( (n + rounds - 1) / rounds )) --samples > "$work/seq-$h-$side-r$r.json"
+            done
+        done
+        python3 "$here/timing.py" --merge "$work"/seq-"$h"-faas-r*.json > "$raw/seq-$h.json"
+        python3 "$here/timing.py" --merge "$work"/seq-"$h"-before-r*.json > "$raw/seq-$h-before.json"
+    fi
+    python3 "$here/timing.py" 127.0.0.1 "$base_port" "/$h" "$n" > "$raw/seq-$h-baseline.json"
+}
 log "sequential requests for Server-Timing: sh x$seq_n"
-python3 "$here/timing.py" 127.0.0.1 "$faas_port" /sh "$seq_n" > "$raw/seq-sh.json"
-python3 "$here/timing.py" 127.0.0.1 "$base_port" /sh "$seq_n" > "$raw/seq-sh-baseline.json"
+sequential sh "$seq_n"
 for h in "${handlers[@]}"; do
     [[ $h == sh ]] && continue
     n=$(( seq_n / 5 ))
     log "sequential requests: $h x$n"
-    python3 "$here/timing.py" 127.0.0.1 "$faas_port" "/$h" "$n" > "$raw/seq-$h.json"
-    python3 "$here/timing.py" 127.0.0.1 "$base_port" "/$h" "$n" > "$raw/seq-$h-baseline.json"
+    sequential "$h" "$n"
 done
 
 log "$conns keep-alive connections on /_/health (${seconds}s)"
@@ -235,6 +318,16 @@ sleep 2
 mem_json+=", \"end_rss_kb\": $(status_kb "$faas_pid" VmRSS), \"end_hwm_kb\": $(status_kb "$faas_pid" VmHWM)}"
 echo "$mem_json" > "$raw/mem.json"
 
+# The steps the sandbox child gained, timed one by one without tracing (bench/steps.c).
+if [[ -n $before ]]; then
+    if command -v cc >/dev/null && cc -O2 -o "$work/steps" "$here/steps.c" 2> "$work/steps-cc.err"; then
+        log "set-up steps timed one by one (bench/steps.c, 300 sandbox-like children)"
+        "$work/steps" 300 > "$raw/steps.json" 2> "$work/steps.err" || log "steps failed: $(head -c 300 "$work/steps.err")"
+    else
+        log "no C compiler (cc): skipping bench/steps.c"
+    fi
+fi
+
 if [[ $profile == 1 ]]; then
     log "profile: perf record -a during faas sh c=8 (${seconds}s)"
     perf record -a -g -F 499 -o "$work/perf.data" -- sleep "$seconds" > /dev/null 2> "$work/perf-record.err" &
@@ -250,26 +343,33 @@ if [[ $profile == 1 ]]; then
     } > "$raw/profile-top.txt" || true
 
     cpu_n=1000
-    for side in faas baseline; do
+    for side in "${sides[@]}"; do
         log "profile: CPU per request, perf record -g on the $side server for $cpu_n sequential sh requests"
-        pid=$faas_pid port=$faas_port
-        [[ $side == baseline ]] && pid=$base_pid port=$base_port
+        pid=$faas_pid port=$(port_of "$side")
+        [[ $side == baseline ]] && pid=$base_pid
+        [[ $side == before ]] && pid=$before_pid
         python3 "$here/timing.py" 127.0.0.1 "$port" /sh 20 > /dev/null
+        # The server's own threads, before and after (tokio starts blocking threads on demand):
+        # any other thread is a child before its exec.
+        ls "/proc/$pid/task" > "$work/cpu-$side-tids.txt"
         perf record -F 4999 -g -p "$pid" -o "$work/cpu-$side.data" > /dev/null 2> "$work/cpu-$side.err" &
         rec=$!
         sleep 0.5
         python3 "$here/timing.py" 127.0.0.1 "$port" /sh "$cpu_n" > "$work/cpu-$side-seq.json"
+        ls "/proc/$pid/task" >> "$work/cpu-$side-tids.txt"
         kill -INT "$rec"
         wait "$rec" 2>/dev/null || true
         perf script -i "$work/cpu-$side.data" -F comm,tid,ip,sym 2>/dev/null > "$work/cpu-$side.txt"
-        python3 "$here/cpu.py" "$work/cpu-$side.txt" 4999 "$cpu_n" "$raw/cpu-$side.json" || log "cpu summary failed for $side"
+        python3 "$here/cpu.py" "$work/cpu-$side.txt" 4999 "$cpu_n" "$raw/cpu-$side.json" "$work/cpu-$side-tids.txt" || log "cpu summary failed for $side"
     done
 
     # A faas started under `perf trace` (which, unlike -p, follows the sandbox children).
-    traced_faas() { # EVENTS OUT STATE: starts it; sets trace_pid and traced
-        local events=()
+    traced_faas() { # EVENTS OUT STATE [before]: starts it; sets trace_pid and traced
+        local events=() bin=$faas args=("${faas_args[@]}")
         [[ -n $1 ]] && events=(-e "$1")
-        perf trace "${events[@]}" -o "$2" -- "$faas" "${faas_args[@]}" --state-dir "$3" serve --listen "127.0.0.1:$trace_port" 2> "$work/faas-trace.log" &
+        [[ ${4:-} == before ]] && bin=$before_faas args=("${before_args[@]}")
+        mkdir -p "$3"
+        perf trace "${events[@]}" -o "$2" -- "$bin" "${args[@]}" --state-dir "$3" serve --listen "127.0.0.1:$trace_port" 2> "$work/faas-trace.log" &
         trace_pid=$!
         pids+=("$trace_pid")
         wait_health "$trace_port"
@@ -280,30 +380,54 @@ if [[ $profile == 1 ]]; then
         wait "$trace_pid" 2>/dev/null || true
     }
 
-    log "profile: perf trace -e clone3,execve (light) on a second faas for 300 sequential sh requests"
-    traced_faas clone3,execve "$work/spans.txt" "$work/state-spans"
-    python3 "$here/timing.py" 127.0.0.1 "$trace_port" /sh 300 > "$work/spans-seq.json"
-    stop_traced
-    python3 "$here/trace.py" --spans "$work/spans.txt" "$raw/spans.json" || log "span summary failed"
+    if [[ -z $before ]]; then
+        log "profile: perf trace -e clone3,execve (light) on a second faas for 300 sequential sh requests"
+        traced_faas clone3,execve "$work/spans.txt" "$work/state-spans"
+        python3 "$here/timing.py" 127.0.0.1 "$trace_port" /sh 300 > "$work/spans-seq.json"
+        stop_traced
+        python3 "$here/trace.py" --spans "$work/spans.txt" "$raw/spans.json" || log "span summary failed"
+    else
+        # setns traced too: a child that joins no network namespace got a fresh one from
+        # clone3 (the pool was empty). Sequential requests always find one; a burst of 16 at
+        # once on a fresh daemon makes ~15 misses, next to hits under the same load.
+        for side in faas before; do
+            sfx=; [[ $side == before ]] && sfx=-before
+            log "profile: perf trace -e clone3,execve,setns (light) on a second faas ($side): 300 sequential sh requests, then a burst of 32 at c=16"
+            traced_faas clone3,execve,setns "$work/spans$sfx.txt" "$work/state-spans$sfx" "$side"
+            python3 "$here/timing.py" 127.0.0.1 "$trace_port" /sh 300 > "$work/spans$sfx-seq.json"
+            oha --no-tui --output-format json -n 32 -c 16 "http://127.0.0.1:$trace_port/sh" > "$work/spans$sfx-burst.json" 2>&1 || log "burst failed on the traced $side faas"
+            stop_traced
+            python3 "$here/trace.py" --spans "$work/spans$sfx.txt" "$raw/spans$sfx.json" 300 || log "span summary failed for $side"
+        done
+    fi
 
-    log "profile: perf trace (every syscall) on a second faas for 100 sequential sh requests"
-    n=100
-    traced_faas "" "$work/trace.txt" "$work/state-trace"
-    python3 "$here/timing.py" 127.0.0.1 "$trace_port" /sh 10 > /dev/null
-    ls "/proc/$traced/task" > "$work/trace-tids.txt"
-    python3 "$here/timing.py" 127.0.0.1 "$trace_port" /sh "$n" > "$work/trace-seq.json"
-    ls "/proc/$traced/task" >> "$work/trace-tids.txt"
-    stop_traced
-    # Only the measured requests: drop start-up and the 10 warm-up requests (up to the 10th
-    # handler's exit_group; the daemon itself never calls it while serving). trace.py drops
-    # the shutdown.
-    awk -v skip=10 'n >= skip { print } / exit_group\(/ { n++ }' "$work/trace.txt" > "$work/trace-window.txt"
-    python3 "$here/trace.py" "$work/trace-window.txt" "$work/trace-tids.txt" "$n" "$work/trace-seq.json" "$raw/trace.json" || log "trace summary failed"
+    trace_sides=(faas)
+    [[ -n $before ]] && trace_sides=(faas before)
+    for side in "${trace_sides[@]}"; do
+        sfx=; [[ $side == before ]] && sfx=-before
+        log "profile: perf trace (every syscall) on a second faas ($side) for 100 sequential sh requests"
+        n=100
+        traced_faas "" "$work/trace$sfx.txt" "$work/state-trace$sfx" "$side"
+        python3 "$here/timing.py" 127.0.0.1 "$trace_port" /sh 10 > /dev/null
+        ls "/proc/$traced/task" > "$work/trace$sfx-tids.txt"
+        python3 "$here/timing.py" 127.0.0.1 "$trace_port" /sh "$n" > "$work/trace$sfx-seq.json"
+        ls "/proc/$traced/task" >> "$work/trace$sfx-tids.txt"
+        stop_traced
+        # Only the measured requests: drop start-up and the 10 warm-up requests (up to the 10th
+        # handler's exit_group; the daemon itself never calls it while serving). trace.py drops
+        # the shutdown.
+        awk -v skip=10 'n >= skip { print } / exit_group\(/ { n++ }' "$work/trace$sfx.txt" > "$work/trace$sfx-window.txt"
+        python3 "$here/trace.py" "$work/trace$sfx-window.txt" "$work/trace$sfx-tids.txt" "$n" "$work/trace$sfx-seq.json" "$raw/trace$sfx.json" || log "trace summary failed for $side"
+    done
 fi
 
 # Warnings and errors the daemon logged during the run, counted (invocation ids blanked).
 grep -E '^<[0-4]>' "$work/faas.log" | grep -Ev '^<[0-9]>REPORT ' | sed -E 's/[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}/ID/g' \
     | sort | uniq -c | sort -rn | head -20 > "$raw/faas-errors.txt" || true
+if [[ -n $before ]]; then
+    grep -E '^<[0-4]>' "$work/before.log" | grep -Ev '^<[0-9]>REPORT ' | sed -E 's/[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}/ID/g' \
+        | sort | uniq -c | sort -rn | head -20 > "$raw/before-errors.txt" || true
+fi
 
 cpu=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
 mem_total=$(awk '/^MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo)
@@ -313,7 +437,8 @@ cat > "$raw/meta.json" <<EOF
 {"date": "$(date -u '+%Y-%m-%d %H:%M UTC')", "cpu": "$cpu", "nproc": $(nproc), "mem": "$mem_total",
  "kernel": "$(uname -sr)", "faas_rev": "$rev", "faas_build": "release ($target)",
  "loadgen": "$(oha --version | head -1)", "seconds": $seconds, "rounds": $rounds, "concurrency": $concs_json,
- "handlers": $handlers_json, "loadavg_start": "$load_start", "loadavg_end": "$(cut -d' ' -f1-3 /proc/loadavg)", "fn_concurrency": $fn_concurrency, "wide_concurrency": $wide_concurrency}
+ "handlers": $handlers_json, "loadavg_start": "$load_start", "loadavg_end": "$(cut -d' ' -f1-3 /proc/loadavg)", "fn_concurrency": $fn_concurrency, "wide_concurrency": $wide_concurrency,
+ "before_rev": "${before_rev:-}", "before_build": "${before:+release ($before_target)}", "autogroup": "$(cat /proc/sys/kernel/sched_autogroup_enabled 2>/dev/null || echo absent)"}
 EOF
 [[ -f $here/results/NOTES.md ]] && cp "$here/results/NOTES.md" "$raw/notes.md"
 
