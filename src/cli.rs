@@ -302,7 +302,8 @@ async fn invoke_once(config: Config, args: &InvokeArgs) -> Result<u8, String> {
         }
         Err(failure) => {
             let _ = rx.recv().await;
-            let _ = writeln!(stdout, "{} {}: {}", failure.outcome.status(), failure.outcome.slug(), failure.outcome.detail());
+            let p = failure.outcome.problem();
+            let _ = writeln!(stdout, "{} {}: {}", p.status, p.slug, p.detail);
             Ok(1)
         }
     }

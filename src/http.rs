@@ -10,7 +10,7 @@ mod admission;
 use std::convert::Infallible;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -29,8 +29,8 @@ pub use admission::{open_fds, Capacity};
 use admission::{ClientKey, ConnectionSlot, Gate, Refusal};
 
 use crate::sandbox::Host;
-use crate::invoke::{self, Call, Flushes, Outcome, Report, ReportSink};
-use crate::metrics::Metrics;
+use crate::invoke::{self, Call, Flushes, Report, ReportSink};
+use crate::metrics::{Metrics, Stats};
 use crate::registry::{Lookup, Registry};
 
 /// The response body: either a fixed buffer or a function's streamed stdout.
@@ -63,20 +63,6 @@ impl Body for ResponseBody {
     }
 }
 
-/// Counters shared by the service, sd-notify STATUS and idle exit.
-#[derive(Default)]
-pub struct Stats {
-    /// Invocations running now.
-    pub in_flight: AtomicUsize,
-    /// Invocations finished since start.
-    pub served: AtomicU64,
-    /// Milliseconds since `started` of the last request.
-    pub last_activity_ms: AtomicU64,
-    /// Connections and requests refused by a cap of `admission` since start (logged as a
-    /// count, not one line each: a flood must not flood the journal too).
-    pub refused: AtomicU64,
-}
-
 /// Everything the service needs.
 pub struct App {
     /// The host's sandbox parts.
@@ -103,7 +89,7 @@ impl App {
     /// Builds the service state.
     pub fn new(host: Arc<Host>, registry: Arc<Registry>, capacity: Capacity) -> Arc<App> {
         let stats = Arc::new(Stats::default());
-        let metrics = Arc::new(Metrics::new());
+        let metrics = Arc::new(Metrics::new(stats.clone()));
         let sink: ReportSink = {
             let stats = stats.clone();
             let metrics = metrics.clone();
@@ -186,20 +172,6 @@ fn json(status: StatusCode, value: serde_json::Value) -> Response<ResponseBody> 
     resp
 }
 
-fn title(outcome: &Outcome) -> &'static str {
-    match outcome {
-        Outcome::Ok => "ok",
-        Outcome::Timeout => "function timed out",
-        Outcome::OutOfMemory => "function ran out of memory",
-        Outcome::SyscallDenied(_) => "function made a forbidden system call",
-        Outcome::Crashed(_) => "function crashed",
-        Outcome::BadResponse(_) => "function sent an invalid response",
-        Outcome::OutputTooLarge => "function output too large",
-        Outcome::ClientGone => "client went away",
-        Outcome::SetupFailed(_) => "sandbox unavailable",
-    }
-}
-
 fn server_timing(t: &invoke::Timing) -> HeaderValue {
     let v = format!("setup;dur={:.3}, handler;dur={:.3}", t.setup.as_secs_f64() * 1e3, t.first_byte.as_secs_f64() * 1e3);
     HeaderValue::from_str(&v).expect("digits and ascii only")
@@ -262,7 +234,7 @@ async fn route(app: &Arc<App>, req: Request<Incoming>, listener: &ListenerInfo, 
         return match ours {
             "health" => json(StatusCode::OK, serde_json::json!({"status": "ok"})),
             "metrics" if admin => {
-                let mut resp = Response::new(ResponseBody::Full(Full::new(Bytes::from(app.metrics.encode(&app.stats)))));
+                let mut resp = Response::new(ResponseBody::Full(Full::new(Bytes::from(app.metrics.encode()))));
                 resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"));
                 resp
             }
@@ -380,7 +352,8 @@ async fn route(app: &Arc<App>, req: Request<Incoming>, listener: &ListenerInfo, 
             resp
         }
         Err(failure) => {
-            let mut resp = ctx.problem(failure.outcome.status(), failure.outcome.slug(), title(&failure.outcome), &failure.outcome.detail());
+            let p = failure.outcome.problem();
+            let mut resp = ctx.problem(p.status, p.slug, p.title, &p.detail);
             resp.headers_mut().append("server-timing", server_timing(&failure.timing));
             resp
         }
