@@ -25,13 +25,13 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-pub use admission::{open_fds, Capacity};
+pub use admission::{open_fds, Capacity, CapacityError};
 use admission::{ClientKey, ConnectionSlot, Gate, Refusal};
 
 use crate::sandbox::Host;
 use crate::invoke::{self, Call, Flushes, Report, ReportSink};
 use crate::metrics::{Metrics, Stats};
-use crate::registry::{Lookup, Registry};
+use crate::registry::{Lookup, Registry, State};
 
 /// The response body: either a fixed buffer or a function's streamed stdout.
 pub enum ResponseBody {
@@ -366,7 +366,7 @@ fn functions_json(app: &App) -> serde_json::Value {
         .snapshot()
         .into_iter()
         .map(|(name, state)| match state {
-            Ok(l) => serde_json::json!({
+            State::Ready(l) => serde_json::json!({
                 "name": name,
                 "status": "ready",
                 "runtime": l.function.runtime.as_str(),
@@ -380,7 +380,7 @@ fn functions_json(app: &App) -> serde_json::Value {
                 },
                 "network": l.function.network,
             }),
-            Err(reason) => serde_json::json!({"name": name, "status": "invalid", "reason": reason}),
+            State::Invalid(reason) => serde_json::json!({"name": name, "status": "invalid", "reason": reason.to_string()}),
         })
         .collect();
     serde_json::json!({ "functions": list, "layers": app.host.layers.summary })
