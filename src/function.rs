@@ -113,11 +113,8 @@ pub enum Code {
 pub struct Function {
     /// The name, from the file name; also its URL.
     pub name: String,
-    /// The function file.
     pub path: PathBuf,
-    /// The language.
     pub runtime: Runtime,
-    /// The code.
     pub code: Code,
     /// `module.function`, or a file in the code directory for sh/exec.
     pub handler: String,

@@ -35,7 +35,6 @@ use crate::registry::{Lookup, Registry, State};
 
 /// The response body: either a fixed buffer or a function's streamed stdout.
 pub enum ResponseBody {
-    /// A whole body.
     Full(Full<Bytes>),
     /// Chunks as the function writes them.
     Stream(invoke::BodyStream),
@@ -65,22 +64,17 @@ impl Body for ResponseBody {
 
 /// Everything the service needs.
 pub struct App {
-    /// The host's sandbox parts.
     pub host: Arc<Host>,
-    /// The functions.
     pub registry: Arc<Registry>,
     /// The global concurrency cap: one permit per sandbox slot, whose fds are kept in reserve.
     pub global: Arc<Semaphore>,
-    /// What the daemon takes on at once.
     pub capacity: Capacity,
     gate: Arc<Gate>,
     admin_gate: Arc<Gate>,
     refusals: Arc<Semaphore>,
-    /// Counters.
     pub stats: Arc<Stats>,
-    /// Prometheus metrics.
     pub metrics: Arc<Metrics>,
-    /// When we started.
+    /// What `stats.last_activity_ms` counts from.
     pub started: Instant,
     sink: ReportSink,
 }
@@ -388,7 +382,6 @@ fn functions_json(app: &App) -> serde_json::Value {
 
 /// A listening socket from systemd or `--listen`.
 pub enum Listener {
-    /// TCP.
     Tcp(tokio::net::TcpListener),
     /// A unix stream socket (the admin socket).
     Unix(tokio::net::UnixListener),

@@ -35,7 +35,6 @@ use crate::sandbox::{self, check_private_dir, CodeSource, Host, PrepareError, Pr
 
 /// A function ready to run: the checked definition and its prepared sandbox.
 pub struct Loaded {
-    /// The definition.
     pub function: Function,
     /// Its sandbox parts, shared with every running sandbox of this version.
     pub sandbox: Arc<PreparedSandbox>,
@@ -51,7 +50,6 @@ pub enum Lookup {
     /// The file does not load: the whole error, for the journal and `/_/functions`; its
     /// `summary()` is all a public caller may see.
     Invalid(Arc<LoadError>),
-    /// Ready.
     Ready(Arc<Loaded>),
 }
 
@@ -81,7 +79,6 @@ pub enum LoadError {
     File(#[from] ConfigError),
     #[error("{}: {source}", path.display())]
     Prepare {
-        /// The function file.
         path: PathBuf,
         #[source]
         source: PrepareError,
@@ -132,19 +129,15 @@ pub enum Role {
 /// Why the state directory cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
-    /// It could not be created.
     #[error("failed to create the state directory {}: {source}", path.display())]
     Create {
-        /// The state directory.
         path: PathBuf,
-        /// What the OS said.
         #[source]
         source: std::io::Error,
     },
     /// Someone other than root could change it or a directory above it.
     #[error("the state directory {} is not safe: {source}\nhint: faas mounts what it prepares there as root, so only root may be able to write to it and to every directory above it (a directory with the sticky bit, such as /tmp, excepted): chown root and chmod go-w, or set state_dir to a directory under /run", path.display())]
     Unsafe {
-        /// The state directory.
         path: PathBuf,
         /// Which part is not safe.
         #[source]
@@ -153,7 +146,6 @@ pub enum StateError {
     /// Another daemon holds it.
     #[error("the state directory {} is in use by another faas serve (pid {pid})\nhint: give each daemon its own state_dir (or --state-dir), or stop the other one", path.display())]
     Busy {
-        /// The state directory.
         path: PathBuf,
         /// The other daemon, as it wrote itself into the lock file.
         pid: String,
@@ -161,11 +153,8 @@ pub enum StateError {
     /// Locking it, or making a directory of our own in it, failed.
     #[error("failed to {what} in the state directory {}: {source}", path.display())]
     Own {
-        /// What we were doing.
         what: &'static str,
-        /// The state directory.
         path: PathBuf,
-        /// What the OS said.
         #[source]
         source: std::io::Error,
     },

@@ -34,40 +34,30 @@ use crate::sandbox::{self, Event, Host, Launch, Running, Stdio};
 
 /// A response under way: its head and a stream of body chunks.
 pub struct Started {
-    /// Status and headers.
     pub head: Head,
-    /// Body chunks.
     pub body: BodyStream,
-    /// Timings so far.
     pub timing: Timing,
 }
 
 /// An invocation that ended before a response head.
 #[derive(Debug)]
 pub struct Failure {
-    /// What happened.
     pub outcome: Outcome,
-    /// Timings so far.
     pub timing: Timing,
 }
 
 /// One call of a function.
 pub struct Call {
-    /// The invocation id.
     pub id: String,
-    /// Method.
     pub method: http::Method,
     /// What followed `/NAME` in the path.
     pub path_info: String,
     /// Raw query string.
     pub query: String,
-    /// Request headers.
     pub headers: HeaderMap,
-    /// The client.
     pub remote_addr: String,
     /// Host name the client used.
     pub server_name: String,
-    /// Our port.
     pub server_port: String,
     /// The whole request body (already limited).
     pub body: Bytes,
