@@ -83,3 +83,19 @@ fn chain(e: &anyhow::Error) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_cause_is_said_once() {
+        let os = || std::io::Error::from_raw_os_error(98);
+        // A typed error that quotes its source: the source is not said again.
+        let typed = serve::ServeError::Listen { addr: "127.0.0.1:80".into(), source: os() };
+        assert_eq!(chain(&typed.into()), format!("failed to listen on 127.0.0.1:80: {}", os()));
+        // Context over a bare OS error: the cause follows, as with `{e:#}`.
+        let bare = anyhow::Error::new(os()).context("failed to read the body from stdin");
+        assert_eq!(chain(&bare), format!("failed to read the body from stdin: {}", os()));
+    }
+}
