@@ -54,9 +54,7 @@ pub struct Config {
     pub admin_on_public: bool,
     /// Default limits for functions that do not set their own.
     pub limits: Limits,
-    /// Interpreter paths per runtime.
     pub runtimes: Runtimes,
-    /// Sandbox defaults shared by every function.
     pub sandbox: SandboxDefaults,
 }
 
@@ -90,7 +88,6 @@ pub struct Limits {
 pub struct Runtimes {
     /// The Python 3 interpreter.
     pub python: PathBuf,
-    /// The Node.js interpreter.
     pub node: PathBuf,
     /// The shell for the `sh` runtime.
     pub sh: PathBuf,
@@ -166,25 +163,20 @@ impl Default for SandboxDefaults {
 /// A problem with a config or function file, already rendered with file, line and column.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    /// The file could not be read.
     #[error("{}: cannot read: {source}", path.display())]
     Read {
-        /// The file.
         path: PathBuf,
-        /// What the OS said.
         #[source]
         source: std::io::Error,
     },
     /// The file is not valid TOML or does not match the schema.
     #[error("{}:{line}:{column}: {message}{}", path.display(), hint_line(hint))]
     Invalid {
-        /// The file.
         path: PathBuf,
         /// 1-based line.
         line: usize,
         /// 1-based column.
         column: usize,
-        /// What is wrong.
         message: String,
         /// How to fix it, when known.
         hint: Option<String>,
@@ -206,7 +198,7 @@ impl ConfigError {
     pub fn from_toml(path: &Path, source: &str, err: &toml::de::Error) -> Self {
         let message = err.message().trim().to_owned();
         let hint = if message.contains("unknown field") {
-            Some("keys are checked strictly; see DESIGN.md for the function file format".to_owned())
+            Some("keys are checked strictly; see \"Writing a function\" in the README for a function file, config/faas.toml for the daemon's settings".to_owned())
         } else if message.contains("unknown variant") && message.contains("python") {
             Some("runtime is one of python, node, sh, exec".to_owned())
         } else {

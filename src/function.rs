@@ -113,11 +113,8 @@ pub enum Code {
 pub struct Function {
     /// The name, from the file name; also its URL.
     pub name: String,
-    /// The function file.
     pub path: PathBuf,
-    /// The language.
     pub runtime: Runtime,
-    /// The code.
     pub code: Code,
     /// `module.function`, or a file in the code directory for sh/exec.
     pub handler: String,
@@ -191,185 +188,41 @@ fn find_socket(path: &Path) -> std::io::Result<Option<PathBuf>> {
 /// Sandbox places a `read_only` path may not cover.
 const SANDBOX_OWNED: &[&str] = &["/", "/code", "/faas", "/tmp", "/proc", "/dev", "/usr"];
 
+/// Builds the errors of one function file: its path and text, for line and column.
+struct At<'a> {
+    path: &'a Path,
+    text: &'a str,
+}
+
+impl At<'_> {
+    /// An error at `span` (the whole file when None), with a hint unless `hint` is empty.
+    fn err(&self, span: Option<Range<usize>>, msg: String, hint: &str) -> ConfigError {
+        ConfigError::at(self.path, self.text, span, msg, (!hint.is_empty()).then(|| hint.to_owned()))
+    }
+}
+
 impl Function {
     /// Parses and checks `text`, read from `path`, against the daemon's defaults.
     pub fn parse(path: &Path, text: &str, config: &Config) -> Result<Function, ConfigError> {
+        let at = At { path, text };
         let name = path.file_stem().and_then(|s| s.to_str()).unwrap_or_default().to_owned();
         if !valid_name(&name) {
-            return Err(ConfigError::at(
-                path,
-                text,
+            return Err(at.err(
                 None,
                 format!("{name:?} is not a valid function name"),
-                Some("name the file [a-z0-9][a-z0-9_-]{0,62}.toml; the name becomes the URL".into()),
+                "name the file [a-z0-9][a-z0-9_-]{0,62}.toml; the name becomes the URL",
             ));
         }
         let def: FunctionDef = toml::from_str(text).map_err(|e| ConfigError::from_toml(path, text, &e))?;
         let base = path.parent().unwrap_or(Path::new("."));
-        let err = |span: Option<Range<usize>>, msg: String, hint: &str| {
-            ConfigError::at(path, text, span, msg, (!hint.is_empty()).then(|| hint.to_owned()))
-        };
         let runtime = *def.runtime.get_ref();
-
-        let (code, handler) = match (def.code, def.handler, def.source) {
-            (Some(code), Some(handler), None) => {
-                let dir = resolve(base, code.get_ref());
-                let meta = std::fs::metadata(&dir).map_err(|e| {
-                    err(Some(code.span()), format!("code directory {} cannot be used: {e}", dir.display()), "")
-                })?;
-                if !meta.is_dir() {
-                    return Err(err(Some(code.span()), format!("code {} is not a directory", dir.display()), ""));
-                }
-                let dir = std::fs::canonicalize(&dir).unwrap_or(dir);
-                check_handler(runtime, handler.get_ref(), Some(&dir))
-                    .map_err(|(m, h)| err(Some(handler.span()), m, &h))?;
-                (Code::Dir(dir), handler.into_inner())
-            }
-            (None, handler, Some(source)) => {
-                let handler = match handler {
-                    Some(h) => {
-                        check_handler(runtime, h.get_ref(), None).map_err(|(m, hint)| err(Some(h.span()), m, &hint))?;
-                        h.into_inner()
-                    }
-                    None => inline_handler(runtime).to_owned(),
-                };
-                if matches!(runtime, Runtime::Exec) && !source.get_ref().starts_with("#!") {
-                    return Err(err(
-                        Some(source.span()),
-                        "inline source for the exec runtime must start with #!".into(),
-                        "name its interpreter, e.g. #!/bin/sh, or use runtime = \"sh\"",
-                    ));
-                }
-                (Code::Inline(source.into_inner()), handler)
-            }
-            (Some(code), _, Some(_)) => {
-                return Err(err(Some(code.span()), "set either code (with handler) or source, not both".into(), ""))
-            }
-            (Some(code), None, None) => {
-                return Err(err(
-                    Some(code.span()),
-                    "code needs a handler".into(),
-                    "e.g. handler = \"main.handle\" (python, node) or handler = \"run.sh\" (sh, exec)",
-                ))
-            }
-            (None, _, None) => {
-                return Err(err(
-                    Some(def.runtime.span()),
-                    "a function needs code and handler, or inline source".into(),
-                    "code = \"/srv/faas/NAME\" with handler = \"main.handle\", or source = '''…'''",
-                ))
-            }
-        };
-
-        let methods = match def.methods {
-            None => None,
-            Some(m) => {
-                let span = m.span();
-                let mut out = Vec::new();
-                for s in m.into_inner() {
-                    let method = http::Method::from_bytes(s.to_ascii_uppercase().as_bytes())
-                        .map_err(|_| err(Some(span.clone()), format!("{s:?} is not an HTTP method"), ""))?;
-                    out.push(method);
-                }
-                if out.is_empty() {
-                    return Err(err(Some(span), "methods is empty, so nothing could call this function".into(), "leave it out to allow every method"));
-                }
-                Some(out)
-            }
-        };
-
-        let d = &config.limits;
-        let l = def.limits;
-        let limits = Limits {
-            timeout: l.timeout.as_ref().map_or(d.timeout, |s| *s.get_ref()),
-            memory: l.memory.as_ref().map_or(d.memory, |s| *s.get_ref()),
-            pids: l.pids.as_ref().map_or(d.pids, |s| *s.get_ref()),
-            cpu: l.cpu.unwrap_or(d.cpu),
-            body: l.body.unwrap_or(d.body),
-            output: l.output.unwrap_or(d.output),
-            concurrency: l.concurrency.as_ref().map_or(d.concurrency, |s| *s.get_ref()),
-            nofile: l.nofile.unwrap_or(d.nofile),
-            log: l.log.unwrap_or(d.log),
-        };
-        if limits.timeout.0.is_zero() {
-            return Err(err(l.timeout.map(|s| s.span()), "timeout must be above 0".into(), ""));
-        }
-        if limits.memory.0 < (4 << 20) {
-            return Err(err(l.memory.map(|s| s.span()), format!("memory {} is too small to start an interpreter", limits.memory), "use at least \"4M\""));
-        }
-        if limits.pids == 0 {
-            return Err(err(l.pids.map(|s| s.span()), "pids must be at least 1".into(), ""));
-        }
-        if limits.concurrency == 0 {
-            return Err(err(l.concurrency.map(|s| s.span()), "concurrency must be at least 1".into(), ""));
-        }
-
+        let (code, handler) = parse_code(&at, base, &def.runtime, def.code, def.handler, def.source)?;
+        let methods = parse_methods(&at, def.methods)?;
+        let limits = merge_limits(&at, def.limits, &config.limits)?;
         let sandbox = def.sandbox;
-        let mut read_only = config.sandbox.read_only.clone();
-        for p in &sandbox.read_only {
-            let path_ref = p.get_ref();
-            if !path_ref.is_absolute() || path_ref.components().any(|c| matches!(c, Component::ParentDir)) {
-                return Err(err(Some(p.span()), format!("read_only path {} must be absolute, without ..", path_ref.display()), ""));
-            }
-            if SANDBOX_OWNED.iter().any(|o| path_ref == Path::new(o) || path_ref.starts_with(o) && *o != "/") {
-                return Err(err(
-                    Some(p.span()),
-                    format!("read_only path {} would cover a place the sandbox owns", path_ref.display()),
-                    "/usr is always there; /code, /faas, /tmp, /proc and /dev are the sandbox's own",
-                ));
-            }
-            if let Err(e) = std::fs::metadata(path_ref) {
-                return Err(err(Some(p.span()), format!("read_only path {} cannot be used: {e}", path_ref.display()), ""));
-            }
-            if LIVE_HOST.iter().any(|o| path_ref.starts_with(o)) {
-                return Err(err(
-                    Some(p.span()),
-                    format!("read_only path {} is live host state", path_ref.display()),
-                    "/run, /var/run and /sys hold the host's sockets and devices; name the files the function needs elsewhere",
-                ));
-            }
-            match find_socket(path_ref) {
-                Ok(None) => {}
-                Ok(Some(sock)) => {
-                    return Err(err(
-                        Some(p.span()),
-                        format!("read_only path {} holds a unix socket ({})", path_ref.display(), sock.display()),
-                        "a read-only mount does not stop connect(2) to a socket, and Landlock cannot either: name a path without sockets",
-                    ))
-                }
-                Err(e) => return Err(err(Some(p.span()), format!("read_only path {} cannot be checked: {e}", path_ref.display()), "")),
-            }
-            read_only.push(path_ref.clone());
-        }
-        let mut env = Vec::new();
-        for (k, v) in sandbox.env {
-            let valid = !k.is_empty()
-                && !k.as_bytes()[0].is_ascii_digit()
-                && k.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'_');
-            if !valid || RESERVED_ENV.contains(&k.as_str()) || k.starts_with("HTTP_") || k.starts_with("FAAS_") {
-                return Err(err(
-                    Some(v.span()),
-                    format!("environment name {k:?} cannot be set by a function"),
-                    "names are [A-Za-z_][A-Za-z0-9_]*; CGI variables, HTTP_*, FAAS_* and LD_* loader settings are the daemon's",
-                ));
-            }
-            if v.get_ref().contains('\0') {
-                return Err(err(Some(v.span()), format!("environment value of {k} contains a NUL byte"), ""));
-            }
-            env.push((k, v.into_inner()));
-        }
-        let mut allow_headers = Vec::new();
-        for h in def.response.allow_headers {
-            let name = h.get_ref().to_ascii_lowercase();
-            if !crate::cgi::ORIGIN_WIDE.contains(&name.as_str()) {
-                return Err(err(
-                    Some(h.span()),
-                    format!("allow_headers lists {:?}, which is not an origin-wide header", h.get_ref()),
-                    &format!("only these are held back, so only these can be allowed: {}", crate::cgi::ORIGIN_WIDE.join(", ")),
-                ));
-            }
-            allow_headers.push(name);
-        }
+        let read_only = check_read_only(&at, &sandbox.read_only, &config.sandbox.read_only)?;
+        let env = check_env(&at, sandbox.env)?;
+        let allow_headers = check_allow_headers(&at, def.response.allow_headers)?;
         Ok(Function {
             name,
             path: path.to_owned(),
@@ -393,6 +246,214 @@ impl Function {
     }
 }
 
+/// Where the code comes from (`code` with `handler`, or inline `source`) and the handler.
+fn parse_code(
+    at: &At,
+    base: &Path,
+    runtime: &Spanned<Runtime>,
+    code: Option<Spanned<PathBuf>>,
+    handler: Option<Spanned<String>>,
+    source: Option<Spanned<String>>,
+) -> Result<(Code, String), ConfigError> {
+    let kind = *runtime.get_ref();
+    let handler_err = |span: Range<usize>| move |e: HandlerError| at.err(Some(span), e.to_string(), &e.hint().unwrap_or_default());
+    match (code, handler, source) {
+        (Some(code), Some(handler), None) => {
+            let dir = resolve(base, code.get_ref());
+            let meta = std::fs::metadata(&dir)
+                .map_err(|e| at.err(Some(code.span()), format!("code directory {} cannot be used: {e}", dir.display()), ""))?;
+            if !meta.is_dir() {
+                return Err(at.err(Some(code.span()), format!("code {} is not a directory", dir.display()), ""));
+            }
+            let dir = std::fs::canonicalize(&dir).unwrap_or(dir);
+            check_handler(kind, handler.get_ref(), Some(&dir)).map_err(handler_err(handler.span()))?;
+            Ok((Code::Dir(dir), handler.into_inner()))
+        }
+        (None, handler, Some(source)) => {
+            let handler = match handler {
+                Some(h) => {
+                    check_handler(kind, h.get_ref(), None).map_err(handler_err(h.span()))?;
+                    h.into_inner()
+                }
+                None => inline_handler(kind).to_owned(),
+            };
+            if matches!(kind, Runtime::Exec) && !source.get_ref().starts_with("#!") {
+                return Err(at.err(
+                    Some(source.span()),
+                    "inline source for the exec runtime must start with #!".into(),
+                    "name its interpreter, e.g. #!/bin/sh, or use runtime = \"sh\"",
+                ));
+            }
+            Ok((Code::Inline(source.into_inner()), handler))
+        }
+        (Some(code), _, Some(_)) => Err(at.err(Some(code.span()), "set either code (with handler) or source, not both".into(), "")),
+        (Some(code), None, None) => Err(at.err(
+            Some(code.span()),
+            "code needs a handler".into(),
+            "e.g. handler = \"main.handle\" (python, node) or handler = \"run.sh\" (sh, exec)",
+        )),
+        (None, _, None) => Err(at.err(
+            Some(runtime.span()),
+            "a function needs code and handler, or inline source".into(),
+            "code = \"/srv/faas/NAME\" with handler = \"main.handle\", or source = '''…'''",
+        )),
+    }
+}
+
+/// The allowed methods, upper-cased; `None` (the key left out) allows every method.
+fn parse_methods(at: &At, methods: Option<Spanned<Vec<String>>>) -> Result<Option<Vec<http::Method>>, ConfigError> {
+    let Some(m) = methods else { return Ok(None) };
+    let span = m.span();
+    let mut out = Vec::new();
+    for s in m.into_inner() {
+        let method = http::Method::from_bytes(s.to_ascii_uppercase().as_bytes())
+            .map_err(|_| at.err(Some(span.clone()), format!("{s:?} is not an HTTP method"), ""))?;
+        out.push(method);
+    }
+    if out.is_empty() {
+        return Err(at.err(Some(span), "methods is empty, so nothing could call this function".into(), "leave it out to allow every method"));
+    }
+    Ok(Some(out))
+}
+
+/// The function's limits over faas.toml's defaults `d`, each within what can run.
+fn merge_limits(at: &At, l: LimitsDef, d: &Limits) -> Result<Limits, ConfigError> {
+    let limits = Limits {
+        timeout: l.timeout.as_ref().map_or(d.timeout, |s| *s.get_ref()),
+        memory: l.memory.as_ref().map_or(d.memory, |s| *s.get_ref()),
+        pids: l.pids.as_ref().map_or(d.pids, |s| *s.get_ref()),
+        cpu: l.cpu.unwrap_or(d.cpu),
+        body: l.body.unwrap_or(d.body),
+        output: l.output.unwrap_or(d.output),
+        concurrency: l.concurrency.as_ref().map_or(d.concurrency, |s| *s.get_ref()),
+        nofile: l.nofile.unwrap_or(d.nofile),
+        log: l.log.unwrap_or(d.log),
+    };
+    if limits.timeout.0.is_zero() {
+        return Err(at.err(l.timeout.map(|s| s.span()), "timeout must be above 0".into(), ""));
+    }
+    if limits.memory.0 < (4 << 20) {
+        return Err(at.err(l.memory.map(|s| s.span()), format!("memory {} is too small to start an interpreter", limits.memory), "use at least \"4M\""));
+    }
+    if limits.pids == 0 {
+        return Err(at.err(l.pids.map(|s| s.span()), "pids must be at least 1".into(), ""));
+    }
+    if limits.concurrency == 0 {
+        return Err(at.err(l.concurrency.map(|s| s.span()), "concurrency must be at least 1".into(), ""));
+    }
+    Ok(limits)
+}
+
+/// faas.toml's `defaults` and the function's own read-only paths, each refused if it would
+/// cover a sandbox place, does not exist, or could hand the sandbox a host socket.
+fn check_read_only(at: &At, paths: &[Spanned<PathBuf>], defaults: &[PathBuf]) -> Result<Vec<PathBuf>, ConfigError> {
+    let mut read_only = defaults.to_vec();
+    for p in paths {
+        let path_ref = p.get_ref();
+        if !path_ref.is_absolute() || path_ref.components().any(|c| matches!(c, Component::ParentDir)) {
+            return Err(at.err(Some(p.span()), format!("read_only path {} must be absolute, without ..", path_ref.display()), ""));
+        }
+        if SANDBOX_OWNED.iter().any(|o| path_ref == Path::new(o) || path_ref.starts_with(o) && *o != "/") {
+            return Err(at.err(
+                Some(p.span()),
+                format!("read_only path {} would cover a place the sandbox owns", path_ref.display()),
+                "/usr is always there; /code, /faas, /tmp, /proc and /dev are the sandbox's own",
+            ));
+        }
+        if let Err(e) = std::fs::metadata(path_ref) {
+            return Err(at.err(Some(p.span()), format!("read_only path {} cannot be used: {e}", path_ref.display()), ""));
+        }
+        if LIVE_HOST.iter().any(|o| path_ref.starts_with(o)) {
+            return Err(at.err(
+                Some(p.span()),
+                format!("read_only path {} is live host state", path_ref.display()),
+                "/run, /var/run and /sys hold the host's sockets and devices; name the files the function needs elsewhere",
+            ));
+        }
+        match find_socket(path_ref) {
+            Ok(None) => {}
+            Ok(Some(sock)) => {
+                return Err(at.err(
+                    Some(p.span()),
+                    format!("read_only path {} holds a unix socket ({})", path_ref.display(), sock.display()),
+                    "a read-only mount does not stop connect(2) to a socket, and Landlock cannot either: name a path without sockets",
+                ))
+            }
+            Err(e) => return Err(at.err(Some(p.span()), format!("read_only path {} cannot be checked: {e}", path_ref.display()), "")),
+        }
+        read_only.push(path_ref.clone());
+    }
+    Ok(read_only)
+}
+
+/// The function's environment entries, none of them a name the daemon sets or the loader reads.
+fn check_env(at: &At, env: BTreeMap<String, Spanned<String>>) -> Result<Vec<(String, String)>, ConfigError> {
+    let mut out = Vec::new();
+    for (k, v) in env {
+        let valid = !k.is_empty() && !k.as_bytes()[0].is_ascii_digit() && k.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'_');
+        if !valid || RESERVED_ENV.contains(&k.as_str()) || k.starts_with("HTTP_") || k.starts_with("FAAS_") {
+            return Err(at.err(
+                Some(v.span()),
+                format!("environment name {k:?} cannot be set by a function"),
+                "names are [A-Za-z_][A-Za-z0-9_]*; CGI variables, HTTP_*, FAAS_* and LD_* loader settings are the daemon's",
+            ));
+        }
+        if v.get_ref().contains('\0') {
+            return Err(at.err(Some(v.span()), format!("environment value of {k} contains a NUL byte"), ""));
+        }
+        out.push((k, v.into_inner()));
+    }
+    Ok(out)
+}
+
+/// The origin-wide response headers the function may send unscoped, lowercase.
+fn check_allow_headers(at: &At, headers: Vec<Spanned<String>>) -> Result<Vec<String>, ConfigError> {
+    let mut out = Vec::new();
+    for h in headers {
+        let name = h.get_ref().to_ascii_lowercase();
+        if !crate::cgi::ORIGIN_WIDE.contains(&name.as_str()) {
+            return Err(at.err(
+                Some(h.span()),
+                format!("allow_headers lists {:?}, which is not an origin-wide header", h.get_ref()),
+                &format!("only these are held back, so only these can be allowed: {}", crate::cgi::ORIGIN_WIDE.join(", ")),
+            ));
+        }
+        out.push(name);
+    }
+    Ok(out)
+}
+
+/// Why a handler cannot be used.
+#[derive(Debug, thiserror::Error)]
+enum HandlerError {
+    #[error("handler {0:?} is not module.function")]
+    NotModuleFunction(String),
+    #[error("handler {0:?} must be a file inside the code directory")]
+    NotInCodeDir(String),
+    #[error("handler file {} cannot be used: {source}", file.display())]
+    Unusable {
+        file: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("handler {} is not a regular file", .0.display())]
+    NotAFile(PathBuf),
+    #[error("handler {} is not executable", .0.display())]
+    NotExecutable(PathBuf),
+}
+
+impl HandlerError {
+    /// How to fix it, when known.
+    fn hint(&self) -> Option<String> {
+        match self {
+            HandlerError::NotModuleFunction(_) => Some("e.g. handler = \"main.handle\" calls handle() in main.py or main.js".into()),
+            HandlerError::NotInCodeDir(_) => Some("a relative path such as \"run.sh\", without .. or a leading /".into()),
+            HandlerError::NotExecutable(file) => Some(format!("chmod +x {}", file.display())),
+            HandlerError::Unusable { .. } | HandlerError::NotAFile(_) => None,
+        }
+    }
+}
+
 /// The handler an inline `source` gets: the file the registry writes it to.
 pub fn inline_handler(runtime: Runtime) -> &'static str {
     match runtime {
@@ -410,7 +471,7 @@ pub fn inline_file(runtime: Runtime, handler: &str) -> String {
     }
 }
 
-fn check_handler(runtime: Runtime, handler: &str, dir: Option<&Path>) -> Result<(), (String, String)> {
+fn check_handler(runtime: Runtime, handler: &str, dir: Option<&Path>) -> Result<(), HandlerError> {
     match runtime {
         Runtime::Python | Runtime::Node => {
             let ident = |s: &str| {
@@ -420,29 +481,25 @@ fn check_handler(runtime: Runtime, handler: &str, dir: Option<&Path>) -> Result<
             };
             match handler.rsplit_once('.') {
                 Some((module, func)) if module.split('.').all(ident) && ident(func) => Ok(()),
-                _ => Err((
-                    format!("handler {handler:?} is not module.function"),
-                    "e.g. handler = \"main.handle\" calls handle() in main.py or main.js".into(),
-                )),
+                _ => Err(HandlerError::NotModuleFunction(handler.to_owned())),
             }
         }
         Runtime::Sh | Runtime::Exec => {
             let rel = Path::new(handler);
             if handler.is_empty() || rel.is_absolute() || rel.components().any(|c| !matches!(c, Component::Normal(_))) {
-                return Err((
-                    format!("handler {handler:?} must be a file inside the code directory"),
-                    "a relative path such as \"run.sh\", without .. or a leading /".into(),
-                ));
+                return Err(HandlerError::NotInCodeDir(handler.to_owned()));
             }
             let Some(dir) = dir else { return Ok(()) };
             let file = dir.join(rel);
-            let meta = std::fs::metadata(&file)
-                .map_err(|e| (format!("handler file {} cannot be used: {e}", file.display()), String::new()))?;
+            let meta = match std::fs::metadata(&file) {
+                Ok(meta) => meta,
+                Err(source) => return Err(HandlerError::Unusable { file, source }),
+            };
             if !meta.is_file() {
-                return Err((format!("handler {} is not a regular file", file.display()), String::new()));
+                return Err(HandlerError::NotAFile(file));
             }
             if runtime == Runtime::Exec && meta.permissions().mode() & 0o111 == 0 {
-                return Err((format!("handler {} is not executable", file.display()), format!("chmod +x {}", file.display())));
+                return Err(HandlerError::NotExecutable(file));
             }
             Ok(())
         }
@@ -516,6 +573,21 @@ mod tests {
         assert!(check_handler(Runtime::Python, "pkg.mod.fn", None).is_ok());
         assert!(check_handler(Runtime::Sh, "../x.sh", None).is_err());
         assert!(check_handler(Runtime::Exec, "/bin/sh", None).is_err());
+    }
+
+    #[test]
+    fn handler_errors_name_the_file_and_the_fix() {
+        let err = parse("runtime = \"python\"\nsource = \"x\"\nhandler = \"main\"\n").unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "/etc/faas/functions/hello.toml:3:11: handler \"main\" is not module.function\nhint: e.g. handler = \"main.handle\" calls handle() in main.py or main.js"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("run"), "#!/bin/sh\n").unwrap();
+        let text = format!("runtime = \"exec\"\ncode = \"{}\"\nhandler = \"run\"\n", dir.path().display());
+        let err = parse(&text).unwrap_err().to_string();
+        let file = dir.path().canonicalize().unwrap().join("run");
+        assert!(err.ends_with(&format!(":3:11: handler {} is not executable\nhint: chmod +x {}", file.display(), file.display())), "{err}");
     }
 
     #[test]

@@ -10,7 +10,7 @@ mod admission;
 use std::convert::Infallible;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -25,17 +25,16 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-pub use admission::{open_fds, Capacity};
+pub use admission::{open_fds, Capacity, CapacityError};
 use admission::{ClientKey, ConnectionSlot, Gate, Refusal};
 
 use crate::sandbox::Host;
-use crate::invoke::{self, Call, Flushes, Outcome, Report, ReportSink};
-use crate::metrics::Metrics;
-use crate::registry::{Lookup, Registry};
+use crate::invoke::{self, Call, Flushes, Report, ReportSink};
+use crate::metrics::{Metrics, Stats};
+use crate::registry::{Lookup, Registry, State};
 
 /// The response body: either a fixed buffer or a function's streamed stdout.
 pub enum ResponseBody {
-    /// A whole body.
     Full(Full<Bytes>),
     /// Chunks as the function writes them.
     Stream(invoke::BodyStream),
@@ -63,38 +62,19 @@ impl Body for ResponseBody {
     }
 }
 
-/// Counters shared by the service, sd-notify STATUS and idle exit.
-#[derive(Default)]
-pub struct Stats {
-    /// Invocations running now.
-    pub in_flight: AtomicUsize,
-    /// Invocations finished since start.
-    pub served: AtomicU64,
-    /// Milliseconds since `started` of the last request.
-    pub last_activity_ms: AtomicU64,
-    /// Connections and requests refused by a cap of `admission` since start (logged as a
-    /// count, not one line each: a flood must not flood the journal too).
-    pub refused: AtomicU64,
-}
-
 /// Everything the service needs.
 pub struct App {
-    /// The host's sandbox parts.
     pub host: Arc<Host>,
-    /// The functions.
     pub registry: Arc<Registry>,
     /// The global concurrency cap: one permit per sandbox slot, whose fds are kept in reserve.
     pub global: Arc<Semaphore>,
-    /// What the daemon takes on at once.
     pub capacity: Capacity,
     gate: Arc<Gate>,
     admin_gate: Arc<Gate>,
     refusals: Arc<Semaphore>,
-    /// Counters.
     pub stats: Arc<Stats>,
-    /// Prometheus metrics.
     pub metrics: Arc<Metrics>,
-    /// When we started.
+    /// What `stats.last_activity_ms` counts from.
     pub started: Instant,
     sink: ReportSink,
 }
@@ -103,7 +83,7 @@ impl App {
     /// Builds the service state.
     pub fn new(host: Arc<Host>, registry: Arc<Registry>, capacity: Capacity) -> Arc<App> {
         let stats = Arc::new(Stats::default());
-        let metrics = Arc::new(Metrics::new());
+        let metrics = Arc::new(Metrics::new(stats.clone()));
         let sink: ReportSink = {
             let stats = stats.clone();
             let metrics = metrics.clone();
@@ -186,20 +166,6 @@ fn json(status: StatusCode, value: serde_json::Value) -> Response<ResponseBody> 
     resp
 }
 
-fn title(outcome: &Outcome) -> &'static str {
-    match outcome {
-        Outcome::Ok => "ok",
-        Outcome::Timeout => "function timed out",
-        Outcome::OutOfMemory => "function ran out of memory",
-        Outcome::SyscallDenied(_) => "function made a forbidden system call",
-        Outcome::Crashed(_) => "function crashed",
-        Outcome::BadResponse(_) => "function sent an invalid response",
-        Outcome::OutputTooLarge => "function output too large",
-        Outcome::ClientGone => "client went away",
-        Outcome::SetupFailed(_) => "sandbox unavailable",
-    }
-}
-
 fn server_timing(t: &invoke::Timing) -> HeaderValue {
     let v = format!("setup;dur={:.3}, handler;dur={:.3}", t.setup.as_secs_f64() * 1e3, t.first_byte.as_secs_f64() * 1e3);
     HeaderValue::from_str(&v).expect("digits and ascii only")
@@ -262,7 +228,7 @@ async fn route(app: &Arc<App>, req: Request<Incoming>, listener: &ListenerInfo, 
         return match ours {
             "health" => json(StatusCode::OK, serde_json::json!({"status": "ok"})),
             "metrics" if admin => {
-                let mut resp = Response::new(ResponseBody::Full(Full::new(Bytes::from(app.metrics.encode(&app.stats)))));
+                let mut resp = Response::new(ResponseBody::Full(Full::new(Bytes::from(app.metrics.encode()))));
                 resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"));
                 resp
             }
@@ -380,7 +346,8 @@ async fn route(app: &Arc<App>, req: Request<Incoming>, listener: &ListenerInfo, 
             resp
         }
         Err(failure) => {
-            let mut resp = ctx.problem(failure.outcome.status(), failure.outcome.slug(), title(&failure.outcome), &failure.outcome.detail());
+            let p = failure.outcome.problem();
+            let mut resp = ctx.problem(p.status, p.slug, p.title, &p.detail);
             resp.headers_mut().append("server-timing", server_timing(&failure.timing));
             resp
         }
@@ -393,7 +360,7 @@ fn functions_json(app: &App) -> serde_json::Value {
         .snapshot()
         .into_iter()
         .map(|(name, state)| match state {
-            Ok(l) => serde_json::json!({
+            State::Ready(l) => serde_json::json!({
                 "name": name,
                 "status": "ready",
                 "runtime": l.function.runtime.as_str(),
@@ -407,7 +374,7 @@ fn functions_json(app: &App) -> serde_json::Value {
                 },
                 "network": l.function.network,
             }),
-            Err(reason) => serde_json::json!({"name": name, "status": "invalid", "reason": reason}),
+            State::Invalid(reason) => serde_json::json!({"name": name, "status": "invalid", "reason": reason.to_string()}),
         })
         .collect();
     serde_json::json!({ "functions": list, "layers": app.host.layers.summary })
@@ -415,7 +382,6 @@ fn functions_json(app: &App) -> serde_json::Value {
 
 /// A listening socket from systemd or `--listen`.
 pub enum Listener {
-    /// TCP.
     Tcp(tokio::net::TcpListener),
     /// A unix stream socket (the admin socket).
     Unix(tokio::net::UnixListener),

@@ -15,8 +15,6 @@ use tracing::{Event, Level, Subscriber};
 use tracing_subscriber::layer::{Context, SubscriberExt};
 use tracing_subscriber::Layer;
 
-use crate::invoke::{Outcome, Report};
-
 const JOURNAL_SOCKET: &str = "/run/systemd/journal/socket";
 
 static JOURNAL: OnceLock<Option<UnixDatagram>> = OnceLock::new();
@@ -134,63 +132,6 @@ pub fn function_line(function: &str, id: &str, line: &[u8]) {
     out.extend_from_slice(line);
     out.push(b'\n');
     let _ = std::io::stderr().lock().write_all(&out);
-}
-
-/// Logs the REPORT entry of one invocation, in the spirit of Lambda's REPORT line.
-pub fn report(r: &Report) {
-    let duration_ms = r.duration.as_secs_f64() * 1e3;
-    let setup_us = r.timing.setup.as_micros() as u64;
-    let (cpu, peak) = match &r.usage {
-        Some(u) => (u.cpu_usec.to_string(), u.memory_peak.map_or("unknown".into(), |p| p.to_string())),
-        None => ("none".into(), "none".into()),
-    };
-    let cgroup = match &r.usage {
-        Some(u) => format!(
-            " pids_peak={} pids_max_hits={} oom_kills={} throttled={}",
-            u.pids_peak.map_or("unknown".into(), |p| p.to_string()),
-            u.pids_max_hits,
-            u.oom_kills,
-            u.throttled
-        ),
-        None => " cgroup=none".into(),
-    };
-    let detail = match &r.outcome {
-        Outcome::SyscallDenied(s) => format!(" syscall={s}"),
-        Outcome::Crashed(how) | Outcome::BadResponse(how) | Outcome::SetupFailed(how) => format!(" reason=\"{how}\""),
-        _ => String::new(),
-    };
-    let message = format!(
-        "REPORT {} {} outcome={} status={} duration={duration_ms:.2}ms setup={setup_us}us cpu_us={cpu} memory_peak={peak} bytes_out={}{cgroup}{detail} layers=\"{}\"",
-        r.function,
-        r.id,
-        r.outcome.slug(),
-        r.status,
-        r.bytes_out,
-        r.layers
-    );
-    let level_warn = !matches!(r.outcome, Outcome::Ok);
-    macro_rules! emit {
-        ($lvl:ident) => {
-            tracing::$lvl!(
-                FAAS_FUNCTION = %r.function,
-                FAAS_INVOCATION_ID = %r.id,
-                FAAS_OUTCOME = r.outcome.slug(),
-                FAAS_STATUS = r.status,
-                FAAS_DURATION_MS = format_args!("{duration_ms:.3}"),
-                FAAS_SETUP_US = setup_us,
-                FAAS_CPU_USEC = %cpu,
-                FAAS_MEMORY_PEAK = %peak,
-                FAAS_LAYERS = %r.layers,
-                FAAS_PIDS_MAX_HITS = r.usage.as_ref().map_or(0, |u| u.pids_max_hits),
-                "{message}"
-            )
-        };
-    }
-    if level_warn {
-        emit!(warn);
-    } else {
-        emit!(info);
-    }
 }
 
 #[cfg(test)]

@@ -1,7 +1,7 @@
 //! faas: a systemd-socket-activated HTTP front end that runs every request in a fresh sandbox.
 //! `main` parses flags, takes the listening sockets systemd passed, then builds the tokio
-//! runtime and hands over to `cli::run`; the one error that comes back becomes a log line and
-//! an exit code.
+//! runtime and hands over to `cli::run`; the one error that comes back becomes a log line
+//! (the whole cause chain) and an exit code.
 
 #![deny(unsafe_code)]
 
@@ -16,6 +16,7 @@ mod metrics;
 mod registry;
 mod runtime;
 mod sandbox;
+mod serve;
 mod units;
 
 use clap::Parser;
@@ -55,10 +56,10 @@ fn main() -> std::process::ExitCode {
     raise_nofile();
     // Listen fds first, before anything could open an fd and before threads exist.
     let listeners = match &args.command {
-        cli::Command::Serve(serve) => match cli::take_listeners(&serve.listen) {
+        cli::Command::Serve(serve) => match serve::take_listeners(&serve.listen) {
             Ok(l) => l,
             Err(e) => {
-                tracing::error!("{e:#}");
+                tracing::error!("{}", chain(&e.into()));
                 return std::process::ExitCode::from(1);
             }
         },
@@ -74,8 +75,42 @@ fn main() -> std::process::ExitCode {
     match runtime.block_on(cli::run(args, listeners)) {
         Ok(code) => std::process::ExitCode::from(code),
         Err(e) => {
-            tracing::error!("{e}");
+            tracing::error!("{}", chain(&e));
             std::process::ExitCode::from(1)
         }
+    }
+}
+
+/// The error and its causes, as `{e:#}` writes them (`what failed: why: why`), except that a
+/// cause the message before it already quotes is not said twice: our error enums put their
+/// source in their own message, so that a journal line written with `{e}` is whole, and
+/// return it from `source()` as well.
+fn chain(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.is_empty() {
+            out = text;
+        } else if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_cause_is_said_once() {
+        let os = || std::io::Error::from_raw_os_error(98);
+        // A typed error that quotes its source: the source is not said again.
+        let typed = serve::ServeError::Listen { addr: "127.0.0.1:80".into(), source: os() };
+        assert_eq!(chain(&typed.into()), format!("failed to listen on 127.0.0.1:80: {}", os()));
+        // Context over a bare OS error: the cause follows, as with `{e:#}`.
+        let bare = anyhow::Error::new(os()).context("failed to read the body from stdin");
+        assert_eq!(chain(&bare), format!("failed to read the body from stdin: {}", os()));
     }
 }

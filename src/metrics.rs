@@ -1,8 +1,10 @@
 //! Prometheus metrics for `/_/metrics` on the admin listener: invocations by function and
 //! outcome, duration, set-up time and peak memory histograms, in-flight, spawn failures.
+//! Also the daemon's live counters (`Stats`), which the service updates and the sd-notify
+//! STATUS line, the idle exit and the in-flight gauge read.
 
-use std::sync::atomic::Ordering;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -11,8 +13,21 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
-use crate::http::Stats;
 use crate::invoke::{Outcome, Report};
+
+/// Counters shared by the service, sd-notify STATUS, the idle exit and the in-flight gauge.
+#[derive(Default)]
+pub struct Stats {
+    /// Invocations running now.
+    pub in_flight: AtomicUsize,
+    /// Invocations finished since start.
+    pub served: AtomicU64,
+    /// Milliseconds after the service started of the last request.
+    pub last_activity_ms: AtomicU64,
+    /// Connections and requests refused by a cap of `http::admission` since start (logged as
+    /// a count, not one line each: a flood must not flood the journal too).
+    pub refused: AtomicU64,
+}
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OutcomeLabels {
@@ -36,17 +51,13 @@ pub struct Metrics {
     memory: HistogramFamily,
     spawn_failures: Family<FunctionLabels, Counter>,
     in_flight: Gauge,
-}
-
-impl Default for Metrics {
-    fn default() -> Self {
-        Self::new()
-    }
+    /// Where the in-flight gauge is read from when the metrics are encoded.
+    stats: Arc<Stats>,
 }
 
 impl Metrics {
-    /// Registers every family.
-    pub fn new() -> Metrics {
+    /// Registers every family; the in-flight gauge follows `stats`.
+    pub fn new(stats: Arc<Stats>) -> Metrics {
         let mut registry = Registry::with_prefix("faas");
         let invocations = Family::<OutcomeLabels, Counter>::default();
         let duration: HistogramFamily = Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.001, 2.0, 16)));
@@ -60,7 +71,7 @@ impl Metrics {
         registry.register("memory_peak_bytes", "Peak memory of a sandbox (memory.peak; only with cgroups)", memory.clone());
         registry.register("spawn_failures", "Sandboxes that could not be set up", spawn_failures.clone());
         registry.register("in_flight", "Invocations running now", in_flight.clone());
-        Metrics { registry: Mutex::new(registry), invocations, duration, setup, memory, spawn_failures, in_flight }
+        Metrics { registry: Mutex::new(registry), invocations, duration, setup, memory, spawn_failures, in_flight, stats }
     }
 
     /// Records one finished invocation.
@@ -80,8 +91,8 @@ impl Metrics {
     }
 
     /// The OpenMetrics text.
-    pub fn encode(&self, stats: &Stats) -> String {
-        self.in_flight.set(stats.in_flight.load(Ordering::Relaxed) as i64);
+    pub fn encode(&self) -> String {
+        self.in_flight.set(self.stats.in_flight.load(Ordering::Relaxed) as i64);
         let mut out = String::new();
         let registry = self.registry.lock().expect("metrics lock is never poisoned");
         prometheus_client::encoding::text::encode(&mut out, &registry).expect("writing to a String cannot fail");

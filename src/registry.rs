@@ -35,7 +35,6 @@ use crate::sandbox::{self, check_private_dir, CodeSource, Host, PrepareError, Pr
 
 /// A function ready to run: the checked definition and its prepared sandbox.
 pub struct Loaded {
-    /// The definition.
     pub function: Function,
     /// Its sandbox parts, shared with every running sandbox of this version.
     pub sandbox: Arc<PreparedSandbox>,
@@ -47,12 +46,10 @@ pub struct Loaded {
 
 /// What a lookup found.
 pub enum Lookup {
-    /// No such file.
     NotFound,
     /// The file does not load: the whole error, for the journal and `/_/functions`; its
     /// `summary()` is all a public caller may see.
-    Invalid(Arc<ConfigError>),
-    /// Ready.
+    Invalid(Arc<LoadError>),
     Ready(Arc<Loaded>),
 }
 
@@ -75,10 +72,34 @@ impl Stamp {
     }
 }
 
+/// Why a function file does not load: the file itself, or the sandbox parts of its version.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error(transparent)]
+    File(#[from] ConfigError),
+    #[error("{}: {source}", path.display())]
+    Prepare {
+        path: PathBuf,
+        #[source]
+        source: PrepareError,
+    },
+}
+
+impl LoadError {
+    /// One line for a public HTTP 503 body: never a host path or an OS error.
+    pub fn summary(&self) -> String {
+        match self {
+            LoadError::File(e) => e.summary(),
+            LoadError::Prepare { .. } => "the function's sandbox could not be prepared".to_owned(),
+        }
+    }
+}
+
+/// A function file once loaded: ready, or why it does not load.
 #[derive(Clone)]
-enum State {
+pub enum State {
     Ready(Arc<Loaded>),
-    Invalid(Arc<ConfigError>),
+    Invalid(Arc<LoadError>),
 }
 
 struct Entry {
@@ -108,19 +129,15 @@ pub enum Role {
 /// Why the state directory cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
-    /// It could not be created.
     #[error("failed to create the state directory {}: {source}", path.display())]
     Create {
-        /// The state directory.
         path: PathBuf,
-        /// What the OS said.
         #[source]
         source: std::io::Error,
     },
     /// Someone other than root could change it or a directory above it.
     #[error("the state directory {} is not safe: {source}\nhint: faas mounts what it prepares there as root, so only root may be able to write to it and to every directory above it (a directory with the sticky bit, such as /tmp, excepted): chown root and chmod go-w, or set state_dir to a directory under /run", path.display())]
     Unsafe {
-        /// The state directory.
         path: PathBuf,
         /// Which part is not safe.
         #[source]
@@ -129,7 +146,6 @@ pub enum StateError {
     /// Another daemon holds it.
     #[error("the state directory {} is in use by another faas serve (pid {pid})\nhint: give each daemon its own state_dir (or --state-dir), or stop the other one", path.display())]
     Busy {
-        /// The state directory.
         path: PathBuf,
         /// The other daemon, as it wrote itself into the lock file.
         pid: String,
@@ -137,11 +153,8 @@ pub enum StateError {
     /// Locking it, or making a directory of our own in it, failed.
     #[error("failed to {what} in the state directory {}: {source}", path.display())]
     Own {
-        /// What we were doing.
         what: &'static str,
-        /// The state directory.
         path: PathBuf,
-        /// What the OS said.
         #[source]
         source: std::io::Error,
     },
@@ -338,11 +351,11 @@ impl Registry {
     fn load(&self, name: &str, path: &Path) -> State {
         let text = match std::fs::read_to_string(path) {
             Ok(t) => t,
-            Err(source) => return self.invalid(name, ConfigError::Read { path: path.to_owned(), source }),
+            Err(source) => return self.invalid(name, ConfigError::Read { path: path.to_owned(), source }.into()),
         };
         let function = match Function::parse(path, &text, &self.host.config) {
             Ok(f) => f,
-            Err(e) => return self.invalid(name, e),
+            Err(e) => return self.invalid(name, e.into()),
         };
         if let Some(warning) = nofile_warning(&function, hard_nofile()) {
             tracing::warn!(function = name, "function {name}: {warning}");
@@ -350,10 +363,7 @@ impl Registry {
         let version = self.versions.fetch_add(1, Ordering::Relaxed);
         let sandbox = match prepare(&self.host, &self.state.own, &function, version) {
             Ok(s) => Arc::new(s),
-            Err(e) => {
-                let err = ConfigError::at(path, &text, None, e.to_string(), None);
-                return self.invalid(name, err);
-            }
+            Err(source) => return self.invalid(name, LoadError::Prepare { path: path.to_owned(), source }),
         };
         let limiter = {
             let mut limiters = self.limiters.lock().expect("registry lock is never poisoned");
@@ -376,7 +386,7 @@ impl Registry {
         State::Ready(Arc::new(Loaded { function, sandbox, version, limiter }))
     }
 
-    fn invalid(&self, name: &str, err: ConfigError) -> State {
+    fn invalid(&self, name: &str, err: LoadError) -> State {
         tracing::error!(function = name, "function {name} is not served: {err}");
         State::Invalid(Arc::new(err))
     }
@@ -409,13 +419,13 @@ impl Registry {
         names
     }
 
-    /// Every function and its state, for `/_/functions`.
-    pub fn snapshot(&self) -> Vec<(String, Result<Arc<Loaded>, String>)> {
+    /// Every function and whether it loads, for `/_/functions`.
+    pub fn snapshot(&self) -> Vec<(String, State)> {
         self.names()
             .into_iter()
             .filter_map(|n| match self.lookup(&n) {
-                Lookup::Ready(l) => Some((n, Ok(l))),
-                Lookup::Invalid(e) => Some((n, Err(e.to_string()))),
+                Lookup::Ready(l) => Some((n, State::Ready(l))),
+                Lookup::Invalid(e) => Some((n, State::Invalid(e))),
                 Lookup::NotFound => None,
             })
             .collect()

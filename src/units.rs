@@ -21,7 +21,7 @@ pub struct Span(pub Duration);
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Percent(pub u32);
 
-/// Parses `"128M"` style sizes; `None` names what was wrong.
+/// Parses `"128M"` style sizes; the `Err` names what was wrong.
 pub fn parse_bytes(s: &str) -> Result<u64, String> {
     let t = s.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());

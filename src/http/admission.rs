@@ -63,23 +63,19 @@ impl Capacity {
     /// sandbox fds get half each of what is left after headroom (sandboxes no more than
     /// `max_concurrency` need), a client a quarter of the connections, bodies
     /// `max_concurrency`.
-    pub fn derive(config: &Config, nofile: u64, open: usize) -> Result<Capacity, String> {
+    pub fn derive(config: &Config, nofile: u64, open: usize) -> Result<Capacity, CapacityError> {
         // Above a few million nothing here changes; also keeps the sums far from overflow.
         let limit = usize::try_from(nofile).unwrap_or(usize::MAX).min(1 << 24);
         let refusals = (limit / 32).clamp(8, 512);
         let headroom = 32 + limit / 64;
         let spare = refusals + ADMIN_CONNECTIONS + headroom;
         let avail = limit.saturating_sub(open + spare);
-        let too_low = |what: String| {
-            format!(
-                "the open-files limit {limit} is too low: {what} ({open} fds open now, {spare} kept for refusals, the admin socket and new function versions, {FDS_PER_SANDBOX} per sandbox)\nhint: raise LimitNOFILE= (faas.service sets 65536), or lower max_connections"
-            )
-        };
+        let too_low = |why| CapacityError { limit, open, spare, why };
         let (connections, sandboxes) = match config.max_connections {
             Some(c) => {
                 let sandboxes = (avail.saturating_sub(c) / FDS_PER_SANDBOX).min(config.max_concurrency);
                 if sandboxes == 0 {
-                    return Err(too_low(format!("max_connections = {c} leaves no fds for a sandbox")));
+                    return Err(too_low(TooLow::NoSandbox { max_connections: c }));
                 }
                 (c, sandboxes)
             }
@@ -87,7 +83,7 @@ impl Capacity {
                 let sandboxes = (avail / 2 / FDS_PER_SANDBOX).min(config.max_concurrency);
                 let connections = avail - sandboxes * FDS_PER_SANDBOX;
                 if sandboxes == 0 || connections == 0 {
-                    return Err(too_low("it does not hold one sandbox and one connection".into()));
+                    return Err(too_low(TooLow::NotOneEach));
                 }
                 (connections, sandboxes)
             }
@@ -97,6 +93,34 @@ impl Capacity {
         // A client's share of bodies is its share of connections, rounded up.
         let bodies_per_client = (bodies * per_client).div_ceil(connections).clamp(1, bodies);
         Ok(Capacity { connections, per_client, bodies, bodies_per_client, sandboxes, refusals, nofile: limit, open })
+    }
+}
+
+/// The open-files limit cannot hold what the daemon needs at the least.
+#[derive(Debug, thiserror::Error)]
+#[error("the open-files limit {limit} is too low: {why} ({open} fds open now, {spare} kept for refusals, the admin socket and new function versions, {FDS_PER_SANDBOX} per sandbox)\nhint: raise LimitNOFILE= (faas.service sets 65536), or lower max_connections")]
+pub struct CapacityError {
+    limit: usize,
+    open: usize,
+    spare: usize,
+    why: TooLow,
+}
+
+/// What the limit cannot hold.
+#[derive(Debug)]
+enum TooLow {
+    /// What `max_connections` leaves is less than one sandbox's fds.
+    NoSandbox { max_connections: usize },
+    /// Half of what is left does not hold one sandbox, or the other half one connection.
+    NotOneEach,
+}
+
+impl fmt::Display for TooLow {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TooLow::NoSandbox { max_connections } => write!(f, "max_connections = {max_connections} leaves no fds for a sandbox"),
+            TooLow::NotOneEach => f.write_str("it does not hold one sandbox and one connection"),
+        }
     }
 }
 
@@ -320,7 +344,7 @@ mod tests {
     fn settings_win_and_impossible_ones_are_refused() {
         let c = Capacity::derive(&config("max_connections = 1000\nmax_connections_per_client = 1000\nmax_bodies = 10\n"), 65536, 40).unwrap();
         assert_eq!((c.connections, c.per_client, c.bodies, c.bodies_per_client, c.sandboxes), (1000, 1000, 10, 10, 256));
-        let err = Capacity::derive(&config("max_connections = 60000\n"), 20000, 40).unwrap_err();
+        let err = Capacity::derive(&config("max_connections = 60000\n"), 20000, 40).unwrap_err().to_string();
         assert!(err.starts_with("the open-files limit 20000 is too low: max_connections = 60000 leaves no fds for a sandbox"), "{err}");
         assert!(err.contains("\nhint: raise LimitNOFILE="), "{err}");
         assert!(Capacity::derive(&config(""), 64, 20).is_err());

@@ -8,6 +8,7 @@
 
 mod body;
 mod invocation;
+mod report;
 mod stderr;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,7 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
-use http::{HeaderMap, StatusCode};
+use http::HeaderMap;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::unix::pipe;
 use tokio::sync::{mpsc, oneshot};
@@ -23,124 +24,40 @@ use tokio::time::sleep_until;
 
 pub use body::{BodyStream, Flushes};
 use invocation::{Invocation, Kill};
+pub use report::{Outcome, Report, Timing};
 use stderr::StderrLog;
 
 use crate::cgi::{self, Head, RequestMeta, MAX_HEAD};
 use crate::function::LandlockMode;
 use crate::registry::Loaded;
-use crate::sandbox::{self, Event, ExitStatus, Host, Launch, Running, Stdio, Usage};
-
-/// How an invocation ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
-    /// The handler answered and exited 0.
-    Ok,
-    /// Killed at the deadline.
-    Timeout,
-    /// The kernel's OOM killer ended it at memory.max.
-    OutOfMemory,
-    /// It tried a refused syscall (named).
-    SyscallDenied(String),
-    /// It exited non-zero or by a signal (how).
-    Crashed(String),
-    /// Its stdout was not a CGI response (why).
-    BadResponse(String),
-    /// It wrote more than limits.output.
-    OutputTooLarge,
-    /// The client went away first.
-    ClientGone,
-    /// The sandbox could not be set up (why, without host paths).
-    SetupFailed(String),
-}
-
-impl Outcome {
-    /// The problem type slug and the FAAS_OUTCOME value.
-    pub fn slug(&self) -> &'static str {
-        match self {
-            Outcome::Ok => "ok",
-            Outcome::Timeout => "timeout",
-            Outcome::OutOfMemory => "out-of-memory",
-            Outcome::SyscallDenied(_) => "syscall-denied",
-            Outcome::Crashed(_) => "crashed",
-            Outcome::BadResponse(_) => "bad-response",
-            Outcome::OutputTooLarge => "output-too-large",
-            Outcome::ClientGone => "client-gone",
-            Outcome::SetupFailed(_) => "sandbox-unavailable",
-        }
-    }
-
-    /// The status a caller gets when this happens before the response head.
-    pub fn status(&self) -> StatusCode {
-        match self {
-            Outcome::Ok => StatusCode::OK,
-            Outcome::Timeout => StatusCode::GATEWAY_TIMEOUT,
-            Outcome::SetupFailed(_) => StatusCode::SERVICE_UNAVAILABLE,
-            Outcome::ClientGone => StatusCode::from_u16(499).expect("499 is a valid code"),
-            _ => StatusCode::BAD_GATEWAY,
-        }
-    }
-
-    /// One sentence for the caller: what happened, never a host path or errno.
-    pub fn detail(&self) -> String {
-        match self {
-            Outcome::Ok => "ok".into(),
-            Outcome::Timeout => "the function ran past its timeout and was stopped".into(),
-            Outcome::OutOfMemory => "the function exceeded its memory limit and was stopped".into(),
-            Outcome::SyscallDenied(s) => format!("the function made a forbidden system call ({s}) and was stopped"),
-            Outcome::Crashed(how) => format!("the function {how} before sending a response"),
-            Outcome::BadResponse(why) => format!("the function's response was not valid CGI: {why}"),
-            Outcome::OutputTooLarge => "the function's response exceeded its output limit".into(),
-            Outcome::ClientGone => "the client went away".into(),
-            Outcome::SetupFailed(why) => format!("the sandbox could not be set up: {why}"),
-        }
-    }
-}
-
-/// Set-up and handler times, for Server-Timing and the report.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Timing {
-    /// From the request reaching us to the wrapper's exec.
-    pub setup: Duration,
-    /// From exec to the response head.
-    pub first_byte: Duration,
-}
+use crate::sandbox::{self, Event, Host, Launch, Running, Stdio};
 
 /// A response under way: its head and a stream of body chunks.
 pub struct Started {
-    /// Status and headers.
     pub head: Head,
-    /// Body chunks.
     pub body: BodyStream,
-    /// Timings so far.
     pub timing: Timing,
 }
 
 /// An invocation that ended before a response head.
 #[derive(Debug)]
 pub struct Failure {
-    /// What happened.
     pub outcome: Outcome,
-    /// Timings so far.
     pub timing: Timing,
 }
 
 /// One call of a function.
 pub struct Call {
-    /// The invocation id.
     pub id: String,
-    /// Method.
     pub method: http::Method,
     /// What followed `/NAME` in the path.
     pub path_info: String,
     /// Raw query string.
     pub query: String,
-    /// Request headers.
     pub headers: HeaderMap,
-    /// The client.
     pub remote_addr: String,
     /// Host name the client used.
     pub server_name: String,
-    /// Our port.
     pub server_port: String,
     /// The whole request body (already limited).
     pub body: Bytes,
@@ -148,31 +65,6 @@ pub struct Call {
     pub received: Instant,
     /// Concurrency permits, held until the sandbox is gone.
     pub permits: Vec<tokio::sync::OwnedSemaphorePermit>,
-}
-
-/// What the report of every invocation carries; also fed to metrics.
-#[derive(Debug, Clone)]
-pub struct Report {
-    /// Function name.
-    pub function: String,
-    /// Invocation id.
-    pub id: String,
-    /// How it ended.
-    pub outcome: Outcome,
-    /// The status sent (or that would have been).
-    pub status: u16,
-    /// Whole duration.
-    pub duration: Duration,
-    /// Timings.
-    pub timing: Timing,
-    /// cgroup counters (None without cgroups).
-    pub usage: Option<Usage>,
-    /// Exit status of the sandbox's init.
-    pub exit: Option<ExitStatus>,
-    /// Body bytes sent.
-    pub bytes_out: u64,
-    /// The layers, as `ns=enforced …`.
-    pub layers: String,
 }
 
 /// Hook for metrics; the HTTP layer installs one.
@@ -426,7 +318,7 @@ impl End<'_> {
             report.status = report.outcome.status().as_u16();
             let _ = tx.send(Err(Failure { outcome: report.outcome.clone(), timing: report.timing }));
         }
-        crate::log::report(report);
+        report.log();
         if let Some(sink) = self.sink {
             sink(report);
         }
