@@ -28,6 +28,7 @@ run: deps build
 		--wrappers wrappers --state-dir /run/faas-dev serve --listen $(LISTEN)
 
 clippy:
+	$(CARGO) fmt --check
 	$(CARGO) clippy --locked --all-targets -- -D warnings
 
 # Everything: lints, unit tests, the unprivileged and the privileged integration tests,

@@ -40,8 +40,16 @@ pub fn find_head_end(buf: &[u8]) -> Option<(usize, usize)> {
 fn reserved(name: &HeaderName) -> bool {
     matches!(
         name.as_str(),
-        "connection" | "keep-alive" | "transfer-encoding" | "content-length" | "upgrade" | "te" | "trailer"
-            | "proxy-connection" | "proxy-authenticate" | "faas-invocation-id"
+        "connection"
+            | "keep-alive"
+            | "transfer-encoding"
+            | "content-length"
+            | "upgrade"
+            | "te"
+            | "trailer"
+            | "proxy-connection"
+            | "proxy-authenticate"
+            | "faas-invocation-id"
     )
 }
 
@@ -65,12 +73,15 @@ pub fn parse_head(head: &[u8]) -> Result<Head, String> {
             // connection now speaks another protocol (and hyper answers other 1xx with 500).
             let code = value.split_whitespace().next().unwrap_or("");
             let parsed = code.parse::<u16>().ok().and_then(|c| (200..=599).contains(&c).then_some(c));
-            let code = parsed.ok_or_else(|| format!("Status: {:?} is not a status code from 200 to 599", truncate(value)))?;
+            let code =
+                parsed.ok_or_else(|| format!("Status: {:?} is not a status code from 200 to 599", truncate(value)))?;
             status = Some(StatusCode::from_u16(code).map_err(|e| e.to_string())?);
             continue;
         }
-        let name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| format!("{:?} is not a header name", truncate(name)))?;
-        let value = HeaderValue::from_str(value).map_err(|_| format!("the value of {name} is not a valid header value"))?;
+        let name = HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| format!("{:?} is not a header name", truncate(name)))?;
+        let value =
+            HeaderValue::from_str(value).map_err(|_| format!("the value of {name} is not a valid header value"))?;
         if name == http::header::LOCATION {
             location = true;
         }
@@ -219,7 +230,9 @@ pub fn environment(meta: &RequestMeta, function_env: &[(String, String)]) -> Vec
         // httpoxy: a client-sent Proxy header must never become HTTP_PROXY. A name with `_`
         // would map onto the same variable as its `-` twin and could spoof it (nginx drops
         // those too). faas does no authentication, so Authorization is the handler's.
-        if matches!(name.as_str(), "proxy" | "content-type" | "content-length" | "connection") || name.as_str().contains('_') {
+        if matches!(name.as_str(), "proxy" | "content-type" | "content-length" | "connection")
+            || name.as_str().contains('_')
+        {
             continue;
         }
         let Ok(value) = value.to_str() else { continue };
@@ -233,9 +246,7 @@ pub fn environment(meta: &RequestMeta, function_env: &[(String, String)]) -> Vec
         }
     }
     env.extend(http_vars);
-    env.into_iter()
-        .filter_map(|(k, v)| CString::new(format!("{k}={v}")).ok())
-        .collect()
+    env.into_iter().filter_map(|(k, v)| CString::new(format!("{k}={v}")).ok()).collect()
 }
 
 #[cfg(test)]
@@ -252,7 +263,8 @@ mod tests {
 
     #[test]
     fn status_location_and_passthrough() {
-        let h = parse_head(b"Status: 201 Created\nContent-Type: text/plain\nX-A: 1\nX-A: 2\nContent-Length: 99\n").unwrap();
+        let h =
+            parse_head(b"Status: 201 Created\nContent-Type: text/plain\nX-A: 1\nX-A: 2\nContent-Length: 99\n").unwrap();
         assert_eq!(h.status, StatusCode::CREATED);
         assert_eq!(h.headers.get_all("x-a").iter().count(), 2);
         assert!(h.headers.get("content-length").is_none(), "we frame the body ourselves");
@@ -319,14 +331,35 @@ mod tests {
             ("set-cookie", "i=9; Domain="),
         ]);
         let dropped = scope_headers(&mut h, "shop", &[]);
-        assert_eq!(dropped, ["set-cookie c (Path=/)", "set-cookie d (Path=/shopping)", "set-cookie e (Domain)", "set-cookie h (Path=/)"]);
+        assert_eq!(
+            dropped,
+            [
+                "set-cookie c (Path=/)",
+                "set-cookie d (Path=/shopping)",
+                "set-cookie e (Domain)",
+                "set-cookie h (Path=/)"
+            ]
+        );
         let kept: Vec<&str> = h.get_all("set-cookie").iter().map(|v| v.to_str().unwrap()).collect();
-        assert_eq!(kept, ["a=1; Path=/shop", "b=2; path=/shop/cart; HttpOnly", "f=6; Secure; Path=/shop", "g=7; Path=relative; Path=/shop", "i=9; Domain=; Path=/shop"]);
+        assert_eq!(
+            kept,
+            [
+                "a=1; Path=/shop",
+                "b=2; path=/shop/cart; HttpOnly",
+                "f=6; Secure; Path=/shop",
+                "g=7; Path=relative; Path=/shop",
+                "i=9; Domain=; Path=/shop"
+            ]
+        );
     }
 
     #[test]
     fn a_function_may_opt_back_in() {
-        let mut h = head_of(&[("set-cookie", "sid=1; Path=/; Domain=example.org"), ("strict-transport-security", "max-age=1"), ("alt-svc", "clear")]);
+        let mut h = head_of(&[
+            ("set-cookie", "sid=1; Path=/; Domain=example.org"),
+            ("strict-transport-security", "max-age=1"),
+            ("alt-svc", "clear"),
+        ]);
         let allowed = ["set-cookie".to_owned(), "strict-transport-security".to_owned()];
         assert_eq!(scope_headers(&mut h, "login", &allowed), ["alt-svc"]);
         assert_eq!(h["set-cookie"], "sid=1; Path=/; Domain=example.org");
@@ -359,7 +392,20 @@ mod tests {
             .into_iter()
             .map(|c| c.into_string().unwrap())
             .collect();
-        for want in ["REQUEST_METHOD=POST", "PATH_INFO=/a/b", "QUERY_STRING=name=ada", "CONTENT_LENGTH=5", "CONTENT_TYPE=application/json", "HTTP_X_TRACE=abc", "FAAS_FUNCTION=hello", "FAAS_INVOCATION_ID=id-1", "FAAS_DEADLINE_MS=42", "SCRIPT_NAME=/hello", "GREETING=hi", "HOME=/tmp"] {
+        for want in [
+            "REQUEST_METHOD=POST",
+            "PATH_INFO=/a/b",
+            "QUERY_STRING=name=ada",
+            "CONTENT_LENGTH=5",
+            "CONTENT_TYPE=application/json",
+            "HTTP_X_TRACE=abc",
+            "FAAS_FUNCTION=hello",
+            "FAAS_INVOCATION_ID=id-1",
+            "FAAS_DEADLINE_MS=42",
+            "SCRIPT_NAME=/hello",
+            "GREETING=hi",
+            "HOME=/tmp",
+        ] {
             assert!(env.contains(&want.to_owned()), "{want} missing from {env:?}");
         }
         assert!(!env.iter().any(|e| e.starts_with("HTTP_PROXY")), "httpoxy");

@@ -159,7 +159,8 @@ fn doctor(config: Config) -> u8 {
     println!("faas {} doctor", env!("CARGO_PKG_VERSION"));
     println!("  running as root:   {}", if host.privileged { "yes" } else { "no" });
     println!("  landlock ABI:      {}", host.landlock.abi);
-    let userns = std::fs::read_to_string("/proc/sys/user/max_user_namespaces").map_or("unknown".into(), |s| s.trim().to_owned());
+    let userns =
+        std::fs::read_to_string("/proc/sys/user/max_user_namespaces").map_or("unknown".into(), |s| s.trim().to_owned());
     println!("  user namespaces:   max {userns} (sandboxes do not need them when faas runs as root)");
     let actions = std::fs::read_to_string("/proc/sys/kernel/seccomp/actions_avail").unwrap_or_default();
     println!("  seccomp actions:   {}", actions.trim());
@@ -167,11 +168,19 @@ fn doctor(config: Config) -> u8 {
     println!("  our cgroup:        {cgroup}");
     let journald = std::path::Path::new("/run/systemd/journal/socket").exists();
     println!("  journald:          {}", if journald { "socket present" } else { "absent: logs go to stderr" });
-    for (name, path) in [("python", &host.config.runtimes.python), ("node", &host.config.runtimes.node), ("sh", &host.config.runtimes.sh)] {
+    for (name, path) in [
+        ("python", &host.config.runtimes.python),
+        ("node", &host.config.runtimes.node),
+        ("sh", &host.config.runtimes.sh),
+    ] {
         let found = if path.exists() { "found" } else { "MISSING" };
         println!("  runtime {name:7}    {} ({found})", path.display());
     }
-    println!("  wrappers:          {} ({})", host.config.wrappers_dir.display(), if host.config.wrappers_dir.join("python.py").exists() { "found" } else { "MISSING" });
+    println!(
+        "  wrappers:          {} ({})",
+        host.config.wrappers_dir.display(),
+        if host.config.wrappers_dir.join("python.py").exists() { "found" } else { "MISSING" }
+    );
     println!();
     for (name, state, hint) in &host.layers.list {
         let why = match state {
@@ -220,7 +229,8 @@ async fn invoke_once(config: Config, args: &InvokeArgs) -> anyhow::Result<u8> {
         let value = ::http::header::HeaderValue::from_str(v.trim()).map_err(|_| bad())?;
         headers.append(name, value);
     }
-    let method = args.method.parse::<::http::Method>().map_err(|_| anyhow!("{:?} is not an HTTP method", args.method))?;
+    let method =
+        args.method.parse::<::http::Method>().map_err(|_| anyhow!("{:?} is not an HTTP method", args.method))?;
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Report>();
     let sink: invoke::ReportSink = Arc::new(move |r: &Report| {
         let _ = tx.send(r.clone());

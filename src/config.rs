@@ -213,7 +213,9 @@ impl ConfigError {
     pub fn summary(&self) -> String {
         match self {
             ConfigError::Read { .. } => "the function file cannot be read".to_owned(),
-            ConfigError::Invalid { line, column, .. } => format!("the function file is invalid (line {line}, column {column})"),
+            ConfigError::Invalid { line, column, .. } => {
+                format!("the function file is invalid (line {line}, column {column})")
+            }
         }
     }
 }
@@ -261,7 +263,10 @@ impl Config {
         }
         let whole = |message: String, hint: &str| ConfigError::at(path, text, None, message, Some(hint.to_owned()));
         if config.uid_count == 0 || config.uid_base.checked_add(config.uid_count).is_none() {
-            return Err(whole("uid_base + uid_count must fit in 32 bits and uid_count be above 0".into(), "the default range is 1879048192 + 65536"));
+            return Err(whole(
+                "uid_base + uid_count must fit in 32 bits and uid_count be above 0".into(),
+                "the default range is 1879048192 + 65536",
+            ));
         }
         if config.uid_base < 65536 {
             return Err(whole(
@@ -278,7 +283,10 @@ impl Config {
             ("max_bodies", config.max_bodies),
         ] {
             if value == Some(0) {
-                return Err(whole(format!("{key} must be at least 1"), "leave it out to derive it from the open-files limit"));
+                return Err(whole(
+                    format!("{key} must be at least 1"),
+                    "leave it out to derive it from the open-files limit",
+                ));
             }
         }
         if let (Some(all), Some(one)) = (config.max_connections, config.max_connections_per_client) {
@@ -329,13 +337,18 @@ mod tests {
 
     #[test]
     fn connection_settings_are_checked() {
-        let c = Config::parse(Path::new("/x/faas.toml"), "max_connections = 100\nmax_connections_per_client = 10\nmax_bodies = 7\n").unwrap();
+        let c = Config::parse(
+            Path::new("/x/faas.toml"),
+            "max_connections = 100\nmax_connections_per_client = 10\nmax_bodies = 7\n",
+        )
+        .unwrap();
         assert_eq!((c.max_connections, c.max_connections_per_client, c.max_bodies), (Some(100), Some(10), Some(7)));
         let c = Config::parse(Path::new("/x/faas.toml"), "").unwrap();
         assert_eq!((c.max_connections, c.max_connections_per_client, c.max_bodies), (None, None, None));
         let err = Config::parse(Path::new("/x/faas.toml"), "max_bodies = 0\n").unwrap_err();
         assert!(err.to_string().starts_with("/x/faas.toml:1:1: max_bodies must be at least 1"), "{err}");
-        let err = Config::parse(Path::new("/x/faas.toml"), "max_connections = 10\nmax_connections_per_client = 11\n").unwrap_err();
+        let err = Config::parse(Path::new("/x/faas.toml"), "max_connections = 10\nmax_connections_per_client = 11\n")
+            .unwrap_err();
         assert!(err.to_string().contains("above max_connections 10"), "{err}");
     }
 
@@ -350,7 +363,10 @@ mod tests {
         );
         assert_eq!(err.summary(), "the function file is invalid (line 2, column 8)");
         assert!(err.to_string().contains("/srv/tenant-secret/x cannot be used"), "the full text keeps it: {err}");
-        let read = ConfigError::Read { path: "/srv/tenant-secret/f.toml".into(), source: std::io::Error::from_raw_os_error(13) };
+        let read = ConfigError::Read {
+            path: "/srv/tenant-secret/f.toml".into(),
+            source: std::io::Error::from_raw_os_error(13),
+        };
         assert_eq!(read.summary(), "the function file cannot be read");
     }
 

@@ -148,9 +148,23 @@ pub fn valid_name(name: &str) -> bool {
 
 /// Environment names the daemon sets itself; a function may not override them.
 const RESERVED_ENV: &[&str] = &[
-    "REQUEST_METHOD", "PATH_INFO", "QUERY_STRING", "CONTENT_TYPE", "CONTENT_LENGTH", "REMOTE_ADDR",
-    "SERVER_NAME", "SERVER_PORT", "SERVER_PROTOCOL", "SERVER_SOFTWARE", "GATEWAY_INTERFACE",
-    "SCRIPT_NAME", "PATH_TRANSLATED", "REMOTE_HOST", "AUTH_TYPE", "REMOTE_USER", "LD_PRELOAD",
+    "REQUEST_METHOD",
+    "PATH_INFO",
+    "QUERY_STRING",
+    "CONTENT_TYPE",
+    "CONTENT_LENGTH",
+    "REMOTE_ADDR",
+    "SERVER_NAME",
+    "SERVER_PORT",
+    "SERVER_PROTOCOL",
+    "SERVER_SOFTWARE",
+    "GATEWAY_INTERFACE",
+    "SCRIPT_NAME",
+    "PATH_TRANSLATED",
+    "REMOTE_HOST",
+    "AUTH_TYPE",
+    "REMOTE_USER",
+    "LD_PRELOAD",
     "LD_LIBRARY_PATH",
 ];
 
@@ -256,12 +270,14 @@ fn parse_code(
     source: Option<Spanned<String>>,
 ) -> Result<(Code, String), ConfigError> {
     let kind = *runtime.get_ref();
-    let handler_err = |span: Range<usize>| move |e: HandlerError| at.err(Some(span), e.to_string(), &e.hint().unwrap_or_default());
+    let handler_err =
+        |span: Range<usize>| move |e: HandlerError| at.err(Some(span), e.to_string(), &e.hint().unwrap_or_default());
     match (code, handler, source) {
         (Some(code), Some(handler), None) => {
             let dir = resolve(base, code.get_ref());
-            let meta = std::fs::metadata(&dir)
-                .map_err(|e| at.err(Some(code.span()), format!("code directory {} cannot be used: {e}", dir.display()), ""))?;
+            let meta = std::fs::metadata(&dir).map_err(|e| {
+                at.err(Some(code.span()), format!("code directory {} cannot be used: {e}", dir.display()), "")
+            })?;
             if !meta.is_dir() {
                 return Err(at.err(Some(code.span()), format!("code {} is not a directory", dir.display()), ""));
             }
@@ -286,7 +302,9 @@ fn parse_code(
             }
             Ok((Code::Inline(source.into_inner()), handler))
         }
-        (Some(code), _, Some(_)) => Err(at.err(Some(code.span()), "set either code (with handler) or source, not both".into(), "")),
+        (Some(code), _, Some(_)) => {
+            Err(at.err(Some(code.span()), "set either code (with handler) or source, not both".into(), ""))
+        }
         (Some(code), None, None) => Err(at.err(
             Some(code.span()),
             "code needs a handler".into(),
@@ -311,7 +329,11 @@ fn parse_methods(at: &At, methods: Option<Spanned<Vec<String>>>) -> Result<Optio
         out.push(method);
     }
     if out.is_empty() {
-        return Err(at.err(Some(span), "methods is empty, so nothing could call this function".into(), "leave it out to allow every method"));
+        return Err(at.err(
+            Some(span),
+            "methods is empty, so nothing could call this function".into(),
+            "leave it out to allow every method",
+        ));
     }
     Ok(Some(out))
 }
@@ -333,7 +355,11 @@ fn merge_limits(at: &At, l: LimitsDef, d: &Limits) -> Result<Limits, ConfigError
         return Err(at.err(l.timeout.map(|s| s.span()), "timeout must be above 0".into(), ""));
     }
     if limits.memory.0 < (4 << 20) {
-        return Err(at.err(l.memory.map(|s| s.span()), format!("memory {} is too small to start an interpreter", limits.memory), "use at least \"4M\""));
+        return Err(at.err(
+            l.memory.map(|s| s.span()),
+            format!("memory {} is too small to start an interpreter", limits.memory),
+            "use at least \"4M\"",
+        ));
     }
     if limits.pids == 0 {
         return Err(at.err(l.pids.map(|s| s.span()), "pids must be at least 1".into(), ""));
@@ -351,7 +377,11 @@ fn check_read_only(at: &At, paths: &[Spanned<PathBuf>], defaults: &[PathBuf]) ->
     for p in paths {
         let path_ref = p.get_ref();
         if !path_ref.is_absolute() || path_ref.components().any(|c| matches!(c, Component::ParentDir)) {
-            return Err(at.err(Some(p.span()), format!("read_only path {} must be absolute, without ..", path_ref.display()), ""));
+            return Err(at.err(
+                Some(p.span()),
+                format!("read_only path {} must be absolute, without ..", path_ref.display()),
+                "",
+            ));
         }
         if SANDBOX_OWNED.iter().any(|o| path_ref == Path::new(o) || path_ref.starts_with(o) && *o != "/") {
             return Err(at.err(
@@ -361,7 +391,11 @@ fn check_read_only(at: &At, paths: &[Spanned<PathBuf>], defaults: &[PathBuf]) ->
             ));
         }
         if let Err(e) = std::fs::metadata(path_ref) {
-            return Err(at.err(Some(p.span()), format!("read_only path {} cannot be used: {e}", path_ref.display()), ""));
+            return Err(at.err(
+                Some(p.span()),
+                format!("read_only path {} cannot be used: {e}", path_ref.display()),
+                "",
+            ));
         }
         if LIVE_HOST.iter().any(|o| path_ref.starts_with(o)) {
             return Err(at.err(
@@ -390,7 +424,9 @@ fn check_read_only(at: &At, paths: &[Spanned<PathBuf>], defaults: &[PathBuf]) ->
 fn check_env(at: &At, env: BTreeMap<String, Spanned<String>>) -> Result<Vec<(String, String)>, ConfigError> {
     let mut out = Vec::new();
     for (k, v) in env {
-        let valid = !k.is_empty() && !k.as_bytes()[0].is_ascii_digit() && k.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'_');
+        let valid = !k.is_empty()
+            && !k.as_bytes()[0].is_ascii_digit()
+            && k.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'_');
         if !valid || RESERVED_ENV.contains(&k.as_str()) || k.starts_with("HTTP_") || k.starts_with("FAAS_") {
             return Err(at.err(
                 Some(v.span()),
@@ -415,7 +451,10 @@ fn check_allow_headers(at: &At, headers: Vec<Spanned<String>>) -> Result<Vec<Str
             return Err(at.err(
                 Some(h.span()),
                 format!("allow_headers lists {:?}, which is not an origin-wide header", h.get_ref()),
-                &format!("only these are held back, so only these can be allowed: {}", crate::cgi::ORIGIN_WIDE.join(", ")),
+                &format!(
+                    "only these are held back, so only these can be allowed: {}",
+                    crate::cgi::ORIGIN_WIDE.join(", ")
+                ),
             ));
         }
         out.push(name);
@@ -446,8 +485,12 @@ impl HandlerError {
     /// How to fix it, when known.
     fn hint(&self) -> Option<String> {
         match self {
-            HandlerError::NotModuleFunction(_) => Some("e.g. handler = \"main.handle\" calls handle() in main.py or main.js".into()),
-            HandlerError::NotInCodeDir(_) => Some("a relative path such as \"run.sh\", without .. or a leading /".into()),
+            HandlerError::NotModuleFunction(_) => {
+                Some("e.g. handler = \"main.handle\" calls handle() in main.py or main.js".into())
+            }
+            HandlerError::NotInCodeDir(_) => {
+                Some("a relative path such as \"run.sh\", without .. or a leading /".into())
+            }
             HandlerError::NotExecutable(file) => Some(format!("chmod +x {}", file.display())),
             HandlerError::Unusable { .. } | HandlerError::NotAFile(_) => None,
         }
@@ -526,7 +569,8 @@ mod tests {
 
     #[test]
     fn inline_python_gets_defaults() {
-        let f = parse("runtime = \"python\"\nsource = 'def handle(r): return \"hi\"'\n[limits]\nmemory = \"64M\"\n").unwrap();
+        let f = parse("runtime = \"python\"\nsource = 'def handle(r): return \"hi\"'\n[limits]\nmemory = \"64M\"\n")
+            .unwrap();
         assert_eq!(f.handler, "main.handle");
         assert_eq!(f.limits.memory, Bytes(64 << 20));
         assert_eq!(f.limits.timeout, Config::default().limits.timeout);
@@ -538,7 +582,10 @@ mod tests {
     fn code_dir_must_exist() {
         let err = parse("runtime = \"python\"\ncode = \"/nonexistent/x\"\nhandler = \"main.handle\"\n").unwrap_err();
         let text = err.to_string();
-        assert!(text.starts_with("/etc/faas/functions/hello.toml:2:8: code directory /nonexistent/x cannot be used"), "{text}");
+        assert!(
+            text.starts_with("/etc/faas/functions/hello.toml:2:8: code directory /nonexistent/x cannot be used"),
+            "{text}"
+        );
     }
 
     #[test]
@@ -557,7 +604,8 @@ mod tests {
 
     #[test]
     fn reserved_env_is_refused() {
-        let err = parse("runtime = \"sh\"\nsource = \"x\"\n[sandbox]\nenv = { LD_PRELOAD = \"/tmp/x.so\" }\n").unwrap_err();
+        let err =
+            parse("runtime = \"sh\"\nsource = \"x\"\n[sandbox]\nenv = { LD_PRELOAD = \"/tmp/x.so\" }\n").unwrap_err();
         assert!(err.to_string().contains("LD_PRELOAD"), "{err}");
     }
 
@@ -587,7 +635,14 @@ mod tests {
         let text = format!("runtime = \"exec\"\ncode = \"{}\"\nhandler = \"run\"\n", dir.path().display());
         let err = parse(&text).unwrap_err().to_string();
         let file = dir.path().canonicalize().unwrap().join("run");
-        assert!(err.ends_with(&format!(":3:11: handler {} is not executable\nhint: chmod +x {}", file.display(), file.display())), "{err}");
+        assert!(
+            err.ends_with(&format!(
+                ":3:11: handler {} is not executable\nhint: chmod +x {}",
+                file.display(),
+                file.display()
+            )),
+            "{err}"
+        );
     }
 
     #[test]
@@ -596,8 +651,13 @@ mod tests {
         assert!(f.allow_headers.is_empty());
         let f = parse("runtime = \"sh\"\nsource = \"x\"\n[response]\nallow_headers = [\"Strict-Transport-Security\", \"set-cookie\"]\n").unwrap();
         assert_eq!(f.allow_headers, ["strict-transport-security", "set-cookie"]);
-        let err = parse("runtime = \"sh\"\nsource = \"x\"\n[response]\nallow_headers = [\"x-frame-options\"]\n").unwrap_err();
-        assert!(err.to_string().contains(":4:18: allow_headers lists \"x-frame-options\", which is not an origin-wide header"), "{err}");
+        let err =
+            parse("runtime = \"sh\"\nsource = \"x\"\n[response]\nallow_headers = [\"x-frame-options\"]\n").unwrap_err();
+        assert!(
+            err.to_string()
+                .contains(":4:18: allow_headers lists \"x-frame-options\", which is not an origin-wide header"),
+            "{err}"
+        );
         let err = parse("runtime = \"sh\"\nsource = \"x\"\n[response]\nallow = [\"alt-svc\"]\n").unwrap_err();
         assert!(err.to_string().contains(":4:1: unknown field `allow`"), "{err}");
     }

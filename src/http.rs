@@ -28,10 +28,10 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 pub use admission::{open_fds, Capacity, CapacityError};
 use admission::{ClientKey, ConnectionSlot, Gate, Refusal};
 
-use crate::sandbox::Host;
 use crate::invoke::{self, Call, Flushes, Report, ReportSink};
 use crate::metrics::{Metrics, Stats};
 use crate::registry::{Lookup, Registry, State};
+use crate::sandbox::Host;
 
 /// The response body: either a fixed buffer or a function's streamed stdout.
 pub enum ResponseBody {
@@ -145,7 +145,14 @@ struct Ctx<'a> {
 
 impl Ctx<'_> {
     fn problem(&self, status: StatusCode, kind: &str, title: &str, detail: &str) -> Response<ResponseBody> {
-        let mut resp = Response::new(ResponseBody::Full(Full::new(Bytes::from(problem_body(status, kind, title, detail, Some(self.path), self.id)))));
+        let mut resp = Response::new(ResponseBody::Full(Full::new(Bytes::from(problem_body(
+            status,
+            kind,
+            title,
+            detail,
+            Some(self.path),
+            self.id,
+        )))));
         *resp.status_mut() = status;
         resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
         resp
@@ -167,7 +174,8 @@ fn json(status: StatusCode, value: serde_json::Value) -> Response<ResponseBody> 
 }
 
 fn server_timing(t: &invoke::Timing) -> HeaderValue {
-    let v = format!("setup;dur={:.3}, handler;dur={:.3}", t.setup.as_secs_f64() * 1e3, t.first_byte.as_secs_f64() * 1e3);
+    let v =
+        format!("setup;dur={:.3}, handler;dur={:.3}", t.setup.as_secs_f64() * 1e3, t.first_byte.as_secs_f64() * 1e3);
     HeaderValue::from_str(&v).expect("digits and ascii only")
 }
 
@@ -219,7 +227,13 @@ pub async fn handle(
     Ok(resp)
 }
 
-async fn route(app: &Arc<App>, req: Request<Incoming>, listener: &ListenerInfo, client: &Client, id: &str) -> Response<ResponseBody> {
+async fn route(
+    app: &Arc<App>,
+    req: Request<Incoming>,
+    listener: &ListenerInfo,
+    client: &Client,
+    id: &str,
+) -> Response<ResponseBody> {
     app.touch();
     let path = req.uri().path().to_owned();
     let ctx = Ctx { id, path: &path };
@@ -229,7 +243,10 @@ async fn route(app: &Arc<App>, req: Request<Incoming>, listener: &ListenerInfo, 
             "health" => json(StatusCode::OK, serde_json::json!({"status": "ok"})),
             "metrics" if admin => {
                 let mut resp = Response::new(ResponseBody::Full(Full::new(Bytes::from(app.metrics.encode()))));
-                resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"));
+                resp.headers_mut().insert(
+                    CONTENT_TYPE,
+                    HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+                );
                 resp
             }
             "functions" if admin => json(StatusCode::OK, functions_json(app)),
@@ -243,15 +260,35 @@ async fn route(app: &Arc<App>, req: Request<Incoming>, listener: &ListenerInfo, 
     };
     let loaded = match app.registry.lookup(name) {
         Lookup::Ready(l) => l,
-        Lookup::NotFound => return ctx.problem(StatusCode::NOT_FOUND, "function-not-found", "function not found", &format!("there is no function {name:?}")),
+        Lookup::NotFound => {
+            return ctx.problem(
+                StatusCode::NOT_FOUND,
+                "function-not-found",
+                "function not found",
+                &format!("there is no function {name:?}"),
+            )
+        }
         // Only where: the message may hold host paths and OS errors (it is in the journal,
         // and on the admin listener's /_/functions).
-        Lookup::Invalid(e) => return ctx.problem(StatusCode::SERVICE_UNAVAILABLE, "function-invalid", "function file is invalid", &e.summary()),
+        Lookup::Invalid(e) => {
+            return ctx.problem(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "function-invalid",
+                "function file is invalid",
+                &e.summary(),
+            )
+        }
     };
     let f = &loaded.function;
     if !f.allows(req.method()) {
-        let allow = f.methods.as_ref().map(|m| m.iter().map(|m| m.as_str()).collect::<Vec<_>>().join(", ")).unwrap_or_default();
-        let mut resp = ctx.problem(StatusCode::METHOD_NOT_ALLOWED, "method-not-allowed", "method not allowed", &format!("{} is not allowed; use {allow}", req.method()));
+        let allow =
+            f.methods.as_ref().map(|m| m.iter().map(|m| m.as_str()).collect::<Vec<_>>().join(", ")).unwrap_or_default();
+        let mut resp = ctx.problem(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method-not-allowed",
+            "method not allowed",
+            &format!("{} is not allowed; use {allow}", req.method()),
+        );
         if let Ok(v) = HeaderValue::from_str(&allow) {
             resp.headers_mut().insert(ALLOW, v);
         }
@@ -261,7 +298,14 @@ async fn route(app: &Arc<App>, req: Request<Incoming>, listener: &ListenerInfo, 
         return ctx.problem(StatusCode::BAD_REQUEST, "bad-request", "bad request", "the path is not valid UTF-8");
     };
     let limit = f.limits.body.0;
-    let too_large = || ctx.problem(StatusCode::PAYLOAD_TOO_LARGE, "body-too-large", "request body too large", &format!("the body may be at most {limit} bytes"));
+    let too_large = || {
+        ctx.problem(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body-too-large",
+            "request body too large",
+            &format!("the body may be at most {limit} bytes"),
+        )
+    };
     let declared = req.headers().get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit) {
         return too_large();
@@ -285,19 +329,48 @@ async fn route(app: &Arc<App>, req: Request<Incoming>, listener: &ListenerInfo, 
         match tokio::time::timeout(app.host.config.body_timeout.0, Limited::new(body, limit as usize).collect()).await {
             Ok(Ok(collected)) => collected.to_bytes(),
             Ok(Err(e)) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => return too_large(),
-            Ok(Err(_)) => return ctx.problem(StatusCode::BAD_REQUEST, "bad-request", "bad request", "the request body could not be read"),
-            Err(_) => return ctx.problem(StatusCode::REQUEST_TIMEOUT, "body-timeout", "request body too slow", "the request body did not arrive in time"),
+            Ok(Err(_)) => {
+                return ctx.problem(
+                    StatusCode::BAD_REQUEST,
+                    "bad-request",
+                    "bad request",
+                    "the request body could not be read",
+                )
+            }
+            Err(_) => {
+                return ctx.problem(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "body-timeout",
+                    "request body too slow",
+                    "the request body did not arrive in time",
+                )
+            }
         }
     };
     let Ok(global) = app.global.clone().try_acquire_owned() else {
-        return ctx.busy(StatusCode::TOO_MANY_REQUESTS, "overloaded", "too many requests", "the server is at its concurrency limit");
+        return ctx.busy(
+            StatusCode::TOO_MANY_REQUESTS,
+            "overloaded",
+            "too many requests",
+            "the server is at its concurrency limit",
+        );
     };
     let Ok(local) = loaded.limiter.clone().try_acquire_owned() else {
-        return ctx.busy(StatusCode::TOO_MANY_REQUESTS, "concurrency-limit", "too many requests", &format!("{name} runs at most {} requests at once", f.limits.concurrency));
+        return ctx.busy(
+            StatusCode::TOO_MANY_REQUESTS,
+            "concurrency-limit",
+            "too many requests",
+            &format!("{name} runs at most {} requests at once", f.limits.concurrency),
+        );
     };
 
     let head_only = parts.method == http::Method::HEAD;
-    let server_name = parts.headers.get(http::header::HOST).and_then(|h| h.to_str().ok()).map(|h| h.rsplit_once(':').map_or(h, |(n, _)| n).to_owned()).unwrap_or_else(|| "localhost".into());
+    let server_name = parts
+        .headers
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(|h| h.rsplit_once(':').map_or(h, |(n, _)| n).to_owned())
+        .unwrap_or_else(|| "localhost".into());
     let call = Call {
         id: id.to_owned(),
         method: parts.method,
@@ -374,7 +447,9 @@ fn functions_json(app: &App) -> serde_json::Value {
                 },
                 "network": l.function.network,
             }),
-            State::Invalid(reason) => serde_json::json!({"name": name, "status": "invalid", "reason": reason.to_string()}),
+            State::Invalid(reason) => {
+                serde_json::json!({"name": name, "status": "invalid", "reason": reason.to_string()})
+            }
         })
         .collect();
     serde_json::json!({ "functions": list, "layers": app.host.layers.summary })
@@ -438,8 +513,12 @@ pub async fn serve(
         let app = app.clone();
         let info = info.clone();
         let flushes = Arc::new(Flushes::default());
-        let io = TokioIo::new(Box::new(FlushWatch { inner: io.into_inner(), flushes: flushes.clone() }) as Box<dyn IoStream>);
-        let service = hyper::service::service_fn(move |req| handle(app.clone(), req, info.clone(), client.clone(), flushes.clone()));
+        let io = TokioIo::new(
+            Box::new(FlushWatch { inner: io.into_inner(), flushes: flushes.clone() }) as Box<dyn IoStream>
+        );
+        let service = hyper::service::service_fn(move |req| {
+            handle(app.clone(), req, info.clone(), client.clone(), flushes.clone())
+        });
         let conn = hyper::server::conn::http1::Builder::new()
             .timer(TokioTimer::new())
             .header_read_timeout(Duration::from_secs(10))
@@ -500,7 +579,11 @@ struct FlushWatch {
 }
 
 impl tokio::io::AsyncRead for FlushWatch {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut tokio::io::ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         Pin::new(&mut self.inner).poll_read(cx, buf)
     }
 }
@@ -509,7 +592,11 @@ impl tokio::io::AsyncWrite for FlushWatch {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.inner).poll_write(cx, buf)
     }
-    fn poll_write_vectored(mut self: Pin<&mut Self>, cx: &mut Context<'_>, bufs: &[io::IoSlice<'_>]) -> Poll<io::Result<usize>> {
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
     }
     fn is_write_vectored(&self) -> bool {

@@ -41,7 +41,9 @@ pub fn init(verbose: bool) {
             let _ = tracing::subscriber::set_global_default(tracing_subscriber::registry().with(j.with_filter(filter)));
         }
         None => {
-            let _ = tracing::subscriber::set_global_default(tracing_subscriber::registry().with(StderrLayer.with_filter(filter)));
+            let _ = tracing::subscriber::set_global_default(
+                tracing_subscriber::registry().with(StderrLayer.with_filter(filter)),
+            );
         }
     }
 }

@@ -60,24 +60,46 @@ impl Metrics {
     pub fn new(stats: Arc<Stats>) -> Metrics {
         let mut registry = Registry::with_prefix("faas");
         let invocations = Family::<OutcomeLabels, Counter>::default();
-        let duration: HistogramFamily = Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.001, 2.0, 16)));
-        let setup: HistogramFamily = Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.000_1, 2.0, 14)));
-        let memory: HistogramFamily = Family::new_with_constructor(|| Histogram::new(exponential_buckets(1_048_576.0, 2.0, 12)));
+        let duration: HistogramFamily =
+            Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.001, 2.0, 16)));
+        let setup: HistogramFamily =
+            Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.000_1, 2.0, 14)));
+        let memory: HistogramFamily =
+            Family::new_with_constructor(|| Histogram::new(exponential_buckets(1_048_576.0, 2.0, 12)));
         let spawn_failures = Family::<FunctionLabels, Counter>::default();
         let in_flight = Gauge::default();
         registry.register("invocations", "Invocations by function and outcome", invocations.clone());
-        registry.register("invocation_duration_seconds", "Whole invocation time, request to sandbox gone", duration.clone());
+        registry.register(
+            "invocation_duration_seconds",
+            "Whole invocation time, request to sandbox gone",
+            duration.clone(),
+        );
         registry.register("sandbox_setup_seconds", "Request received to wrapper exec", setup.clone());
-        registry.register("memory_peak_bytes", "Peak memory of a sandbox (memory.peak; only with cgroups)", memory.clone());
+        registry.register(
+            "memory_peak_bytes",
+            "Peak memory of a sandbox (memory.peak; only with cgroups)",
+            memory.clone(),
+        );
         registry.register("spawn_failures", "Sandboxes that could not be set up", spawn_failures.clone());
         registry.register("in_flight", "Invocations running now", in_flight.clone());
-        Metrics { registry: Mutex::new(registry), invocations, duration, setup, memory, spawn_failures, in_flight, stats }
+        Metrics {
+            registry: Mutex::new(registry),
+            invocations,
+            duration,
+            setup,
+            memory,
+            spawn_failures,
+            in_flight,
+            stats,
+        }
     }
 
     /// Records one finished invocation.
     pub fn observe(&self, r: &Report) {
         let function = FunctionLabels { function: r.function.clone() };
-        self.invocations.get_or_create(&OutcomeLabels { function: r.function.clone(), outcome: r.outcome.slug().to_owned() }).inc();
+        self.invocations
+            .get_or_create(&OutcomeLabels { function: r.function.clone(), outcome: r.outcome.slug().to_owned() })
+            .inc();
         self.duration.get_or_create(&function).observe(r.duration.as_secs_f64());
         if r.timing.setup > std::time::Duration::ZERO {
             self.setup.get_or_create(&function).observe(r.timing.setup.as_secs_f64());

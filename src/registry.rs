@@ -276,12 +276,15 @@ fn make_invoke_dir(state: &Path) -> std::io::Result<(PathBuf, Flock<File>)> {
 fn remove_dead_invokes(state: &Path) {
     let Ok(entries) = std::fs::read_dir(state) else { return };
     for entry in entries.flatten() {
-        if !entry.file_name().as_encoded_bytes().starts_with(b"invoke-") || !entry.file_type().is_ok_and(|t| t.is_dir()) {
+        if !entry.file_name().as_encoded_bytes().starts_with(b"invoke-") || !entry.file_type().is_ok_and(|t| t.is_dir())
+        {
             continue;
         }
         let path = entry.path();
         // A live invoke holds the flock; EWOULDBLOCK leaves its directory alone.
-        let Ok(Ok(_lock)) = File::open(&path).map(|f| Flock::lock(f, FlockArg::LockExclusiveNonblock)) else { continue };
+        let Ok(Ok(_lock)) = File::open(&path).map(|f| Flock::lock(f, FlockArg::LockExclusiveNonblock)) else {
+            continue;
+        };
         match std::fs::remove_dir_all(&path) {
             Ok(()) => tracing::info!("removed {}, left by a faas invoke that is gone", path.display()),
             Err(e) => tracing::warn!("failed to remove {}, left by a faas invoke that is gone: {e}", path.display()),
@@ -313,7 +316,14 @@ impl Registry {
     pub fn new(host: Arc<Host>, role: Role) -> Result<Registry, StateError> {
         let dir = host.config.functions_dir.clone();
         let state = StateDir::open(&host.config.state_dir, role)?;
-        Ok(Registry { host, dir, state, entries: Mutex::default(), limiters: Mutex::default(), versions: AtomicU64::new(1) })
+        Ok(Registry {
+            host,
+            dir,
+            state,
+            entries: Mutex::default(),
+            limiters: Mutex::default(),
+            versions: AtomicU64::new(1),
+        })
     }
 
     /// The functions directory.
@@ -367,9 +377,9 @@ impl Registry {
         };
         let limiter = {
             let mut limiters = self.limiters.lock().expect("registry lock is never poisoned");
-            let slot = limiters
-                .entry(name.to_owned())
-                .or_insert_with(|| (function.limits.concurrency, Arc::new(Semaphore::new(function.limits.concurrency))));
+            let slot = limiters.entry(name.to_owned()).or_insert_with(|| {
+                (function.limits.concurrency, Arc::new(Semaphore::new(function.limits.concurrency)))
+            });
             if slot.0 != function.limits.concurrency {
                 *slot = (function.limits.concurrency, Arc::new(Semaphore::new(function.limits.concurrency)));
             }
@@ -561,7 +571,11 @@ mod tests {
             let err = StateDir::open(&state, role).err().expect("a group-writable state dir").to_string();
             let canonical = state.canonicalize().unwrap();
             assert!(
-                err.starts_with(&format!("the state directory {} is not safe: {} is writable by group or others (mode 0775)\nhint: ", state.display(), canonical.display())),
+                err.starts_with(&format!(
+                    "the state directory {} is not safe: {} is writable by group or others (mode 0775)\nhint: ",
+                    state.display(),
+                    canonical.display()
+                )),
                 "{err}"
             );
         }
@@ -570,7 +584,12 @@ mod tests {
     #[test]
     fn nofile_above_the_hard_limit_is_named() {
         let config = crate::config::Config::default();
-        let f = Function::parse(Path::new("/x/many.toml"), "runtime = \"sh\"\nsource = \"true\"\n[limits]\nnofile = 4096\n", &config).unwrap();
+        let f = Function::parse(
+            Path::new("/x/many.toml"),
+            "runtime = \"sh\"\nsource = \"true\"\n[limits]\nnofile = 4096\n",
+            &config,
+        )
+        .unwrap();
         assert_eq!(nofile_warning(&f, None), None);
         assert_eq!(nofile_warning(&f, Some(4096)), None);
         let w = nofile_warning(&f, Some(1024)).unwrap();

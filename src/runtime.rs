@@ -9,11 +9,16 @@ use crate::function::Runtime;
 /// The program to exec and its argv (argv[0] included).
 pub fn command(runtime: Runtime, handler: &str, runtimes: &Runtimes) -> (CString, Vec<CString>) {
     let c = |s: &str| CString::new(s).expect("handlers and paths are checked to hold no NUL");
-    let path = |p: &std::path::Path| CString::new(p.as_os_str().as_encoded_bytes()).expect("paths from the config hold no NUL");
+    let path = |p: &std::path::Path| {
+        CString::new(p.as_os_str().as_encoded_bytes()).expect("paths from the config hold no NUL")
+    };
     let script = format!("/code/{handler}");
     match runtime {
         // -I: ignore PYTHON* variables and the user site; -B: /code is read-only anyway.
-        Runtime::Python => (path(&runtimes.python), vec![path(&runtimes.python), c("-I"), c("-B"), c("/faas/python.py"), c("/code"), c(handler)]),
+        Runtime::Python => (
+            path(&runtimes.python),
+            vec![path(&runtimes.python), c("-I"), c("-B"), c("/faas/python.py"), c("/code"), c(handler)],
+        ),
         Runtime::Node => (path(&runtimes.node), vec![path(&runtimes.node), c("/faas/node.js"), c("/code"), c(handler)]),
         Runtime::Sh => (path(&runtimes.sh), vec![path(&runtimes.sh), c(&script)]),
         Runtime::Exec => (c(&script), vec![c(&script)]),

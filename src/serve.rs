@@ -23,7 +23,9 @@ use crate::sandbox::{Host, LayerState};
 pub enum ServeError {
     #[error("no listening socket: start faas through faas.socket (systemd passes LISTEN_FDS) or give --listen 127.0.0.1:8080")]
     NoListener,
-    #[error("listen fd {fd} ({name}) is neither a TCP nor a unix stream socket\nhint: faas.socket must use ListenStream=")]
+    #[error(
+        "listen fd {fd} ({name}) is neither a TCP nor a unix stream socket\nhint: faas.socket must use ListenStream="
+    )]
     ListenFd { fd: usize, name: String },
     #[error("failed to listen on {addr}: {source}")]
     Listen {
@@ -77,7 +79,8 @@ enum TakenSocket {
 /// Called from `main` before anything else could open an fd and before threads exist.
 pub fn take_listeners(extra: &[String]) -> Result<Vec<TakenListener>, ServeError> {
     let mut fds = listenfd::ListenFd::from_env();
-    let names: Vec<String> = std::env::var("LISTEN_FDNAMES").map(|n| n.split(':').map(str::to_owned).collect()).unwrap_or_default();
+    let names: Vec<String> =
+        std::env::var("LISTEN_FDNAMES").map(|n| n.split(':').map(str::to_owned).collect()).unwrap_or_default();
     let mut out = Vec::new();
     for i in 0..fds.len() {
         let name = names.get(i).cloned().unwrap_or_else(|| "http".into());
@@ -90,7 +93,8 @@ pub fn take_listeners(extra: &[String]) -> Result<Vec<TakenListener>, ServeError
         }
     }
     for addr in extra {
-        let l = std::net::TcpListener::bind(addr).map_err(|source| ServeError::Listen { addr: addr.clone(), source })?;
+        let l =
+            std::net::TcpListener::bind(addr).map_err(|source| ServeError::Listen { addr: addr.clone(), source })?;
         out.push(TakenListener { name: "http".into(), socket: TakenSocket::Tcp(l) });
     }
     Ok(out)
@@ -132,7 +136,9 @@ fn log_layers(host: &Host) {
     for (name, state, hint) in &host.layers.list {
         match state {
             LayerState::Enforced => tracing::info!("sandbox layer {name}: enforced"),
-            LayerState::Partial(w) | LayerState::Missing(w) => tracing::warn!("sandbox layer {name}: {}: {w}\nhint: {hint}", state.word()),
+            LayerState::Partial(w) | LayerState::Missing(w) => {
+                tracing::warn!("sandbox layer {name}: {}: {w}\nhint: {hint}", state.word())
+            }
         }
     }
     if !host.privileged {
@@ -143,7 +149,8 @@ fn log_layers(host: &Host) {
 /// Splits the fd budget, once, now that the listeners, journald and the loaded functions
 /// hold theirs; `main` raised the soft open-files limit to the hard one before.
 fn derive_capacity(host: &Host) -> Result<Capacity, ServeError> {
-    let nofile = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).map_err(ServeError::Nofile)?.0;
+    let nofile =
+        nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).map_err(ServeError::Nofile)?.0;
     let open = http::open_fds().map_err(ServeError::CountFds)?;
     let capacity = Capacity::derive(&host.config, nofile, open)?;
     if capacity.sandboxes < host.config.max_concurrency {
@@ -172,12 +179,20 @@ fn start_accept_loops(
                 s.set_nonblocking(true).map_err(failed("make non-blocking", &name))?;
                 let port = s.local_addr().map(|a| a.port().to_string()).unwrap_or_default();
                 tracing::info!("listening on {} ({name})", s.local_addr().map(|a| a.to_string()).unwrap_or_default());
-                (Listener::Tcp(tokio::net::TcpListener::from_std(s).map_err(failed("register with tokio", &name))?), port)
+                (
+                    Listener::Tcp(tokio::net::TcpListener::from_std(s).map_err(failed("register with tokio", &name))?),
+                    port,
+                )
             }
             TakenSocket::Unix(s) => {
                 s.set_nonblocking(true).map_err(failed("make non-blocking", &name))?;
                 tracing::info!("listening on a unix socket ({name})");
-                (Listener::Unix(tokio::net::UnixListener::from_std(s).map_err(failed("register with tokio", &name))?), "0".into())
+                (
+                    Listener::Unix(
+                        tokio::net::UnixListener::from_std(s).map_err(failed("register with tokio", &name))?,
+                    ),
+                    "0".into(),
+                )
             }
         };
         let info = ListenerInfo { admin: name == "admin", port };
@@ -250,7 +265,11 @@ async fn drain(app: &App, graceful: Arc<GracefulShutdown>) -> Result<(), ServeEr
 
 /// The STATUS= line: what `systemctl status faas` shows.
 fn status(app: &App) -> String {
-    format!("{} in flight, {} served", app.stats.in_flight.load(Ordering::Relaxed), app.stats.served.load(Ordering::Relaxed))
+    format!(
+        "{} in flight, {} served",
+        app.stats.in_flight.load(Ordering::Relaxed),
+        app.stats.served.load(Ordering::Relaxed)
+    )
 }
 
 fn notify(states: &[NotifyState]) {

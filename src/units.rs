@@ -27,7 +27,9 @@ pub fn parse_bytes(s: &str) -> Result<u64, String> {
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (num, suffix) = t.split_at(split);
     if num.is_empty() {
-        return Err(format!("{s:?} is not a size: expected a number with an optional K, M, G or T suffix, like \"128M\""));
+        return Err(format!(
+            "{s:?} is not a size: expected a number with an optional K, M, G or T suffix, like \"128M\""
+        ));
     }
     let n: u64 = num.parse().map_err(|_| format!("{s:?} is too large"))?;
     let shift = match suffix.trim() {
@@ -60,9 +62,8 @@ pub fn parse_span(s: &str) -> Result<Duration, String> {
         rest = rest.trim_start();
         let split = rest.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(rest.len());
         let (num, after) = rest.split_at(split);
-        let value: f64 = num
-            .parse()
-            .map_err(|_| format!("{s:?} is not a duration: expected e.g. \"10s\", \"500ms\", \"2min\""))?;
+        let value: f64 =
+            num.parse().map_err(|_| format!("{s:?} is not a duration: expected e.g. \"10s\", \"500ms\", \"2min\""))?;
         let after = after.trim_start();
         let unit_len = after.find(|c: char| !c.is_ascii_alphabetic()).unwrap_or(after.len());
         let (unit, tail) = after.split_at(unit_len);
@@ -138,7 +139,11 @@ impl<'de> Deserialize<'de> for Span {
 
 impl<'de> Deserialize<'de> for Percent {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(UnitVisitor { what: "a percentage like \"50%\"", parse: |s| parse_percent(s).map(Percent), from_int: None })
+        d.deserialize_any(UnitVisitor {
+            what: "a percentage like \"50%\"",
+            parse: |s| parse_percent(s).map(Percent),
+            from_int: None,
+        })
     }
 }
 

@@ -195,7 +195,11 @@ fn host_processes(range: (u32, u32), comm: &str) -> Vec<(u32, String)> {
         let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
         let name = std::fs::read_to_string(entry.path().join("comm")).unwrap_or_default().trim().to_owned();
         let status = std::fs::read_to_string(entry.path().join("status")).unwrap_or_default();
-        let uid = status.lines().find(|l| l.starts_with("Uid:")).and_then(|l| l.split_whitespace().nth(1)).and_then(|u| u.parse::<u32>().ok());
+        let uid = status
+            .lines()
+            .find(|l| l.starts_with("Uid:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|u| u.parse::<u32>().ok());
         if name == comm || uid.is_some_and(|u| u >= range.0 && u < range.0 + range.1) {
             found.push((pid, name));
         }
@@ -267,7 +271,10 @@ def handle(request):
 "#;
     let d = start(&[("front", &py(src, ""))]);
     let config = d.dir.path().join("faas.toml");
-    let j = ok_json(&d, &format!("/front?pid={}&config={}&fdir={}", d.pid(), config.display(), d.functions_dir().display()));
+    let j = ok_json(
+        &d,
+        &format!("/front?pid={}&config={}&fdir={}", d.pid(), config.display(), d.functions_dir().display()),
+    );
     assert_eq!(j["config"], ENOENT, "{j}");
     assert_eq!(j["functions_dir"], ENOENT, "{j}");
     assert_eq!(j["daemon_environ"], ENOENT, "the daemon's /proc entry is visible: {j}");
@@ -277,8 +284,22 @@ def handle(request):
     // daemon built, and nothing of the daemon's own (NOTIFY_SOCKET, LISTEN_FDS, the test's env).
     assert_eq!(j["proc1_is_me"], true, "{j}");
     const CGI: &[&str] = &[
-        "GATEWAY_INTERFACE", "PATH_INFO", "QUERY_STRING", "REMOTE_ADDR", "REQUEST_METHOD", "SCRIPT_NAME", "SERVER_NAME",
-        "SERVER_PORT", "SERVER_PROTOCOL", "SERVER_SOFTWARE", "CONTENT_TYPE", "CONTENT_LENGTH", "PATH", "HOME", "TMPDIR", "LANG",
+        "GATEWAY_INTERFACE",
+        "PATH_INFO",
+        "QUERY_STRING",
+        "REMOTE_ADDR",
+        "REQUEST_METHOD",
+        "SCRIPT_NAME",
+        "SERVER_NAME",
+        "SERVER_PORT",
+        "SERVER_PROTOCOL",
+        "SERVER_SOFTWARE",
+        "CONTENT_TYPE",
+        "CONTENT_LENGTH",
+        "PATH",
+        "HOME",
+        "TMPDIR",
+        "LANG",
     ];
     for (what, list) in [("/proc/1/environ", &j["proc1_environ_names"]), ("os.environ", &j["env_names"])] {
         let names: Vec<&str> = list.as_array().unwrap().iter().filter_map(|v| v.as_str()).collect();
@@ -398,7 +419,11 @@ def handle(request):
     let uid = j["uid"].as_i64().unwrap();
     assert!(uid >= i64::from(UID_BASE), "{j}");
     assert_eq!(j["euid"], uid, "{j}");
-    assert_eq!(j["code_id"], format!("uid={uid} gid={uid} groups={uid}"), "a setuid-root program changed the euid: {j}");
+    assert_eq!(
+        j["code_id"],
+        format!("uid={uid} gid={uid} groups={uid}"),
+        "a setuid-root program changed the euid: {j}"
+    );
     assert_eq!(j["tmp_suid_bit"], true, "{j}");
     assert_eq!(j["tmp_nosuid"], true, "{j}");
     assert_eq!(j["code_nosuid"], true, "{j}");
@@ -529,7 +554,11 @@ fn abstract_socket_of_the_host_is_not_in_the_sandbox_netns() {
     // Abstract names are per network namespace: the empty one has no such name at all.
     assert_eq!(j["host"], ECONNREFUSED, "{j}");
     assert_eq!(j["own"], 0, "{j}");
-    assert_eq!(l.accept().map(|_| ()).map_err(|e| e.kind()), Err(ErrorKind::WouldBlock), "the sandbox reached the host's socket");
+    assert_eq!(
+        l.accept().map(|_| ()).map_err(|e| e.kind()),
+        Err(ErrorKind::WouldBlock),
+        "the sandbox reached the host's socket"
+    );
     assert_still_serves(&d);
 }
 
@@ -547,7 +576,11 @@ fn abstract_socket_with_host_network_is_eperm_from_landlock_scope() {
     assert_eq!(j["host"], EPERM, "{j}");
     // With the host's network a sandbox binds nothing, its own abstract names included.
     assert_eq!(j["own"], EPERM, "{j}");
-    assert_eq!(l.accept().map(|_| ()).map_err(|e| e.kind()), Err(ErrorKind::WouldBlock), "the sandbox reached the host's socket");
+    assert_eq!(
+        l.accept().map(|_| ()).map_err(|e| e.kind()),
+        Err(ErrorKind::WouldBlock),
+        "the sandbox reached the host's socket"
+    );
     assert_still_serves(&d);
 }
 
@@ -666,7 +699,12 @@ def handle(request):
 
 // bpf(BPF_PROG_LOAD, NULL, 0)
 denied!(bpf_is_syscall_denied, "bpf", "raw(NR['bpf'], 5, None, 0)", "bpf");
-denied!(perf_event_open_is_syscall_denied, "perf", "raw(NR['perf_event_open'], ctypes.create_string_buffer(128), 0, -1, -1, 0)", "perf_event_open");
+denied!(
+    perf_event_open_is_syscall_denied,
+    "perf",
+    "raw(NR['perf_event_open'], ctypes.create_string_buffer(128), 0, -1, -1, 0)",
+    "perf_event_open"
+);
 // add_key("user", "faas", "x", 1, KEY_SPEC_PROCESS_KEYRING)
 denied!(add_key_is_syscall_denied, "key", "raw(NR['add_key'], b'user', b'faas', b'x', 1, -2)", "add_key");
 denied!(userfaultfd_is_syscall_denied, "uffd", "raw(NR['userfaultfd'], 0)", "userfaultfd");
@@ -774,10 +812,14 @@ def handle(request):
     // runs as: only the pid namespace keeps kill(-1) from reaching it, not a uid check.
     let uids = common::private_uids(1);
     let hello = python("def handle(request):\n    return 'hello'", "");
-    let d = Daemon::start_opts(&[("killer", &py(src, "")), ("hello", &hello)], common::Options { uids: Some(uids), ..Default::default() });
+    let d = Daemon::start_opts(
+        &[("killer", &py(src, "")), ("hello", &hello)],
+        common::Options { uids: Some(uids), ..Default::default() },
+    );
     require_sandboxed(&d, "/killer");
     let base = uids.0;
-    let mut bystander = Bystander(std::process::Command::new("/bin/sleep").arg("120").uid(base).gid(base).spawn().unwrap());
+    let mut bystander =
+        Bystander(std::process::Command::new("/bin/sleep").arg("120").uid(base).gid(base).spawn().unwrap());
     let j = ok_json(&d, &format!("/killer?pid={}", d.pid()));
     assert_eq!(j["kill_daemon"], ESRCH, "{j}");
     assert_eq!(j["pidfd_daemon"], ESRCH, "{j}");
@@ -1010,7 +1052,13 @@ fn two_gib_on_stdout_stop_at_exactly_the_output_limit_and_end_cut() {
     // a complete one. Half of the requests read slowly, so the cut meets a full socket and a
     // full channel. (Regressions: the cut was lost when a slow client let the channel fill up;
     // hyper dropped what it still buffered when the body ended with an error.)
-    let d = start(&[("flood", &sh_with("printf 'Content-Type: application/octet-stream\\n\\n'\nhead -c 2G /dev/zero", "[limits]\noutput = \"1M\""))]);
+    let d = start(&[(
+        "flood",
+        &sh_with(
+            "printf 'Content-Type: application/octet-stream\\n\\n'\nhead -c 2G /dev/zero",
+            "[limits]\noutput = \"1M\"",
+        ),
+    )]);
     let fds = d.fd_count();
     let (mut cleanly_ended, mut short) = (Vec::new(), Vec::new());
     for i in 0..10 {
@@ -1040,7 +1088,10 @@ fn two_gib_on_stdout_stop_at_exactly_the_output_limit_and_end_cut() {
     let reports: Vec<&str> = logs.lines().filter(|l| l.contains("REPORT flood ")).collect();
     assert_eq!(reports.len(), 10, "{reports:?}");
     for line in &reports {
-        assert!(line.contains(" outcome=output-too-large ") && line.contains(&format!(" bytes_out={} ", 1 << 20)), "{line}");
+        assert!(
+            line.contains(" outcome=output-too-large ") && line.contains(&format!(" bytes_out={} ", 1 << 20)),
+            "{line}"
+        );
     }
     d.wait_quiet(fds);
     assert_still_serves(&d);
@@ -1116,7 +1167,10 @@ def handle(request):
     let logs = d.logs();
     let pieces: Vec<&str> = logs.lines().filter_map(|l| l.strip_prefix(&prefix)).filter(|l| !l.is_empty()).collect();
     assert_eq!(pieces.len(), 16, "1 MiB in 64 KiB pieces: {:?}", pieces.iter().map(|p| p.len()).collect::<Vec<_>>());
-    assert!(pieces.iter().all(|p| p.len() == 64 << 10 && p.bytes().all(|b| b == b'A')), "pieces are not 64 KiB of the line");
+    assert!(
+        pieces.iter().all(|p| p.len() == 64 << 10 && p.bytes().all(|b| b == b'A')),
+        "pieces are not 64 KiB of the line"
+    );
     assert_still_serves(&d);
 }
 
@@ -1162,7 +1216,8 @@ def handle(request):
         }
         if Instant::now() > deadline {
             for (pid, _) in &left {
-                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(*pid as i32), nix::sys::signal::Signal::SIGKILL);
+                let _ =
+                    nix::sys::signal::kill(nix::unistd::Pid::from_raw(*pid as i32), nix::sys::signal::Signal::SIGKILL);
             }
             panic!("sandbox processes outlived the response: {left:?}");
         }
@@ -1289,7 +1344,11 @@ fn a_run_of_attacks_against_one_daemon_leaves_it_serving() {
     assert_syscall_denied(&d, &d.get("/mount"), "mount");
     assert_syscall_denied(&d, &d.get("/listener"), "seccomp");
     let (status, body, terminated) = get_raw_chunked(&d, "/flood", Duration::ZERO);
-    assert_eq!((status, body.len(), terminated), (200, 64 << 10, false), "the flood is cut at exactly 64K and ends unclean");
+    assert_eq!(
+        (status, body.len(), terminated),
+        (200, 64 << 10, false),
+        "the flood is cut at exactly 64K and ends unclean"
+    );
     let r = d.get("/crash");
     assert_eq!((r.status, r.problem()), (502, "crashed".to_owned()), "{}", r.text());
     // EMFILE raised in the handler: the wrapper's 500, the function's own failure.
@@ -1507,9 +1566,22 @@ fn invoke_beside(d: &Daemon, name: &str, args: &[&str]) -> std::process::Output 
 fn invoke_command(d: &Daemon, name: &str, args: &[&str]) -> std::process::Command {
     let (base, count) = uid_range(d);
     let cfg = d.dir.path().join("invoke.toml");
-    std::fs::write(&cfg, format!("uid_base = {}\nuid_count = {count}\nwrappers_dir = \"{}\"\n", base + count, common::repo().join("wrappers").display())).unwrap();
+    std::fs::write(
+        &cfg,
+        format!(
+            "uid_base = {}\nuid_count = {count}\nwrappers_dir = \"{}\"\n",
+            base + count,
+            common::repo().join("wrappers").display()
+        ),
+    )
+    .unwrap();
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_faas"));
-    cmd.arg("--config").arg(&cfg).arg("--functions").arg(d.functions_dir()).arg("--state-dir").arg(d.dir.path().join("invoke-state"));
+    cmd.arg("--config")
+        .arg(&cfg)
+        .arg("--functions")
+        .arg(d.functions_dir())
+        .arg("--state-dir")
+        .arg(d.dir.path().join("invoke-state"));
     cmd.arg("invoke").arg(name).args(args).stdin(std::process::Stdio::null());
     cmd
 }
@@ -1632,7 +1704,11 @@ fn killing_faas_invoke_leaves_no_sandbox_behind() {
     let d = start(&[("sleeper", &py(SLEEPER, ""))]);
     let (base, count) = uid_range(&d);
     let range = (base + count, count);
-    let mut inv = invoke_command(&d, "sleeper", &[]).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
+    let mut inv = invoke_command(&d, "sleeper", &[])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
     while host_processes(range, NO_NAME).is_empty() {
         assert!(Instant::now() < deadline, "faas invoke never started the sleeper");

@@ -131,17 +131,19 @@ impl Setup {
             .stdin(Stdio::null())
             .stdout(log_file.try_clone().unwrap())
             .stderr(log_file);
-        // SAFETY: between fork and exec this only calls fcntl and dup2, which are
-        // async-signal-safe, on an fd that stays open in the parent until spawn returns.
-        unsafe {
-            cmd.pre_exec(move || {
-                let parked = nix::libc::fcntl(fd, nix::libc::F_DUPFD_CLOEXEC, 100);
-                if parked < 0 || nix::libc::dup2(parked, 3) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
+        // Between fork and exec this only calls fcntl and dup2, which are async-signal-safe, on
+        // an fd that stays open in the parent until spawn returns.
+        let move_listener = move || {
+            // SAFETY: fcntl on an fd the parent keeps open.
+            let parked = unsafe { nix::libc::fcntl(fd, nix::libc::F_DUPFD_CLOEXEC, 100) };
+            // SAFETY: dup2 onto 3, which nothing in this child uses.
+            if parked < 0 || unsafe { nix::libc::dup2(parked, 3) } < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        };
+        // SAFETY: the hook is async-signal-safe (see above).
+        unsafe { cmd.pre_exec(move_listener) };
         let mut child = cmd.spawn().expect("start faas serve");
         drop(listener);
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -182,7 +184,10 @@ impl Served {
 
 impl Drop for Served {
     fn drop(&mut self) {
-        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), nix::sys::signal::Signal::SIGTERM);
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
         let deadline = Instant::now() + Duration::from_secs(15);
         while Instant::now() < deadline {
             if let Ok(Some(_)) = self.child.try_wait() {
@@ -250,7 +255,8 @@ fn daemon_and_invoke_never_share_a_uid() {
     // directory of its own, so that only uids are in question (sharing one is
     // invoke_leaves_the_daemon_serving's).
     let other_state = s.path().join("invoke-state");
-    let invoke = s.faas(&["--state-dir", other_state.to_str().unwrap(), "invoke", "wait"], "invoke.log").spawn().unwrap();
+    let invoke =
+        s.faas(&["--state-dir", other_state.to_str().unwrap(), "invoke", "wait"], "invoke.log").spawn().unwrap();
     let invoke_pid = invoke.id();
     wait_for_sandbox(invoke_pid, "faas invoke", || s.read("invoke.log"));
     let url = format!("http://127.0.0.1:{}/wait", d.port);
@@ -307,7 +313,13 @@ fn a_uid_held_by_a_leftover_process_is_not_leased() {
     // whose parent-death signal did not reach it would be.
     let leftover = Reaped(
         Command::new("setpriv")
-            .args([format!("--reuid={base}"), format!("--regid={base}"), "--clear-groups".into(), "sleep".into(), "60".into()])
+            .args([
+                format!("--reuid={base}"),
+                format!("--regid={base}"),
+                "--clear-groups".into(),
+                "sleep".into(),
+                "60".into(),
+            ])
             .stdin(Stdio::null())
             .spawn()
             .expect("setpriv (util-linux) is needed for this test: install util-linux"),
@@ -359,7 +371,12 @@ fn invoke_leaves_the_daemon_serving() {
     let r = waiting.join().unwrap();
     assert_eq!(r.status, 200, "the live sandbox broke during faas invoke: {}\n{}", r.text(), s.read("daemon.log"));
     assert_eq!(common::tree(&s.state().join("fn")), before, "faas invoke changed the daemon's state/fn");
-    let left: Vec<_> = std::fs::read_dir(s.state()).unwrap().flatten().map(|e| e.file_name()).filter(|n| n.to_string_lossy().starts_with("invoke")).collect();
+    let left: Vec<_> = std::fs::read_dir(s.state())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .filter(|n| n.to_string_lossy().starts_with("invoke"))
+        .collect();
     assert!(left.is_empty(), "faas invoke left its state behind: {left:?}");
 }
 
@@ -375,7 +392,10 @@ fn a_second_daemon_on_the_same_state_dir_refuses_to_start() {
         Err((code, log)) => {
             assert_eq!(code, Some(1), "{log}");
             let state = s.state().canonicalize().unwrap();
-            assert!(log.contains(&format!("{} is in use by another faas serve (pid {})", state.display(), d.pid())), "{log}");
+            assert!(
+                log.contains(&format!("{} is in use by another faas serve (pid {})", state.display(), d.pid())),
+                "{log}"
+            );
             assert!(log.contains("hint: "), "{log}");
         }
     }
@@ -409,7 +429,10 @@ fn a_state_dir_others_can_write_is_refused() {
     s.write_config("open/state", base, 16);
     let (code, log) = s.serve("daemon2.log").err().expect("faas serve started below a world-writable directory");
     assert_eq!(code, Some(1), "{log}");
-    assert!(log.contains(&format!("{} is writable by group or others (mode 0777)", open.canonicalize().unwrap().display())), "{log}");
+    assert!(
+        log.contains(&format!("{} is writable by group or others (mode 0777)", open.canonicalize().unwrap().display())),
+        "{log}"
+    );
 }
 
 #[test]
@@ -418,7 +441,10 @@ fn check_warns_when_nofile_is_above_the_hard_limit() {
     let out = s.faas(&["check"], "check.log").output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{text}\n{}", s.read("check.log"));
-    assert!(text.contains("warning: ") && text.contains("nofile 1099511627776 is above the hard open-files limit"), "{text}");
+    assert!(
+        text.contains("warning: ") && text.contains("nofile 1099511627776 is above the hard open-files limit"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -431,4 +457,3 @@ fn serve_logs_a_nofile_above_the_hard_limit() {
     let log = s.read("daemon.log");
     assert!(log.contains("nofile 1099511627776 is above the hard open-files limit"), "{log}");
 }
-

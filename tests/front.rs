@@ -88,26 +88,29 @@ impl Front {
             }
         };
         let limit = nofile.map(|n| nix::libc::rlimit { rlim_cur: n, rlim_max: n });
-        // SAFETY: between fork and exec this calls only fcntl, dup2 and setrlimit, which are
+        // Between fork and exec this calls only fcntl, dup2 and setrlimit, which are
         // async-signal-safe, on an fd and a value that stay valid in the parent until spawn
         // returns.
-        unsafe {
-            cmd.pre_exec(move || {
-                if let Some(fd) = fd3 {
-                    let parked = nix::libc::fcntl(fd, nix::libc::F_DUPFD_CLOEXEC, 100);
-                    if parked < 0 || nix::libc::dup2(parked, 3) < 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
+        let hook = move || {
+            if let Some(fd) = fd3 {
+                // SAFETY: fcntl on an fd the parent keeps open.
+                let parked = unsafe { nix::libc::fcntl(fd, nix::libc::F_DUPFD_CLOEXEC, 100) };
+                // SAFETY: dup2 onto 3, which nothing in this child uses.
+                if parked < 0 || unsafe { nix::libc::dup2(parked, 3) } < 0 {
+                    return Err(std::io::Error::last_os_error());
                 }
-                // Soft and hard: the daemon raises its soft limit to the hard one.
-                if let Some(l) = &limit {
-                    if nix::libc::setrlimit(nix::libc::RLIMIT_NOFILE, l) < 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
+            }
+            // Soft and hard: the daemon raises its soft limit to the hard one.
+            if let Some(l) = &limit {
+                // SAFETY: l is a valid rlimit owned by this closure.
+                if unsafe { nix::libc::setrlimit(nix::libc::RLIMIT_NOFILE, l) } < 0 {
+                    return Err(std::io::Error::last_os_error());
                 }
-                Ok(())
-            });
-        }
+            }
+            Ok(())
+        };
+        // SAFETY: the hook is async-signal-safe (see above).
+        unsafe { cmd.pre_exec(hook) };
         let child = cmd.spawn().expect("start faas");
         let mut f = Front { child, _dir: dir, port, log, notify };
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -149,7 +152,10 @@ impl Front {
 
 impl Drop for Front {
     fn drop(&mut self) {
-        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), nix::sys::signal::Signal::SIGTERM);
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
         let deadline = Instant::now() + Duration::from_secs(15);
         while Instant::now() < deadline {
             if let Ok(Some(_)) = self.child.try_wait() {
@@ -235,8 +241,10 @@ fn parse(bytes: &[u8], head_only: bool) -> Option<(Raw, usize)> {
     let head = std::str::from_utf8(&bytes[..end]).expect("the head is text");
     let mut lines = head.split("\r\n");
     let status = lines.next()?.split(' ').nth(1)?.parse().ok()?;
-    let headers: Vec<(String, String)> =
-        lines.filter_map(|l| l.split_once(':')).map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned())).collect();
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
     let mut at = end + 4;
     let get = |k: &str| headers.iter().find(|(h, _)| h == k).map(|(_, v)| v.as_str());
     let body = if head_only || status == 204 || status == 304 || (100..200).contains(&status) {
@@ -334,7 +342,11 @@ fn refusals(conns: &mut [TcpStream], want: usize, within: Duration) -> Vec<(usiz
                     if let Some((raw, _)) = parse(&got[i], false) {
                         answers.push((i, raw));
                     } else {
-                        assert!(got[i].is_empty(), "closed in the middle of an answer: {:?}", String::from_utf8_lossy(&got[i]));
+                        assert!(
+                            got[i].is_empty(),
+                            "closed in the middle of an answer: {:?}",
+                            String::from_utf8_lossy(&got[i])
+                        );
                     }
                 }
                 Ok(n) => {
@@ -347,7 +359,10 @@ fn refusals(conns: &mut [TcpStream], want: usize, within: Duration) -> Vec<(usiz
                     }
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                Err(e) => panic!("a refused connection was reset instead of answered: {e}; had {:?}", String::from_utf8_lossy(&got[i])),
+                Err(e) => panic!(
+                    "a refused connection was reset instead of answered: {e}; had {:?}",
+                    String::from_utf8_lossy(&got[i])
+                ),
             }
         }
         if answers.len() >= want && linger.is_none() {
@@ -388,8 +403,15 @@ fn a_connection_flood_under_a_low_fd_limit_is_refused_cleanly() {
     let held = sh_with(&marker.wait_script(10), &format!("{limits}\n[sandbox]\nread_only = [\"{}\"]", marker.path()));
     let mut f = Front::start(&[("f", &sh_with(OK, limits)), ("held", &held)], "", Socket::Kept(&l), Some(512));
     let (connections, per_client, sandboxes) = capacity(&f.logs());
-    assert!(sandboxes < 256 && f.logs().contains("max_concurrency 256 lowered to"), "512 fds cannot hold 256 sandboxes:\n{}", f.logs());
-    assert!(connections + 16 * sandboxes < 512, "the caps leave no reserve: {connections} connections, {sandboxes} sandboxes");
+    assert!(
+        sandboxes < 256 && f.logs().contains("max_concurrency 256 lowered to"),
+        "512 fds cannot hold 256 sandboxes:\n{}",
+        f.logs()
+    );
+    assert!(
+        connections + 16 * sandboxes < 512,
+        "the caps leave no reserve: {connections} connections, {sandboxes} sandboxes"
+    );
     let started = Instant::now();
 
     // One address takes its share; ten more from it are answered 429 and closed.
@@ -407,7 +429,12 @@ fn a_connection_flood_under_a_low_fd_limit_is_refused_cleanly() {
     let mut b: Vec<TcpStream> = (0..300).map(|i| connect_from(2 + (i % 5) as u8, f.port)).collect();
     let answers = refusals(&mut b, 300 - room, Duration::from_secs(20));
     let elapsed = started.elapsed();
-    assert_eq!(answers.len(), 300 - room, "after {elapsed:?} (admitted idle connections are closed at 10 s): {:?}", answers.first());
+    assert_eq!(
+        answers.len(),
+        300 - room,
+        "after {elapsed:?} (admitted idle connections are closed at 10 s): {:?}",
+        answers.first()
+    );
     for (_, r) in &answers {
         assert_eq!((r.status, r.problem()), (503, "connection-limit".to_owned()), "{r:?}");
     }
@@ -417,7 +444,8 @@ fn a_connection_flood_under_a_low_fd_limit_is_refused_cleanly() {
     // once ask for a function that keeps its sandbox until the marker exists: only as many as
     // the fd reserve holds may run, the rest are refused before any set-up.
     let refused: std::collections::BTreeSet<usize> = answers.iter().map(|(i, _)| *i).collect();
-    let mut b: Vec<TcpStream> = b.into_iter().enumerate().filter(|(i, _)| !refused.contains(i)).map(|(_, s)| s).collect();
+    let mut b: Vec<TcpStream> =
+        b.into_iter().enumerate().filter(|(i, _)| !refused.contains(i)).map(|(_, s)| s).collect();
     b.truncate(b.len() - 40);
     let port = f.port;
     let waiting: Vec<_> = (0..32u8).map(|i| std::thread::spawn(move || get_from(7 + i % 2, port, "/held"))).collect();
@@ -430,7 +458,12 @@ fn a_connection_flood_under_a_low_fd_limit_is_refused_cleanly() {
         if answered + running >= waiting.len() {
             break;
         }
-        assert!(Instant::now() < until, "{answered} answered and {running} running of {}:\n{}", waiting.len(), f.logs());
+        assert!(
+            Instant::now() < until,
+            "{answered} answered and {running} running of {}:\n{}",
+            waiting.len(),
+            f.logs()
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     assert!(most <= sandboxes, "{most} sandboxes at once, more than the {sandboxes} the fd reserve holds");
@@ -438,11 +471,7 @@ fn a_connection_flood_under_a_low_fd_limit_is_refused_cleanly() {
     let held: Vec<Raw> = waiting.into_iter().map(|w| w.join().unwrap()).collect();
     // Then churn: 16 clients, 8 short requests each.
     let clients: Vec<_> = (0..16u8)
-        .map(|i| {
-            std::thread::spawn(move || {
-                (0..8).map(|_| get_from(7 + i % 2, port, "/f")).collect::<Vec<_>>()
-            })
-        })
+        .map(|i| std::thread::spawn(move || (0..8).map(|_| get_from(7 + i % 2, port, "/f")).collect::<Vec<_>>()))
         .collect();
     let mut ok = 0;
     for r in held.into_iter().chain(clients.into_iter().flat_map(|c| c.join().unwrap())) {
@@ -452,8 +481,13 @@ fn a_connection_flood_under_a_low_fd_limit_is_refused_cleanly() {
                     assert!(["ok", "done"].contains(&r.text().as_str()), "{r:?}");
                     ok += 1;
                 }
-                429 => assert!(["overloaded", "concurrency-limit", "client-connection-limit"].contains(&r.problem().as_str()), "{r:?}"),
-                503 => assert_eq!(r.problem(), "connection-limit", "no sandbox may fail half-built: {r:?}\n{}", f.logs()),
+                429 => assert!(
+                    ["overloaded", "concurrency-limit", "client-connection-limit"].contains(&r.problem().as_str()),
+                    "{r:?}"
+                ),
+                503 => {
+                    assert_eq!(r.problem(), "connection-limit", "no sandbox may fail half-built: {r:?}\n{}", f.logs())
+                }
                 _ => panic!("not 200 nor a clean refusal: {r:?}\n{}", f.logs()),
             }
         }
@@ -473,7 +507,8 @@ fn a_connection_flood_under_a_low_fd_limit_is_refused_cleanly() {
         assert_eq!((r.status, r.text().as_str()), (200, "ok"), "{r:?}");
     }
     let logs = f.logs();
-    for bad in ["os error 24", "Too many open files", "panicked", "sandbox could not be set up", "sandbox-unavailable"] {
+    for bad in ["os error 24", "Too many open files", "panicked", "sandbox could not be set up", "sandbox-unavailable"]
+    {
         assert!(!logs.contains(bad), "{bad:?} in the log:\n{logs}");
     }
     // Counted once a second, not logged one by one.
@@ -488,7 +523,10 @@ fn a_connection_flood_under_a_low_fd_limit_is_refused_cleanly() {
 /// body (hyper answers `Expect: 100-continue` then), so the body is in flight for sure.
 fn stall_body(from: u8, port: u16, path: &str) -> TcpStream {
     let mut s = connect_from(from, port);
-    s.write_all(format!("POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\nExpect: 100-continue\r\n\r\n").as_bytes()).unwrap();
+    s.write_all(
+        format!("POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\nExpect: 100-continue\r\n\r\n").as_bytes(),
+    )
+    .unwrap();
     let mut got = Vec::new();
     let mut buf = [0u8; 256];
     while !got.windows(4).any(|w| w == b"\r\n\r\n") {
@@ -569,10 +607,17 @@ fn uploads_past_the_caps_are_429_and_503_before_any_sandbox() {
 #[ignore = "needs root: sudo -E cargo test -- --include-ignored"]
 fn trickled_bodies_do_not_hold_a_function_at_its_limit() {
     require_root();
-    let d = Daemon::start(&[("one", &sh_with("printf 'Content-Type: text/plain\\n\\n'; cat", "[limits]\nconcurrency = 1"))]);
+    let d = Daemon::start(&[(
+        "one",
+        &sh_with("printf 'Content-Type: text/plain\\n\\n'; cat", "[limits]\nconcurrency = 1"),
+    )]);
     let stalled: Vec<TcpStream> = (0..4).map(|_| stall_body(1, d.port, "/one")).collect();
     let r = d.post("/one", b"hello");
-    assert_eq!((r.status, r.text().as_str()), (200, "hello"), "a trickling client kept the function at its limit: {r:?}");
+    assert_eq!(
+        (r.status, r.text().as_str()),
+        (200, "hello"),
+        "a trickling client kept the function at its limit: {r:?}"
+    );
     let r = d.get("/one");
     assert_eq!(r.status, 200, "{r:?}");
     drop(stalled);
@@ -583,15 +628,24 @@ fn trickled_bodies_do_not_hold_a_function_at_its_limit() {
 fn full_concurrency_is_429_global_and_per_function() {
     require_root();
     let marker = MarkerDir::new();
-    let gated = sh_with(&marker.wait_script(10), &format!("[limits]\nconcurrency = 1\n[sandbox]\nread_only = [\"{}\"]", marker.path()));
+    let gated = sh_with(
+        &marker.wait_script(10),
+        &format!("[limits]\nconcurrency = 1\n[sandbox]\nread_only = [\"{}\"]", marker.path()),
+    );
     let d = Daemon::start_with(&[("hold", &gated), ("hold2", &gated), ("quick", &sh(OK))], "max_concurrency = 2");
-    let first = { let url = d.url("/hold"); std::thread::spawn(move || common::request_to(&url, "GET", b"", &[])) };
+    let first = {
+        let url = d.url("/hold");
+        std::thread::spawn(move || common::request_to(&url, "GET", b"", &[]))
+    };
     wait_for_sandboxes(&d, 1);
     let r = d.get("/hold");
     assert_eq!((r.status, r.problem()), (429, "concurrency-limit".to_owned()), "{r:?}");
     assert_eq!(r.header("retry-after"), Some("1"));
     assert_eq!(r.json()["invocation_id"].as_str(), r.header("faas-invocation-id"), "{r:?}");
-    let second = { let url = d.url("/hold2"); std::thread::spawn(move || common::request_to(&url, "GET", b"", &[])) };
+    let second = {
+        let url = d.url("/hold2");
+        std::thread::spawn(move || common::request_to(&url, "GET", b"", &[]))
+    };
     wait_for_sandboxes(&d, 2);
     let r = d.get("/quick");
     assert_eq!((r.status, r.problem()), (429, "overloaded".to_owned()), "{r:?}");
@@ -611,14 +665,21 @@ fn responses_cannot_act_on_the_whole_origin() {
     let wide = "Set-Cookie: own=1; Path=/shop/cart\\nSet-Cookie: bare=2\\nSet-Cookie: root=3; Path=/\\nSet-Cookie: sub=4; Domain=example.org; Path=/shop\\nClear-Site-Data: \"*\"\\nStrict-Transport-Security: max-age=63072000\\nAlt-Svc: h3=\":443\"\\nX-Kept: yes\\n";
     let d = Daemon::start(&[
         ("shop", &head(wide)),
-        ("login", &sh_with(&format!("printf '{wide}Content-Type: text/plain\\n\\nbody'"), "[response]\nallow_headers = [\"strict-transport-security\", \"Set-Cookie\"]")),
+        (
+            "login",
+            &sh_with(
+                &format!("printf '{wide}Content-Type: text/plain\\n\\nbody'"),
+                "[response]\nallow_headers = [\"strict-transport-security\", \"Set-Cookie\"]",
+            ),
+        ),
         ("upgrade", &sh("printf 'Status: 101 Switching Protocols\\nUpgrade: websocket\\n\\n'")),
         ("early", &sh("printf 'Status: 103\\nLink: </x>\\n\\n'")),
     ]);
     // Raw, to see every Set-Cookie line.
     let r = get_from(1, d.port, "/shop");
     assert_eq!((r.status, r.text().as_str()), (200, "body"), "{r:?}");
-    let cookies: Vec<&str> = r.headers.iter().filter(|(k, _)| k.eq_ignore_ascii_case("set-cookie")).map(|(_, v)| v.as_str()).collect();
+    let cookies: Vec<&str> =
+        r.headers.iter().filter(|(k, _)| k.eq_ignore_ascii_case("set-cookie")).map(|(_, v)| v.as_str()).collect();
     assert_eq!(cookies, ["own=1; Path=/shop/cart", "bare=2; Path=/shop"], "{r:?}");
     for gone in ["clear-site-data", "strict-transport-security", "alt-svc"] {
         assert_eq!(r.header(gone), None, "{gone} passed: {r:?}");
@@ -634,7 +695,13 @@ fn responses_cannot_act_on_the_whole_origin() {
         std::thread::sleep(Duration::from_millis(20));
     };
     assert!(line.contains("function=shop"), "{line}");
-    for what in ["set-cookie root (Path=/)", "set-cookie sub (Domain)", "clear-site-data", "strict-transport-security", "alt-svc"] {
+    for what in [
+        "set-cookie root (Path=/)",
+        "set-cookie sub (Domain)",
+        "clear-site-data",
+        "strict-transport-security",
+        "alt-svc",
+    ] {
         assert!(line.contains(what), "{what} not in {line}");
     }
     assert!(!line.contains("=3") && !line.contains("=4"), "cookie values stay out of the log: {line}");
@@ -642,7 +709,8 @@ fn responses_cannot_act_on_the_whole_origin() {
 
     let r = get_from(1, d.port, "/login");
     assert_eq!(r.header("strict-transport-security"), Some("max-age=63072000"), "{r:?}");
-    let cookies: Vec<&str> = r.headers.iter().filter(|(k, _)| k.eq_ignore_ascii_case("set-cookie")).map(|(_, v)| v.as_str()).collect();
+    let cookies: Vec<&str> =
+        r.headers.iter().filter(|(k, _)| k.eq_ignore_ascii_case("set-cookie")).map(|(_, v)| v.as_str()).collect();
     assert_eq!(cookies.len(), 4, "allowed cookies pass as written: {r:?}");
     assert!(cookies.contains(&"root=3; Path=/"), "{cookies:?}");
     assert_eq!(r.header("clear-site-data"), None, "only what is listed is allowed: {r:?}");
@@ -658,7 +726,10 @@ fn responses_cannot_act_on_the_whole_origin() {
 #[ignore = "needs root: sudo -E cargo test -- --include-ignored"]
 fn head_gets_the_head_and_no_body() {
     require_root();
-    let d = Daemon::start(&[("page", &sh("printf 'Content-Type: text/plain\\nX-Seen: %s\\n\\nthe body' \"$REQUEST_METHOD\""))]);
+    let d = Daemon::start(&[(
+        "page",
+        &sh("printf 'Content-Type: text/plain\\nX-Seen: %s\\n\\nthe body' \"$REQUEST_METHOD\""),
+    )]);
     let mut s = TcpStream::connect(("127.0.0.1", d.port)).unwrap();
     s.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
     let r = exchange(&mut s, b"HEAD /page HTTP/1.1\r\nHost: x\r\n\r\n", true);
@@ -741,7 +812,10 @@ fn children(pid: u32) -> usize {
         .unwrap()
         .flatten()
         .filter_map(|e| std::fs::read_to_string(e.path().join("stat")).ok())
-        .filter(|stat| stat.rfind(')').and_then(|i| stat[i + 2..].split(' ').nth(1)).and_then(|p| p.parse::<u32>().ok()) == Some(pid))
+        .filter(|stat| {
+            stat.rfind(')').and_then(|i| stat[i + 2..].split(' ').nth(1)).and_then(|p| p.parse::<u32>().ok())
+                == Some(pid)
+        })
         .count()
 }
 

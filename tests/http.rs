@@ -45,7 +45,9 @@ fn assert_id(what: &str, r: &Resp) {
 }
 
 fn uuid_like(id: &str) -> bool {
-    id.len() == 36 && id.bytes().filter(|&b| b == b'-').count() == 4 && id.bytes().all(|b| b == b'-' || b.is_ascii_hexdigit())
+    id.len() == 36
+        && id.bytes().filter(|&b| b == b'-').count() == 4
+        && id.bytes().all(|b| b == b'-' || b.is_ascii_hexdigit())
 }
 
 /// Polls `/_/metrics` for a second: nothing of `function` may appear (no sandbox was made).
@@ -112,7 +114,8 @@ fn oversized_body_is_413_before_any_fork() {
 
 #[test]
 fn public_503_names_no_host_path_and_admin_keeps_the_reason() {
-    let d = Daemon::start(&[("x", "runtime = \"python\"\ncode = \"/srv/tenant-secret/x\"\nhandler = \"main.handle\"\n")]);
+    let d =
+        Daemon::start(&[("x", "runtime = \"python\"\ncode = \"/srv/tenant-secret/x\"\nhandler = \"main.handle\"\n")]);
     assert!(!std::path::Path::new("/srv/tenant-secret").exists(), "the test needs /srv/tenant-secret not to exist");
     let r = d.get("/x");
     assert_eq!((r.status, r.problem()), (503, "function-invalid".to_owned()));
@@ -122,7 +125,11 @@ fn public_503_names_no_host_path_and_admin_keeps_the_reason() {
     }
     let f = d.admin_get("/_/functions");
     let reason = f.json()["functions"][0]["reason"].as_str().unwrap_or_default().to_owned();
-    assert!(reason.contains("/srv/tenant-secret/x cannot be used"), "the admin listener keeps the whole reason: {}", f.text());
+    assert!(
+        reason.contains("/srv/tenant-secret/x cannot be used"),
+        "the admin listener keeps the whole reason: {}",
+        f.text()
+    );
     assert!(d.logs().contains("/srv/tenant-secret/x cannot be used"), "and so does the journal:\n{}", d.logs());
 }
 
@@ -169,8 +176,18 @@ fn every_response_carries_its_invocation_id() {
     assert_eq!(ids.len(), cases.len(), "each response has an id of its own");
     // The raw paths: a body too slow (408) and a chunked body too large (413).
     for (what, request, status, kind) in [
-        ("slow", &b"POST /small HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nonly ten b"[..], "408", "body-timeout"),
-        ("chunked", b"POST /small HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n800\r\n", "413", "body-too-large"),
+        (
+            "slow",
+            &b"POST /small HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nonly ten b"[..],
+            "408",
+            "body-timeout",
+        ),
+        (
+            "chunked",
+            b"POST /small HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n800\r\n",
+            "413",
+            "body-too-large",
+        ),
     ] {
         let mut request = request.to_vec();
         if what == "chunked" {
@@ -181,7 +198,11 @@ fn every_response_carries_its_invocation_id() {
         assert!(got.starts_with(&format!("HTTP/1.1 {status} ")), "{what}: {got}");
         let id = raw_header(&got, "faas-invocation-id").unwrap_or_else(|| panic!("{what}: no id: {got}"));
         let p = raw_problem(&got);
-        assert_eq!((p["type"].as_str(), p["invocation_id"].as_str()), (Some(&*format!("urn:faas:problem:{kind}")), Some(id)), "{what}: {got}");
+        assert_eq!(
+            (p["type"].as_str(), p["invocation_id"].as_str()),
+            (Some(&*format!("urn:faas:problem:{kind}")), Some(id)),
+            "{what}: {got}"
+        );
     }
 }
 
@@ -207,13 +228,13 @@ fn check_lists_every_problem_with_file_line_column() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("ok.toml"), sh("echo")).unwrap();
     std::fs::write(dir.path().join("typo.toml"), "runtime = \"sh\"\nsource = \"echo\"\ntimout = \"1s\"\n").unwrap();
-    std::fs::write(dir.path().join("unit.toml"), "runtime = \"sh\"\nsource = \"echo\"\n[limits]\ntimeout = \"10 parsecs\"\n").unwrap();
+    std::fs::write(
+        dir.path().join("unit.toml"),
+        "runtime = \"sh\"\nsource = \"echo\"\n[limits]\ntimeout = \"10 parsecs\"\n",
+    )
+    .unwrap();
     std::fs::write(dir.path().join("nohandler.toml"), "runtime = \"python\"\ncode = \"/tmp\"\n").unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_faas"))
-        .arg("check")
-        .arg(dir.path())
-        .output()
-        .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_faas")).arg("check").arg(dir.path()).output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{text}");
     let p = dir.path().display();
@@ -245,7 +266,8 @@ fn broken_config_names_file_and_line() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("faas.toml");
     std::fs::write(&cfg, "max_concurrency = 4\n[limits]\nmemory = 12\nbogus = 1\n").unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_faas")).arg("--config").arg(&cfg).arg("check").output().unwrap();
+    let out =
+        std::process::Command::new(env!("CARGO_BIN_EXE_faas")).arg("--config").arg(&cfg).arg("check").output().unwrap();
     let text = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1));
     assert!(text.contains(&format!("{}:4:1: unknown field `bogus`", cfg.display())), "{text}");
@@ -263,7 +285,8 @@ fn slow_client_body_is_408_and_the_server_keeps_serving() {
 #[test]
 fn chunked_body_over_the_limit_is_413() {
     let d = Daemon::start(&[("f", &sh_with("cat", "[limits]\nbody = \"1K\""))]);
-    let mut request = b"POST /f HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n800\r\n".to_vec();
+    let mut request =
+        b"POST /f HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n800\r\n".to_vec();
     request.extend_from_slice(&[b'a'; 0x800]);
     request.extend_from_slice(b"\r\n0\r\n\r\n");
     let got = raw(&d, &request);

@@ -82,7 +82,11 @@ fn idle_daemon_exits_by_itself() {
     // The request reached the daemon after `before`, so it may go 3 s after that at the
     // earliest; it checks once a second, so 10 s after the answer is a generous latest.
     let (since_before, since_after) = (before.elapsed(), after.elapsed());
-    assert!(since_before >= Duration::from_secs(3), "exited {since_before:?} after the request was sent:\n{}", d.logs());
+    assert!(
+        since_before >= Duration::from_secs(3),
+        "exited {since_before:?} after the request was sent:\n{}",
+        d.logs()
+    );
     assert!(since_after <= Duration::from_secs(10), "exited {since_after:?} after the last answer:\n{}", d.logs());
     assert!(d.messages.iter().any(|m| m == "STOPPING=1"), "{:?}", d.messages);
     assert!(d.logs().contains("stopping (idle)"), "{}", d.logs());
@@ -164,7 +168,11 @@ fn drain_grace_cuts_off_what_does_not_finish() {
     assert_eq!(d.wait_exit(Duration::from_secs(15)), Some(0), "{}", d.logs());
     let took = t.elapsed();
     // The grace, plus at most 2 s for teardown; far below the handler's 30 s.
-    assert!(took >= Duration::from_millis(900) && took < Duration::from_secs(10), "exited {took:?} after SIGTERM:\n{}", d.logs());
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(10),
+        "exited {took:?} after SIGTERM:\n{}",
+        d.logs()
+    );
     assert!(d.logs().contains("drain grace of 1s ran out"), "{}", d.logs());
     let mut got = Vec::new();
     match s.read_to_end(&mut got) {
@@ -172,7 +180,11 @@ fn drain_grace_cuts_off_what_does_not_finish() {
         Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
         Err(e) => panic!("the client was left hanging ({e}): {:?}", String::from_utf8_lossy(&got)),
     }
-    assert!(!String::from_utf8_lossy(&got).contains("done"), "the handler was not cut off: {:?}", String::from_utf8_lossy(&got));
+    assert!(
+        !String::from_utf8_lossy(&got).contains("done"),
+        "the handler was not cut off: {:?}",
+        String::from_utf8_lossy(&got)
+    );
     // Nothing of the sandbox outlives the daemon.
     let until = Instant::now() + Duration::from_secs(5);
     while sandbox.iter().any(|&p| running(p)) {

@@ -36,7 +36,9 @@ fn counters_follow_known_invocations() {
     let until = std::time::Instant::now() + std::time::Duration::from_secs(5);
     let text = loop {
         let t = d.admin_get("/_/metrics").text();
-        if t.contains("faas_invocations_total{function=\"slow\",outcome=\"timeout\"} 1") || std::time::Instant::now() > until {
+        if t.contains("faas_invocations_total{function=\"slow\",outcome=\"timeout\"} 1")
+            || std::time::Instant::now() > until
+        {
             break t;
         }
         std::thread::sleep(std::time::Duration::from_millis(50));
@@ -55,7 +57,10 @@ fn counters_follow_known_invocations() {
 #[ignore = "needs root: sudo -E cargo test -- --include-ignored"]
 fn spawn_failures_are_counted() {
     require_root();
-    let d = Daemon::start_with(&[("py", "runtime = \"python\"\nsource = 'def handle(r): return 1'\n")], "[runtimes]\npython = \"/nonexistent/python3\"\n");
+    let d = Daemon::start_with(
+        &[("py", "runtime = \"python\"\nsource = 'def handle(r): return 1'\n")],
+        "[runtimes]\npython = \"/nonexistent/python3\"\n",
+    );
     let r = d.get("/py");
     assert_eq!((r.status, r.problem()), (503, "sandbox-unavailable".into()), "{}", r.text());
     let until = std::time::Instant::now() + std::time::Duration::from_secs(5);

@@ -43,7 +43,11 @@ for n in ipc mnt net pid uts; do echo \"ns_$n $(readlink /proc/self/ns/$n)\"; do
     println!("{t}");
     let f = fields(&t);
     let uid: u32 = f["uid"].parse().unwrap();
-    assert!(uid >= d.uids.0 && uid - d.uids.0 < d.uids.1, "uid {uid} is not one of the daemon's sandbox uids {:?}", d.uids);
+    assert!(
+        uid >= d.uids.0 && uid - d.uids.0 < d.uids.1,
+        "uid {uid} is not one of the daemon's sandbox uids {:?}",
+        d.uids
+    );
     assert_eq!(f["gid"], f["uid"], "gid = uid");
     assert_eq!(f["groups"], f["uid"], "no supplementary groups");
     assert_eq!(f["pid"], "1", "the handler is init of its own pid namespace");
@@ -58,7 +62,8 @@ for n in ipc mnt net pid uts; do echo \"ns_$n $(readlink /proc/self/ns/$n)\"; do
         assert_ne!(theirs.as_str(), ours.to_string_lossy(), "the sandbox shares the test's {ns} namespace");
     }
     // Last, and all at once: the bounding set is the one README.md promises empty.
-    let caps: Vec<(&str, &str)> = ["CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"].iter().map(|k| (*k, f[*k].as_str())).collect();
+    let caps: Vec<(&str, &str)> =
+        ["CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"].iter().map(|k| (*k, f[*k].as_str())).collect();
     assert!(caps.iter().all(|(_, v)| *v == "0000000000000000"), "capability sets are not all empty: {caps:?}");
 }
 
@@ -144,8 +149,12 @@ fn cgi_status_headers_and_request_meta() {
 /// `setup;dur=N, handler;dur=N` with decimal milliseconds, as README.md promises.
 fn assert_server_timing(v: &str) {
     let ms = |part: &str, name: &str| -> f64 {
-        let n = part.strip_prefix(&format!("{name};dur=")).unwrap_or_else(|| panic!("Server-Timing {v:?}: no {name};dur="));
-        assert!(!n.is_empty() && n.bytes().all(|b| b.is_ascii_digit() || b == b'.'), "Server-Timing {v:?}: {name} is not a number");
+        let n =
+            part.strip_prefix(&format!("{name};dur=")).unwrap_or_else(|| panic!("Server-Timing {v:?}: no {name};dur="));
+        assert!(
+            !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit() || b == b'.'),
+            "Server-Timing {v:?}: {name} is not a number"
+        );
         n.parse().unwrap()
     };
     let parts: Vec<&str> = v.split(", ").collect();
@@ -207,7 +216,8 @@ fn body_streams_while_the_handler_runs() {
     // still running when the first line arrives" holds by construction, not by a sleep margin.
     let host = HostDir::new();
     host.set("hold");
-    let script = format!("printf 'Content-Type: text/plain\\n\\n'\necho first\n{}\necho second", host.sh_wait_while("hold"));
+    let script =
+        format!("printf 'Content-Type: text/plain\\n\\n'\necho first\n{}\necho second", host.sh_wait_while("hold"));
     let d = Daemon::start(&[("stream", &sh_with(&script, &host.sandbox_toml()))]);
     let mut c = RawConn::get(d.port, "/stream", "");
     c.read_until("first\n");
@@ -244,7 +254,8 @@ fn per_function_concurrency_limit_is_429() {
     let host = HostDir::new();
     host.set("hold");
     let script = format!("{}\nprintf '\\n'", host.sh_wait_while("hold"));
-    let d = Daemon::start(&[("one", &sh_with(&script, &format!("[limits]\nconcurrency = 1\n{}", host.sandbox_toml())))]);
+    let d =
+        Daemon::start(&[("one", &sh_with(&script, &format!("[limits]\nconcurrency = 1\n{}", host.sandbox_toml())))]);
     let url = d.url("/one");
     let first = std::thread::spawn(move || common::request_to(&url, "GET", b"", &[]).status);
     d.wait_sandboxes(1);
@@ -274,7 +285,11 @@ fn function_files_are_live_without_restart() {
     std::fs::remove_file(d.functions_dir().join("fresh.toml")).unwrap();
     assert_eq!(d.get("/fresh").status, 404);
     // Only the live version of `other` keeps a sandbox root: none of fresh's three versions.
-    let roots: Vec<String> = std::fs::read_dir(d.state_dir().join("fn")).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+    let roots: Vec<String> = std::fs::read_dir(d.state_dir().join("fn"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
     assert_eq!(roots.len(), 1, "{roots:?}");
     assert!(roots[0].starts_with("other-"), "{roots:?}");
 }
@@ -283,7 +298,10 @@ fn function_files_are_live_without_restart() {
 #[ignore = "needs root: sudo -E cargo test -- --include-ignored"]
 fn setup_failure_is_503_naming_the_step_in_the_log_only() {
     require_root();
-    let d = Daemon::start_with(&[("py", &python("def handle(r): return 'x'", ""))], "[runtimes]\npython = \"/usr/bin/no-such-python\"\n");
+    let d = Daemon::start_with(
+        &[("py", &python("def handle(r): return 'x'", ""))],
+        "[runtimes]\npython = \"/usr/bin/no-such-python\"\n",
+    );
     let r = d.get("/py");
     assert_eq!(r.status, 503);
     assert_eq!(r.problem(), "sandbox-unavailable");
@@ -291,7 +309,12 @@ fn setup_failure_is_503_naming_the_step_in_the_log_only() {
     assert!(detail.contains("exec the wrapper"), "{detail}");
     assert!(!detail.contains("no-such-python") && !detail.contains("os error"), "host detail leaked: {detail}");
     // The journal names the program it could not run, and where to fix it.
-    assert!(d.logs().contains("failed to exec the wrapper /usr/bin/no-such-python in the sandbox: No such file or directory"), "{}", d.logs());
+    assert!(
+        d.logs()
+            .contains("failed to exec the wrapper /usr/bin/no-such-python in the sandbox: No such file or directory"),
+        "{}",
+        d.logs()
+    );
     assert!(d.logs().contains("hint: check [runtimes] in faas.toml"), "{}", d.logs());
 }
 
@@ -346,9 +369,16 @@ fn nothing_left_after_200_mixed_requests_at_concurrency_16() {
         ("late", &sh_with("sleep 5", "[limits]\ntimeout = \"300ms\"\nconcurrency = 16")),
         ("boom", &sh_with("exit 7", "[limits]\nconcurrency = 16")),
         ("junk", &sh_with("echo not a header", "[limits]\nconcurrency = 16")),
-        ("bg", &sh_with("(setsid sleep 60 </dev/null >/dev/null 2>&1 &); printf '\\nok'", "[limits]\nconcurrency = 16")),
+        (
+            "bg",
+            &sh_with("(setsid sleep 60 </dev/null >/dev/null 2>&1 &); printf '\\nok'", "[limits]\nconcurrency = 16"),
+        ),
     ]);
-    std::fs::write(d.functions_dir().join("ok.toml"), format!("{}\n[limits]\nconcurrency = 16\n", head("cat /proc/self/status > /tmp/s; echo ok"))).unwrap();
+    std::fs::write(
+        d.functions_dir().join("ok.toml"),
+        format!("{}\n[limits]\nconcurrency = 16\n", head("cat /proc/self/status > /tmp/s; echo ok")),
+    )
+    .unwrap();
     assert_eq!(d.get("/ok").status, 200);
     let mounts = common::host_mounts();
     let fds = d.fd_count();
@@ -407,7 +437,10 @@ fn sandboxes_start_while_the_daemon_holds_more_fds_than_their_nofile() {
     // nofile 256: the daemon's fd numbers run far above what the sandbox may keep.
     // All 1100 (and the request) come from 127.0.0.1: more than the default share of one
     // client address on a host whose hard nofile is below ~9000.
-    let d = Daemon::start_with(&[("f", &sh_with("printf 'Content-Type: text/plain\\n\\nok'", "[limits]\nnofile = 256"))], "max_connections_per_client = 1200");
+    let d = Daemon::start_with(
+        &[("f", &sh_with("printf 'Content-Type: text/plain\\n\\nok'", "[limits]\nnofile = 256"))],
+        "max_connections_per_client = 1200",
+    );
     let idle: Vec<TcpStream> = (0..1100).map(|_| TcpStream::connect(("127.0.0.1", d.port)).unwrap()).collect();
     let until = Instant::now() + Duration::from_secs(10);
     while d.fd_count() < 1100 {
@@ -415,7 +448,12 @@ fn sandboxes_start_while_the_daemon_holds_more_fds_than_their_nofile() {
         std::thread::sleep(Duration::from_millis(20));
     }
     let r = d.get("/f");
-    assert_eq!((r.status, r.text().as_str()), (200, "ok"), "{}", d.logs().lines().rev().take(5).collect::<Vec<_>>().join("\n"));
+    assert_eq!(
+        (r.status, r.text().as_str()),
+        (200, "ok"),
+        "{}",
+        d.logs().lines().rev().take(5).collect::<Vec<_>>().join("\n")
+    );
     drop(idle);
 }
 
@@ -430,7 +468,10 @@ fn sandbox_env_reaches_the_handler() {
     let changed = text
         .replace("code = \"hello\"", &format!("code = \"{}\"", example.join("hello").display()))
         .replace("GREETING_DEFAULT = \"world\"", "GREETING_DEFAULT = \"from [sandbox] env\"");
-    assert!(changed.contains("from [sandbox] env") && changed.contains(&example.display().to_string()), "hello.toml changed shape:\n{text}");
+    assert!(
+        changed.contains("from [sandbox] env") && changed.contains(&example.display().to_string()),
+        "hello.toml changed shape:\n{text}"
+    );
     let d = Daemon::start(&[("hello", &changed)]);
     let r = d.get("/hello");
     assert_eq!((r.status, r.json()), (200, serde_json::json!({"hello": "from [sandbox] env"})), "{}", d.logs());
@@ -483,8 +524,20 @@ fn rlimits_core_and_fsize() {
     // RLIMIT_FSIZE is the larger of tmp and output: a file may fill /tmp, or hold a response.
     let limits = "cat /proc/self/limits";
     let d = Daemon::start(&[
-        ("small_tmp", &sh_with(&format!("printf 'Content-Type: text/plain\\n\\n'\n{limits}"), "[limits]\noutput = \"12M\"\n[sandbox]\ntmp = \"4M\"")),
-        ("big_tmp", &sh_with(&format!("printf 'Content-Type: text/plain\\n\\n'\n{limits}"), "[limits]\noutput = \"2M\"\n[sandbox]\ntmp = \"8M\"")),
+        (
+            "small_tmp",
+            &sh_with(
+                &format!("printf 'Content-Type: text/plain\\n\\n'\n{limits}"),
+                "[limits]\noutput = \"12M\"\n[sandbox]\ntmp = \"4M\"",
+            ),
+        ),
+        (
+            "big_tmp",
+            &sh_with(
+                &format!("printf 'Content-Type: text/plain\\n\\n'\n{limits}"),
+                "[limits]\noutput = \"2M\"\n[sandbox]\ntmp = \"8M\"",
+            ),
+        ),
     ]);
     for (name, fsize) in [("small_tmp", 12u64 << 20), ("big_tmp", 8 << 20)] {
         let t = d.get(&format!("/{name}")).text();
@@ -506,10 +559,12 @@ fn concurrent_sandboxes_have_distinct_uids() {
     // test, having seen both, removes it.
     let host = HostDir::new();
     host.set("hold");
-    let script = format!("u=$(id -u)\n{}\nprintf 'Content-Type: text/plain\\n\\n%s' \"$u\"", host.sh_wait_while("hold"));
+    let script =
+        format!("u=$(id -u)\n{}\nprintf 'Content-Type: text/plain\\n\\n%s' \"$u\"", host.sh_wait_while("hold"));
     let d = Daemon::start(&[("who", &sh_with(&script, &host.sandbox_toml()))]);
     let urls = [d.url("/who"), d.url("/who")];
-    let threads: Vec<_> = urls.into_iter().map(|u| std::thread::spawn(move || common::request_to(&u, "GET", b"", &[]))).collect();
+    let threads: Vec<_> =
+        urls.into_iter().map(|u| std::thread::spawn(move || common::request_to(&u, "GET", b"", &[]))).collect();
     d.wait_sandboxes(2);
     host.clear("hold");
     let uids: Vec<u32> = threads
@@ -581,7 +636,10 @@ echo done";
     let logs = d.logs();
     let lines: Vec<&str> = logs.lines().filter_map(|l| l.strip_prefix(&prefix)).collect();
     let marker = "[faas: log output truncated at the per-invocation cap]";
-    let at = lines.iter().position(|l| *l == marker).unwrap_or_else(|| panic!("no truncation marker:\n{}", lines.join("\n")));
+    let at = lines
+        .iter()
+        .position(|l| *l == marker)
+        .unwrap_or_else(|| panic!("no truncation marker:\n{}", lines.join("\n")));
     assert_eq!(at, lines.len() - 1, "lines after the marker: {:?}", &lines[at..]);
     let kept = &lines[..at];
     for (i, l) in kept.iter().enumerate() {
@@ -600,7 +658,9 @@ fn a_body_cut_after_its_head_went_out_ends_without_the_last_chunk() {
     // tests/attacks.rs's; here the deadline, a crash by signal, a non-zero exit, and the
     // Python wrapper's exit status 1 after an exception mid-stream.
     let first = "printf 'Content-Type: text/plain\\n\\n'\necho first";
-    let stream_then = |tail: &str| python(&format!("import ctypes\ndef handle(request):\n    def body():\n        yield 'first\\n'\n        {tail}\n        yield 'never\\n'\n    return body()"), "");
+    let stream_then = |tail: &str| {
+        python(&format!("import ctypes\ndef handle(request):\n    def body():\n        yield 'first\\n'\n        {tail}\n        yield 'never\\n'\n    return body()"), "")
+    };
     let d = Daemon::start(&[
         ("late", &sh_with(&format!("{first}\nsleep 60"), "[limits]\ntimeout = \"1s\"")),
         ("exits", &sh(&format!("{first}\nexit 3"))),
@@ -633,7 +693,10 @@ fn every_report_carries_the_layers_and_the_cgroup_mode() {
     let r = d.get("/one");
     assert_eq!(r.text(), "one\n");
     let line = d.report_line(r.header("faas-invocation-id").unwrap());
-    assert!(line.ends_with(&format!(" layers=\"{layers}\"")), "the REPORT does not carry the layers {layers:?}: {line}");
+    assert!(
+        line.ends_with(&format!(" layers=\"{layers}\"")),
+        "the REPORT does not carry the layers {layers:?}: {line}"
+    );
     assert_eq!(common::cgroup_mode(&d), mode, "the REPORT and the layers disagree on cgroups: {line} / {layers}");
     assert_eq!(line.contains(" cgroup=none "), layers.contains("cgroup=missing"), "{line}");
     // The project's floor is Linux 5.13, which brought Landlock ABI 1.

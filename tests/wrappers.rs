@@ -66,7 +66,11 @@ fn shipped_examples_answer() {
     let r = common::request_to(&d.url("/echo-node/a/b?q=1"), "PUT", b"payload", &[("X-Trace", "t1")]);
     assert_eq!(r.status, 200, "{}", r.text());
     let j = r.json();
-    assert_eq!((j["method"].as_str(), j["path"].as_str(), j["body"].as_str()), (Some("PUT"), Some("/a/b"), Some("payload")), "{j}");
+    assert_eq!(
+        (j["method"].as_str(), j["path"].as_str(), j["body"].as_str()),
+        (Some("PUT"), Some("/a/b"), Some("payload")),
+        "{j}"
+    );
     let r = d.get("/env-sh?a=b");
     assert!(r.text().contains("QUERY_STRING=a=b") && r.text().contains("REQUEST_METHOD=GET"), "{}", r.text());
     let r = d.get("/cgi-exec");
@@ -113,7 +117,12 @@ def handle(request):
     // text() fails on a body the daemon marked cut short, so this is a whole stream.
     assert_eq!(d.get("/p?kind=stream").text(), "one\ntwo\n");
     let r = d.get("/p?kind=inject");
-    assert_eq!((r.status, r.problem()), (500, "handler-error".into()), "header injection must be refused: {:?}", r.headers);
+    assert_eq!(
+        (r.status, r.problem()),
+        (500, "handler-error".into()),
+        "header injection must be refused: {:?}",
+        r.headers
+    );
     assert!(r.header("x-b").is_none());
     let r = d.get("/p?kind=raise");
     assert_eq!((r.status, r.problem()), (500, "handler-error".into()));
@@ -121,7 +130,10 @@ def handle(request):
     let log = function_log(&d, "p", &id_of(&r));
     // wrappers/README.md: "Lines from the wrapper itself start with `faas: `".
     assert!(log.iter().any(|l| l == "faas: handler raised an exception"), "{log:#?}");
-    assert!(log.iter().any(|l| l.contains("Traceback")) && log.iter().any(|l| l.contains("secret detail")), "traceback missing from the log: {log:#?}");
+    assert!(
+        log.iter().any(|l| l.contains("Traceback")) && log.iter().any(|l| l.contains("secret detail")),
+        "traceback missing from the log: {log:#?}"
+    );
     let r = d.post("/p?kind=json", b"{not json");
     assert_eq!((r.status, r.problem()), (400, "bad-request".into()), "{}", r.text());
     let r = d.get("/p?kind=print");
@@ -167,7 +179,13 @@ exports.handle = async (request) => {
         let r = d.get(&format!("/n?kind={kind}"));
         assert_eq!((r.status, r.problem()), (500, "handler-error".into()), "{kind}");
         let t = r.text();
-        assert!(!t.contains("secret detail") && !t.contains("rejected detail") && !t.contains(" at ") && !t.contains("Error:"), "{kind} leaked: {t}");
+        assert!(
+            !t.contains("secret detail")
+                && !t.contains("rejected detail")
+                && !t.contains(" at ")
+                && !t.contains("Error:"),
+            "{kind} leaked: {t}"
+        );
         let log = function_log(&d, "n", &id_of(&r));
         assert!(log.iter().any(|l| l.starts_with("faas: ")), "no `faas: ` line from the wrapper: {log:#?}");
         assert!(log.iter().any(|l| l.contains(detail)), "{kind}: {detail} missing from the log: {log:#?}");
@@ -194,7 +212,8 @@ fn node_module_resolution() {
         ("pkg", &code_function("node", code.path(), "withpkg.handle")),
         ("esm", &code_function("node", code.path(), "esm.mod.handle")),
     ]);
-    for (name, body) in [("cjs", "cjs"), ("index", "index.js"), ("pkg", "package.json main"), ("esm", "esm undefined")] {
+    for (name, body) in [("cjs", "cjs"), ("index", "index.js"), ("pkg", "package.json main"), ("esm", "esm undefined")]
+    {
         let r = d.get(&format!("/{name}"));
         assert_eq!((r.status, r.text().as_str()), (200, body), "{name}:\n{}", d.logs());
     }
@@ -212,7 +231,11 @@ fn wrapper_environment() {
     for name in ["py", "js"] {
         let r = d.get(&format!("/{name}"));
         assert_eq!(r.status, 200, "{name}: {}\n{}", r.text(), d.logs());
-        assert_eq!(r.json(), serde_json::json!({"HOME": "/tmp", "TMPDIR": "/tmp", "LANG": "C.UTF-8", "MY_SETTING": "42"}), "{name}");
+        assert_eq!(
+            r.json(),
+            serde_json::json!({"HOME": "/tmp", "TMPDIR": "/tmp", "LANG": "C.UTF-8", "MY_SETTING": "42"}),
+            "{name}"
+        );
     }
 }
 
@@ -312,5 +335,8 @@ def handle(request):
     d.wait_quiet(fds);
     d.wait_gone_from_host();
     let log = function_log(&d, "gen", &id);
-    assert!(!log.iter().any(|l| l == "finally ran"), "the generator's finally ran: wrappers/README.md says it does not under faas: {log:#?}");
+    assert!(
+        !log.iter().any(|l| l == "finally ran"),
+        "the generator's finally ran: wrappers/README.md says it does not under faas: {log:#?}"
+    );
 }

@@ -118,7 +118,9 @@ enum TooLow {
 impl fmt::Display for TooLow {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            TooLow::NoSandbox { max_connections } => write!(f, "max_connections = {max_connections} leaves no fds for a sandbox"),
+            TooLow::NoSandbox { max_connections } => {
+                write!(f, "max_connections = {max_connections} leaves no fds for a sandbox")
+            }
             TooLow::NotOneEach => f.write_str("it does not hold one sandbox and one connection"),
         }
     }
@@ -185,10 +187,30 @@ impl Refusal {
     pub fn problem(self) -> (http::StatusCode, &'static str, &'static str, &'static str) {
         use http::StatusCode as S;
         match self {
-            Refusal::Connections => (S::SERVICE_UNAVAILABLE, "connection-limit", "too many connections", "the server has as many open connections as it takes"),
-            Refusal::ClientConnections => (S::TOO_MANY_REQUESTS, "client-connection-limit", "too many connections", "this client address has as many open connections as one client may"),
-            Refusal::Bodies => (S::SERVICE_UNAVAILABLE, "upload-limit", "too many uploads", "the server is receiving as many request bodies as it takes"),
-            Refusal::ClientBodies => (S::TOO_MANY_REQUESTS, "client-upload-limit", "too many uploads", "this client address is sending as many request bodies as one client may"),
+            Refusal::Connections => (
+                S::SERVICE_UNAVAILABLE,
+                "connection-limit",
+                "too many connections",
+                "the server has as many open connections as it takes",
+            ),
+            Refusal::ClientConnections => (
+                S::TOO_MANY_REQUESTS,
+                "client-connection-limit",
+                "too many connections",
+                "this client address has as many open connections as one client may",
+            ),
+            Refusal::Bodies => (
+                S::SERVICE_UNAVAILABLE,
+                "upload-limit",
+                "too many uploads",
+                "the server is receiving as many request bodies as it takes",
+            ),
+            Refusal::ClientBodies => (
+                S::TOO_MANY_REQUESTS,
+                "client-upload-limit",
+                "too many uploads",
+                "this client address is sending as many request bodies as one client may",
+            ),
         }
     }
 }
@@ -229,12 +251,24 @@ pub struct BodySlot {
 impl Gate {
     /// The gate of the public listeners.
     pub fn public(c: &Capacity) -> Arc<Gate> {
-        Arc::new(Gate { connections: c.connections, per_client: c.per_client, bodies: c.bodies, bodies_per_client: c.bodies_per_client, state: Mutex::default() })
+        Arc::new(Gate {
+            connections: c.connections,
+            per_client: c.per_client,
+            bodies: c.bodies,
+            bodies_per_client: c.bodies_per_client,
+            state: Mutex::default(),
+        })
     }
 
     /// The admin listener's: its own few connections, bodies shared out as on the public one.
     pub fn admin(c: &Capacity) -> Arc<Gate> {
-        Arc::new(Gate { connections: ADMIN_CONNECTIONS, per_client: ADMIN_CONNECTIONS, bodies: c.bodies, bodies_per_client: c.bodies, state: Mutex::default() })
+        Arc::new(Gate {
+            connections: ADMIN_CONNECTIONS,
+            per_client: ADMIN_CONNECTIONS,
+            bodies: c.bodies,
+            bodies_per_client: c.bodies,
+            state: Mutex::default(),
+        })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -342,17 +376,39 @@ mod tests {
 
     #[test]
     fn settings_win_and_impossible_ones_are_refused() {
-        let c = Capacity::derive(&config("max_connections = 1000\nmax_connections_per_client = 1000\nmax_bodies = 10\n"), 65536, 40).unwrap();
-        assert_eq!((c.connections, c.per_client, c.bodies, c.bodies_per_client, c.sandboxes), (1000, 1000, 10, 10, 256));
+        let c = Capacity::derive(
+            &config("max_connections = 1000\nmax_connections_per_client = 1000\nmax_bodies = 10\n"),
+            65536,
+            40,
+        )
+        .unwrap();
+        assert_eq!(
+            (c.connections, c.per_client, c.bodies, c.bodies_per_client, c.sandboxes),
+            (1000, 1000, 10, 10, 256)
+        );
         let err = Capacity::derive(&config("max_connections = 60000\n"), 20000, 40).unwrap_err().to_string();
-        assert!(err.starts_with("the open-files limit 20000 is too low: max_connections = 60000 leaves no fds for a sandbox"), "{err}");
+        assert!(
+            err.starts_with(
+                "the open-files limit 20000 is too low: max_connections = 60000 leaves no fds for a sandbox"
+            ),
+            "{err}"
+        );
         assert!(err.contains("\nhint: raise LimitNOFILE="), "{err}");
         assert!(Capacity::derive(&config(""), 64, 20).is_err());
     }
 
     #[test]
     fn caps_are_global_and_per_client() {
-        let c = Capacity { connections: 3, per_client: 2, bodies: 2, bodies_per_client: 1, sandboxes: 1, refusals: 1, nofile: 0, open: 0 };
+        let c = Capacity {
+            connections: 3,
+            per_client: 2,
+            bodies: 2,
+            bodies_per_client: 1,
+            sandboxes: 1,
+            refusals: 1,
+            nofile: 0,
+            open: 0,
+        };
         let gate = Gate::public(&c);
         let a = ClientKey::of("127.0.0.1".parse().unwrap());
         let b = ClientKey::of("::ffff:127.0.0.2".parse().unwrap());

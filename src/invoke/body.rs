@@ -79,7 +79,9 @@ impl BodyStream {
             }
             self.cut_wait = None;
             self.ended = true;
-            return Poll::Ready(Some(Err(io::Error::other("the function failed mid-response; the body is incomplete"))));
+            return Poll::Ready(Some(Err(io::Error::other(
+                "the function failed mid-response; the body is incomplete",
+            ))));
         }
         if self.ended {
             return Poll::Ready(None);
@@ -104,4 +106,3 @@ impl BodyStream {
         std::future::poll_fn(|cx| self.poll_chunk(cx)).await
     }
 }
-

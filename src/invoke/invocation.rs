@@ -98,9 +98,13 @@ impl Invocation {
             (Some(first), false, ..) => first.clone(),
             (None, _, true, Some(ExitStatus::Exited(0))) => Outcome::Ok,
             (None, true, ..) => Outcome::OutOfMemory,
-            (None, false, false, Some(ExitStatus::Exited(0))) => Outcome::BadResponse("the function exited without writing a response".into()),
+            (None, false, false, Some(ExitStatus::Exited(0))) => {
+                Outcome::BadResponse("the function exited without writing a response".into())
+            }
             (None, false, _, Some(ExitStatus::Exited(code))) => Outcome::Crashed(format!("exited with status {code}")),
-            (None, false, _, Some(ExitStatus::Signaled(sig))) => Outcome::Crashed(format!("was killed by signal {}", signal_name(sig))),
+            (None, false, _, Some(ExitStatus::Signaled(sig))) => {
+                Outcome::Crashed(format!("was killed by signal {}", signal_name(sig)))
+            }
             (None, false, _, None) => Outcome::Crashed("vanished".into()),
         }
     }

@@ -71,12 +71,20 @@ pub struct Call {
 pub type ReportSink = Arc<dyn Fn(&Report) + Send + Sync>;
 
 /// Runs `call` on `loaded`. Returns once the response head is known, or the failure.
-pub async fn invoke(host: Arc<Host>, loaded: Arc<Loaded>, call: Call, sink: Option<ReportSink>) -> Result<Started, Failure> {
+pub async fn invoke(
+    host: Arc<Host>,
+    loaded: Arc<Loaded>,
+    call: Call,
+    sink: Option<ReportSink>,
+) -> Result<Started, Failure> {
     let (head_tx, head_rx) = oneshot::channel();
     tokio::spawn(run(host, loaded, call, head_tx, sink));
     match head_rx.await {
         Ok(r) => r,
-        Err(_) => Err(Failure { outcome: Outcome::SetupFailed("the invocation task ended unexpectedly".into()), timing: Timing::default() }),
+        Err(_) => Err(Failure {
+            outcome: Outcome::SetupFailed("the invocation task ended unexpectedly".into()),
+            timing: Timing::default(),
+        }),
     }
 }
 
@@ -84,7 +92,13 @@ fn unix_ms(after: Duration) -> u128 {
     (SystemTime::now() + after).duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis())
 }
 
-async fn run(host: Arc<Host>, loaded: Arc<Loaded>, mut call: Call, head_tx: oneshot::Sender<Result<Started, Failure>>, sink: Option<ReportSink>) {
+async fn run(
+    host: Arc<Host>,
+    loaded: Arc<Loaded>,
+    mut call: Call,
+    head_tx: oneshot::Sender<Result<Started, Failure>>,
+    sink: Option<ReportSink>,
+) {
     // Held until this task ends, so a slot frees only once the sandbox is gone.
     let _permits = std::mem::take(&mut call.permits);
     let f = &loaded.function;
@@ -118,7 +132,12 @@ async fn run(host: Arc<Host>, loaded: Arc<Loaded>, mut call: Call, head_tx: ones
         invocation_id: &call.id,
         deadline_ms: unix_ms(timeout.saturating_sub(call.received.elapsed())),
     };
-    let launch = Launch { id: &call.id, limits: &f.limits, envp: cgi::environment(&meta, &f.env), landlock_required: f.landlock == LandlockMode::Required };
+    let launch = Launch {
+        id: &call.id,
+        limits: &f.limits,
+        envp: cgi::environment(&meta, &f.env),
+        landlock_required: f.landlock == LandlockMode::Required,
+    };
     let mut sandbox = match sandbox::start(&host, &loaded.sandbox, launch) {
         Ok(s) => s,
         Err(e) => {
@@ -144,7 +163,11 @@ async fn run(host: Arc<Host>, loaded: Arc<Loaded>, mut call: Call, head_tx: ones
         }
     }
     let stdio = sandbox.take_stdio().map(|Stdio { stdin, stdout, stderr }| {
-        (pipe::Sender::from_owned_fd(stdin), pipe::Receiver::from_owned_fd(stdout), pipe::Receiver::from_owned_fd(stderr))
+        (
+            pipe::Sender::from_owned_fd(stdin),
+            pipe::Receiver::from_owned_fd(stdout),
+            pipe::Receiver::from_owned_fd(stderr),
+        )
     });
     let (stdin, mut stdout, mut stderr) = match stdio {
         Some((Ok(a), Ok(b), Ok(c))) if !inv.doomed() => (a, b, c),

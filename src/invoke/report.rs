@@ -50,28 +50,55 @@ impl Outcome {
         use StatusCode as S;
         let (status, slug, title, detail): (S, &'static str, &'static str, Cow<'static, str>) = match self {
             Outcome::Ok => (S::OK, "ok", "ok", "ok".into()),
-            Outcome::Timeout => (S::GATEWAY_TIMEOUT, "timeout", "function timed out", "the function ran past its timeout and was stopped".into()),
-            Outcome::OutOfMemory => {
-                (S::BAD_GATEWAY, "out-of-memory", "function ran out of memory", "the function exceeded its memory limit and was stopped".into())
-            }
+            Outcome::Timeout => (
+                S::GATEWAY_TIMEOUT,
+                "timeout",
+                "function timed out",
+                "the function ran past its timeout and was stopped".into(),
+            ),
+            Outcome::OutOfMemory => (
+                S::BAD_GATEWAY,
+                "out-of-memory",
+                "function ran out of memory",
+                "the function exceeded its memory limit and was stopped".into(),
+            ),
             Outcome::SyscallDenied(s) => (
                 S::BAD_GATEWAY,
                 "syscall-denied",
                 "function made a forbidden system call",
                 format!("the function made a forbidden system call ({s}) and was stopped").into(),
             ),
-            Outcome::Crashed(how) => (S::BAD_GATEWAY, "crashed", "function crashed", format!("the function {how} before sending a response").into()),
-            Outcome::BadResponse(why) => {
-                (S::BAD_GATEWAY, "bad-response", "function sent an invalid response", format!("the function's response was not valid CGI: {why}").into())
-            }
-            Outcome::OutputTooLarge => {
-                (S::BAD_GATEWAY, "output-too-large", "function output too large", "the function's response exceeded its output limit".into())
-            }
+            Outcome::Crashed(how) => (
+                S::BAD_GATEWAY,
+                "crashed",
+                "function crashed",
+                format!("the function {how} before sending a response").into(),
+            ),
+            Outcome::BadResponse(why) => (
+                S::BAD_GATEWAY,
+                "bad-response",
+                "function sent an invalid response",
+                format!("the function's response was not valid CGI: {why}").into(),
+            ),
+            Outcome::OutputTooLarge => (
+                S::BAD_GATEWAY,
+                "output-too-large",
+                "function output too large",
+                "the function's response exceeded its output limit".into(),
+            ),
             // nginx's "client closed request": there is no one left to send it to.
-            Outcome::ClientGone => (S::from_u16(499).expect("499 is a valid code"), "client-gone", "client went away", "the client went away".into()),
-            Outcome::SetupFailed(why) => {
-                (S::SERVICE_UNAVAILABLE, "sandbox-unavailable", "sandbox unavailable", format!("the sandbox could not be set up: {why}").into())
-            }
+            Outcome::ClientGone => (
+                S::from_u16(499).expect("499 is a valid code"),
+                "client-gone",
+                "client went away",
+                "the client went away".into(),
+            ),
+            Outcome::SetupFailed(why) => (
+                S::SERVICE_UNAVAILABLE,
+                "sandbox-unavailable",
+                "sandbox unavailable",
+                format!("the sandbox could not be set up: {why}").into(),
+            ),
         };
         Problem { status, slug, title, detail }
     }
@@ -139,7 +166,9 @@ impl Report {
         };
         let detail = match &r.outcome {
             Outcome::SyscallDenied(s) => format!(" syscall={s}"),
-            Outcome::Crashed(how) | Outcome::BadResponse(how) | Outcome::SetupFailed(how) => format!(" reason=\"{how}\""),
+            Outcome::Crashed(how) | Outcome::BadResponse(how) | Outcome::SetupFailed(how) => {
+                format!(" reason=\"{how}\"")
+            }
             _ => String::new(),
         };
         let message = format!(
@@ -197,7 +226,10 @@ mod tests {
         let slugs: std::collections::BTreeSet<_> = all.iter().map(Outcome::slug).collect();
         assert_eq!(slugs.len(), all.len(), "slugs are distinct");
         let p = Outcome::SyscallDenied("ptrace".into()).problem();
-        assert_eq!((p.status, p.slug, p.title), (StatusCode::BAD_GATEWAY, "syscall-denied", "function made a forbidden system call"));
+        assert_eq!(
+            (p.status, p.slug, p.title),
+            (StatusCode::BAD_GATEWAY, "syscall-denied", "function made a forbidden system call")
+        );
         assert_eq!(p.detail, "the function made a forbidden system call (ptrace) and was stopped");
         assert_eq!(Outcome::Timeout.status(), StatusCode::GATEWAY_TIMEOUT);
         assert_eq!(Outcome::SetupFailed("x".into()).status(), StatusCode::SERVICE_UNAVAILABLE);

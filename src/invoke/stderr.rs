@@ -27,7 +27,11 @@ impl<'a> StderrLog<'a> {
         if self.logged >= self.cap {
             if !self.truncated {
                 self.truncated = true;
-                crate::log::function_line(self.function, self.id, b"[faas: log output truncated at the per-invocation cap]");
+                crate::log::function_line(
+                    self.function,
+                    self.id,
+                    b"[faas: log output truncated at the per-invocation cap]",
+                );
             }
             return;
         }
@@ -55,4 +59,3 @@ impl<'a> StderrLog<'a> {
         }
     }
 }
-

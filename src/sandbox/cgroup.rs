@@ -81,9 +81,13 @@ pub fn delegated_root(configured: Option<&Path>) -> Result<PathBuf, CgroupError>
     };
     let path = root.join("cgroup.controllers");
     let have = fs::read_to_string(&path).map_err(io_err("read", &path))?;
-    let missing: Vec<&str> = CONTROLLERS.iter().copied().filter(|c| !have.split_whitespace().any(|h| h == *c)).collect();
+    let missing: Vec<&str> =
+        CONTROLLERS.iter().copied().filter(|c| !have.split_whitespace().any(|h| h == *c)).collect();
     if !missing.is_empty() {
-        return Err(CgroupError::NotDelegated { path: root, reason: format!("{} not in cgroup.controllers", missing.join(", ")) });
+        return Err(CgroupError::NotDelegated {
+            path: root,
+            reason: format!("{} not in cgroup.controllers", missing.join(", ")),
+        });
     }
     Ok(root)
 }
@@ -108,7 +112,9 @@ impl CgroupTree {
             for pid in ours.lines().filter(|l| !l.is_empty()) {
                 let target = supervisor.join("cgroup.procs");
                 match fs::write(&target, pid) {
-                    Err(e) if e.raw_os_error() != Some(nix::libc::ESRCH) => return Err(io_err("move into", &target)(e)),
+                    Err(e) if e.raw_os_error() != Some(nix::libc::ESRCH) => {
+                        return Err(io_err("move into", &target)(e))
+                    }
                     _ => {}
                 }
             }

@@ -112,16 +112,28 @@ impl Host {
         } else {
             LayerState::Enforced
         };
-        list.push(("namespaces", ns_state.clone(), "faas serve runs as root (the unit does); sandboxes drop everything"));
+        list.push((
+            "namespaces",
+            ns_state.clone(),
+            "faas serve runs as root (the unit does); sandboxes drop everything",
+        ));
         list.push(("uid", ns_state, "each sandbox runs as its own uid from uid_base"));
 
         let netns = match sys::create_empty_netns() {
             Ok(fd) => {
-                list.push(("network", LayerState::Enforced, "an empty network namespace of its own per sandbox: loopback only, and down"));
+                list.push((
+                    "network",
+                    LayerState::Enforced,
+                    "an empty network namespace of its own per sandbox: loopback only, and down",
+                ));
                 Some(Arc::new(NetnsPool::new(fd, config.max_concurrency)))
             }
             Err(e) => {
-                list.push(("network", LayerState::Missing(format!("cannot create a network namespace: {e}")), "needs CAP_SYS_ADMIN"));
+                list.push((
+                    "network",
+                    LayerState::Missing(format!("cannot create a network namespace: {e}")),
+                    "needs CAP_SYS_ADMIN",
+                ));
                 None
             }
         };
@@ -137,7 +149,10 @@ impl Host {
         let build = |host_network| seccomp::build_filter(seccomp::Policy { host_network });
         let (seccomp, seccomp_state) = match (build(false), build(true)) {
             (Ok(isolated), Ok(host)) if seccomp_supported() => ((isolated, host), LayerState::Enforced),
-            (Ok(_), Ok(_)) => ((Vec::new(), Vec::new()), LayerState::Missing("the kernel has no seccomp user notification: no sandbox will start".into())),
+            (Ok(_), Ok(_)) => (
+                (Vec::new(), Vec::new()),
+                LayerState::Missing("the kernel has no seccomp user notification: no sandbox will start".into()),
+            ),
             (Err(e), _) | (_, Err(e)) => ((Vec::new(), Vec::new()), LayerState::Missing(e.to_string())),
         };
         list.push(("seccomp", seccomp_state, "CONFIG_SECCOMP_FILTER with user notification (Linux ≥ 5.0)"));
@@ -149,7 +164,13 @@ impl Host {
                     Some(tree)
                 }
                 Err(e) => {
-                    list.push(("cgroup", LayerState::Missing(format!("{e}; falling back to rlimits (RLIMIT_NPROC per sandbox uid, RLIMIT_DATA)")), "Delegate=yes in the unit, or cgroup_root in faas.toml"));
+                    list.push((
+                        "cgroup",
+                        LayerState::Missing(format!(
+                            "{e}; falling back to rlimits (RLIMIT_NPROC per sandbox uid, RLIMIT_DATA)"
+                        )),
+                        "Delegate=yes in the unit, or cgroup_root in faas.toml",
+                    ));
                     None
                 }
             }
@@ -193,7 +214,14 @@ pub const FALLBACK_BOUNDS: &[(&str, &str)] = &[
 /// Capabilities building a sandbox takes, by number (capability.h): SYS_ADMIN for namespaces
 /// and mounts, SYS_CHROOT for setns into a mount namespace, SETUID/SETGID/SETPCAP for the
 /// uid drop, KILL to signal sandboxes of other uids.
-const NEEDED_CAPS: &[(u32, &str)] = &[(21, "CAP_SYS_ADMIN"), (18, "CAP_SYS_CHROOT"), (7, "CAP_SETUID"), (6, "CAP_SETGID"), (8, "CAP_SETPCAP"), (5, "CAP_KILL")];
+const NEEDED_CAPS: &[(u32, &str)] = &[
+    (21, "CAP_SYS_ADMIN"),
+    (18, "CAP_SYS_CHROOT"),
+    (7, "CAP_SETUID"),
+    (6, "CAP_SETGID"),
+    (8, "CAP_SETPCAP"),
+    (5, "CAP_KILL"),
+];
 
 /// The needed capabilities missing from our effective set (a unit's
 /// CapabilityBoundingSet= can take one away even from root).
@@ -222,5 +250,6 @@ fn probe_cgroup(config: &Config) -> Result<(), String> {
 /// Whether the kernel takes seccomp filters with user notification (Linux ≥ 5.0).
 fn seccomp_supported() -> bool {
     std::fs::read_to_string("/proc/self/status").is_ok_and(|s| s.lines().any(|l| l.starts_with("Seccomp:")))
-        && std::fs::read_to_string("/proc/sys/kernel/seccomp/actions_avail").is_ok_and(|a| a.split_whitespace().any(|w| w == "user_notif"))
+        && std::fs::read_to_string("/proc/sys/kernel/seccomp/actions_avail")
+            .is_ok_and(|a| a.split_whitespace().any(|w| w == "user_notif"))
 }

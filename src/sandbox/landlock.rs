@@ -56,7 +56,13 @@ impl Enforcement {
         if abi < 1 {
             return Enforcement { abi, level: Level::Missing, missing: vec!["landlock"] };
         }
-        for (need, what) in [(2, "refer (ABI 2)"), (3, "truncate (ABI 3)"), (4, "tcp bind/connect (ABI 4)"), (5, "device ioctl (ABI 5)"), (6, "signal and abstract socket scoping (ABI 6)")] {
+        for (need, what) in [
+            (2, "refer (ABI 2)"),
+            (3, "truncate (ABI 3)"),
+            (4, "tcp bind/connect (ABI 4)"),
+            (5, "device ioctl (ABI 5)"),
+            (6, "signal and abstract socket scoping (ABI 6)"),
+        ] {
             if abi < need {
                 missing.push(what);
             }
@@ -79,8 +85,12 @@ impl fmt::Display for Enforcement {
     fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
         match self.level {
             Level::Full => write!(f, "landlock ABI {}: fully enforced (fs, tcp, scopes)", self.abi),
-            Level::Partial => write!(f, "landlock ABI {}: partially enforced, lacking {}", self.abi, self.missing.join(", ")),
-            Level::Missing => write!(f, "landlock missing: no file system or network restriction beyond mounts and uid"),
+            Level::Partial => {
+                write!(f, "landlock ABI {}: partially enforced, lacking {}", self.abi, self.missing.join(", "))
+            }
+            Level::Missing => {
+                write!(f, "landlock missing: no file system or network restriction beyond mounts and uid")
+            }
         }
     }
 }
@@ -156,7 +166,8 @@ pub fn prepare(paths: &RulePaths) -> Result<Prepared, LandlockError> {
     }
     let kernel = ABI::from(enforcement.abi.min(TARGET_ABI as i32));
     let handled = AccessFs::from_all(kernel);
-    let tmp = AccessFs::from_all(TARGET_ABI) & !(AccessFs::Execute | AccessFs::MakeChar | AccessFs::MakeBlock | AccessFs::IoctlDev);
+    let tmp = AccessFs::from_all(TARGET_ABI)
+        & !(AccessFs::Execute | AccessFs::MakeChar | AccessFs::MakeBlock | AccessFs::IoctlDev);
     Ok(Prepared {
         rules,
         network: paths.network,

@@ -135,11 +135,31 @@ impl Step {
     fn from_u32(v: u32) -> Option<Step> {
         use Step::*;
         [
-            Stdio, Signals, Session, NetNs, Hostname, MountNs, Mount, Chdir, IpcLimits, CapBound, Groups, Gid, Uid, Caps, ParentDeath,
-            NoNewPrivs, Landlock, CloseFds, Seccomp, SendListener, Rlimit, Exec,
+            Stdio,
+            Signals,
+            Session,
+            NetNs,
+            Hostname,
+            MountNs,
+            Mount,
+            Chdir,
+            IpcLimits,
+            CapBound,
+            Groups,
+            Gid,
+            Uid,
+            Caps,
+            ParentDeath,
+            NoNewPrivs,
+            Landlock,
+            CloseFds,
+            Seccomp,
+            SendListener,
+            Rlimit,
+            Exec,
         ]
-            .into_iter()
-            .find(|s| *s as u32 == v)
+        .into_iter()
+        .find(|s| *s as u32 == v)
     }
 }
 
@@ -235,7 +255,9 @@ impl SpawnError {
 
 fn hint(step: Option<Step>, e: &io::Error) -> &'static str {
     match e.raw_os_error() {
-        Some(libc::ENOENT | libc::EACCES) if step == Some(Step::Exec) => "\nhint: check [runtimes] in faas.toml and that the program exists and is executable",
+        Some(libc::ENOENT | libc::EACCES) if step == Some(Step::Exec) => {
+            "\nhint: check [runtimes] in faas.toml and that the program exists and is executable"
+        }
         Some(libc::EPERM) => "\nhint: building sandboxes needs root (CAP_SYS_ADMIN, CAP_SETUID, CAP_SETGID)",
         Some(libc::ENOSPC) => "\nhint: a namespace or pid limit is exhausted (user.max_*_namespaces, pids)",
         _ => "",
@@ -247,7 +269,10 @@ pub type BpfProgram = Vec<libc::sock_filter>;
 
 /// What every request of one function version shares: built by [`prepare`] at load.
 pub struct PreparedSandbox {
-    #[allow(dead_code, reason = "held for its Drop, which removes the version directory once the last request is gone")]
+    #[allow(
+        dead_code,
+        reason = "held for its Drop, which removes the version directory once the last request is gone"
+    )]
     skeleton: namespaces::Skeleton,
     /// The template mount namespace: the read-only root, already pivoted into. An error (not
     /// root, say) is kept and answered per request, so the function still loads.
@@ -348,14 +373,21 @@ pub fn prepare(host: &Host, spec: Spec) -> Result<PreparedSandbox, PrepareError>
     let wrappers = &host.config.wrappers_dir;
     let root = namespaces::RootSpec { code: &code_dir, wrappers, read_only: spec.read_only, tmp_bytes: spec.tmp_bytes };
     let skeleton = namespaces::build_skeleton(dir, &root).map_err(root_err)?;
-    let template = sys::create_mount_template(&namespaces::template_plan(&skeleton, &root), &namespaces::cstr(&skeleton.root)).map_err(Arc::new);
+    let template =
+        sys::create_mount_template(&namespaces::template_plan(&skeleton, &root), &namespaces::cstr(&skeleton.root))
+            .map_err(Arc::new);
     if let Err(e) = &template {
         tracing::error!(function = %spec.name, "failed to build the sandbox root: {e}");
     }
     let mut exec: Vec<&Path> = skeleton.system_dirs.iter().map(PathBuf::as_path).collect();
     exec.push(&code_dir);
     exec.extend(skeleton.read_only.iter().map(PathBuf::as_path));
-    let landlock = landlock::prepare(&landlock::RulePaths { root: &skeleton.root, exec, read: vec![wrappers], network: spec.network })?;
+    let landlock = landlock::prepare(&landlock::RulePaths {
+        root: &skeleton.root,
+        exec,
+        read: vec![wrappers],
+        network: spec.network,
+    })?;
     Ok(PreparedSandbox {
         template,
         hostname: c"faas".into(),
@@ -423,7 +455,9 @@ fn child_error(prepared: &PreparedSandbox, record: &[u8; spawn::ERROR_RECORD]) -
     let (step, index, errno) = spawn::decode_error(record);
     let step = Step::from_u32(step).unwrap_or(Step::Exec);
     let detail = match step {
-        Step::Mount => prepared.request_mounts.get(index as usize).map_or_else(String::new, |m| format!(" ({})", m.describe())),
+        Step::Mount => {
+            prepared.request_mounts.get(index as usize).map_or_else(String::new, |m| format!(" ({})", m.describe()))
+        }
         Step::Exec => format!(" {}", prepared.exe.to_string_lossy()),
         Step::Rlimit | Step::Seccomp | Step::CapBound | Step::IpcLimits | Step::ParentDeath => format!(" (#{index})"),
         Step::MountNs => [" (setns)", " (unshare)"].get(index as usize).unwrap_or(&"").to_string(),
@@ -434,8 +468,5 @@ fn child_error(prepared: &PreparedSandbox, record: &[u8; spawn::ERROR_RECORD]) -
 
 /// Reads the highest capability number the kernel supports.
 fn cap_last() -> u32 {
-    std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(40)
+    std::fs::read_to_string("/proc/sys/kernel/cap_last_cap").ok().and_then(|s| s.trim().parse().ok()).unwrap_or(40)
 }

@@ -106,7 +106,12 @@ pub fn build_skeleton(dir: &Path, spec: &RootSpec) -> io::Result<Skeleton> {
     for dev in DEVICES {
         std::fs::File::create(root.join("dev").join(dev))?;
     }
-    for (link, target) in [("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")] {
+    for (link, target) in [
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+    ] {
         std::os::unix::fs::symlink(target, root.join("dev").join(link))?;
     }
     let mut read_only = Vec::new();
@@ -143,7 +148,13 @@ pub fn template_plan(skeleton: &Skeleton, spec: &RootSpec) -> Vec<MountOp> {
     let root = &skeleton.root;
     let mut ops = vec![
         // systemd mounts / shared; without this every mount below would show up on the host.
-        MountOp::Mount { source: None, target: c"/".into(), fstype: None, flags: libc::MS_REC | libc::MS_PRIVATE, data: None },
+        MountOp::Mount {
+            source: None,
+            target: c"/".into(),
+            fstype: None,
+            flags: libc::MS_REC | libc::MS_PRIVATE,
+            data: None,
+        },
         // pivot_root needs the new root to be a mount point.
         MountOp::Mount { source: Some(cstr(root)), target: cstr(root), fstype: None, flags: libc::MS_BIND, data: None },
     ];
@@ -182,8 +193,25 @@ pub fn template_plan(skeleton: &Skeleton, spec: &RootSpec) -> Vec<MountOp> {
 /// `subset=pid` mount would hide them all, but also `/proc/meminfo`, `/proc/stat` and
 /// `/proc/cpuinfo`, which Node and libuv read.
 pub const MASKED_PROC: &[&str] = &[
-    "config.gz", "cmdline", "bootconfig", "key-users", "keys", "interrupts", "softirqs", "kallsyms", "modules", "timer_list",
-    "sched_debug", "schedstat", "diskstats", "partitions", "swaps", "iomem", "ioports", "kcore", "sysrq-trigger",
+    "config.gz",
+    "cmdline",
+    "bootconfig",
+    "key-users",
+    "keys",
+    "interrupts",
+    "softirqs",
+    "kallsyms",
+    "modules",
+    "timer_list",
+    "sched_debug",
+    "schedstat",
+    "diskstats",
+    "partitions",
+    "swaps",
+    "iomem",
+    "ioports",
+    "kcore",
+    "sysrq-trigger",
 ];
 
 /// Each request's own mounts, made inside its copy of the template (paths as the sandbox
@@ -197,7 +225,10 @@ pub fn request_mounts(spec: &RootSpec) -> Vec<MountOp> {
             target: c"/tmp".into(),
             fstype: Some(c"tmpfs".into()),
             flags: libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
-            data: Some(CString::new(format!("size={},nr_inodes={inodes},mode=1777", spec.tmp_bytes)).expect("digits hold no NUL")),
+            data: Some(
+                CString::new(format!("size={},nr_inodes={inodes},mode=1777", spec.tmp_bytes))
+                    .expect("digits hold no NUL"),
+            ),
         },
         // Mounted from inside the new pid namespace, so it shows that one.
         MountOp::Mount {
@@ -229,7 +260,9 @@ pub fn ipc_limits(memory: u64) -> Vec<(CString, Vec<u8>)> {
     let pages = memory.div_ceil(4096).max(1);
     [("shmmax", memory.max(1)), ("shmall", pages), ("msgmni", 16)]
         .into_iter()
-        .map(|(name, v)| (CString::new(format!("/proc/sys/kernel/{name}")).expect("no NUL"), v.to_string().into_bytes()))
+        .map(|(name, v)| {
+            (CString::new(format!("/proc/sys/kernel/{name}")).expect("no NUL"), v.to_string().into_bytes())
+        })
         .collect()
 }
 
@@ -257,7 +290,10 @@ mod tests {
         assert_eq!(first, "mount (none) on /");
         let texts: Vec<String> = plan.iter().map(|m| m.describe()).collect();
         assert!(texts.iter().any(|t| t.ends_with("/root/etc/hostname")), "{texts:?}");
-        assert!(texts.iter().any(|t| t == &format!("make {}/v1/root/usr read-only", tmp.path().display())), "{texts:?}");
+        assert!(
+            texts.iter().any(|t| t == &format!("make {}/v1/root/usr read-only", tmp.path().display())),
+            "{texts:?}"
+        );
         assert!(texts.last().unwrap().ends_with("/v1/root"));
         let own: Vec<String> = request_mounts(&spec).iter().map(|m| m.describe()).collect();
         assert_eq!(own[..2], ["mount tmpfs on /tmp", "mount proc on /proc"]);

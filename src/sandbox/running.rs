@@ -85,7 +85,10 @@ fn prepare_err(what: &'static str) -> impl FnOnce(io::Error) -> SpawnError {
 /// Fails closed: a layer this sandbox needs that the host lacks stops it here.
 pub fn start(host: &Host, prepared: &Arc<PreparedSandbox>, launch: Launch) -> Result<Running, SpawnError> {
     if launch.landlock_required && prepared.landlock.enforcement.level != Level::Full {
-        return Err(SpawnError::Missing(format!("the function requires landlock, and this kernel gives {}", prepared.landlock.enforcement)));
+        return Err(SpawnError::Missing(format!(
+            "the function requires landlock, and this kernel gives {}",
+            prepared.landlock.enforcement
+        )));
     }
     let template_fd = match &prepared.template {
         Ok(fd) => fd.as_raw_fd(),
@@ -227,7 +230,9 @@ impl Running {
         // Tests only: lose the listener as an exhausted fd table would, to prove the sandbox dies.
         #[cfg(debug_assertions)]
         let listener = listener.and_then(|l| match std::env::var_os("FAAS_TEST_FAULT") {
-            Some(v) if v == "lose-seccomp-listener" => Err(io::Error::other(format!("fault injected, dropped listener fd {l:?}"))),
+            Some(v) if v == "lose-seccomp-listener" => {
+                Err(io::Error::other(format!("fault injected, dropped listener fd {l:?}")))
+            }
             _ => Ok(l),
         });
         self.listener = Some(listener.map_err(SpawnError::Listener)?);
@@ -419,7 +424,12 @@ async fn wait_for_exec(err_read: OwnedFd, prepared: &PreparedSandbox) -> Result<
         let mut guard = fd.readable().await.map_err(prepare_err("the error pipe"))?;
         match nix::unistd::read(fd.get_ref().as_raw_fd(), &mut record[got..]) {
             Ok(0) if got == 0 => return Ok(()),
-            Ok(0) => return Err(SpawnError::Prepare { what: "the error pipe", source: io::Error::other("short error record") }),
+            Ok(0) => {
+                return Err(SpawnError::Prepare {
+                    what: "the error pipe",
+                    source: io::Error::other("short error record"),
+                })
+            }
             Ok(n) => {
                 got += n;
                 if got == ERROR_RECORD {

@@ -154,7 +154,14 @@ impl ChildStack {
     fn new() -> io::Result<ChildStack> {
         // SAFETY: a fresh anonymous private mapping; no existing memory is touched.
         let base = unsafe {
-            libc::mmap(std::ptr::null_mut(), GUARD + CHILD_STACK, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_STACK, -1, 0)
+            libc::mmap(
+                std::ptr::null_mut(),
+                GUARD + CHILD_STACK,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_STACK,
+                -1,
+                0,
+            )
         };
         if base == libc::MAP_FAILED {
             return Err(io::Error::last_os_error());
@@ -189,9 +196,10 @@ thread_local! {
 /// Where the child starts on its own stack.
 #[cfg(target_arch = "x86_64")]
 extern "C" fn child_entry(plan: *const ChildPlan) -> ! {
-    // SAFETY: plan points at the parent's ChildPlan, alive while CLONE_VFORK holds the
-    // parent; we are the child, straight after clone3.
-    unsafe { child_main(&*plan) }
+    // SAFETY: plan points at the parent's ChildPlan, alive while CLONE_VFORK holds the parent.
+    let plan = unsafe { &*plan };
+    // SAFETY: we are the child, straight after clone3.
+    unsafe { child_main(plan) }
 }
 
 /// clone3 with CLONE_VM | CLONE_VFORK, the child calling child_entry(plan) on its own stack.
@@ -308,8 +316,10 @@ struct CapData {
 /// Writes the failed step to the error pipe and exits without running any Rust or libc
 /// teardown (the heap and locks are a copy of a multi-threaded parent's).
 fn child_fail(err_pipe: RawFd, step: Step, index: u32) -> ! {
-    // SAFETY: __errno_location returns this thread's errno slot, always valid to read.
-    let errno = unsafe { *libc::__errno_location() };
+    // SAFETY: __errno_location only returns this thread's errno slot.
+    let slot = unsafe { libc::__errno_location() };
+    // SAFETY: the slot is always valid to read.
+    let errno = unsafe { *slot };
     let mut record = [0u8; ERROR_RECORD];
     record[0..4].copy_from_slice(&(step as u32).to_ne_bytes());
     record[4..8].copy_from_slice(&index.to_ne_bytes());
@@ -424,13 +434,23 @@ unsafe fn child_main(plan: &ChildPlan) -> ! {
     // SAFETY: plain integer arguments.
     check!(Step::NoNewPrivs, 0, unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) });
     if let Some(ruleset) = plan.landlock_fd {
-        for (i, (path, access)) in [(c"/tmp", plan.landlock_tmp), (c"/proc", plan.landlock_proc)].into_iter().enumerate() {
+        for (i, (path, access)) in
+            [(c"/tmp", plan.landlock_tmp), (c"/proc", plan.landlock_proc)].into_iter().enumerate()
+        {
             // SAFETY: a NUL-terminated literal path inside the sandbox root.
             let fd = unsafe { libc::open(path.as_ptr(), libc::O_PATH | libc::O_CLOEXEC) };
             check!(Step::Landlock, i, fd);
             let attr = PathBeneathAttr { allowed_access: access, parent_fd: fd };
             // SAFETY: attr is a landlock_path_beneath_attr for rule type PATH_BENEATH; flags 0.
-            let rc = unsafe { libc::syscall(libc::SYS_landlock_add_rule, ruleset, LANDLOCK_RULE_PATH_BENEATH, &attr as *const PathBeneathAttr, 0) };
+            let rc = unsafe {
+                libc::syscall(
+                    libc::SYS_landlock_add_rule,
+                    ruleset,
+                    LANDLOCK_RULE_PATH_BENEATH,
+                    &attr as *const PathBeneathAttr,
+                    0,
+                )
+            };
             check!(Step::Landlock, i, rc);
             // SAFETY: fd was opened just above and is ours.
             unsafe { libc::close(fd) };
@@ -440,13 +460,21 @@ unsafe fn child_main(plan: &ChildPlan) -> ! {
     }
 
     // SAFETY: plain integer arguments: mark every fd from 3 up close-on-exec.
-    check!(Step::CloseFds, 0, unsafe { libc::syscall(libc::SYS_close_range, 3, libc::c_uint::MAX, CLOSE_RANGE_CLOEXEC) });
-
+    check!(Step::CloseFds, 0, unsafe {
+        libc::syscall(libc::SYS_close_range, 3, libc::c_uint::MAX, CLOSE_RANGE_CLOEXEC)
+    });
 
     let filter = &plan.sandbox.seccomp;
     let prog = libc::sock_fprog { len: filter.len() as u16, filter: filter.as_ptr() as *mut libc::sock_filter };
     // SAFETY: prog points at a BPF program compiled at start-up, alive in plan.
-    let listener = unsafe { libc::syscall(libc::SYS_seccomp, SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_NEW_LISTENER, &prog as *const libc::sock_fprog) };
+    let listener = unsafe {
+        libc::syscall(
+            libc::SYS_seccomp,
+            SECCOMP_SET_MODE_FILTER,
+            SECCOMP_FILTER_FLAG_NEW_LISTENER,
+            &prog as *const libc::sock_fprog,
+        )
+    };
     check!(Step::Seccomp, 0, listener);
     child_send_fd(ep, plan.notify_sock, listener as c_int);
 
@@ -474,13 +502,15 @@ fn child_write_file(path: &CStr, value: &[u8]) -> c_long {
     }
     // SAFETY: value is a live buffer of value.len() bytes.
     let n = unsafe { libc::write(fd, value.as_ptr().cast(), value.len()) };
-    // SAFETY: fd was opened just above and is ours; a failed write keeps its errno for the record.
-    let errno = unsafe { *libc::__errno_location() };
-    // SAFETY: as above.
+    // SAFETY: __errno_location only returns this thread's errno slot.
+    let slot = unsafe { libc::__errno_location() };
+    // SAFETY: the slot is always valid to read; a failed write's errno is kept for the record.
+    let errno = unsafe { *slot };
+    // SAFETY: fd was opened just above and is ours.
     unsafe { libc::close(fd) };
     if n != value.len() as isize {
         // SAFETY: restoring the write's errno after close, in this thread's own slot.
-        unsafe { *libc::__errno_location() = if n < 0 { errno } else { libc::EIO } };
+        unsafe { *slot = if n < 0 { errno } else { libc::EIO } };
         return -1;
     }
     0
@@ -492,13 +522,27 @@ pub(super) fn apply_mount(op: &MountOp) -> c_long {
     match op {
         MountOp::Mount { source, target, fstype, flags, data } => {
             // SAFETY: every pointer is NULL or a NUL-terminated string that outlives the call.
-            c_long::from(unsafe { libc::mount(opt_ptr(source), target.as_ptr(), opt_ptr(fstype), *flags, opt_ptr(data).cast()) })
+            c_long::from(unsafe {
+                libc::mount(opt_ptr(source), target.as_ptr(), opt_ptr(fstype), *flags, opt_ptr(data).cast())
+            })
         }
         MountOp::ReadOnlyTree { target } => {
-            let attr = MountAttr { attr_set: MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV, attr_clr: 0, propagation: 0, userns_fd: 0 };
+            let attr = MountAttr {
+                attr_set: MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
+                attr_clr: 0,
+                propagation: 0,
+                userns_fd: 0,
+            };
             // SAFETY: target is a NUL-terminated path; attr is a mount_attr of the size given.
             unsafe {
-                libc::syscall(libc::SYS_mount_setattr, libc::AT_FDCWD, target.as_ptr(), AT_RECURSIVE, &attr as *const MountAttr, std::mem::size_of::<MountAttr>())
+                libc::syscall(
+                    libc::SYS_mount_setattr,
+                    libc::AT_FDCWD,
+                    target.as_ptr(),
+                    AT_RECURSIVE,
+                    &attr as *const MountAttr,
+                    std::mem::size_of::<MountAttr>(),
+                )
             }
         }
     }
@@ -519,13 +563,17 @@ fn child_send_fd(ep: RawFd, sock: RawFd, fd: c_int) {
     msg.msg_controllen = unsafe { libc::CMSG_SPACE(std::mem::size_of::<c_int>() as u32) } as usize;
     // SAFETY: msg_control points at a buffer of at least CMSG_SPACE(4) bytes.
     let cmsg = unsafe { libc::CMSG_FIRSTHDR(&msg) };
+    // SAFETY: CMSG_LEN only computes a size.
+    let len = unsafe { libc::CMSG_LEN(std::mem::size_of::<c_int>() as u32) } as usize;
     // SAFETY: cmsg points into control, which has room for the header and one fd.
-    unsafe {
-        (*cmsg).cmsg_level = libc::SOL_SOCKET;
-        (*cmsg).cmsg_type = libc::SCM_RIGHTS;
-        (*cmsg).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<c_int>() as u32) as usize;
-        std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<c_int>(), fd);
-    }
+    let header = unsafe { &mut *cmsg };
+    header.cmsg_level = libc::SOL_SOCKET;
+    header.cmsg_type = libc::SCM_RIGHTS;
+    header.cmsg_len = len;
+    // SAFETY: CMSG_DATA only computes the address just past the header, inside control.
+    let data = unsafe { libc::CMSG_DATA(cmsg) };
+    // SAFETY: data has room for one c_int (CMSG_SPACE above); it may be unaligned.
+    unsafe { std::ptr::write_unaligned(data.cast::<c_int>(), fd) };
     // SAFETY: msg and everything it points to are live locals.
     if unsafe { libc::sendmsg(sock, &msg, libc::MSG_NOSIGNAL) } < 0 {
         child_fail(ep, Step::SendListener, 0);

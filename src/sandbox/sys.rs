@@ -44,7 +44,12 @@ pub fn recv_fd(sock: &OwnedFd) -> io::Result<Option<OwnedFd>> {
     let mut byte = [0u8; 1];
     let mut iov = [IoSliceMut::new(&mut byte)];
     let mut space = nix::cmsg_space!([RawFd; 1]);
-    let msg = recvmsg::<()>(sock.as_raw_fd(), &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC | MsgFlags::MSG_DONTWAIT)?;
+    let msg = recvmsg::<()>(
+        sock.as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        MsgFlags::MSG_CMSG_CLOEXEC | MsgFlags::MSG_DONTWAIT,
+    )?;
     if msg.flags.contains(MsgFlags::MSG_CTRUNC) {
         return Ok(None);
     }
@@ -81,7 +86,15 @@ pub fn try_reap(pidfd: &OwnedFd) -> io::Result<Option<ExitStatus>> {
 /// whole namespace (pid_namespaces(7)). Already dead is fine.
 pub fn kill_pidfd(pidfd: &OwnedFd) -> io::Result<()> {
     // SAFETY: pidfd is a live pidfd; no siginfo, no flags.
-    let rc = unsafe { libc::syscall(libc::SYS_pidfd_send_signal, pidfd.as_raw_fd(), libc::SIGKILL, std::ptr::null::<libc::siginfo_t>(), 0) };
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            libc::SIGKILL,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    };
     if rc < 0 && Errno::last() != Errno::ESRCH {
         return Err(io::Error::last_os_error());
     }
@@ -122,7 +135,8 @@ pub fn create_mount_template(ops: &[MountOp], root: &CStr) -> io::Result<OwnedFd
     std::thread::scope(|scope| {
         scope
             .spawn(|| {
-                unshare(CloneFlags::CLONE_FS | CloneFlags::CLONE_NEWNS).map_err(fail("failed to unshare a mount namespace".into()))?;
+                unshare(CloneFlags::CLONE_FS | CloneFlags::CLONE_NEWNS)
+                    .map_err(fail("failed to unshare a mount namespace".into()))?;
                 // Opened while /proc is still reachable; it names the namespace, not a path.
                 let ns: OwnedFd = File::open("/proc/thread-self/ns/mnt")
                     .map_err(|e| io::Error::new(e.kind(), format!("failed to open the template mount namespace: {e}")))?
@@ -166,7 +180,14 @@ pub fn changed_signals() -> Vec<libc::c_int> {
 pub fn landlock_abi() -> i32 {
     const LANDLOCK_CREATE_RULESET_VERSION: libc::c_uint = 1;
     // SAFETY: a NULL attr with size 0 and the VERSION flag only queries the ABI.
-    let v = unsafe { libc::syscall(libc::SYS_landlock_create_ruleset, std::ptr::null::<u8>(), 0usize, LANDLOCK_CREATE_RULESET_VERSION) };
+    let v = unsafe {
+        libc::syscall(
+            libc::SYS_landlock_create_ruleset,
+            std::ptr::null::<u8>(),
+            0usize,
+            LANDLOCK_CREATE_RULESET_VERSION,
+        )
+    };
     v.max(0) as i32
 }
 

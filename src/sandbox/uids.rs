@@ -116,7 +116,13 @@ impl UidPool {
     }
 
     /// A pool with its own lock file, process table and idle hold (for tests).
-    pub fn with_paths(base: u32, count: u32, lock_path: PathBuf, proc_root: PathBuf, idle_hold: Duration) -> Arc<UidPool> {
+    pub fn with_paths(
+        base: u32,
+        count: u32,
+        lock_path: PathBuf,
+        proc_root: PathBuf,
+        idle_hold: Duration,
+    ) -> Arc<UidPool> {
         let batch = (count / 64).clamp(1, MAX_BATCH) as usize;
         Arc::new(UidPool { base, count, batch, idle_hold, lock_path, proc_root, state: Mutex::default() })
     }
@@ -168,7 +174,9 @@ impl UidPool {
 
     /// Unlocks idle uids beyond one batch that have been idle for `idle_hold`.
     fn expire(&self, st: &mut PoolState, now: Instant) {
-        while st.idle.len() > self.batch && st.idle.front().is_some_and(|(_, since)| now.duration_since(*since) >= self.idle_hold) {
+        while st.idle.len() > self.batch
+            && st.idle.front().is_some_and(|(_, since)| now.duration_since(*since) >= self.idle_hold)
+        {
             if let (Some((id, _)), Some(Ok(file))) = (st.idle.pop_front(), &st.lock) {
                 unlock(file, id);
             }
@@ -254,10 +262,17 @@ impl Drop for UidLease {
 /// change or replace it: whoever could would decide which uids look free.
 fn open_lock_file(path: &Path) -> Result<File, String> {
     const HINT: &str = "hint: every faas process on the host leases sandbox uids through this file; it and every directory above it must be writable by root only";
-    let fail = |what: &str, e: &dyn std::fmt::Display| format!("failed to {what} the sandbox uid lock file {}: {e}\n{HINT}", path.display());
+    let fail = |what: &str, e: &dyn std::fmt::Display| {
+        format!("failed to {what} the sandbox uid lock file {}: {e}\n{HINT}", path.display())
+    };
     let dir = path.parent().unwrap_or(Path::new("/"));
-    std::fs::DirBuilder::new().recursive(true).mode(0o755).create(dir).map_err(|e| fail("create the directory of", &e))?;
-    check_private_dir(dir).map_err(|e| format!("the sandbox uid lock file {} is not safe: {e}\n{HINT}", path.display()))?;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o755)
+        .create(dir)
+        .map_err(|e| fail("create the directory of", &e))?;
+    check_private_dir(dir)
+        .map_err(|e| format!("the sandbox uid lock file {} is not safe: {e}\n{HINT}", path.display()))?;
     let file = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
@@ -280,7 +295,13 @@ fn open_lock_file(path: &Path) -> Result<File, String> {
 }
 
 fn byte_lock(kind: libc::c_int, id: u32) -> libc::flock {
-    libc::flock { l_type: kind as libc::c_short, l_whence: libc::SEEK_SET as libc::c_short, l_start: libc::off_t::from(id), l_len: 1, l_pid: 0 }
+    libc::flock {
+        l_type: kind as libc::c_short,
+        l_whence: libc::SEEK_SET as libc::c_short,
+        l_start: libc::off_t::from(id),
+        l_len: 1,
+        l_pid: 0,
+    }
 }
 
 /// Locks byte `id` of the lock file without waiting: Ok(false) when another open file
@@ -359,7 +380,10 @@ fn held_ids(proc_root: &Path, ids: &[u32]) -> io::Result<Scan> {
 fn hidepid(mountinfo: &str) -> Option<String> {
     let line = mountinfo.lines().find(|l| l.split(' ').nth(4) == Some("/proc") && l.contains(" - proc "))?;
     let options = line.rsplit(' ').next()?;
-    options.split(',').find(|o| o.starts_with("hidepid=") && !matches!(*o, "hidepid=0" | "hidepid=off")).map(str::to_owned)
+    options
+        .split(',')
+        .find(|o| o.starts_with("hidepid=") && !matches!(*o, "hidepid=0" | "hidepid=off"))
+        .map(str::to_owned)
 }
 
 /// Why a directory that faas trusts is not safe to trust.
@@ -406,7 +430,8 @@ fn trusted_owner(uid: u32) -> bool {
 pub fn check_private_dir(dir: &Path) -> Result<PathBuf, UnsafeDir> {
     let canonical = std::fs::canonicalize(dir).map_err(|source| UnsafeDir::Stat { path: dir.to_owned(), source })?;
     for (depth, path) in canonical.ancestors().enumerate() {
-        let meta = std::fs::symlink_metadata(path).map_err(|source| UnsafeDir::Stat { path: path.to_owned(), source })?;
+        let meta =
+            std::fs::symlink_metadata(path).map_err(|source| UnsafeDir::Stat { path: path.to_owned(), source })?;
         if !trusted_owner(meta.uid()) {
             return Err(UnsafeDir::Owner { path: path.to_owned(), uid: meta.uid() });
         }
@@ -446,7 +471,15 @@ mod tests {
             let d = self.dir.path().join("proc").join(pid.to_string());
             std::fs::create_dir(&d).unwrap();
             let line = |ids: [u32; 4]| ids.map(|i| i.to_string()).join("\t");
-            std::fs::write(d.join("status"), format!("Name:\tsleep\nUmask:\t0022\nState:\tS (sleeping)\nUid:\t{}\nGid:\t{}\nGroups:\t\n", line(uids), line(gids))).unwrap();
+            std::fs::write(
+                d.join("status"),
+                format!(
+                    "Name:\tsleep\nUmask:\t0022\nState:\tS (sleeping)\nUid:\t{}\nGid:\t{}\nGroups:\t\n",
+                    line(uids),
+                    line(gids)
+                ),
+            )
+            .unwrap();
         }
     }
 
@@ -590,8 +623,13 @@ mod tests {
         let f = Fixture::new();
         let n = 20_000u32;
         // The real process table, for the scan.
-        let pool = UidPool::with_paths(0x7f00_0000, 65_536, f.dir.path().join("run/uids.lock"), "/proc".into(), IDLE_HOLD);
-        let processes = std::fs::read_dir("/proc").unwrap().flatten().filter(|e| e.file_name().to_string_lossy().starts_with(|c: char| c.is_ascii_digit())).count();
+        let pool =
+            UidPool::with_paths(0x7f00_0000, 65_536, f.dir.path().join("run/uids.lock"), "/proc".into(), IDLE_HOLD);
+        let processes = std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with(|c: char| c.is_ascii_digit()))
+            .count();
         let t = Instant::now();
         let scan = held_ids(Path::new("/proc"), &[1]).unwrap();
         let scan_time = t.elapsed();

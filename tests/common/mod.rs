@@ -137,7 +137,11 @@ impl Resp {
     pub fn problem(&self) -> String {
         assert_eq!(self.header("content-type"), Some("application/problem+json"), "{self:?}");
         let j = self.json();
-        j["type"].as_str().unwrap_or_else(|| panic!("no problem type: {j}")).trim_start_matches("urn:faas:problem:").to_owned()
+        j["type"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no problem type: {j}"))
+            .trim_start_matches("urn:faas:problem:")
+            .to_owned()
     }
 }
 
@@ -200,23 +204,24 @@ impl Daemon {
         for (k, v) in opts.env {
             cmd.env(k, v);
         }
-        // SAFETY: between fork and exec this only calls fcntl and dup2, which are
-        // async-signal-safe, on fds that stay open in the parent until spawn returns.
-        unsafe {
-            cmd.pre_exec(move || {
-                // Park both above the target range first: either may already sit at 3 or 4.
-                let parked = [
-                    nix::libc::fcntl(fd3, nix::libc::F_DUPFD_CLOEXEC, 100),
-                    nix::libc::fcntl(fd4, nix::libc::F_DUPFD_CLOEXEC, 100),
-                ];
-                for (from, to) in parked.into_iter().zip([3, 4]) {
-                    if from < 0 || nix::libc::dup2(from, to) < 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
+        // Between fork and exec this only calls fcntl and dup2, which are async-signal-safe, on
+        // fds that stay open in the parent until spawn returns.
+        let move_listeners = move || {
+            // Park both above the target range first: either may already sit at 3 or 4.
+            // SAFETY: fcntl on an fd the parent keeps open.
+            let parked3 = unsafe { nix::libc::fcntl(fd3, nix::libc::F_DUPFD_CLOEXEC, 100) };
+            // SAFETY: as above.
+            let parked4 = unsafe { nix::libc::fcntl(fd4, nix::libc::F_DUPFD_CLOEXEC, 100) };
+            for (from, to) in [parked3, parked4].into_iter().zip([3, 4]) {
+                // SAFETY: dup2 onto 3 and 4, which nothing in this child uses.
+                if from < 0 || unsafe { nix::libc::dup2(from, to) } < 0 {
+                    return Err(std::io::Error::last_os_error());
                 }
-                Ok(())
-            });
-        }
+            }
+            Ok(())
+        };
+        // SAFETY: the hook is async-signal-safe (see above).
+        unsafe { cmd.pre_exec(move_listeners) };
         let child = cmd.spawn().expect("start faas");
         drop((listener, admin));
         let mut d = Daemon { child, dir, port, admin_port, log, notify, messages: Vec::new(), uids };
@@ -336,7 +341,10 @@ impl Daemon {
     fn fd_links(&self) -> Vec<String> {
         self.assert_alive();
         match std::fs::read_dir(format!("/proc/{}/fd", self.pid())) {
-            Ok(dir) => dir.flatten().map(|e| std::fs::read_link(e.path()).map(|l| l.to_string_lossy().into_owned()).unwrap_or_default()).collect(),
+            Ok(dir) => dir
+                .flatten()
+                .map(|e| std::fs::read_link(e.path()).map(|l| l.to_string_lossy().into_owned()).unwrap_or_default())
+                .collect(),
             Err(e) => panic!("cannot count the daemon's fds in /proc/{}/fd ({e}):\n{}", self.pid(), self.logs()),
         }
     }
@@ -345,7 +353,10 @@ impl Daemon {
     /// succeeds on a zombie, so that is no test).
     pub fn alive(&self) -> bool {
         match std::fs::read_to_string(format!("/proc/{}/stat", self.pid())) {
-            Ok(stat) => stat.rfind(") ").and_then(|i| stat[i + 2..].chars().next()).is_some_and(|state| state != 'Z' && state != 'X'),
+            Ok(stat) => stat
+                .rfind(") ")
+                .and_then(|i| stat[i + 2..].chars().next())
+                .is_some_and(|state| state != 'Z' && state != 'X'),
             Err(_) => false,
         }
     }
@@ -383,7 +394,10 @@ impl Daemon {
             }
             if Instant::now() > deadline {
                 for p in &left {
-                    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(p.pid as i32), nix::sys::signal::Signal::SIGKILL);
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(p.pid as i32),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
                 }
                 panic!("processes with this daemon's sandbox uids outlived their requests (killed now): {left:?}");
             }
@@ -448,7 +462,10 @@ pub fn panic_lines(logs: &str) -> Vec<&str> {
 
 impl Drop for Daemon {
     fn drop(&mut self) {
-        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), nix::sys::signal::Signal::SIGTERM);
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
         let deadline = Instant::now() + Duration::from_secs(15);
         let mut exited = false;
         while Instant::now() < deadline {
@@ -489,7 +506,8 @@ pub fn request_to(url: &str, method: &str, body: &[u8], headers: &[(&str, &str)]
         Err(e) => panic!("{method} {url}: {e}"),
     };
     let status = resp.status();
-    let headers = resp.headers_names().into_iter().map(|n| (n.clone(), resp.header(&n).unwrap_or("").to_owned())).collect();
+    let headers =
+        resp.headers_names().into_iter().map(|n| (n.clone(), resp.header(&n).unwrap_or("").to_owned())).collect();
     let mut body = Vec::new();
     let mut body_error = match resp.into_reader().take(MAX_BODY + 1).read_to_end(&mut body) {
         Ok(_) => None,
@@ -520,7 +538,9 @@ impl RawConn {
         stream.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
         stream.set_write_timeout(Some(READ_TIMEOUT)).unwrap();
         stream.write_all(request).unwrap();
-        let what = String::from_utf8_lossy(&request[..request.iter().position(|&b| b == b'\r').unwrap_or(request.len())]).into_owned();
+        let what =
+            String::from_utf8_lossy(&request[..request.iter().position(|&b| b == b'\r').unwrap_or(request.len())])
+                .into_owned();
         RawConn { stream, raw: Vec::new(), what }
     }
 
@@ -552,7 +572,11 @@ impl RawConn {
     pub fn read_until(&mut self, needle: &str) {
         while !self.raw.windows(needle.len()).any(|w| w == needle.as_bytes()) {
             if self.read_some().is_none() {
-                panic!("{}: the connection ended before {needle:?}: {:?}", self.what, String::from_utf8_lossy(&self.raw));
+                panic!(
+                    "{}: the connection ended before {needle:?}: {:?}",
+                    self.what,
+                    String::from_utf8_lossy(&self.raw)
+                );
             }
         }
     }
@@ -585,13 +609,24 @@ impl RawResponse {
 
 /// Parses a raw HTTP/1.1 response (head, then a chunked or Content-Length body).
 pub fn parse_response(raw: &[u8]) -> RawResponse {
-    let head_end = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap_or_else(|| panic!("no response head in {:?}", String::from_utf8_lossy(raw))) + 4;
+    let head_end = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or_else(|| panic!("no response head in {:?}", String::from_utf8_lossy(raw)))
+        + 4;
     let head = String::from_utf8_lossy(&raw[..head_end]).to_ascii_lowercase();
-    let status: u16 = head.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("no status in {head}"));
+    let status: u16 =
+        head.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("no status in {head}"));
     let rest = &raw[head_end..];
     if !head.contains("\r\ntransfer-encoding: chunked\r\n") {
-        let length = head.lines().find_map(|l| l.strip_prefix("content-length:")).map(|v| v.trim().parse::<usize>().unwrap());
-        return RawResponse { status, head: head.clone(), body: rest.to_vec(), complete: length.is_some_and(|n| n == rest.len()) };
+        let length =
+            head.lines().find_map(|l| l.strip_prefix("content-length:")).map(|v| v.trim().parse::<usize>().unwrap());
+        return RawResponse {
+            status,
+            head: head.clone(),
+            body: rest.to_vec(),
+            complete: length.is_some_and(|n| n == rest.len()),
+        };
     }
     let (mut body, mut at, mut complete) = (Vec::new(), 0, false);
     while let Some(eol) = rest[at..].windows(2).position(|w| w == b"\r\n") {
@@ -692,15 +727,24 @@ const LANDLOCK_KERNELS: [&str; 8] = ["-", "5.13", "5.19", "6.2", "6.7", "6.10", 
 /// (`landlock ABI N: …`, in the layer line when partial and in every function's load line).
 pub fn landlock_abi(d: &Daemon) -> u32 {
     let layers = d.layers();
-    let state = layers.split(' ').find_map(|w| w.strip_prefix("landlock=")).unwrap_or_else(|| panic!("no landlock= in the layers: {layers}")).to_owned();
+    let state = layers
+        .split(' ')
+        .find_map(|w| w.strip_prefix("landlock="))
+        .unwrap_or_else(|| panic!("no landlock= in the layers: {layers}"))
+        .to_owned();
     let logs = d.logs();
-    let logged = logs.split("landlock ABI ").skip(1).find_map(|rest| rest.split(|c: char| !c.is_ascii_digit()).next()?.parse::<u32>().ok());
+    let logged = logs
+        .split("landlock ABI ")
+        .skip(1)
+        .find_map(|rest| rest.split(|c: char| !c.is_ascii_digit()).next()?.parse::<u32>().ok());
     match (state.as_str(), logged) {
         ("missing", _) => 0,
         ("enforced", Some(n)) if n >= 6 => n,
         ("enforced", None) => 6,
         ("partial", Some(n)) if (1..6).contains(&n) => n,
-        _ => panic!("cannot tell the Landlock ABI: the layers say landlock={state}, the log says ABI {logged:?}\n{logs}"),
+        _ => {
+            panic!("cannot tell the Landlock ABI: the layers say landlock={state}, the log says ABI {logged:?}\n{logs}")
+        }
     }
 }
 
@@ -760,12 +804,16 @@ pub fn require_cgroup_mode(d: &Daemon, mode: CgroupMode) -> bool {
         return true;
     }
     let why = match mode {
-        CgroupMode::None => "needs the cgroup-less fallback (cgroup=none: no memory, pids and cpu in the test's cgroup), \
+        CgroupMode::None => {
+            "needs the cgroup-less fallback (cgroup=none: no memory, pids and cpu in the test's cgroup), \
                               but the daemon found a delegated cgroup"
-            .to_owned(),
-        CgroupMode::Delegated => "needs a delegated cgroup v2 (memory, pids, cpu; run under systemd with Delegate=yes or set \
+                .to_owned()
+        }
+        CgroupMode::Delegated => {
+            "needs a delegated cgroup v2 (memory, pids, cpu; run under systemd with Delegate=yes or set \
                                   cgroup_root), but the daemon runs with cgroup=none"
-            .to_owned(),
+                .to_owned()
+        }
     };
     if skip_requested("cgroup-mode") {
         eprintln!("SKIPPED: {why} (FAAS_TEST_SKIP=cgroup-mode)");
@@ -809,7 +857,10 @@ impl HostDir {
 
     /// A sh loop that waits while the marker `name` exists, 20 s at most (a hang guard).
     pub fn sh_wait_while(&self, name: &str) -> String {
-        format!("i=0; while [ -e '{}/{name}' ] && [ $i -lt 400 ]; do sleep 0.05; i=$((i+1)); done", self.path().display())
+        format!(
+            "i=0; while [ -e '{}/{name}' ] && [ $i -lt 400 ]; do sleep 0.05; i=$((i+1)); done",
+            self.path().display()
+        )
     }
 }
 
