@@ -59,7 +59,8 @@ pub enum Command {
 /// `faas serve` flags.
 #[derive(Args, Debug)]
 pub struct ServeArgs {
-    /// Listen on ADDR (host:port) as well as on systemd's sockets.
+    /// Listen on ADDR (host:port) as well as on systemd's sockets; NAME=ADDR names the listener
+    /// (default http), as proxy.protocol_listeners refers to it.
     #[arg(long)]
     pub listen: Vec<String>,
 }
@@ -242,6 +243,7 @@ async fn invoke_once(config: Config, args: &InvokeArgs) -> anyhow::Result<u8> {
         query: args.query.clone(),
         headers,
         remote_addr: "127.0.0.1".into(),
+        trigger: invoke::Trigger::Invoke,
         server_name: "localhost".into(),
         server_port: "0".into(),
         body: body.into(),

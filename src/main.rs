@@ -13,6 +13,7 @@ mod http;
 mod invoke;
 mod log;
 mod metrics;
+mod proxy;
 mod registry;
 mod runtime;
 mod sandbox;

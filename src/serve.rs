@@ -75,8 +75,10 @@ enum TakenSocket {
     Unix(std::os::unix::net::UnixListener),
 }
 
-/// Takes systemd's sockets (names from LISTEN_FDNAMES) and binds the `--listen` addresses.
-/// Called from `main` before anything else could open an fd and before threads exist.
+/// Takes systemd's sockets (names from LISTEN_FDNAMES) and binds the `--listen` addresses,
+/// each `[NAME=]ADDR` (the name, `http` when left out, is what `proxy.protocol_listeners`
+/// refers to). Called from `main` before anything else could open an fd and before threads
+/// exist.
 pub fn take_listeners(extra: &[String]) -> Result<Vec<TakenListener>, ServeError> {
     let mut fds = listenfd::ListenFd::from_env();
     let names: Vec<String> =
@@ -92,10 +94,14 @@ pub fn take_listeners(extra: &[String]) -> Result<Vec<TakenListener>, ServeError
             return Err(ServeError::ListenFd { fd: i + 3, name });
         }
     }
-    for addr in extra {
+    for arg in extra {
+        let (name, addr) = match arg.split_once('=') {
+            Some((name, addr)) => (name, addr),
+            None => ("http", arg.as_str()),
+        };
         let l =
-            std::net::TcpListener::bind(addr).map_err(|source| ServeError::Listen { addr: addr.clone(), source })?;
-        out.push(TakenListener { name: "http".into(), socket: TakenSocket::Tcp(l) });
+            std::net::TcpListener::bind(addr).map_err(|source| ServeError::Listen { addr: addr.to_owned(), source })?;
+        out.push(TakenListener { name: name.to_owned(), socket: TakenSocket::Tcp(l) });
     }
     Ok(out)
 }
@@ -119,9 +125,26 @@ pub async fn run(config: Config, listeners: Vec<TakenListener>) -> Result<u8, Se
     let graceful = Arc::new(GracefulShutdown::new());
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let loops = start_accept_loops(&app, listeners, &graceful, &stop_rx)?;
-    let reason = wait_for_stop(&app).await?;
-    tracing::info!("stopping ({reason}): no new connections; {} to drain", status(&app));
+    // Before READY=1: from then on systemd may send SIGTERM, and its default action would
+    // skip the drain.
+    let mut signals = Signals::install()?;
+    let reason = wait_for_stop(&app, &mut signals).await?;
+    app.start_draining();
     notify(&[NotifyState::Stopping, NotifyState::Status(&format!("stopping ({reason})"))]);
+    let delay = app.host.config.drain_delay.0;
+    if !delay.is_zero() && reason != "idle" {
+        tracing::info!(
+            "stopping ({reason}): /_/ready answers 503; serving {delay:?} more so balancers take this host out; {}",
+            status(&app)
+        );
+        // A second signal cuts the delay short.
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = signals.term.recv() => {}
+            _ = signals.int.recv() => {}
+        }
+    }
+    tracing::info!("stopping ({reason}): no new connections; {} to drain", status(&app));
     let _ = stop_tx.send(true);
     for l in loops {
         let _ = l.await;
@@ -168,6 +191,7 @@ fn start_accept_loops(
     stop: &tokio::sync::watch::Receiver<bool>,
 ) -> Result<Vec<JoinHandle<()>>, ServeError> {
     let mut loops = Vec::new();
+    let mut names = Vec::new();
     for l in listeners {
         let name = l.name;
         let failed = |what: &'static str, name: &str| {
@@ -195,20 +219,45 @@ fn start_accept_loops(
                 )
             }
         };
-        let info = ListenerInfo { admin: name == "admin", port };
+        let proxy_protocol = app.host.config.proxy.speaks_proxy_protocol(&name);
+        if proxy_protocol {
+            tracing::info!("the {name} listener expects a PROXY protocol header (v1 or v2) from {}", trusted_list(app));
+        }
+        let info = ListenerInfo { admin: name == "admin", port, proxy_protocol };
+        names.push(name);
         loops.push(tokio::spawn(http::serve(app.clone(), listener, info, graceful.clone(), stop.clone())));
     }
+    for name in &app.host.config.proxy.protocol_listeners {
+        if !names.contains(name) {
+            tracing::warn!("proxy.protocol_listeners names {name:?}, but no listener has that name (listeners: {})\nhint: name sockets with FileDescriptorName= or --listen NAME=ADDR", names.join(", "));
+        }
+    }
     Ok(loops)
+}
+
+fn trusted_list(app: &App) -> String {
+    app.host.config.proxy.trusted.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+}
+
+/// The signals that stop the daemon.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> Result<Signals, ServeError> {
+        Ok(Signals {
+            term: signal_handler("SIGTERM", SignalKind::terminate())?,
+            int: signal_handler("SIGINT", SignalKind::interrupt())?,
+        })
+    }
 }
 
 /// Says READY=1, then once a second (or at half the watchdog interval, if that is shorter)
 /// updates STATUS=, feeds the watchdog, logs refusals as one count and checks the idle exit;
 /// returns why it stopped.
-async fn wait_for_stop(app: &App) -> Result<&'static str, ServeError> {
-    // Before READY=1: from then on systemd may send SIGTERM, and its default action would
-    // skip the drain.
-    let mut sigterm = signal_handler("SIGTERM", SignalKind::terminate())?;
-    let mut sigint = signal_handler("SIGINT", SignalKind::interrupt())?;
+async fn wait_for_stop(app: &App, signals: &mut Signals) -> Result<&'static str, ServeError> {
     let mut last_status = status(app);
     notify(&[NotifyState::Ready, NotifyState::Status(&last_status)]);
     let watchdog = watchdog_interval();
@@ -217,8 +266,8 @@ async fn wait_for_stop(app: &App) -> Result<&'static str, ServeError> {
     let mut refused_logged = 0;
     loop {
         tokio::select! {
-            _ = sigterm.recv() => return Ok("SIGTERM"),
-            _ = sigint.recv() => return Ok("SIGINT"),
+            _ = signals.term.recv() => return Ok("SIGTERM"),
+            _ = signals.int.recv() => return Ok("SIGINT"),
             _ = tick.tick() => {
                 let s = status(app);
                 if s != last_status {
