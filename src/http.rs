@@ -88,6 +88,8 @@ pub struct App {
     pub sink: ReportSink,
     /// SIGTERM came: `/_/ready` answers 503 from now on.
     draining: AtomicBool,
+    /// `[[schedule]]` entries with their next and last runs.
+    pub schedules: crate::schedule::Table,
 }
 
 impl App {
@@ -117,6 +119,7 @@ impl App {
             started: Instant::now(),
             sink,
             draining: AtomicBool::new(false),
+            schedules: crate::schedule::Table::default(),
         })
     }
 
@@ -502,6 +505,7 @@ fn functions_json(app: &App) -> serde_json::Value {
                     "concurrency": l.function.limits.concurrency,
                 },
                 "network": l.function.network,
+                "schedules": app.schedules.describe(&name),
             }),
             State::Invalid(reason) => {
                 serde_json::json!({"name": name, "status": "invalid", "reason": reason.to_string()})

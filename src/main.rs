@@ -17,6 +17,7 @@ mod proxy;
 mod registry;
 mod runtime;
 mod sandbox;
+mod schedule;
 mod serve;
 mod units;
 

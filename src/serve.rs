@@ -125,6 +125,7 @@ pub async fn run(config: Config, listeners: Vec<TakenListener>) -> Result<u8, Se
     let graceful = Arc::new(GracefulShutdown::new());
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let loops = start_accept_loops(&app, listeners, &graceful, &stop_rx)?;
+    let scheduler = tokio::spawn(crate::schedule::run(app.clone(), stop_rx.clone()));
     // Before READY=1: from then on systemd may send SIGTERM, and its default action would
     // skip the drain.
     let mut signals = Signals::install()?;
@@ -149,6 +150,7 @@ pub async fn run(config: Config, listeners: Vec<TakenListener>) -> Result<u8, Se
     for l in loops {
         let _ = l.await;
     }
+    let _ = scheduler.await;
     drain(&app, graceful).await?;
     tracing::info!("stopped: {}", status(&app));
     Ok(0)
@@ -282,7 +284,8 @@ async fn wait_for_stop(app: &App, signals: &mut Signals) -> Result<&'static str,
                     tracing::warn!("refused {} connection(s) or upload(s) past the caps in the last second ({refused} since start); {}", refused - refused_logged, app.capacity);
                     refused_logged = refused;
                 }
-                if !idle.is_zero() && app.stats.in_flight.load(Ordering::Relaxed) == 0 {
+                // A daemon with schedules stays up: nothing would start it for them.
+                if !idle.is_zero() && app.stats.in_flight.load(Ordering::Relaxed) == 0 && app.schedules.count() == 0 {
                     let last = Duration::from_millis(app.stats.last_activity_ms.load(Ordering::Relaxed));
                     if app.started.elapsed().saturating_sub(last) >= idle {
                         return Ok("idle");
@@ -297,15 +300,17 @@ fn signal_handler(name: &'static str, kind: SignalKind) -> Result<tokio::signal:
     signal(kind).map_err(|source| ServeError::Signal { signal: name, source })
 }
 
-/// Waits up to `drain_grace` for the open connections to finish, then a little longer for
-/// the invocation tasks, which tear their sandbox down after the last response byte.
+/// Waits up to `drain_grace` for the open connections to finish, then for the invocation
+/// tasks (scheduled runs, which have no connection, and teardowns, which follow the last
+/// response byte): until the grace ends, and at least 2 s more.
 async fn drain(app: &App, graceful: Arc<GracefulShutdown>) -> Result<(), ServeError> {
     let grace = app.host.config.drain_grace.0;
+    let grace_ends = Instant::now() + grace;
     let graceful = Arc::try_unwrap(graceful).map_err(|_| ServeError::ShutdownHandle)?;
     if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
         tracing::warn!("drain grace of {grace:?} ran out; {}", status(app));
     }
-    let until = Instant::now() + Duration::from_secs(2);
+    let until = grace_ends.max(Instant::now() + Duration::from_secs(2));
     while app.stats.in_flight.load(Ordering::Relaxed) > 0 && Instant::now() < until {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
