@@ -247,6 +247,9 @@ async fn invoke_once(config: Config, args: &InvokeArgs) -> anyhow::Result<u8> {
         body: body.into(),
         received: Instant::now(),
         permits: Vec::new(),
+        // The shell's root is trusted: no key is asked for (and none is passed on as one).
+        caller: None,
+        own_origin: false,
     };
     let mut stdout = std::io::stdout();
     match invoke::invoke(host, loaded, call, Some(sink)).await {

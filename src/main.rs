@@ -5,9 +5,11 @@
 
 #![deny(unsafe_code)]
 
+mod auth;
 mod cgi;
 mod cli;
 mod config;
+mod egress;
 mod function;
 mod http;
 mod invoke;
@@ -16,6 +18,7 @@ mod metrics;
 mod registry;
 mod runtime;
 mod sandbox;
+mod secrets;
 mod serve;
 mod units;
 
