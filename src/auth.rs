@@ -233,10 +233,8 @@ impl Auth {
     pub fn check_bearer(&self, headers: &HeaderMap) -> Result<Caller, Denial> {
         let Some(value) = headers.get(AUTHORIZATION) else { return Err(Denial::Missing) };
         let token = value.as_bytes();
-        let Some(token) = token
-            .get(..7)
-            .filter(|scheme| scheme.eq_ignore_ascii_case(b"bearer "))
-            .map(|_| token[7..].trim_ascii())
+        let Some(token) =
+            token.get(..7).filter(|scheme| scheme.eq_ignore_ascii_case(b"bearer ")).map(|_| token[7..].trim_ascii())
         else {
             return Err(Denial::Missing);
         };
@@ -329,7 +327,8 @@ fn parse_hmac(
     err: ErrAt,
 ) -> Result<HmacScheme, ConfigError> {
     let style = def.style.unwrap_or(Style::Plain);
-    let secret = secrets::read(source, def.secret.get_ref()).map_err(|e| credential_error(err, def.secret.span(), &e))?;
+    let secret =
+        secrets::read(source, def.secret.get_ref()).map_err(|e| credential_error(err, def.secret.span(), &e))?;
     if secret.expose().is_empty() {
         return Err(err(Some(def.secret.span()), format!("credential {:?} is empty", def.secret.get_ref()), ""));
     }
@@ -369,7 +368,8 @@ fn parse_hmac(
                     "a signature over the body alone carries no time",
                 ));
             }
-            let prefix = def.prefix.unwrap_or_else(|| if style == Style::Github { "sha256=".into() } else { String::new() });
+            let prefix =
+                def.prefix.unwrap_or_else(|| if style == Style::Github { "sha256=".into() } else { String::new() });
             Format::Prefixed { prefix, encoding: def.encoding.unwrap_or(Encoding::Hex) }
         }
     };
@@ -424,12 +424,14 @@ impl HmacScheme {
     fn mac_matches(&self, parts: &[&[u8]], sig: &[u8]) -> bool {
         match self.hash {
             Hash::Sha256 => {
-                let mut mac = Hmac::<Sha256>::new_from_slice(self.secret.expose()).expect("HMAC takes keys of any size");
+                let mut mac =
+                    Hmac::<Sha256>::new_from_slice(self.secret.expose()).expect("HMAC takes keys of any size");
                 parts.iter().for_each(|p| mac.update(p));
                 mac.verify_slice(sig).is_ok()
             }
             Hash::Sha512 => {
-                let mut mac = Hmac::<Sha512>::new_from_slice(self.secret.expose()).expect("HMAC takes keys of any size");
+                let mut mac =
+                    Hmac::<Sha512>::new_from_slice(self.secret.expose()).expect("HMAC takes keys of any size");
                 parts.iter().for_each(|p| mac.update(p));
                 mac.verify_slice(sig).is_ok()
             }
@@ -500,9 +502,8 @@ mod tests {
         }
         let path = Path::new("/f/x.toml");
         let file: File = toml::from_str(text).map_err(|e| ConfigError::from_toml(path, text, &e))?;
-        let err = |span, msg, hint: &str| {
-            ConfigError::at(path, text, span, msg, (!hint.is_empty()).then(|| hint.to_owned()))
-        };
+        let err =
+            |span, msg, hint: &str| ConfigError::at(path, text, span, msg, (!hint.is_empty()).then(|| hint.to_owned()));
         Auth::parse(file.auth, source, &err)
     }
 

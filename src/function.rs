@@ -855,8 +855,8 @@ mod tests {
         assert!(err.to_string().contains("allow needs network = \"egress\""), "{err}");
         let err = parse("runtime = \"sh\"\nsource = \"x\"\n[sandbox]\nnetwork = \"egress\"\n").unwrap_err();
         assert!(err.to_string().contains("empty allow list"), "{err}");
-        let err =
-            parse("runtime = \"sh\"\nsource = \"x\"\n[sandbox]\nnetwork = \"egress\"\nallow = [\"a.com\"]\n").unwrap_err();
+        let err = parse("runtime = \"sh\"\nsource = \"x\"\n[sandbox]\nnetwork = \"egress\"\nallow = [\"a.com\"]\n")
+            .unwrap_err();
         assert!(err.to_string().contains(":5:10: "), "{err}");
     }
 
@@ -877,7 +877,8 @@ mod tests {
         assert!(err.starts_with("/etc/faas/functions/hello.toml:4:6: credential \"nope\" is missing from "), "{err}");
         let text = "runtime = \"sh\"\nsource = \"x\"\n[secrets]\n\".hidden\" = \"db-password\"\n";
         assert!(Function::parse(path, text, &config).unwrap_err().to_string().contains("cannot be a file name"));
-        let text = "runtime = \"sh\"\nsource = \"x\"\n[secrets]\nx = { credential = \"db-password\", env = \"PATH_INFO\" }\n";
+        let text =
+            "runtime = \"sh\"\nsource = \"x\"\n[secrets]\nx = { credential = \"db-password\", env = \"PATH_INFO\" }\n";
         assert!(Function::parse(path, text, &config).unwrap_err().to_string().contains("cannot be set by a function"));
     }
 

@@ -165,7 +165,9 @@ impl Metrics {
     /// Records one request refused by a function's `[auth]` (`reason`: missing, invalid,
     /// stale): no sandbox ran, so no report comes.
     pub fn auth_failed(&self, function: &str, reason: &str) {
-        self.auth_failures.get_or_create(&ReasonLabels { function: function.to_owned(), reason: reason.to_owned() }).inc();
+        self.auth_failures
+            .get_or_create(&ReasonLabels { function: function.to_owned(), reason: reason.to_owned() })
+            .inc();
     }
 
     /// The OpenMetrics text.

@@ -294,7 +294,9 @@ fn parse_request(head: &[u8]) -> Result<Request, &'static str> {
         let port = port.parse::<u16>().map_err(|_| "CONNECT needs host:port")?;
         return Ok(Request { connect: true, host: host.to_owned(), port, head: Vec::new() });
     }
-    let rest = target.strip_prefix("http://").ok_or("a proxied request needs an absolute http:// URL (use CONNECT for https)")?;
+    let rest = target
+        .strip_prefix("http://")
+        .ok_or("a proxied request needs an absolute http:// URL (use CONNECT for https)")?;
     let (authority, path) = match rest.find(['/', '?']) {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),
@@ -365,7 +367,10 @@ mod tests {
         );
         let r = parse_request(b"GET http://example.com?q HTTP/1.0\r\n\r\n").unwrap();
         assert_eq!(r.port, 80);
-        assert_eq!(String::from_utf8(r.head).unwrap(), "GET /?q HTTP/1.0\r\nHost: example.com\r\nConnection: close\r\n\r\n");
+        assert_eq!(
+            String::from_utf8(r.head).unwrap(),
+            "GET /?q HTTP/1.0\r\nHost: example.com\r\nConnection: close\r\n\r\n"
+        );
         assert!(parse_request(b"GET /local HTTP/1.1\r\n\r\n").is_err());
         assert!(parse_request(b"GET https://x/ HTTP/1.1\r\n\r\n").is_err());
         assert!(parse_request(b"GET http://u:p@x/ HTTP/1.1\r\n\r\n").is_err());

@@ -226,12 +226,7 @@ pub fn seal_secrets(skeleton: &Skeleton, spec: &RootSpec) -> Vec<MountOp> {
         source: None,
         target: cstr(&inside(&skeleton.root, Path::new(SECRETS_DIR))),
         fstype: None,
-        flags: libc::MS_BIND
-            | libc::MS_REMOUNT
-            | libc::MS_RDONLY
-            | libc::MS_NOSUID
-            | libc::MS_NODEV
-            | libc::MS_NOEXEC,
+        flags: libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
         data: None,
     }]
 }

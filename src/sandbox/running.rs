@@ -120,7 +120,8 @@ pub fn start(host: &Host, prepared: &Arc<PreparedSandbox>, launch: Launch) -> Re
     // sandbox's own.
     let (egress_netns, proxy_listener) = match prepared.network {
         Network::Egress { proxy_port } => {
-            let (ns, listener) = sys::create_egress_netns(proxy_port).map_err(prepare_err("the egress network namespace"))?;
+            let (ns, listener) =
+                sys::create_egress_netns(proxy_port).map_err(prepare_err("the egress network namespace"))?;
             (Some(ns), Some(listener))
         }
         Network::None | Network::Host => (None, None),

@@ -197,10 +197,16 @@ pub fn create_mount_template(
                     use std::io::Write as _;
                     use std::os::unix::fs::OpenOptionsExt as _;
                     let write = || {
-                        std::fs::OpenOptions::new().write(true).create_new(true).mode(0o444).open(path)?.write_all(bytes)
+                        std::fs::OpenOptions::new()
+                            .write(true)
+                            .create_new(true)
+                            .mode(0o444)
+                            .open(path)?
+                            .write_all(bytes)
                     };
                     // The path, never the bytes.
-                    write().map_err(|e| io::Error::new(e.kind(), format!("failed to write {}: {e}", path.display())))?;
+                    write()
+                        .map_err(|e| io::Error::new(e.kind(), format!("failed to write {}: {e}", path.display())))?;
                 }
                 for op in seal {
                     if apply_mount(op) < 0 {
