@@ -173,6 +173,7 @@ pub async fn run(cli: Cli, listeners: Vec<TakenListener>) -> Result<u8, String> 
         Command::Check { paths } => Ok(check(&config, paths)),
         Command::Invoke(args) => invoke_once(config, args).await,
         Command::Doctor => Ok(doctor(config)),
+        // Answered above, before the settings.
         Command::Man { .. } | Command::Completions { .. } | Command::CompleteFunctions => Ok(0),
     }
 }
