@@ -173,6 +173,14 @@ printf 'Content-Type: text/plain\n\nrested\n'
 timeout = "60s"
 EOF
     chmod 0644 "$FAAS_FUNCS"/*.toml
+    local f missing=()
+    for f in /usr/local/share/man/man1/faas.1 /usr/local/share/man/man1/faas-invoke.1 \
+        /usr/local/share/man/man5/faas.toml.5 /usr/local/share/man/man5/faas-function.5 \
+        /usr/local/share/bash-completion/completions/faas /usr/local/share/zsh/site-functions/_faas \
+        /usr/local/share/fish/vendor_completions.d/faas.fish; do
+        [[ -s $f ]] || missing+=("$f")
+    done
+    ((${#missing[@]} == 0)) || { echo "make install did not install: ${missing[*]}"; return 1; }
     /usr/local/bin/faas check || return 1
     systemd-analyze verify /etc/systemd/system/faas.service /etc/systemd/system/faas.socket /etc/systemd/system/faas-admin.socket
 }
@@ -556,6 +564,11 @@ faas_uninstall() {
     for f in /usr/local/bin/faas /usr/local/lib/faas /usr/local/share/doc/faas \
         /etc/systemd/system/faas.service /etc/systemd/system/faas.socket /etc/systemd/system/faas-admin.socket \
         /etc/systemd/system/sockets.target.wants/faas.socket /etc/systemd/system/sockets.target.wants/faas-admin.socket \
+        /usr/local/share/man/man1/faas.1 /usr/local/share/man/man1/faas-serve.1 /usr/local/share/man/man1/faas-check.1 \
+        /usr/local/share/man/man1/faas-invoke.1 /usr/local/share/man/man1/faas-doctor.1 \
+        /usr/local/share/man/man5/faas.toml.5 /usr/local/share/man/man5/faas-function.5 \
+        /usr/local/share/bash-completion/completions/faas /usr/local/share/zsh/site-functions/_faas \
+        /usr/local/share/fish/vendor_completions.d/faas.fish \
         /run/faas; do
         [[ -e $f || -L $f ]] && left+=("$f")
     done
