@@ -5,9 +5,11 @@
 
 #![deny(unsafe_code)]
 
+mod auth;
 mod cgi;
 mod cli;
 mod config;
+mod egress;
 mod function;
 mod http;
 mod invoke;
@@ -18,6 +20,7 @@ mod registry;
 mod runtime;
 mod sandbox;
 mod schedule;
+mod secrets;
 mod serve;
 mod units;
 

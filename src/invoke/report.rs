@@ -167,6 +167,10 @@ pub struct Report {
     pub bytes_out: u64,
     /// The layers, as `ns=enforced …`.
     pub layers: String,
+    /// The caller's key or signing scheme name, when the function checks (`[auth]`).
+    pub caller: Option<String>,
+    /// Every connection through the egress proxy.
+    pub egress: Vec<crate::egress::Connection>,
 }
 
 impl Report {
@@ -196,8 +200,11 @@ impl Report {
             }
             _ => String::new(),
         };
+        let caller = r.caller.as_ref().map_or(String::new(), |c| format!(" caller={c}"));
+        let egress = crate::egress::summary(&r.egress);
+        let egress_field = if r.egress.is_empty() { String::new() } else { format!(" egress=\"{egress}\"") };
         let message = format!(
-            "REPORT {} {} outcome={} status={} trigger={} client={} duration={duration_ms:.2}ms setup={setup_us}us cpu_us={cpu} memory_peak={peak} bytes_out={}{cgroup}{detail} layers=\"{}\"",
+            "REPORT {} {} outcome={} status={} trigger={} client={} duration={duration_ms:.2}ms setup={setup_us}us cpu_us={cpu} memory_peak={peak} bytes_out={}{cgroup}{detail}{caller}{egress_field} layers=\"{}\"",
             r.function,
             r.id,
             r.outcome.slug(),
@@ -223,6 +230,8 @@ impl Report {
                     FAAS_MEMORY_PEAK = %peak,
                     FAAS_LAYERS = %r.layers,
                     FAAS_PIDS_MAX_HITS = r.usage.as_ref().map_or(0, |u| u.pids_max_hits),
+                    FAAS_CALLER = r.caller.as_deref().unwrap_or(""),
+                    FAAS_EGRESS = %egress,
                     "{message}"
                 )
             };

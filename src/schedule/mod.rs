@@ -339,6 +339,9 @@ fn fire(app: &Arc<App>, loaded: Arc<Loaded>, index: usize, schedule: &Schedule, 
         body: bytes::Bytes::from(schedule.body.clone()),
         received: Instant::now(),
         permits: vec![global, local],
+        // The daemon itself calls: no key to check.
+        caller: None,
+        own_origin: false,
     };
     let sink: ReportSink = {
         let app = app.clone();
