@@ -234,6 +234,37 @@ faas_socket_activation() {
     [[ $state == active ]]
 }
 
+# A schedule under systemd as PID 1: a function file with `*:*:0/2` runs through the same
+# sandbox, with a REPORT marked trigger=schedule in faas.service's journal; once the file is
+# gone, no run follows.
+faas_schedule() {
+    printf '%s\n' 'runtime = "sh"' "source = \"printf 'Content-Type: text/plain\\\\n\\\\ntick\\\\n'\"" \
+        '[[schedule]]' 'calendar = "*:*:0/2"' >"$FAAS_FUNCS/tick.toml"
+    cat "$FAAS_FUNCS/tick.toml"
+    # The daemon may be idle-stopped: a request starts it through the socket.
+    curl -fsS -o /dev/null http://127.0.0.1:8080/_/health || { echo "faas does not answer"; rm -f "$FAAS_FUNCS/tick.toml"; return 1; }
+    local since i n=0
+    since=$(date '+%Y-%m-%d %H:%M:%S')
+    for i in $(seq 60); do
+        journalctl --sync
+        n=$(journalctl -q -o json -u faas --since "$since" FAAS_FUNCTION=tick FAAS_TRIGGER=schedule | grep -c '"FAAS_OUTCOME":"ok"' || true)
+        ((n >= 2)) && break
+        sleep 0.5
+    done
+    echo "scheduled runs of tick with outcome ok within 30 s: $n"
+    rm -f "$FAAS_FUNCS/tick.toml"
+    ((n >= 2)) || return 1
+    # Removed: within a second the loop sees it; after that no run may follow.
+    sleep 2
+    journalctl --sync
+    since=$(date '+%Y-%m-%d %H:%M:%S')
+    sleep 5
+    journalctl --sync
+    n=$(journalctl -q -o json -u faas --since "$since" FAAS_FUNCTION=tick FAAS_TRIGGER=schedule | grep -c '"FAAS_OUTCOME"' || true)
+    echo "runs in the 5 s after the file was removed: $n"
+    ((n == 0))
+}
+
 faas_journal_report() {
     local status id
     invoke hello -G --data-urlencode name=journal || return 1
