@@ -207,6 +207,8 @@ pub struct Client {
     pub addr: String,
     /// What the connection caps count it against.
     key: ClientKey,
+    /// On a unix socket, who the kernel says connected (SO_PEERCRED): deploys go by it.
+    peer: Option<crate::deploy::api::Caller>,
 }
 
 /// Handles one request.
@@ -238,6 +240,9 @@ async fn route(
     let path = req.uri().path().to_owned();
     let ctx = Ctx { id, path: &path };
     if let Some(ours) = path.strip_prefix("/_/") {
+        if listener.admin && (ours == "deploy" || ours.starts_with("deploy/")) {
+            return deploy_endpoint(app, req, client, &ctx).await;
+        }
         let admin = listener.admin || app.host.config.admin_on_public;
         return match ours {
             "health" => json(StatusCode::OK, serde_json::json!({"status": "ok"})),
@@ -423,6 +428,63 @@ async fn route(
             let mut resp = ctx.problem(p.status, p.slug, p.title, &p.detail);
             resp.headers_mut().append("server-timing", server_timing(&failure.timing));
             resp
+        }
+    }
+}
+
+/// `/_/deploy…` on the admin listener (never a public one, whatever `admin_on_public` says):
+/// deploy, versions, rollback, rm, ls, for root or `[deploy] group` on a unix socket
+/// (`deploy::api`). The upload is read here, under `[deploy] max_archive`.
+async fn deploy_endpoint(
+    app: &Arc<App>,
+    req: Request<Incoming>,
+    client: &Client,
+    ctx: &Ctx<'_>,
+) -> Response<ResponseBody> {
+    use crate::deploy::api::{self, DeployError, Op};
+    let fail = |e: DeployError| {
+        let (status, kind, title) = e.problem();
+        ctx.problem(status, kind, title, &e.detail())
+    };
+    let settings = &app.host.config.deploy;
+    let who = match api::authorize(settings, client.peer) {
+        Ok(who) => who,
+        Err(e) => return fail(e),
+    };
+    let rest = req.uri().path().trim_start_matches("/_/deploy");
+    let op = match Op::parse(req.method(), rest, req.uri().query()) {
+        Ok(op) => op,
+        Err(e) => return fail(e),
+    };
+    let via = req.headers().get("faas-deploy-via").and_then(|v| v.to_str().ok()).map(|v| v.chars().take(200).collect());
+    let body = if matches!(op, Op::Deploy { .. }) {
+        let limit = settings.max_archive.0;
+        let declared =
+            req.headers().get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > limit) {
+            return fail(DeployError::TooLarge(limit));
+        }
+        // A large upload over a slow link may take a while; a stalled one may not.
+        let wait = app.host.config.body_timeout.0.max(Duration::from_secs(120));
+        match tokio::time::timeout(wait, Limited::new(req.into_body(), limit as usize).collect()).await {
+            Ok(Ok(collected)) => collected.to_bytes(),
+            Ok(Err(e)) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
+                return fail(DeployError::TooLarge(limit))
+            }
+            Ok(Err(_)) => return fail(DeployError::BodyRead),
+            Err(_) => return fail(DeployError::BodyTimeout),
+        }
+    } else {
+        Bytes::new()
+    };
+    let metrics = if op == Op::List { app.metrics.encode() } else { String::new() };
+    match api::run(app.registry.clone(), op, who, via, body, metrics).await {
+        Ok(value) => json(StatusCode::OK, value),
+        Err(e) => {
+            if let DeployError::Store(inner) = &e {
+                tracing::error!("deploy request failed: {inner}");
+            }
+            fail(e)
         }
     }
 }
@@ -625,12 +687,17 @@ async fn accept(listener: &Listener) -> io::Result<(Io, Client)> {
         Listener::Tcp(l) => {
             let (s, addr) = l.accept().await?;
             let _ = s.set_nodelay(true);
-            let client = Client { addr: addr.ip().to_string(), key: ClientKey::of(addr.ip()) };
+            let client = Client { addr: addr.ip().to_string(), key: ClientKey::of(addr.ip()), peer: None };
             Ok((TokioIo::new(Box::new(s) as Box<dyn IoStream>), client))
         }
         Listener::Unix(l) => {
             let (s, _) = l.accept().await?;
-            Ok((TokioIo::new(Box::new(s) as Box<dyn IoStream>), Client { addr: "unix".into(), key: ClientKey::Local }))
+            let peer =
+                s.peer_cred().ok().map(|c| crate::deploy::api::Caller { uid: c.uid(), gid: c.gid(), pid: c.pid() });
+            Ok((
+                TokioIo::new(Box::new(s) as Box<dyn IoStream>),
+                Client { addr: "unix".into(), key: ClientKey::Local, peer },
+            ))
         }
     }
 }

@@ -115,6 +115,7 @@ async fn run(
         exit: None,
         bytes_out: 0,
         layers: host.layers.summary.clone(),
+        version: loaded.deployed.clone(),
     };
     let mut inv = Invocation::default();
     let mut end = End { report: &mut report, head_tx: Some(head_tx), received: call.received, sink: sink.as_ref() };

@@ -142,6 +142,8 @@ pub struct Report {
     pub bytes_out: u64,
     /// The layers, as `ns=enforced …`.
     pub layers: String,
+    /// The deployed version (sha256 hex) it ran, for a deployed function.
+    pub version: Option<String>,
 }
 
 impl Report {
@@ -171,14 +173,16 @@ impl Report {
             }
             _ => String::new(),
         };
+        let version = r.version.as_deref().map_or("", |v| &v[..v.len().min(12)]);
         let message = format!(
-            "REPORT {} {} outcome={} status={} duration={duration_ms:.2}ms setup={setup_us}us cpu_us={cpu} memory_peak={peak} bytes_out={}{cgroup}{detail} layers=\"{}\"",
+            "REPORT {} {} outcome={} status={} duration={duration_ms:.2}ms setup={setup_us}us cpu_us={cpu} memory_peak={peak} bytes_out={}{cgroup}{detail} layers=\"{}\"{}",
             r.function,
             r.id,
             r.outcome.slug(),
             r.status,
             r.bytes_out,
-            r.layers
+            r.layers,
+            if version.is_empty() { String::new() } else { format!(" version={version}") }
         );
         let level_warn = !matches!(r.outcome, Outcome::Ok);
         macro_rules! emit {
@@ -194,6 +198,7 @@ impl Report {
                     FAAS_MEMORY_PEAK = %peak,
                     FAAS_LAYERS = %r.layers,
                     FAAS_PIDS_MAX_HITS = r.usage.as_ref().map_or(0, |u| u.pids_max_hits),
+                    FAAS_VERSION = version,
                     "{message}"
                 )
             };
