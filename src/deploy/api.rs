@@ -276,6 +276,7 @@ fn deploy(reg: &Registry, name: &str, data: &[u8], who: &str, via: Option<String
         version: version.clone(),
         created: now,
         deployed: now,
+        seq: 0,
         who: who.to_owned(),
         via: via.clone(),
         files: unpacked.files(),

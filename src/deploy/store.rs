@@ -39,6 +39,9 @@ pub struct Meta {
     pub created: u64,
     /// Unix seconds: last deployed (a rollback does not change it).
     pub deployed: u64,
+    /// Deploy order within the function (seconds tie): the last deploy has the highest.
+    #[serde(default)]
+    pub seq: u64,
     /// The deploying user, from the admin socket's peer credentials.
     pub who: String,
     /// What the client said it came through (`ssh from 192.0.2.1`), unverified.
@@ -189,6 +192,7 @@ impl Store {
     /// is already stored) and records `meta`; whether the version is new.
     pub fn commit(&self, _guard: &Guard, name: &str, staging: &Path, mut meta: Meta) -> Result<bool, StoreError> {
         let target = self.version_dir(name, &meta.version);
+        meta.seq = self.versions(name).iter().map(|m| m.seq).max().unwrap_or(0) + 1;
         let new = !target.exists();
         if new {
             std::fs::set_permissions(staging, std::fs::Permissions::from_mode(0o755))
@@ -229,7 +233,7 @@ impl Store {
             .filter(|v| is_version(v))
             .filter_map(|v| self.meta(name, &v))
             .collect();
-        list.sort_by(|a, b| (b.deployed, b.created, &b.version).cmp(&(a.deployed, a.created, &a.version)));
+        list.sort_by(|a, b| (b.seq, b.deployed, &b.version).cmp(&(a.seq, a.deployed, &a.version)));
         list
     }
 
@@ -403,6 +407,7 @@ mod tests {
             version: version.into(),
             created: deployed,
             deployed,
+            seq: 0,
             who: "root".into(),
             via: None,
             files: 1,
