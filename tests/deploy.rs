@@ -378,8 +378,8 @@ fn a_request_in_flight_finishes_on_its_version_and_the_next_gets_the_new_one() {
 #[test]
 #[ignore = "needs root (the daemon builds sandboxes): sudo -E cargo test -- --include-ignored"]
 fn deploys_and_rollbacks_under_load_fail_no_request() {
-    const DEPLOYS: usize = 16;
-    const CLIENTS: usize = 4;
+    const DEPLOYS: usize = 40;
+    const CLIENTS: usize = 6;
     let s = Setup::start("deploy.keep = 3\n");
     let first = s.deploy(&s.dir("f", &[("main.sh", 0o644, &answer("v0"))]), "f");
     let stop = Arc::new(AtomicBool::new(false));
