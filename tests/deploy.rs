@@ -88,9 +88,10 @@ impl Setup {
     /// Deploys `dir` as `name`; the full version.
     fn deploy(&self, dir: &Path, name: &str) -> String {
         let out = self.faas(&["deploy", "--name", name, dir.to_str().unwrap()]).ok();
-        let line = out.stdout.lines().find(|l| l.starts_with(&format!("deployed {name} version "))).unwrap_or_else(|| {
-            panic!("no `deployed` line: {out:?}");
-        });
+        let line =
+            out.stdout.lines().find(|l| l.starts_with(&format!("deployed {name} version "))).unwrap_or_else(|| {
+                panic!("no `deployed` line: {out:?}");
+            });
         let short = line.split_whitespace().nth(3).unwrap().to_owned();
         self.full_version(name, &short)
     }
@@ -165,16 +166,25 @@ fn deploy_redeploy_rollback_rm_over_the_admin_socket() {
     let lines: Vec<&str> = versions.lines().collect();
     assert_eq!(lines.len(), 3, "{versions}");
     assert!(lines[0].starts_with("VERSION") && lines[0].contains("WHO"), "{versions}");
-    assert!(lines[1].starts_with(&v2[..12]) && lines[1].contains(" root ") && lines[1].ends_with("current"), "{versions}");
+    assert!(
+        lines[1].starts_with(&v2[..12]) && lines[1].contains(" root ") && lines[1].ends_with("current"),
+        "{versions}"
+    );
     assert!(lines[2].starts_with(&v1[..12]) && !lines[2].ends_with("current"), "{versions}");
 
     let back = s.faas(&["rollback", "hello"]).ok();
-    assert!(back.stdout.starts_with(&format!("rolled hello back to version {} (from {})", &v1[..12], &v2[..12])), "{back:?}");
+    assert!(
+        back.stdout.starts_with(&format!("rolled hello back to version {} (from {})", &v1[..12], &v2[..12])),
+        "{back:?}"
+    );
     assert_eq!(s.body("hello"), (200, "v1".into()));
     // Nothing was deployed before v1.
     let none = s.faas(&["rollback", "hello"]);
     assert_eq!(none.code, 1);
-    assert!(none.stderr.contains("hello has no version deployed before the current one (409 Conflict, no-older-version)"), "{none:?}");
+    assert!(
+        none.stderr.contains("hello has no version deployed before the current one (409 Conflict, no-older-version)"),
+        "{none:?}"
+    );
     s.faas(&["rollback", "hello", "--to", &v2[..6]]).ok();
     assert_eq!(s.body("hello"), (200, "v2".into()));
     let missing = s.faas(&["rollback", "hello", "--to", "ffffffffffff"]);
@@ -186,7 +196,10 @@ fn deploy_redeploy_rollback_rm_over_the_admin_socket() {
     // The deploys are audit entries.
     let logs = s.d.logs();
     assert!(logs.contains(&format!("deploy: root deployed hello version {}", &v2[..12])), "{logs}");
-    assert!(logs.contains(&format!("deploy: root rolled hello back from version {} to {}", &v2[..12], &v1[..12])), "{logs}");
+    assert!(
+        logs.contains(&format!("deploy: root rolled hello back from version {} to {}", &v2[..12], &v1[..12])),
+        "{logs}"
+    );
 
     let ls = s.faas(&["ls"]).ok().stdout;
     let row = ls.lines().find(|l| l.starts_with("hello ")).unwrap_or_else(|| panic!("{ls}"));
@@ -200,7 +213,10 @@ fn deploy_redeploy_rollback_rm_over_the_admin_socket() {
     assert_eq!((gone.status, gone.problem()), (404, "function-not-found".to_owned()));
     assert!(!s.d.deploy_dir().join("functions/hello").exists(), "rm leaves the versions behind");
     let again = s.faas(&["rm", "hello"]);
-    assert!(again.code == 1 && again.stderr.contains("hello is not deployed (404 Not Found, function-not-found)"), "{again:?}");
+    assert!(
+        again.code == 1 && again.stderr.contains("hello is not deployed (404 Not Found, function-not-found)"),
+        "{again:?}"
+    );
 }
 
 #[test]
@@ -241,16 +257,26 @@ fn the_runtime_is_inferred_and_a_function_file_is_honoured() {
     let out = s.faas(&["deploy", both.to_str().unwrap()]);
     assert!(out.code == 1 && out.stderr.contains("the runtime is ambiguous (main.py, main.sh)"), "{out:?}");
     // An error in faas.toml is told where the user wrote it; --no-check gets the daemon's.
-    let bad = s.dir("bad", &[("faas.toml", 0o644, "runtime = \"sh\"\nhandler = \"run.sh\"\nbogus = 1\n"), ("run.sh", 0o644, "")]);
+    let bad = s.dir(
+        "bad",
+        &[("faas.toml", 0o644, "runtime = \"sh\"\nhandler = \"run.sh\"\nbogus = 1\n"), ("run.sh", 0o644, "")],
+    );
     let out = s.faas(&["deploy", bad.to_str().unwrap()]);
-    assert!(out.code == 1 && out.stderr.contains(&format!("{}:3:1: unknown field `bogus`", bad.join("faas.toml").display())), "{out:?}");
+    assert!(
+        out.code == 1
+            && out.stderr.contains(&format!("{}:3:1: unknown field `bogus`", bad.join("faas.toml").display())),
+        "{out:?}"
+    );
     let out = s.faas(&["deploy", "--no-check", bad.to_str().unwrap()]);
     assert!(out.code == 1 && out.stderr.contains("faas: faas.toml:3:1: unknown field `bogus`"), "{out:?}");
     assert!(out.stderr.contains("(422 Unprocessable Entity, function-invalid)"), "{out:?}");
 }
 
+/// One tar entry as written: name, type, mode, content, link target.
+type TarEntry<'a> = (&'a str, tar::EntryType, u32, &'a [u8], Option<&'a str>);
+
 /// The stdin of `faas deploy -`: a tar built entry by entry, names and types as given.
-fn tar_of(entries: &[(&str, tar::EntryType, u32, &[u8], Option<&str>)]) -> Vec<u8> {
+fn tar_of(entries: &[TarEntry]) -> Vec<u8> {
     let mut b = tar::Builder::new(Vec::new());
     for (name, kind, mode, data, link) in entries {
         let mut h = tar::Header::new_old();
@@ -289,7 +315,7 @@ fn hostile_archives_are_refused_and_nothing_lands_outside() {
     let script = answer("evil");
     let main = script.as_bytes();
     let many: Vec<String> = (0..21).map(|i| format!("f{i}")).collect();
-    let mut many_entries: Vec<(&str, T, u32, &[u8], Option<&str>)> =
+    let mut many_entries: Vec<TarEntry> =
         many.iter().map(|n| (n.as_str(), T::Regular, 0o644, &b""[..], None)).collect();
     many_entries.push(("main.sh", T::Regular, 0o644, main, None));
     let big = vec![b'x'; (2 << 20) + 1];
@@ -301,18 +327,57 @@ fn hostile_archives_are_refused_and_nothing_lands_outside() {
         gz.finish().unwrap()
     };
     let cases: Vec<(&str, Vec<u8>, &str)> = vec![
-        ("zip slip", zip_of(&[("main.sh", main), ("../../../evil", b"x")]), "entry \"../../../evil\" is refused: a path with a .. component"),
-        ("tar traversal", tar_of(&[("main.sh", T::Regular, 0o644, main, None), ("a/../../evil", T::Regular, 0o644, b"x", None)]), "entry \"a/../../evil\" is refused: a path with a .. component"),
-        ("absolute", tar_of(&[("/tmp/evil", T::Regular, 0o644, b"x", None)]), "entry \"/tmp/evil\" is refused: an absolute path"),
-        ("symlink out", tar_of(&[("main.sh", T::Regular, 0o644, main, None), ("etc", T::Symlink, 0o777, b"", Some("../../../../../../etc"))]), "entry \"etc\" is refused: a symlink pointing outside the archive"),
-        ("absolute symlink", tar_of(&[("etc", T::Symlink, 0o777, b"", Some("/etc"))]), "entry \"etc\" is refused: a symlink with an absolute target"),
-        ("through a link", tar_of(&[("d", T::Symlink, 0o777, b"", Some(".")), ("d/evil", T::Regular, 0o644, b"x", None)]), "entry \"d/evil\" is refused: a path through a symlink"),
-        ("hard link", tar_of(&[("main.sh", T::Link, 0o644, b"", Some("/etc/shadow"))]), "entry \"main.sh\" is refused: a hard link"),
+        (
+            "zip slip",
+            zip_of(&[("main.sh", main), ("../../../evil", b"x")]),
+            "entry \"../../../evil\" is refused: a path with a .. component",
+        ),
+        (
+            "tar traversal",
+            tar_of(&[("main.sh", T::Regular, 0o644, main, None), ("a/../../evil", T::Regular, 0o644, b"x", None)]),
+            "entry \"a/../../evil\" is refused: a path with a .. component",
+        ),
+        (
+            "absolute",
+            tar_of(&[("/tmp/evil", T::Regular, 0o644, b"x", None)]),
+            "entry \"/tmp/evil\" is refused: an absolute path",
+        ),
+        (
+            "symlink out",
+            tar_of(&[
+                ("main.sh", T::Regular, 0o644, main, None),
+                ("etc", T::Symlink, 0o777, b"", Some("../../../../../../etc")),
+            ]),
+            "entry \"etc\" is refused: a symlink pointing outside the archive",
+        ),
+        (
+            "absolute symlink",
+            tar_of(&[("etc", T::Symlink, 0o777, b"", Some("/etc"))]),
+            "entry \"etc\" is refused: a symlink with an absolute target",
+        ),
+        (
+            "through a link",
+            tar_of(&[("d", T::Symlink, 0o777, b"", Some(".")), ("d/evil", T::Regular, 0o644, b"x", None)]),
+            "entry \"d/evil\" is refused: a path through a symlink",
+        ),
+        (
+            "hard link",
+            tar_of(&[("main.sh", T::Link, 0o644, b"", Some("/etc/shadow"))]),
+            "entry \"main.sh\" is refused: a hard link",
+        ),
         ("device", tar_of(&[("null", T::Char, 0o666, b"", None)]), "entry \"null\" is refused: a device node"),
         ("fifo", tar_of(&[("p", T::Fifo, 0o644, b"", None)]), "entry \"p\" is refused: a FIFO"),
-        ("setuid", tar_of(&[("main.sh", T::Regular, 0o4755, main, None)]), "entry \"main.sh\" is refused: setuid or setgid (mode 4755)"),
+        (
+            "setuid",
+            tar_of(&[("main.sh", T::Regular, 0o4755, main, None)]),
+            "entry \"main.sh\" is refused: setuid or setgid (mode 4755)",
+        ),
         ("too many", tar_of(&many_entries), "the archive holds more than 20 entries"),
-        ("too large", tar_of(&[("main.sh", T::Regular, 0o644, &big, None)]), "the archive unpacks to more than 2097152 bytes"),
+        (
+            "too large",
+            tar_of(&[("main.sh", T::Regular, 0o644, &big, None)]),
+            "the archive unpacks to more than 2097152 bytes",
+        ),
         ("bomb", bomb, "times its own size (an archive bomb?)"),
         ("not an archive", b"hello".to_vec(), "the upload is neither a tar archive (plain or gzip) nor a zip archive"),
         ("upload too large", vec![0u8; (3 << 20) + 1], "the upload is over 3145728 bytes ([deploy] max_archive)"),
@@ -388,7 +453,8 @@ fn deploys_and_rollbacks_under_load_fail_no_request() {
     let url = s.d.url("/f");
     let clients: Vec<_> = (0..CLIENTS)
         .map(|_| {
-            let (stop, ok, failed, failures, url) = (stop.clone(), ok.clone(), failed.clone(), failures.clone(), url.clone());
+            let (stop, ok, failed, failures, url) =
+                (stop.clone(), ok.clone(), failed.clone(), failures.clone(), url.clone());
             std::thread::spawn(move || {
                 let agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(30)).build();
                 // Bounded: stops when told, or after 2 minutes and 20000 requests at most.
@@ -415,7 +481,11 @@ fn deploys_and_rollbacks_under_load_fail_no_request() {
     // Load first, then deploy into it.
     let deadline = Instant::now() + Duration::from_secs(30);
     while ok.load(Ordering::Relaxed) < 20 {
-        assert!(Instant::now() < deadline && failed.load(Ordering::Relaxed) == 0, "no load: {:?}", failures.lock().unwrap());
+        assert!(
+            Instant::now() < deadline && failed.load(Ordering::Relaxed) == 0,
+            "no load: {:?}",
+            failures.lock().unwrap()
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
     let mut latencies = Vec::new();
@@ -453,7 +523,10 @@ fn deploys_and_rollbacks_under_load_fail_no_request() {
         latencies.last().unwrap()
     );
     assert_eq!(failed, 0, "failed requests: {:?}", failures.lock().unwrap());
-    assert!(during.iter().filter(|&&n| n > 0).count() >= DEPLOYS / 2, "the load did not overlap the deploys: {during:?}");
+    assert!(
+        during.iter().filter(|&&n| n > 0).count() >= DEPLOYS / 2,
+        "the load did not overlap the deploys: {during:?}"
+    );
     // keep = 3: older versions went once nothing ran on them.
     let kept = std::fs::read_dir(s.d.deploy_dir().join("functions/f/versions")).unwrap().count();
     assert!(kept <= 3 + CLIENTS, "{kept} versions kept with keep = 3");
@@ -464,7 +537,8 @@ fn deploys_and_rollbacks_under_load_fail_no_request() {
 #[ignore = "needs root (the daemon builds sandboxes): sudo -E cargo test -- --include-ignored"]
 fn only_root_or_the_deploy_group_may_deploy() {
     let s = Setup::start("deploy.group = \"nogroup\"\n");
-    let nogroup = nix::unistd::Group::from_name("nogroup").unwrap().expect("a nogroup group (Debian has one)").gid.as_raw();
+    let nogroup =
+        nix::unistd::Group::from_name("nogroup").unwrap().expect("a nogroup group (Debian has one)").gid.as_raw();
     let meta = std::fs::metadata(&s.sock).unwrap();
     use std::os::unix::fs::MetadataExt;
     assert_eq!((meta.mode() & 0o777, meta.gid()), (0o660, nogroup), "the socket is not the group's");
@@ -487,7 +561,12 @@ fn only_root_or_the_deploy_group_may_deploy() {
     std::fs::set_permissions(&s.sock, std::fs::Permissions::from_mode(0o666)).unwrap();
     let out = as_user(stranger, stranger);
     assert_eq!(out.code, 1, "{out:?}");
-    assert!(out.stderr.contains(&format!("uid {stranger} may not deploy: root may, and members of nogroup (403 Forbidden, deploy-forbidden)")), "{out:?}");
+    assert!(
+        out.stderr.contains(&format!(
+            "uid {stranger} may not deploy: root may, and members of nogroup (403 Forbidden, deploy-forbidden)"
+        )),
+        "{out:?}"
+    );
     assert!(s.d.logs().contains(&format!("refused a deploy request from uid {stranger}")), "{}", s.d.logs());
     // Never on TCP, admin listener or not: there is no uid to go by.
     let r = common::request_to(&format!("http://127.0.0.1:{}/_/deploy", s.d.admin_port), "GET", b"", &[]);
@@ -514,9 +593,13 @@ fn ssh_is_the_remote_transport_tested_through_a_pipe() {
     let out = s.faas_env(&["deploy", "--host", "deploy@server", dir.to_str().unwrap()], None, &env);
     assert_eq!(out.code, 0, "{out:?}");
     assert!(out.stderr.contains("ssh to deploy@server"), "{out:?}");
-    assert!(out.stdout.contains("sending remote-fn (") && out.stdout.contains("deployed remote-fn version "), "{out:?}");
+    assert!(
+        out.stdout.contains("sending remote-fn (") && out.stdout.contains("deployed remote-fn version "),
+        "{out:?}"
+    );
     assert_eq!(s.body("remote-fn"), (200, "over ssh".into()));
-    let v1 = out.stdout.lines().find(|l| l.starts_with("deployed ")).unwrap().split_whitespace().nth(3).unwrap().to_owned();
+    let v1 =
+        out.stdout.lines().find(|l| l.starts_with("deployed ")).unwrap().split_whitespace().nth(3).unwrap().to_owned();
     s.dir("remote-fn", &[("main.sh", 0o644, &answer("two"))]);
     s.faas_env(&["deploy", "--host", "deploy@server", dir.to_str().unwrap()], None, &env).ok();
     assert_eq!(s.body("remote-fn"), (200, "two".into()));
@@ -590,14 +673,24 @@ fn the_operators_file_wins_and_check_reports_both() {
     let check = s.faas(&["check"]);
     assert_eq!(check.code, 1, "{check:?}");
     assert!(
-        check.stdout.contains(&format!("{}: dup is also deployed (version {}); this file wins", s.d.functions_dir().join("dup.toml").display(), &v[..12])),
+        check.stdout.contains(&format!(
+            "{}: dup is also deployed (version {}); this file wins",
+            s.d.functions_dir().join("dup.toml").display(),
+            &v[..12]
+        )),
         "{check:?}"
     );
     let ls = s.faas(&["ls"]).ok().stdout;
     let row = ls.lines().find(|l| l.starts_with("dup ")).unwrap_or_else(|| panic!("{ls}"));
     assert!(row.contains(" file ") && row.contains(&format!("(shadows deployed {}: the file wins)", &v[..12])), "{ls}");
     let out = s.faas(&["deploy", dir.to_str().unwrap()]);
-    assert!(out.code == 1 && out.stderr.contains("dup is defined in the functions directory, which wins over a deployed function of the same name"), "{out:?}");
+    assert!(
+        out.code == 1
+            && out.stderr.contains(
+                "dup is defined in the functions directory, which wins over a deployed function of the same name"
+            ),
+        "{out:?}"
+    );
     assert!(out.stderr.contains("(409 Conflict, name-taken)"), "{out:?}");
     // The operator removes the file: the deployed version serves again.
     std::fs::remove_file(s.d.functions_dir().join("dup.toml")).unwrap();

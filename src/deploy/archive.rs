@@ -546,8 +546,11 @@ mod tests {
 
     const CAPS: Caps = Caps { entries: 100, bytes: 1 << 20, ratio: 100 };
 
+    /// One tar entry as written: name, type, mode, content, link target.
+    type TarEntry<'a> = (&'a str, tar::EntryType, u32, &'a [u8], Option<&'a str>);
+
     /// A tar with raw headers, so that names and types no honest tool writes can be made.
-    fn tar_of(entries: &[(&str, tar::EntryType, u32, &[u8], Option<&str>)]) -> Vec<u8> {
+    fn tar_of(entries: &[TarEntry]) -> Vec<u8> {
         let mut b = tar::Builder::new(Vec::new());
         for (name, kind, mode, data, link) in entries {
             let mut h = tar::Header::new_old();
@@ -692,9 +695,8 @@ mod tests {
     #[test]
     fn caps_hold_as_bytes_are_written() {
         use tar::EntryType as T;
-        let many: Vec<(String, T, u32, &[u8], Option<&str>)> =
-            (0..101).map(|i| (format!("f{i}"), T::Regular, 0o644, &b""[..], None)).collect();
-        let many: Vec<_> = many.iter().map(|(n, t, m, d, l)| (n.as_str(), *t, *m, *d, *l)).collect();
+        let names: Vec<String> = (0..101).map(|i| format!("f{i}")).collect();
+        let many: Vec<TarEntry> = names.iter().map(|n| (n.as_str(), T::Regular, 0o644, &b""[..], None)).collect();
         let dir = tempfile::tempdir().unwrap();
         assert!(matches!(unpack(&tar_of(&many), dir.path(), CAPS), Err(ArchiveError::TooManyEntries(100))));
         let big = vec![0u8; (1 << 20) + 1];
