@@ -4,8 +4,12 @@ SYSCONFDIR ?= /etc
 UNITDIR ?= /etc/systemd/system
 CARGO ?= cargo
 LISTEN ?= 127.0.0.1:8080
+VERSION := $(shell sed -n 's/^version = "\(.*\)"$$/\1/p' Cargo.toml 2>/dev/null | head -n 1)
+DEB_ARCH := $(shell dpkg --print-architecture 2>/dev/null || echo amd64)
+DEBDIR := target/deb
+DEB := $(DEBDIR)/faas_$(VERSION)_$(DEB_ARCH).deb
 
-.PHONY: all deps build run test clippy check doctor install uninstall vm-test bench
+.PHONY: all deps build run test clippy check doctor man completions install uninstall deb deb-deps vm-test bench
 
 all: build
 
@@ -44,12 +48,32 @@ check: build
 doctor: build
 	./target/release/faas --config config/faas.toml doctor
 
-install: target/release/faas
+# faas(1) and faas-SUBCOMMAND(1) from the clap definition (the hidden `faas man`), beside the
+# hand-written faas.toml(5) and faas-function(5) from man/.
+man: target/release/faas
+	rm -rf target/man
+	target/release/faas man target/man/man1
+	install -D -m 0644 -t target/man/man5 man/faas.toml.5 man/faas-function.5
+
+# bash, zsh and fish completion from the clap definition (the hidden `faas completions`).
+completions: target/release/faas
+	mkdir -p target/completions
+	target/release/faas completions bash >target/completions/faas.bash.tmp
+	target/release/faas completions zsh >target/completions/_faas.tmp
+	target/release/faas completions fish >target/completions/faas.fish.tmp
+	cd target/completions && for f in faas.bash _faas faas.fish; do mv $$f.tmp $$f; done
+
+install: target/release/faas man completions
 	install -D -m 0755 target/release/faas $(DESTDIR)$(PREFIX)/bin/faas
 	install -D -m 0644 wrappers/python.py $(DESTDIR)$(PREFIX)/lib/faas/wrappers/python.py
 	install -D -m 0644 wrappers/node.js $(DESTDIR)$(PREFIX)/lib/faas/wrappers/node.js
 	install -D -m 0644 README.md $(DESTDIR)$(PREFIX)/share/doc/faas/README.md
 	install -D -m 0644 wrappers/README.md $(DESTDIR)$(PREFIX)/share/doc/faas/wrappers.md
+	install -D -m 0644 -t $(DESTDIR)$(PREFIX)/share/man/man1 target/man/man1/*.1
+	install -D -m 0644 -t $(DESTDIR)$(PREFIX)/share/man/man5 target/man/man5/*.5
+	install -D -m 0644 target/completions/faas.bash $(DESTDIR)$(PREFIX)/share/bash-completion/completions/faas
+	install -D -m 0644 target/completions/_faas $(DESTDIR)$(PREFIX)/share/zsh/site-functions/_faas
+	install -D -m 0644 target/completions/faas.fish $(DESTDIR)$(PREFIX)/share/fish/vendor_completions.d/faas.fish
 	install -d -m 0755 $(DESTDIR)$(SYSCONFDIR)/faas/functions
 	[ -e $(DESTDIR)$(SYSCONFDIR)/faas/faas.toml ] || install -m 0644 config/faas.toml $(DESTDIR)$(SYSCONFDIR)/faas/faas.toml
 	cp -rn config/functions/. $(DESTDIR)$(SYSCONFDIR)/faas/functions/
@@ -68,12 +92,34 @@ uninstall:
 	-systemctl disable --now faas.socket faas-admin.socket faas.service
 	rm -f $(PREFIX)/bin/faas $(UNITDIR)/faas.socket $(UNITDIR)/faas-admin.socket $(UNITDIR)/faas.service
 	rm -rf $(PREFIX)/lib/faas $(PREFIX)/share/doc/faas
+	rm -f $(PREFIX)/share/man/man1/faas.1 $(PREFIX)/share/man/man1/faas-*.1 \
+		$(PREFIX)/share/man/man5/faas.toml.5 $(PREFIX)/share/man/man5/faas-function.5 \
+		$(PREFIX)/share/bash-completion/completions/faas $(PREFIX)/share/zsh/site-functions/_faas \
+		$(PREFIX)/share/fish/vendor_completions.d/faas.fish
 	rm -rf --one-file-system /run/faas
 	@if [ -d /run/systemd/system ]; then systemctl daemon-reload; fi
 	@echo "left in place: $(SYSCONFDIR)/faas (your functions and settings)"
 
-vm-test: build
-	bash tests/vm/run.sh
+# The Debian package, $(DEB), with Debian's own tooling: dpkg-buildpackage and debhelper
+# (debian/rules). Not cargo-deb: debhelper comes from apt in seconds (cargo-deb is ~100 crates
+# to compile), and it is what Debian itself uses, so the maintainer scripts are exactly
+# dh_installsystemd's (deb-systemd-helper, deb-systemd-invoke), conffiles are dh_installdeb's,
+# Depends comes from dh_shlibdeps (${shlibs:Depends}), and lintian checks against the same
+# rules. The build is `make build man completions` inside it (debian/rules); the .deb, its
+# .buildinfo and .changes go to $(DEBDIR), not to the parent directory.
+deb: deb-deps
+	CARGO="$(CARGO)" DEB_DESTDIR=$(DEBDIR) dpkg-buildpackage --build=binary --no-sign \
+		--buildinfo-option=-u$(DEBDIR) --buildinfo-file=$(DEBDIR)/faas_$(VERSION)_$(DEB_ARCH).buildinfo \
+		--changes-option=-u$(DEBDIR) --changes-file=$(DEBDIR)/faas_$(VERSION)_$(DEB_ARCH).changes
+	@echo "built $(DEB); install it with: apt install ./$(DEB)"
+
+deb-deps:
+	@if ! command -v dpkg-buildpackage >/dev/null || ! command -v dh >/dev/null; then \
+		apt-get update && apt-get install -y --no-install-recommends dpkg-dev debhelper; fi
+
+# The VM tier installs both: `make install` from this tree, then the package.
+vm-test: build deb
+	FAAS_DEB=$(DEB) bash tests/vm/run.sh
 
 bench:
 	bash bench/run.sh

@@ -129,6 +129,32 @@ pub fn scope_headers(headers: &mut HeaderMap, function: &str, allowed: &[String]
     dropped
 }
 
+/// The same for a function served on an origin of its own (`http://NAME.DOMAIN/`): every
+/// header acts on that origin alone, except a `Set-Cookie` with a `Domain`, which would reach
+/// the sibling functions' origins under DOMAIN (cookie tossing) and is dropped unless allowed.
+pub fn scope_headers_own_origin(headers: &mut HeaderMap, allowed: &[String]) -> Vec<String> {
+    if !headers.contains_key(http::header::SET_COOKIE) || allowed.iter().any(|a| a == "set-cookie") {
+        return Vec::new();
+    }
+    let mut dropped = Vec::new();
+    let cookies: Vec<HeaderValue> = headers.get_all(http::header::SET_COOKIE).iter().cloned().collect();
+    headers.remove(http::header::SET_COOKIE);
+    for value in cookies {
+        let has_domain = value.to_str().map_or(true, |t| {
+            t.split(';').skip(1).any(|a| {
+                let (k, v) = a.split_once('=').unwrap_or((a, ""));
+                k.trim().eq_ignore_ascii_case("domain") && !v.trim().is_empty()
+            })
+        });
+        if has_domain {
+            dropped.push(format!("set-cookie {} (Domain)", cookie_name(&value)));
+        } else {
+            headers.append(http::header::SET_COOKIE, value);
+        }
+    }
+    dropped
+}
+
 /// `Ok(None)`: in scope as it is; `Ok(Some(v))`: in scope once `Path=/NAME` is appended;
 /// `Err(why)`: reaches beyond the function. Attributes as RFC 6265 section 5.2 reads them.
 fn scope_cookie(value: &HeaderValue, function: &str) -> Result<Option<HeaderValue>, String> {
@@ -190,6 +216,10 @@ pub struct RequestMeta<'a> {
     pub invocation_id: &'a str,
     /// Unix time in ms when the sandbox will be killed.
     pub deadline_ms: u128,
+    /// Who called, when the function checks (`[auth]`): AUTH_TYPE and REMOTE_USER.
+    pub caller: Option<&'a crate::auth::Caller>,
+    /// Served at `http://NAME.DOMAIN/`: SCRIPT_NAME is empty, the whole path is PATH_INFO.
+    pub own_origin: bool,
 }
 
 /// Builds the sandbox's whole environment: CGI meta-variables, FAAS_*, the function's own
@@ -210,7 +240,11 @@ pub fn environment(meta: &RequestMeta, function_env: &[(String, String)]) -> Vec
     push("SERVER_PROTOCOL", "HTTP/1.1");
     push("SERVER_SOFTWARE", concat!("faas/", env!("CARGO_PKG_VERSION")));
     push("REQUEST_METHOD", meta.method);
-    push("SCRIPT_NAME", &format!("/{}", meta.function));
+    push("SCRIPT_NAME", &if meta.own_origin { String::new() } else { format!("/{}", meta.function) });
+    if let Some(caller) = meta.caller {
+        push("AUTH_TYPE", caller.auth_type);
+        push("REMOTE_USER", &caller.user);
+    }
     push("PATH_INFO", meta.path_info);
     push("QUERY_STRING", meta.query);
     push("REMOTE_ADDR", meta.remote_addr);
@@ -229,7 +263,8 @@ pub fn environment(meta: &RequestMeta, function_env: &[(String, String)]) -> Vec
     for (name, value) in meta.headers {
         // httpoxy: a client-sent Proxy header must never become HTTP_PROXY. A name with `_`
         // would map onto the same variable as its `-` twin and could spoof it (nginx drops
-        // those too). faas does no authentication, so Authorization is the handler's.
+        // those too). Authorization is the handler's unless faas checked a bearer key in it,
+        // and then the HTTP layer has taken it out of the headers already.
         if matches!(name.as_str(), "proxy" | "content-type" | "content-length" | "connection")
             || name.as_str().contains('_')
         {
@@ -367,6 +402,17 @@ mod tests {
     }
 
     #[test]
+    fn own_origin_keeps_all_but_domain_cookies() {
+        let mut h = HeaderMap::new();
+        h.append("set-cookie", "a=1; Path=/".parse().unwrap());
+        h.append("set-cookie", "b=2; Domain=fn.localhost".parse().unwrap());
+        h.append("strict-transport-security", "max-age=60".parse().unwrap());
+        assert_eq!(scope_headers_own_origin(&mut h, &[]), ["set-cookie b (Domain)"]);
+        assert_eq!(h.get_all("set-cookie").iter().collect::<Vec<_>>(), ["a=1; Path=/"]);
+        assert!(h.contains_key("strict-transport-security"));
+    }
+
+    #[test]
     fn environment_is_cgi() {
         let mut headers = HeaderMap::new();
         headers.insert("content-type", "application/json".parse().unwrap());
@@ -387,6 +433,8 @@ mod tests {
             server_port: "8080",
             invocation_id: "id-1",
             deadline_ms: 42,
+            caller: None,
+            own_origin: false,
         };
         let env: Vec<String> = environment(&meta, &[("GREETING".into(), "hi".into())])
             .into_iter()
@@ -412,5 +460,12 @@ mod tests {
         assert!(env.contains(&"HTTP_COOKIE=a=1; b=2".to_owned()), "{env:?}");
         assert!(!env.contains(&"HTTP_X_TRACE=spoof".to_owned()), "underscore twin spoofed a header: {env:?}");
         assert!(!env.iter().any(|e| e.starts_with("HTTP_CONTENT_TYPE")));
+        assert!(!env.iter().any(|e| e.starts_with("AUTH_TYPE=") || e.starts_with("REMOTE_USER=")));
+        let caller = crate::auth::Caller { auth_type: "Bearer", user: "ci".into() };
+        let meta = RequestMeta { caller: Some(&caller), own_origin: true, ..meta };
+        let env: Vec<String> = environment(&meta, &[]).into_iter().map(|c| c.into_string().unwrap()).collect();
+        for want in ["AUTH_TYPE=Bearer", "REMOTE_USER=ci", "SCRIPT_NAME="] {
+            assert!(env.contains(&want.to_owned()), "{want} missing from {env:?}");
+        }
     }
 }

@@ -1,6 +1,11 @@
 //! The subcommands: `serve` (the daemon, in serve.rs), `check` (validate files), `invoke`
-//! (one run from the shell through the same sandbox path), `doctor` (what this host gives).
-//! The command-line edge: errors from below are typed, and gain their context here (anyhow).
+//! (one run from the shell through the same sandbox path), `doctor` (what this host gives), and
+//! the hidden ones packaging and shell completion use (`man`, `completions`,
+//! `complete-functions`). The command-line edge: errors from below are typed, and gain their
+//! context here (anyhow).
+
+mod completion;
+mod man;
 
 use std::io::{Read, Write};
 use std::path::PathBuf;
@@ -57,6 +62,22 @@ pub enum Command {
     /// deploy, versions, rollback, rm, ls, logs (src/deploy/cli.rs).
     #[command(flatten)]
     Deploy(crate::deploy::cli::DeployCommand),
+    /// Write faas.1 and faas-SUBCOMMAND.1 into DIR (for packaging; see `make deb`).
+    #[command(hide = true)]
+    Man {
+        /// Directory for the pages; created if missing.
+        dir: PathBuf,
+    },
+    /// Print the completion script for SHELL (for packaging).
+    #[command(hide = true)]
+    Completions {
+        /// bash, zsh or fish.
+        shell: completion::CompletionShell,
+    },
+    /// Print the function names, one a line, for shell completion: those the running daemon
+    /// has loaded when its admin socket answers quickly, else the functions directory's files.
+    #[command(hide = true)]
+    CompleteFunctions,
 }
 
 /// `faas serve` flags.
@@ -110,6 +131,17 @@ fn load_config(cli: &Cli) -> Result<Config, ConfigError> {
 
 /// Runs the subcommand; returns the exit code.
 pub async fn run(cli: Cli, listeners: Vec<TakenListener>) -> anyhow::Result<u8> {
+    // Before the settings are read: a build host's broken faas.toml must not stop the man
+    // pages, and completion must stay silent whatever the settings say.
+    match &cli.command {
+        Command::Man { dir } => return man::write_pages(dir).map(|()| 0).context("failed to write the man pages"),
+        Command::Completions { shell } => return completion::print_script(*shell).map(|()| 0).map_err(|e| anyhow!(e)),
+        Command::CompleteFunctions => {
+            completion::print_function_names(&cli, || load_config(&cli).ok());
+            return Ok(0);
+        }
+        _ => {}
+    }
     let config = load_config(&cli)?;
     match &cli.command {
         Command::Serve(args) => Ok(serve::run(config, listeners, args.admin_socket.as_deref()).await?),
@@ -117,6 +149,8 @@ pub async fn run(cli: Cli, listeners: Vec<TakenListener>) -> anyhow::Result<u8> 
         Command::Invoke(args) => invoke_once(config, args).await,
         Command::Doctor => Ok(doctor(config)),
         Command::Deploy(cmd) => crate::deploy::cli::run(cmd, &config).await,
+        // Answered above, before the settings.
+        Command::Man { .. } | Command::Completions { .. } | Command::CompleteFunctions => Ok(0),
     }
 }
 
@@ -259,6 +293,9 @@ async fn invoke_once(config: Config, args: &InvokeArgs) -> anyhow::Result<u8> {
         body: body.into(),
         received: Instant::now(),
         permits: Vec::new(),
+        // The shell's root is trusted: no key is asked for (and none is passed on as one).
+        caller: None,
+        own_origin: false,
     };
     let mut stdout = std::io::stdout();
     match invoke::invoke(host, loaded, call, Some(sink)).await {

@@ -52,6 +52,11 @@ pub struct Config {
     pub body_timeout: Span,
     /// Serve `/_/metrics` and `/_/functions` on every listener, not just the `admin` one.
     pub admin_on_public: bool,
+    /// Where named credentials are read when systemd gives none (`$CREDENTIALS_DIRECTORY`
+    /// wins): a development stand-in for `LoadCredential=` (secrets.rs).
+    pub credentials_dir: Option<PathBuf>,
+    /// Serve each function at `http://NAME.DOMAIN/` too, an origin of its own.
+    pub domain: Option<String>,
     /// Default limits for functions that do not set their own.
     pub limits: Limits,
     pub runtimes: Runtimes,
@@ -122,6 +127,8 @@ impl Default for Config {
             drain_grace: Span(std::time::Duration::from_secs(10)),
             body_timeout: Span(std::time::Duration::from_secs(10)),
             admin_on_public: false,
+            credentials_dir: None,
+            domain: None,
             limits: Limits::default(),
             runtimes: Runtimes::default(),
             sandbox: SandboxDefaults::default(),
@@ -223,6 +230,19 @@ impl ConfigError {
     }
 }
 
+/// Whether `name` is a DNS name of letters, digits and hyphens (RFC 1123 labels).
+pub fn valid_domain(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-')
+        })
+}
+
 /// 1-based line and column of a byte offset.
 pub fn line_column(source: &str, offset: usize) -> (usize, usize) {
     let before = &source[..offset.min(source.len())];
@@ -264,6 +284,9 @@ impl Config {
         if let Some(root) = &mut config.cgroup_root {
             *root = resolve(&base, root);
         }
+        if let Some(dir) = &mut config.credentials_dir {
+            *dir = resolve(&base, dir);
+        }
         let whole = |message: String, hint: &str| ConfigError::at(path, text, None, message, Some(hint.to_owned()));
         if config.uid_count == 0 || config.uid_base.checked_add(config.uid_count).is_none() {
             return Err(whole(
@@ -292,6 +315,15 @@ impl Config {
                 return Err(whole(
                     format!("{key} must be at least 1"),
                     "leave it out to derive it from the open-files limit",
+                ));
+            }
+        }
+        if let Some(domain) = &mut config.domain {
+            *domain = domain.trim_end_matches('.').to_ascii_lowercase();
+            if !valid_domain(domain) {
+                return Err(whole(
+                    format!("domain {domain:?} is not a DNS name"),
+                    "e.g. domain = \"fn.example.com\" serves function NAME at http://NAME.fn.example.com/",
                 ));
             }
         }
@@ -374,6 +406,16 @@ mod tests {
             source: std::io::Error::from_raw_os_error(13),
         };
         assert_eq!(read.summary(), "the function file cannot be read");
+    }
+
+    #[test]
+    fn domain_and_credentials_dir() {
+        let c = Config::parse(Path::new("/x/faas.toml"), "domain = \"Fn.Localhost.\"\ncredentials_dir = \"creds\"\n")
+            .unwrap();
+        assert_eq!(c.domain.as_deref(), Some("fn.localhost"));
+        assert_eq!(c.credentials_dir.as_deref(), Some(Path::new("/x/creds")));
+        let err = Config::parse(Path::new("/x/faas.toml"), "domain = \"a_b.test\"\n").unwrap_err();
+        assert!(err.to_string().contains("is not a DNS name"), "{err}");
     }
 
     #[test]

@@ -9,7 +9,10 @@ use std::path::{Component, Path, PathBuf};
 use serde::Deserialize;
 use toml::Spanned;
 
+use crate::auth::{credential_error, Auth, AuthDef};
 use crate::config::{resolve, Config, ConfigError, Limits};
+use crate::egress::AllowList;
+use crate::secrets::{self, Secret, Source};
 use crate::units::{Bytes, Percent, Span};
 
 /// The language a function is written in.
@@ -64,6 +67,27 @@ pub struct FunctionDef {
     sandbox: SandboxDef,
     #[serde(default)]
     response: ResponseDef,
+    #[serde(default)]
+    auth: AuthDef,
+    /// File name under `/run/secrets` → credential.
+    #[serde(default)]
+    secrets: BTreeMap<String, Spanned<SecretDef>>,
+}
+
+/// One `[secrets]` entry: a credential name, or a table that also asks for an env variable.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum SecretDef {
+    Credential(String),
+    Table(SecretTable),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SecretTable {
+    credential: String,
+    /// Also put the value in this environment variable (off unless asked for).
+    env: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -90,7 +114,10 @@ struct LimitsDef {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct SandboxDef {
-    network: Option<bool>,
+    network: Option<Spanned<toml::Value>>,
+    /// `host:port` entries a `network = "egress"` sandbox may reach through the proxy.
+    #[serde(default)]
+    allow: Vec<Spanned<String>>,
     tmp: Option<Bytes>,
     #[serde(default)]
     read_only: Vec<Spanned<PathBuf>>,
@@ -108,6 +135,40 @@ pub enum Code {
     Inline(String),
 }
 
+/// What network a function's sandboxes get.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Network {
+    /// A network namespace of its own with nothing in it (`network = "none"` or `false`).
+    None,
+    /// Its own namespace with loopback up and faas's HTTP proxy on it: out only to `allow`.
+    Egress,
+    /// The host's network namespace (`network = "host"` or `true`).
+    Host,
+}
+
+impl Network {
+    /// The name used in files and `/_/functions`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Network::None => "none",
+            Network::Egress => "egress",
+            Network::Host => "host",
+        }
+    }
+}
+
+/// One `[secrets]` entry, read: shown at `/run/secrets/NAME` in the function's sandboxes.
+#[derive(Debug, Clone)]
+pub struct SecretFile {
+    /// The file name under `/run/secrets`.
+    pub name: String,
+    /// The credential it was read from (for `/_/functions`, the log and errors).
+    pub credential: String,
+    pub value: Secret,
+    /// An environment variable the function file asked to get the value in as well.
+    pub env: Option<String>,
+}
+
 /// A checked function, ready for the registry to prepare a sandbox for.
 #[derive(Debug, Clone)]
 pub struct Function {
@@ -122,8 +183,14 @@ pub struct Function {
     pub methods: Option<Vec<http::Method>>,
     /// Limits, with faas.toml's defaults filled in.
     pub limits: Limits,
-    /// Host network instead of the empty network namespace.
-    pub network: bool,
+    /// Which network its sandboxes get.
+    pub network: Network,
+    /// Where a `Network::Egress` sandbox may connect through the proxy (empty otherwise).
+    pub allow: AllowList,
+    /// Who may call it.
+    pub auth: Auth,
+    /// Credentials shown as files in its sandboxes.
+    pub secrets: Vec<SecretFile>,
     /// Size of the private `/tmp`.
     pub tmp: Bytes,
     /// Extra host paths, read-only at the same place; faas.toml's defaults included.
@@ -237,6 +304,11 @@ impl Function {
         let read_only = check_read_only(&at, &sandbox.read_only, &config.sandbox.read_only)?;
         let env = check_env(&at, sandbox.env)?;
         let allow_headers = check_allow_headers(&at, def.response.allow_headers)?;
+        let (network, allow) = parse_network(&at, sandbox.network, sandbox.allow)?;
+        let source = Source::find(config.credentials_dir.as_deref());
+        let err = |span, msg, hint: &str| at.err(span, msg, hint);
+        let auth = Auth::parse(def.auth, &source, &err)?;
+        let secrets = parse_secrets(&at, def.secrets, &source, &env)?;
         Ok(Function {
             name,
             path: path.to_owned(),
@@ -245,7 +317,10 @@ impl Function {
             handler,
             methods,
             limits,
-            network: sandbox.network.unwrap_or(false),
+            network,
+            allow,
+            auth,
+            secrets,
             tmp: sandbox.tmp.unwrap_or(config.sandbox.tmp),
             read_only,
             env,
@@ -442,6 +517,106 @@ fn check_env(at: &At, env: BTreeMap<String, Spanned<String>>) -> Result<Vec<(Str
     Ok(out)
 }
 
+/// `network` (a word, or the older true/false) and the egress allow-list that goes with it.
+fn parse_network(
+    at: &At,
+    network: Option<Spanned<toml::Value>>,
+    allow: Vec<Spanned<String>>,
+) -> Result<(Network, AllowList), ConfigError> {
+    let hint = "network is \"none\", \"egress\" (with allow = [\"host:port\", …]) or \"host\"; true and false mean host and none";
+    let (mode, span) = match network {
+        None => (Network::None, None),
+        Some(v) => {
+            let span = v.span();
+            let mode = match v.into_inner() {
+                toml::Value::Boolean(false) => Network::None,
+                toml::Value::Boolean(true) => Network::Host,
+                toml::Value::String(s) if s == "none" => Network::None,
+                toml::Value::String(s) if s == "egress" => Network::Egress,
+                toml::Value::String(s) if s == "host" => Network::Host,
+                other => return Err(at.err(Some(span), format!("network = {other} is not a network mode"), hint)),
+            };
+            (mode, Some(span))
+        }
+    };
+    if mode != Network::Egress {
+        if let Some(first) = allow.first() {
+            return Err(at.err(Some(first.span()), "allow needs network = \"egress\"".into(), hint));
+        }
+        return Ok((mode, AllowList::default()));
+    }
+    let texts: Vec<&str> = allow.iter().map(|a| a.get_ref().as_str()).collect();
+    let list = AllowList::parse(&texts).map_err(|(i, why)| {
+        at.err(
+            Some(allow[i].span()),
+            why,
+            "entries are host:port, *.domain:port, an IP address with a port ([v6]:port), or * for any host; the port may be *",
+        )
+    })?;
+    if list.is_empty() {
+        return Err(at.err(
+            span,
+            "network = \"egress\" with an empty allow list reaches nothing".into(),
+            "list where the function may connect, e.g. allow = [\"api.example.com:443\"], or use network = \"none\"",
+        ));
+    }
+    Ok((mode, list))
+}
+
+/// File names a secret may have under `/run/secrets`.
+fn valid_secret_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && !name.starts_with('.')
+        && name.bytes().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'-' | b'.'))
+}
+
+/// `[secrets]`: each credential read now, so a missing one makes the function invalid (and
+/// `faas check` names it) instead of a sandbox without it.
+fn parse_secrets(
+    at: &At,
+    defs: BTreeMap<String, Spanned<SecretDef>>,
+    source: &Source,
+    env: &[(String, String)],
+) -> Result<Vec<SecretFile>, ConfigError> {
+    let mut out = Vec::new();
+    for (name, def) in defs {
+        let span = def.span();
+        if !valid_secret_name(&name) {
+            return Err(at.err(
+                Some(span),
+                format!("secret name {name:?} cannot be a file name under /run/secrets"),
+                "names are [A-Za-z0-9_.-], at most 64 bytes, not starting with a dot",
+            ));
+        }
+        let (credential, var) = match def.into_inner() {
+            SecretDef::Credential(c) => (c, None),
+            SecretDef::Table(SecretTable { credential, env }) => (credential, env),
+        };
+        if let Some(var) = &var {
+            // The same rules as [sandbox] env, and no name given twice.
+            let probe = BTreeMap::from([(var.clone(), Spanned::new(span.clone(), String::new()))]);
+            check_env(at, probe)?;
+            if env.iter().any(|(k, _)| k == var) || out.iter().any(|s: &SecretFile| s.env.as_ref() == Some(var)) {
+                return Err(at.err(Some(span), format!("environment name {var:?} is set twice"), ""));
+            }
+        }
+        let value = secrets::read(source, &credential).map_err(|e| {
+            let err = |span, msg, hint: &str| at.err(span, msg, hint);
+            credential_error(&err, span.clone(), &e)
+        })?;
+        if var.is_some() && value.expose().contains(&0) {
+            return Err(at.err(
+                Some(span),
+                format!("credential {credential:?} holds a NUL byte, so it cannot be an environment variable"),
+                "leave out env and read /run/secrets/NAME",
+            ));
+        }
+        out.push(SecretFile { name, credential, value, env: var });
+    }
+    Ok(out)
+}
+
 /// The origin-wide response headers the function may send unscoped, lowercase.
 fn check_allow_headers(at: &At, headers: Vec<Spanned<String>>) -> Result<Vec<String>, ConfigError> {
     let mut out = Vec::new();
@@ -574,7 +749,7 @@ mod tests {
         assert_eq!(f.handler, "main.handle");
         assert_eq!(f.limits.memory, Bytes(64 << 20));
         assert_eq!(f.limits.timeout, Config::default().limits.timeout);
-        assert!(!f.network);
+        assert_eq!(f.network, Network::None);
         assert_eq!(inline_file(f.runtime, &f.handler), "main.py");
     }
 
@@ -660,6 +835,51 @@ mod tests {
         );
         let err = parse("runtime = \"sh\"\nsource = \"x\"\n[response]\nallow = [\"alt-svc\"]\n").unwrap_err();
         assert!(err.to_string().contains(":4:1: unknown field `allow`"), "{err}");
+    }
+
+    #[test]
+    fn network_modes() {
+        let f = parse("runtime = \"sh\"\nsource = \"x\"\n[sandbox]\nnetwork = true\n").unwrap();
+        assert_eq!(f.network, Network::Host);
+        let f = parse("runtime = \"sh\"\nsource = \"x\"\n[sandbox]\nnetwork = \"none\"\n").unwrap();
+        assert_eq!(f.network, Network::None);
+        let f = parse(
+            "runtime = \"sh\"\nsource = \"x\"\n[sandbox]\nnetwork = \"egress\"\nallow = [\"api.example.com:443\"]\n",
+        )
+        .unwrap();
+        assert_eq!(f.network, Network::Egress);
+        assert!(!f.allow.is_empty());
+        let err = parse("runtime = \"sh\"\nsource = \"x\"\n[sandbox]\nnetwork = \"lan\"\n").unwrap_err();
+        assert!(err.to_string().contains(":4:11: network = \"lan\" is not a network mode"), "{err}");
+        let err = parse("runtime = \"sh\"\nsource = \"x\"\n[sandbox]\nallow = [\"a:1\"]\n").unwrap_err();
+        assert!(err.to_string().contains("allow needs network = \"egress\""), "{err}");
+        let err = parse("runtime = \"sh\"\nsource = \"x\"\n[sandbox]\nnetwork = \"egress\"\n").unwrap_err();
+        assert!(err.to_string().contains("empty allow list"), "{err}");
+        let err = parse("runtime = \"sh\"\nsource = \"x\"\n[sandbox]\nnetwork = \"egress\"\nallow = [\"a.com\"]\n")
+            .unwrap_err();
+        assert!(err.to_string().contains(":5:10: "), "{err}");
+    }
+
+    #[test]
+    fn secrets_are_read_and_missing_ones_named() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("db-password"), "pw\n").unwrap();
+        let config = Config { credentials_dir: Some(dir.path().to_owned()), ..Config::default() };
+        let path = Path::new("/etc/faas/functions/hello.toml");
+        let text = "runtime = \"sh\"\nsource = \"x\"\n[secrets]\ndb = \"db-password\"\ntoken = { credential = \"db-password\", env = \"DB_PW\" }\n";
+        let f = Function::parse(path, text, &config).unwrap();
+        assert_eq!(f.secrets.len(), 2);
+        assert_eq!((f.secrets[0].name.as_str(), f.secrets[0].value.expose()), ("db", &b"pw"[..]));
+        assert_eq!(f.secrets[1].env.as_deref(), Some("DB_PW"));
+        assert!(!format!("{f:?}").contains("\"pw"), "{f:?}");
+        let text = "runtime = \"sh\"\nsource = \"x\"\n[secrets]\ndb = \"nope\"\n";
+        let err = Function::parse(path, text, &config).unwrap_err().to_string();
+        assert!(err.starts_with("/etc/faas/functions/hello.toml:4:6: credential \"nope\" is missing from "), "{err}");
+        let text = "runtime = \"sh\"\nsource = \"x\"\n[secrets]\n\".hidden\" = \"db-password\"\n";
+        assert!(Function::parse(path, text, &config).unwrap_err().to_string().contains("cannot be a file name"));
+        let text =
+            "runtime = \"sh\"\nsource = \"x\"\n[secrets]\nx = { credential = \"db-password\", env = \"PATH_INFO\" }\n";
+        assert!(Function::parse(path, text, &config).unwrap_err().to_string().contains("cannot be set by a function"));
     }
 
     #[test]

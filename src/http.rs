@@ -258,10 +258,13 @@ async fn route(
             _ => ctx.problem(StatusCode::NOT_FOUND, "not-found", "not found", "no such endpoint"),
         };
     }
+    let own = own_origin(req.headers(), app.host.config.domain.as_deref());
+    let own_origin = own.is_some();
     let rest = path.trim_start_matches('/');
-    let (name, path_info) = match rest.find('/') {
-        Some(i) => (&rest[..i], &rest[i..]),
-        None => (rest, ""),
+    let (name, path_info) = match (&own, rest.find('/')) {
+        (Some(name), _) => (name.as_str(), path.as_str()),
+        (None, Some(i)) => (&rest[..i], &rest[i..]),
+        (None, None) => (rest, ""),
     };
     let loaded = match app.registry.lookup(name) {
         Lookup::Ready(l) => l,
@@ -285,6 +288,15 @@ async fn route(
         }
     };
     let f = &loaded.function;
+    // Not public: as if it did not exist, except to trusted callers.
+    if !f.auth.public && !listener.admin {
+        return ctx.problem(
+            StatusCode::NOT_FOUND,
+            "function-not-found",
+            "function not found",
+            &format!("there is no function {name:?}"),
+        );
+    }
     if !f.allows(req.method()) {
         let allow =
             f.methods.as_ref().map(|m| m.iter().map(|m| m.as_str()).collect::<Vec<_>>().join(", ")).unwrap_or_default();
@@ -316,9 +328,19 @@ async fn route(
         return too_large();
     }
 
+    // A bearer key is decided before the body is read: an unauthenticated client never holds
+    // a body slot of a function that takes keys only.
+    let mut caller = None;
+    if checks_auth(f, listener) && !f.auth.needs_body() {
+        match f.auth.check_bearer(req.headers()) {
+            Ok(c) => caller = Some(c),
+            Err(denial) => return unauthorized(app, &ctx, f, denial),
+        }
+    }
+
     // The whole body first, under its own bound, and only then the concurrency permits: a
     // client that trickles its body holds a body slot, never a function's capacity.
-    let (parts, body) = req.into_parts();
+    let (mut parts, body) = req.into_parts();
     let body = if body.is_end_stream() {
         Bytes::new()
     } else {
@@ -352,6 +374,17 @@ async fn route(
             }
         }
     };
+    if checks_auth(f, listener) && f.auth.needs_body() {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        match f.auth.check(&parts.headers, &body, now) {
+            Ok(c) => caller = c,
+            Err(denial) => return unauthorized(app, &ctx, f, denial),
+        }
+    }
+    if f.auth.uses_bearer() {
+        // The key is faas's: the handler learns the caller (REMOTE_USER), never the key.
+        parts.headers.remove(http::header::AUTHORIZATION);
+    }
     let Ok(global) = app.global.clone().try_acquire_owned() else {
         return ctx.busy(
             StatusCode::TOO_MANY_REQUESTS,
@@ -390,6 +423,8 @@ async fn route(
         // client's time (bounded by body_timeout), not the function's.
         received: Instant::now(),
         permits: vec![global, local],
+        caller,
+        own_origin,
     };
     app.stats.in_flight.fetch_add(1, Ordering::Relaxed);
     let result = invoke::invoke(app.host.clone(), loaded.clone(), call, Some(app.sink.clone())).await;
@@ -397,7 +432,11 @@ async fn route(
     match result {
         Ok(started) => {
             let mut head = started.head;
-            let dropped = crate::cgi::scope_headers(&mut head.headers, &f.name, &f.allow_headers);
+            let dropped = if own_origin {
+                crate::cgi::scope_headers_own_origin(&mut head.headers, &f.allow_headers)
+            } else {
+                crate::cgi::scope_headers(&mut head.headers, &f.name, &f.allow_headers)
+            };
             if !dropped.is_empty() {
                 tracing::warn!(
                     function = %f.name,
@@ -489,6 +528,42 @@ async fn deploy_endpoint(
     }
 }
 
+/// The function NAME when the request's `Host` is `NAME.DOMAIN` (any port, any case) and
+/// faas.toml sets `domain`: then the function has the origin to itself.
+fn own_origin(headers: &http::HeaderMap, domain: Option<&str>) -> Option<String> {
+    let domain = domain?;
+    let host = headers.get(http::header::HOST)?.to_str().ok()?;
+    let host = host.rsplit_once(':').filter(|(_, p)| p.bytes().all(|b| b.is_ascii_digit())).map_or(host, |(h, _)| h);
+    let host = host.trim_end_matches('.').to_ascii_lowercase();
+    let name = host.strip_suffix(domain)?.strip_suffix('.')?;
+    (!name.is_empty() && !name.contains('.')).then(|| name.to_owned())
+}
+
+/// Whether this request must pass the function's `[auth]`: on the public listeners, for a
+/// function that has keys or signatures. The admin socket (root only) is trusted as
+/// `faas invoke` and schedules are.
+fn checks_auth(f: &crate::function::Function, listener: &ListenerInfo) -> bool {
+    !listener.admin && !f.auth.open()
+}
+
+/// The 401 for a refused request, with its challenges, counted; no sandbox was started.
+fn unauthorized(
+    app: &App,
+    ctx: &Ctx,
+    f: &crate::function::Function,
+    denial: crate::auth::Denial,
+) -> Response<ResponseBody> {
+    app.metrics.auth_failed(&f.name, denial.reason());
+    tracing::debug!(function = %f.name, invocation_id = %ctx.id, "refused: {} credentials", denial.reason());
+    let mut resp = ctx.problem(StatusCode::UNAUTHORIZED, "unauthorized", "unauthorized", denial.detail());
+    for challenge in f.auth.challenges(&f.name) {
+        if let Ok(v) = HeaderValue::from_str(&challenge) {
+            resp.headers_mut().append(http::header::WWW_AUTHENTICATE, v);
+        }
+    }
+    resp
+}
+
 fn functions_json(app: &App) -> serde_json::Value {
     let list: Vec<serde_json::Value> = app
         .registry
@@ -507,7 +582,15 @@ fn functions_json(app: &App) -> serde_json::Value {
                     "pids": l.function.limits.pids,
                     "concurrency": l.function.limits.concurrency,
                 },
-                "network": l.function.network,
+                "network": l.function.network.as_str(),
+                "allow": l.function.allow.texts(),
+                "auth": l.function.auth.describe(),
+                // Names only: where each file is and which credential fills it.
+                "secrets": l.function.secrets.iter().map(|s| serde_json::json!({
+                    "name": s.name,
+                    "credential": s.credential,
+                    "env": s.env,
+                })).collect::<Vec<_>>(),
             }),
             State::Invalid(reason) => {
                 serde_json::json!({"name": name, "status": "invalid", "reason": reason.to_string()})
@@ -705,6 +788,21 @@ async fn accept(listener: &Listener) -> io::Result<(Io, Client)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn own_origin_names() {
+        let h = |host: &str| {
+            let mut m = http::HeaderMap::new();
+            m.insert(http::header::HOST, HeaderValue::from_str(host).unwrap());
+            m
+        };
+        assert_eq!(own_origin(&h("hello.fn.localhost:8080"), Some("fn.localhost")).as_deref(), Some("hello"));
+        assert_eq!(own_origin(&h("Hello.FN.localhost."), Some("fn.localhost")).as_deref(), Some("hello"));
+        assert_eq!(own_origin(&h("fn.localhost"), Some("fn.localhost")), None);
+        assert_eq!(own_origin(&h("a.b.fn.localhost"), Some("fn.localhost")), None);
+        assert_eq!(own_origin(&h("hellofn.localhost"), Some("fn.localhost")), None);
+        assert_eq!(own_origin(&h("hello.fn.localhost"), None), None);
+    }
 
     #[test]
     fn decode() {

@@ -5,10 +5,12 @@
 
 #![deny(unsafe_code)]
 
+mod auth;
 mod cgi;
 mod cli;
 mod config;
 mod deploy;
+mod egress;
 mod function;
 mod http;
 mod invoke;
@@ -17,6 +19,7 @@ mod metrics;
 mod registry;
 mod runtime;
 mod sandbox;
+mod secrets;
 mod serve;
 mod units;
 

@@ -40,6 +40,24 @@ struct FunctionLabels {
     function: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    function: String,
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VerdictLabels {
+    function: String,
+    verdict: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DirectionLabels {
+    function: String,
+    direction: String,
+}
+
 type HistogramFamily = Family<FunctionLabels, Histogram, fn() -> Histogram>;
 
 /// The metric families, registered once.
@@ -50,6 +68,9 @@ pub struct Metrics {
     setup: HistogramFamily,
     memory: HistogramFamily,
     spawn_failures: Family<FunctionLabels, Counter>,
+    auth_failures: Family<ReasonLabels, Counter>,
+    egress_connections: Family<VerdictLabels, Counter>,
+    egress_bytes: Family<DirectionLabels, Counter>,
     in_flight: Gauge,
     /// Where the in-flight gauge is read from when the metrics are encoded.
     stats: Arc<Stats>,
@@ -68,6 +89,24 @@ impl Metrics {
             Family::new_with_constructor(|| Histogram::new(exponential_buckets(1_048_576.0, 2.0, 12)));
         let spawn_failures = Family::<FunctionLabels, Counter>::default();
         let in_flight = Gauge::default();
+        let auth_failures = Family::<ReasonLabels, Counter>::default();
+        let egress_connections = Family::<VerdictLabels, Counter>::default();
+        let egress_bytes = Family::<DirectionLabels, Counter>::default();
+        registry.register(
+            "auth_failures",
+            "Requests refused 401 by a function's [auth] (missing, invalid or stale credentials), before any sandbox",
+            auth_failures.clone(),
+        );
+        registry.register(
+            "egress_connections",
+            "Connections through the egress proxy by verdict (ok, refused, failed)",
+            egress_connections.clone(),
+        );
+        registry.register(
+            "egress_bytes",
+            "Bytes relayed by the egress proxy (up: sandbox to target, down: back)",
+            egress_bytes.clone(),
+        );
         registry.register("invocations", "Invocations by function and outcome", invocations.clone());
         registry.register(
             "invocation_duration_seconds",
@@ -89,6 +128,9 @@ impl Metrics {
             setup,
             memory,
             spawn_failures,
+            auth_failures,
+            egress_connections,
+            egress_bytes,
             in_flight,
             stats,
         }
@@ -110,6 +152,22 @@ impl Metrics {
         if matches!(r.outcome, Outcome::SetupFailed(_)) {
             self.spawn_failures.get_or_create(&function).inc();
         }
+        for c in &r.egress {
+            let verdict = VerdictLabels { function: r.function.clone(), verdict: c.verdict.label().to_owned() };
+            self.egress_connections.get_or_create(&verdict).inc();
+            for (direction, n) in [("up", c.up), ("down", c.down)] {
+                let labels = DirectionLabels { function: r.function.clone(), direction: direction.to_owned() };
+                self.egress_bytes.get_or_create(&labels).inc_by(n);
+            }
+        }
+    }
+
+    /// Records one request refused by a function's `[auth]` (`reason`: missing, invalid,
+    /// stale): no sandbox ran, so no report comes.
+    pub fn auth_failed(&self, function: &str, reason: &str) {
+        self.auth_failures
+            .get_or_create(&ReasonLabels { function: function.to_owned(), reason: reason.to_owned() })
+            .inc();
     }
 
     /// The OpenMetrics text.

@@ -34,7 +34,7 @@ use tokio::sync::Semaphore;
 
 use crate::config::ConfigError;
 use crate::deploy::Store;
-use crate::function::{inline_file, valid_name, Code, Function, Runtime};
+use crate::function::{inline_file, valid_name, Code, Function, Network, Runtime};
 use crate::runtime;
 use crate::sandbox::{self, check_private_dir, CodeSource, Host, PrepareError, PreparedSandbox, Spec, UnsafeDir};
 
@@ -565,6 +565,13 @@ fn prepare(host: &Host, state: &Path, f: &Function, version: u64) -> Result<Prep
         }
     };
     let (exe, argv) = runtime::command(f.runtime, &f.handler, &host.config.runtimes);
+    let secrets: Vec<sandbox::SecretFile> =
+        f.secrets.iter().map(|s| sandbox::SecretFile { name: &s.name, value: s.value.expose() }).collect();
+    let network = match f.network {
+        Network::None => sandbox::Network::None,
+        Network::Egress => sandbox::Network::Egress { proxy_port: crate::egress::PROXY_PORT },
+        Network::Host => sandbox::Network::Host,
+    };
     sandbox::prepare(
         host,
         Spec {
@@ -574,7 +581,8 @@ fn prepare(host: &Host, state: &Path, f: &Function, version: u64) -> Result<Prep
             read_only: &f.read_only,
             tmp_bytes: f.tmp.0,
             memory: f.limits.memory.0,
-            network: f.network,
+            network,
+            secrets: &secrets,
             exe,
             argv,
         },

@@ -557,8 +557,118 @@ function onStrayError(err) {
   write(problem(...HANDLER_ERROR)).then(() => exit(0), () => exit(1));
 }
 
+// With network = "egress" the sandbox's only way out is faas's HTTP proxy, named in
+// HTTPS_PROXY/HTTP_PROXY. Node 20 reads neither: fetch (undici) and the http/https modules
+// connect directly, which the sandbox refuses. So, when a proxy is named, the default agents
+// of http and https open each connection as a CONNECT tunnel through it (TLS on top for
+// https), and fetch is replaced by one built on them (buffered request body, streamed
+// response body, redirects followed as fetch does). Libraries on the default agents (axios,
+// node-fetch, got) follow; a client with an agent or socket of its own does not.
+function routeThroughProxy(proxyUrl) {
+  const http = require('http');
+  const https = require('https');
+  const net = require('net');
+  const tls = require('tls');
+  const { Readable } = require('stream');
+  const proxy = new URL(proxyUrl);
+  if (proxy.protocol !== 'http:') {
+    log(`ignoring proxy ${proxyUrl}: only http:// proxies are supported`);
+    return;
+  }
+  // The proxy itself is reached directly (`agent: false` would build another agent of the
+  // default agent's class, which would tunnel again).
+  const direct = new http.Agent({ keepAlive: false });
+  const tunnel = (host, port, cb) => {
+    const target = `${net.isIPv6(host) ? `[${host}]` : host}:${port}`;
+    const req = http.request({
+      host: proxy.hostname, port: proxy.port || 80, method: 'CONNECT', path: target,
+      headers: { host: target }, agent: direct,
+    });
+    req.once('connect', (res, socket, head) => {
+      if (res.statusCode !== 200) {
+        socket.destroy();
+        const err = new Error(`the egress proxy refused ${target}: ${res.statusCode} ${res.statusMessage}`);
+        err.code = 'EGRESS_REFUSED';
+        err.statusCode = res.statusCode;
+        cb(err);
+        return;
+      }
+      if (head && head.length) socket.unshift(head);
+      cb(null, socket);
+    });
+    req.once('error', cb);
+    req.end();
+  };
+  class TunnelAgent extends http.Agent {
+    createConnection(options, cb) { tunnel(options.host, options.port, cb); }
+  }
+  class TlsTunnelAgent extends https.Agent {
+    createConnection(options, cb) {
+      tunnel(options.host, options.port, (err, socket) => {
+        if (err) return cb(err);
+        const servername = options.servername || (net.isIP(options.host) ? undefined : options.host);
+        return cb(null, tls.connect({ ...options, socket, servername }));
+      });
+    }
+  }
+  http.globalAgent = new TunnelAgent({ keepAlive: false });
+  https.globalAgent = new TlsTunnelAgent({ keepAlive: false });
+  const REDIRECTS = new Set([301, 302, 303, 307, 308]);
+  const once = (url, method, headers, body, signal) => new Promise((resolve, reject) => {
+    const mod = url.protocol === 'https:' ? https : http;
+    const req = mod.request(url, { method, headers, signal }, resolve);
+    req.once('error', reject);
+    req.end(body);
+  });
+  globalThis.fetch = async function fetch(input, init) {
+    const request = new globalThis.Request(input, init);
+    let url = new URL(request.url);
+    let method = request.method;
+    let body = request.body ? Buffer.from(await request.arrayBuffer()) : undefined;
+    const headers = {};
+    request.headers.forEach((v, k) => { headers[k] = v; });
+    for (let hops = 0; ; hops++) {
+      if (url.protocol !== 'http:' && url.protocol !== 'https:') {
+        throw new TypeError('fetch failed', { cause: new Error(`unsupported scheme ${url.protocol}`) });
+      }
+      let res;
+      try {
+        res = await once(url, method, headers, body, request.signal);
+      } catch (cause) {
+        if (cause && cause.name === 'AbortError') throw cause;
+        throw new TypeError('fetch failed', { cause });
+      }
+      const status = res.statusCode;
+      if (REDIRECTS.has(status) && res.headers.location && request.redirect !== 'manual') {
+        res.resume();
+        if (request.redirect === 'error' || hops >= 20) throw new TypeError('fetch failed', { cause: new Error('redirect') });
+        url = new URL(res.headers.location, url);
+        if (status === 303 || ((status === 301 || status === 302) && method === 'POST')) {
+          method = method === 'HEAD' ? 'HEAD' : 'GET';
+          body = undefined;
+          delete headers['content-type'];
+          delete headers['content-length'];
+        }
+        continue;
+      }
+      const out = new Headers();
+      for (const [k, v] of Object.entries(res.headers)) {
+        for (const one of Array.isArray(v) ? v : [v]) out.append(k, one);
+      }
+      const empty = method === 'HEAD' || status === 204 || status === 205 || status === 304;
+      if (empty) res.resume();
+      const response = new Response(empty ? null : Readable.toWeb(res), { status, statusText: res.statusMessage, headers: out });
+      Object.defineProperty(response, 'url', { value: url.href });
+      Object.defineProperty(response, 'redirected', { value: hops > 0 });
+      return response;
+    }
+  };
+}
+
 async function main(argv) {
   const [codeDir, spec] = argv;
+  const proxyUrl = process.env.HTTPS_PROXY || process.env.https_proxy || process.env.HTTP_PROXY || process.env.http_proxy;
+  if (proxyUrl) routeThroughProxy(proxyUrl);
   if (argv.length !== 2) {
     log('usage: node node.js CODE_DIR MODULE.FUNCTION');
     claimed = true;

@@ -27,8 +27,10 @@ use invocation::{Invocation, Kill};
 pub use report::{Outcome, Report, Timing};
 use stderr::StderrLog;
 
+use crate::auth::Caller;
 use crate::cgi::{self, Head, RequestMeta, MAX_HEAD};
-use crate::function::LandlockMode;
+use crate::egress::{self, Proxy};
+use crate::function::{LandlockMode, Network};
 use crate::registry::Loaded;
 use crate::sandbox::{self, Event, Host, Launch, Running, Stdio};
 
@@ -65,6 +67,11 @@ pub struct Call {
     pub received: Instant,
     /// Concurrency permits, held until the sandbox is gone.
     pub permits: Vec<tokio::sync::OwnedSemaphorePermit>,
+    /// Who called, when the function checks (`[auth]`); None for open functions and for
+    /// callers faas trusts without a key (the admin socket, `faas invoke`, schedules).
+    pub caller: Option<Caller>,
+    /// Served at `http://NAME.DOMAIN/` rather than `/NAME` (SCRIPT_NAME is empty).
+    pub own_origin: bool,
 }
 
 /// Hook for metrics; the HTTP layer installs one.
@@ -116,9 +123,12 @@ async fn run(
         bytes_out: 0,
         layers: host.layers.summary.clone(),
         version: loaded.deployed.clone(),
+        caller: call.caller.as_ref().map(|c| c.user.clone()),
+        egress: Vec::new(),
     };
     let mut inv = Invocation::default();
-    let mut end = End { report: &mut report, head_tx: Some(head_tx), received: call.received, sink: sink.as_ref() };
+    let mut end =
+        End { report: &mut report, head_tx: Some(head_tx), received: call.received, sink: sink.as_ref(), proxy: None };
 
     let meta = RequestMeta {
         method: call.method.as_str(),
@@ -132,11 +142,13 @@ async fn run(
         server_port: &call.server_port,
         invocation_id: &call.id,
         deadline_ms: unix_ms(timeout.saturating_sub(call.received.elapsed())),
+        caller: call.caller.as_ref(),
+        own_origin: call.own_origin,
     };
     let launch = Launch {
         id: &call.id,
         limits: &f.limits,
-        envp: cgi::environment(&meta, &f.env),
+        envp: environment(&meta, &loaded),
         landlock_required: f.landlock == LandlockMode::Required,
     };
     let mut sandbox = match sandbox::start(&host, &loaded.sandbox, launch) {
@@ -147,6 +159,18 @@ async fn run(
             return end.finish(None, inv).await;
         }
     };
+    // The listener is already listening, so a handler that connects before the proxy task
+    // first polls waits in its backlog rather than being refused.
+    if let Some(listener) = sandbox.take_proxy_listener() {
+        match Proxy::start(listener, f.allow.clone(), &f.name, &call.id) {
+            Ok(proxy) => end.proxy = Some(proxy),
+            Err(e) => {
+                tracing::error!(function = %f.name, invocation_id = %call.id, "failed to start the egress proxy: {e}");
+                let Kill = inv.on_setup_failed("the egress proxy could not be started".into());
+                sandbox.kill();
+            }
+        }
+    }
     let exec = tokio::select! {
         r = sandbox.wait_exec() => Some(r),
         _ = sleep_until(deadline) => None,
@@ -313,6 +337,43 @@ async fn run(
     end.finish(Some(sandbox), inv).await;
 }
 
+/// The sandbox's whole environment: the CGI request, the function's own entries, the
+/// secrets the function file asked to see there too, and for egress the proxy settings
+/// (lowercase too: Python's urllib ignores `HTTP_PROXY` when `REQUEST_METHOD` is set, the
+/// httpoxy guard, and reads `http_proxy`).
+fn environment(meta: &RequestMeta, loaded: &Loaded) -> Vec<std::ffi::CString> {
+    let f = &loaded.function;
+    let mut extra: Vec<(String, Vec<u8>)> = Vec::new();
+    for s in &f.secrets {
+        if let Some(var) = &s.env {
+            extra.push((var.clone(), s.value.expose().to_vec()));
+        }
+    }
+    if f.network == Network::Egress {
+        for var in ["HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"] {
+            extra.push((var.to_owned(), egress::PROXY_URL.as_bytes().to_vec()));
+        }
+        for var in ["NO_PROXY", "no_proxy"] {
+            extra.push((var.to_owned(), Vec::new()));
+        }
+    }
+    let mut envp = cgi::environment(meta, &f.env);
+    envp.retain(|e| {
+        let name = e.as_bytes().split(|&b| b == b'=').next().unwrap_or_default();
+        !extra.iter().any(|(k, _)| k.as_bytes() == name)
+    });
+    for (k, v) in extra {
+        let mut entry = k.into_bytes();
+        entry.push(b'=');
+        entry.extend_from_slice(&v);
+        // Checked at load: names are plain, secret values for the environment hold no NUL.
+        if let Ok(c) = std::ffi::CString::new(entry) {
+            envp.push(c);
+        }
+    }
+    envp
+}
+
 /// The one way an invocation ends: finish the sandbox (kill, reap, teardown), let the
 /// `Invocation` decide, answer a caller still waiting for a head, log the report.
 struct End<'a> {
@@ -320,10 +381,18 @@ struct End<'a> {
     head_tx: Option<oneshot::Sender<Result<Started, Failure>>>,
     received: Instant,
     sink: Option<&'a ReportSink>,
+    /// An egress sandbox's proxy, finished (its listener closed) before the sandbox is.
+    proxy: Option<Proxy>,
 }
 
 impl End<'_> {
     async fn finish(self, sandbox: Option<Running>, mut inv: Invocation) {
+        if let Some(proxy) = self.proxy {
+            if let Some(sandbox) = &sandbox {
+                sandbox.kill();
+            }
+            self.report.egress = proxy.finish().await;
+        }
         if let Some(sandbox) = sandbox {
             let ended = sandbox.finish().await;
             if let Some(status) = ended.exit {

@@ -142,6 +142,10 @@ pub struct Report {
     pub bytes_out: u64,
     /// The layers, as `ns=enforced …`.
     pub layers: String,
+    /// The caller's key or signing scheme name, when the function checks (`[auth]`).
+    pub caller: Option<String>,
+    /// Every connection through the egress proxy.
+    pub egress: Vec<crate::egress::Connection>,
     /// The deployed version (sha256 hex) it ran, for a deployed function.
     pub version: Option<String>,
 }
@@ -174,8 +178,11 @@ impl Report {
             _ => String::new(),
         };
         let version = r.version.as_deref().map_or("", |v| &v[..v.len().min(12)]);
+        let caller = r.caller.as_ref().map_or(String::new(), |c| format!(" caller={c}"));
+        let egress = crate::egress::summary(&r.egress);
+        let egress_field = if r.egress.is_empty() { String::new() } else { format!(" egress=\"{egress}\"") };
         let message = format!(
-            "REPORT {} {} outcome={} status={} duration={duration_ms:.2}ms setup={setup_us}us cpu_us={cpu} memory_peak={peak} bytes_out={}{cgroup}{detail} layers=\"{}\"{}",
+            "REPORT {} {} outcome={} status={} duration={duration_ms:.2}ms setup={setup_us}us cpu_us={cpu} memory_peak={peak} bytes_out={}{cgroup}{detail}{caller}{egress_field} layers=\"{}\"{}",
             r.function,
             r.id,
             r.outcome.slug(),
@@ -198,6 +205,8 @@ impl Report {
                     FAAS_MEMORY_PEAK = %peak,
                     FAAS_LAYERS = %r.layers,
                     FAAS_PIDS_MAX_HITS = r.usage.as_ref().map_or(0, |u| u.pids_max_hits),
+                    FAAS_CALLER = r.caller.as_deref().unwrap_or(""),
+                    FAAS_EGRESS = %egress,
                     FAAS_VERSION = version,
                     "{message}"
                 )

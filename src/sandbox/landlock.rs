@@ -9,8 +9,9 @@
 //! root read-dir, the skeleton's `dev` read+write (the parent of the bound device nodes).
 //! `/tmp` and `/proc` are made fresh by the child, so the child opens them and adds their
 //! rules (read+write, read) to its own ruleset with two raw landlock_add_rule(2) calls.
-//! TCP bind is always denied, TCP connect unless `network = true`; abstract unix sockets and
-//! signals are scoped to the sandbox. Best effort: an older ABI enforces a subset, and
+//! TCP bind is always denied; TCP connect is denied in an empty network namespace, allowed
+//! to the proxy's port only for `network = "egress"`, and anywhere with the host's network;
+//! abstract unix sockets and signals are scoped to the sandbox. Best effort: an older ABI enforces a subset, and
 //! `Enforcement` says which.
 
 use std::fmt;
@@ -18,7 +19,7 @@ use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
 use landlock::{
-    Access, AccessFs, AccessNet, BitFlags, CompatLevel, Compatible, PathBeneath, PathFd, Ruleset, RulesetAttr,
+    Access, AccessFs, AccessNet, BitFlags, CompatLevel, Compatible, NetPort, PathBeneath, PathFd, Ruleset, RulesetAttr,
     RulesetCreatedAttr, Scope, ABI,
 };
 
@@ -95,10 +96,21 @@ impl fmt::Display for Enforcement {
     }
 }
 
+/// Where a sandbox may connect over TCP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Connect {
+    /// Nowhere.
+    Nowhere,
+    /// To this port only (the egress proxy on the sandbox's loopback).
+    Port(u16),
+    /// Anywhere (the host's network).
+    Anywhere,
+}
+
 /// The fixed half of a function version's ruleset: the rules' path fds, opened at load.
 pub struct Prepared {
     rules: Vec<(PathFd, BitFlags<AccessFs>)>,
-    network: bool,
+    connect: Connect,
     /// What the rulesets enforce on this kernel.
     pub enforcement: Enforcement,
     /// Rights for the child's own `/tmp` rule, masked to what this kernel handles.
@@ -138,8 +150,8 @@ pub struct RulePaths<'a> {
     pub exec: Vec<&'a Path>,
     /// The wrappers directory (read only, no exec).
     pub read: Vec<&'a Path>,
-    /// Whether TCP connect is allowed.
-    pub network: bool,
+    /// Where TCP connect is allowed.
+    pub connect: Connect,
 }
 
 fn rule(path: &Path, access: BitFlags<AccessFs>) -> Result<(PathFd, BitFlags<AccessFs>), LandlockError> {
@@ -170,7 +182,7 @@ pub fn prepare(paths: &RulePaths) -> Result<Prepared, LandlockError> {
         & !(AccessFs::Execute | AccessFs::MakeChar | AccessFs::MakeBlock | AccessFs::IoctlDev);
     Ok(Prepared {
         rules,
-        network: paths.network,
+        connect: paths.connect,
         tmp_access: (tmp & handled).bits(),
         proc_access: (read & handled).bits(),
         enforcement,
@@ -185,7 +197,10 @@ impl Prepared {
             return Ok(None);
         }
         let abi = TARGET_ABI;
-        let net = if self.network { AccessNet::BindTcp.into() } else { AccessNet::from_all(abi) };
+        let net = match self.connect {
+            Connect::Anywhere => AccessNet::BindTcp.into(),
+            Connect::Nowhere | Connect::Port(_) => AccessNet::from_all(abi),
+        };
         let mut ruleset = Ruleset::default()
             .set_compatibility(CompatLevel::BestEffort)
             .handle_access(AccessFs::from_all(abi))?
@@ -194,6 +209,9 @@ impl Prepared {
             .create()?;
         for (fd, access) in &self.rules {
             ruleset = ruleset.add_rule(PathBeneath::new(fd, *access))?;
+        }
+        if let Connect::Port(port) = self.connect {
+            ruleset = ruleset.add_rule(NetPort::new(port, AccessNet::ConnectTcp))?;
         }
         Ok(ruleset.into())
     }

@@ -168,7 +168,7 @@ impl fmt::Display for Step {
         let s = match self {
             Step::Stdio => "set up stdio",
             Step::Signals => "reset signals",
-            Step::NetNs => "join the empty network namespace",
+            Step::NetNs => "join the sandbox's network namespace",
             Step::Hostname => "set the hostname",
             Step::MountNs => "enter a copy of the function's mount namespace",
             Step::Mount => "mount",
@@ -286,8 +286,8 @@ pub struct PreparedSandbox {
     /// Without a memory cgroup: (sysctl under `/proc`, value) bounding SysV IPC memory in the
     /// sandbox's own IPC namespace.
     ipc_limits: Vec<(CString, Vec<u8>)>,
-    /// Host network: no network namespace of its own.
-    network: bool,
+    /// Which network namespace its sandboxes get.
+    network: Network,
     /// Size of `/tmp`, which (with the output limit) bounds a file the sandbox writes.
     tmp_bytes: u64,
     exe: CString,
@@ -315,6 +315,27 @@ pub enum CodeSource<'a> {
     Inline { file: &'a Path, text: &'a str, executable: bool },
 }
 
+/// What network a sandbox gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Network {
+    /// A network namespace of its own with nothing in it (pooled; loopback down).
+    None,
+    /// A fresh network namespace with loopback up and a listening socket on
+    /// 127.0.0.1:`proxy_port` that the daemon serves ([`Running::take_proxy_listener`]);
+    /// Landlock allows TCP connect to that port only.
+    Egress { proxy_port: u16 },
+    /// The host's network namespace.
+    Host,
+}
+
+/// A file for the sandbox's `/run/secrets` (read-only, mode 0444, on a tmpfs of the
+/// function version's own).
+pub struct SecretFile<'a> {
+    /// Its name under `/run/secrets`: a plain file name.
+    pub name: &'a str,
+    pub value: &'a [u8],
+}
+
 /// What one function version's sandbox is built from: plain data, nothing of function files.
 pub struct Spec<'a> {
     /// For the log.
@@ -329,8 +350,10 @@ pub struct Spec<'a> {
     pub tmp_bytes: u64,
     /// The memory limit, which bounds SysV IPC when there is no memory cgroup.
     pub memory: u64,
-    /// Host network instead of a network namespace of its own.
-    pub network: bool,
+    /// Which network its sandboxes get.
+    pub network: Network,
+    /// Files shown read-only under `/run/secrets`.
+    pub secrets: &'a [SecretFile<'a>],
     /// The program to exec and its argv (argv[0] included).
     pub exe: CString,
     pub argv: Vec<CString>,
@@ -371,29 +394,48 @@ pub fn prepare(host: &Host, spec: Spec) -> Result<PreparedSandbox, PrepareError>
         }
     };
     let wrappers = &host.config.wrappers_dir;
-    let root = namespaces::RootSpec { code: &code_dir, wrappers, read_only: spec.read_only, tmp_bytes: spec.tmp_bytes };
+    let secrets: Vec<(&str, &[u8])> = spec.secrets.iter().map(|s| (s.name, s.value)).collect();
+    let root = namespaces::RootSpec {
+        code: &code_dir,
+        wrappers,
+        read_only: spec.read_only,
+        tmp_bytes: spec.tmp_bytes,
+        secrets: &secrets,
+    };
     let skeleton = namespaces::build_skeleton(dir, &root).map_err(root_err)?;
-    let template =
-        sys::create_mount_template(&namespaces::template_plan(&skeleton, &root), &namespaces::cstr(&skeleton.root))
-            .map_err(Arc::new);
+    let template = sys::create_mount_template(
+        &namespaces::template_plan(&skeleton, &root),
+        &namespaces::secret_files(&skeleton, &root),
+        &namespaces::seal_secrets(&skeleton, &root),
+        &namespaces::cstr(&skeleton.root),
+    )
+    .map_err(Arc::new);
     if let Err(e) = &template {
         tracing::error!(function = %spec.name, "failed to build the sandbox root: {e}");
     }
     let mut exec: Vec<&Path> = skeleton.system_dirs.iter().map(PathBuf::as_path).collect();
     exec.push(&code_dir);
     exec.extend(skeleton.read_only.iter().map(PathBuf::as_path));
-    let landlock = landlock::prepare(&landlock::RulePaths {
-        root: &skeleton.root,
-        exec,
-        read: vec![wrappers],
-        network: spec.network,
-    })?;
+    // The secrets tmpfs is mounted on the skeleton's run/secrets: a path walk checks the
+    // parent of a mount point, so the rule goes on run (landlock.rs).
+    let run = skeleton.root.join("run");
+    let mut read = vec![wrappers.as_path()];
+    if !secrets.is_empty() {
+        read.push(&run);
+    }
+    let connect = match spec.network {
+        Network::None => landlock::Connect::Nowhere,
+        Network::Egress { proxy_port } => landlock::Connect::Port(proxy_port),
+        Network::Host => landlock::Connect::Anywhere,
+    };
+    let landlock = landlock::prepare(&landlock::RulePaths { root: &skeleton.root, exec, read, connect })?;
     Ok(PreparedSandbox {
         template,
         hostname: c"faas".into(),
         request_mounts: namespaces::request_mounts(&root),
         landlock,
-        seccomp: if spec.network { host.seccomp.1.clone() } else { host.seccomp.0.clone() },
+        // An egress sandbox has a namespace of its own: the isolated filter, not the host's.
+        seccomp: if spec.network == Network::Host { host.seccomp.1.clone() } else { host.seccomp.0.clone() },
         ipc_limits: if host.cgroups.is_none() { namespaces::ipc_limits(spec.memory) } else { Vec::new() },
         network: spec.network,
         tmp_bytes: spec.tmp_bytes,

@@ -38,7 +38,12 @@ pub struct RootSpec<'a> {
     pub read_only: &'a [PathBuf],
     /// Size of `/tmp` in bytes.
     pub tmp_bytes: u64,
+    /// Files for `/run/secrets`: (name, value).
+    pub secrets: &'a [(&'a str, &'a [u8])],
 }
+
+/// Where a sandbox finds its secrets.
+pub const SECRETS_DIR: &str = "/run/secrets";
 
 /// A root skeleton on disk; removed with its version directory when dropped.
 #[derive(Debug)]
@@ -114,6 +119,9 @@ pub fn build_skeleton(dir: &Path, spec: &RootSpec) -> io::Result<Skeleton> {
     ] {
         std::os::unix::fs::symlink(target, root.join("dev").join(link))?;
     }
+    if !spec.secrets.is_empty() {
+        std::fs::create_dir_all(inside(&root, Path::new(SECRETS_DIR)))?;
+    }
     let mut read_only = Vec::new();
     for p in spec.read_only {
         // Defaults from faas.toml name files a host may lack; function files were checked.
@@ -175,6 +183,22 @@ pub fn template_plan(skeleton: &Skeleton, spec: &RootSpec) -> Vec<MountOp> {
             data: None,
         });
     }
+    if !spec.secrets.is_empty() {
+        // A tmpfs of the template's own for the secrets: written once by
+        // `create_mount_template` and sealed (`seal_secrets`), seen only by this function's
+        // sandboxes, never on a host file system.
+        let bytes: usize = spec.secrets.iter().map(|(_, v)| v.len().div_ceil(4096) * 4096).sum();
+        ops.push(MountOp::Mount {
+            source: Some(c"tmpfs".into()),
+            target: cstr(&inside(root, Path::new(SECRETS_DIR))),
+            fstype: Some(c"tmpfs".into()),
+            flags: libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+            data: Some(
+                CString::new(format!("size={},nr_inodes={},mode=0555", bytes + 4096, spec.secrets.len() + 8))
+                    .expect("digits hold no NUL"),
+            ),
+        });
+    }
     // Last: the root itself read-only (not recursive: the device nodes stay writable).
     ops.push(MountOp::Mount {
         source: None,
@@ -184,6 +208,27 @@ pub fn template_plan(skeleton: &Skeleton, spec: &RootSpec) -> Vec<MountOp> {
         data: None,
     });
     ops
+}
+
+/// The secret files to write into the template's `/run/secrets` tmpfs: (host-side path in
+/// the not yet pivoted template, value).
+pub fn secret_files<'a>(skeleton: &Skeleton, spec: &RootSpec<'a>) -> Vec<(PathBuf, &'a [u8])> {
+    let dir = inside(&skeleton.root, Path::new(SECRETS_DIR));
+    spec.secrets.iter().map(|(name, value)| (dir.join(name), *value)).collect()
+}
+
+/// Makes the secrets tmpfs read-only once its files are written (none without secrets).
+pub fn seal_secrets(skeleton: &Skeleton, spec: &RootSpec) -> Vec<MountOp> {
+    if spec.secrets.is_empty() {
+        return Vec::new();
+    }
+    vec![MountOp::Mount {
+        source: None,
+        target: cstr(&inside(&skeleton.root, Path::new(SECRETS_DIR))),
+        fstype: None,
+        flags: libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+        data: None,
+    }]
 }
 
 /// Host-wide files in `/proc` that no runtime needs and that tell a function about the host
@@ -280,6 +325,7 @@ mod tests {
             wrappers: tmp.path(),
             read_only: &[PathBuf::from("/etc/hostname"), PathBuf::from("/nonexistent/x")],
             tmp_bytes: 16 << 20,
+            secrets: &[("token", b"abc")],
         };
         let sk = build_skeleton(&tmp.path().join("v1"), &spec).unwrap();
         assert!(sk.root.join("dev/null").is_file());
@@ -295,6 +341,12 @@ mod tests {
             "{texts:?}"
         );
         assert!(texts.last().unwrap().ends_with("/v1/root"));
+        let secrets = format!("mount tmpfs on {}/v1/root/run/secrets", tmp.path().display());
+        assert!(texts.contains(&secrets), "{texts:?}");
+        assert!(sk.root.join("run/secrets").is_dir());
+        let files = secret_files(&sk, &spec);
+        assert_eq!(files, [(sk.root.join("run/secrets/token"), &b"abc"[..])]);
+        assert_eq!(seal_secrets(&sk, &spec).len(), 1);
         let own: Vec<String> = request_mounts(&spec).iter().map(|m| m.describe()).collect();
         assert_eq!(own[..2], ["mount tmpfs on /tmp", "mount proc on /proc"]);
         assert!(own.contains(&"mount /dev/null on /proc/cmdline".to_owned()), "{own:?}");

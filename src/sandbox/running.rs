@@ -20,7 +20,7 @@ use super::netns::{self, NetnsPool};
 use super::spawn::{self, CStringArray, Spawned, ERROR_RECORD};
 use super::sys::{self, ExitStatus, Notification};
 use super::uids::UidLease;
-use super::{child_error, seccomp, ChildPlan, PreparedSandbox, SpawnError};
+use super::{child_error, seccomp, ChildPlan, Network, PreparedSandbox, SpawnError};
 use crate::config::Limits;
 
 /// What one request brings to its sandbox.
@@ -61,6 +61,10 @@ pub struct Running {
     uid: Option<UidLease>,
     /// Its network namespace, back to the pool once everything in it is gone.
     netns: Option<(OwnedFd, Arc<NetnsPool>)>,
+    /// An egress sandbox's own namespace (never pooled: see `start`), dropped at teardown.
+    egress_netns: Option<OwnedFd>,
+    /// The egress proxy's listening socket in that namespace, until the caller takes it.
+    proxy_listener: Option<OwnedFd>,
     stdio: Option<Stdio>,
     err_read: Option<OwnedFd>,
     notify: Option<OwnedFd>,
@@ -103,11 +107,25 @@ pub fn start(host: &Host, prepared: &Arc<PreparedSandbox>, launch: Launch) -> Re
         return Err(SpawnError::Missing("the daemon has no pidfd of its own (pidfd_open)".into()));
     };
     let pool = match (&host.netns, prepared.network) {
-        (_, true) => None,
-        (Some(pool), false) => Some(pool.clone()),
-        (None, false) => return Err(SpawnError::Missing("network namespaces are missing on this host".into())),
+        (_, Network::Host) => None,
+        (Some(pool), Network::None) => Some(pool.clone()),
+        (Some(_), Network::Egress { .. }) => None,
+        (None, _) => return Err(SpawnError::Missing("network namespaces are missing on this host".into())),
     };
     let pooled_netns = pool.as_ref().and_then(|p| p.take());
+    // An egress namespace is made fresh for each sandbox, never reused: a pooled one would
+    // still hold the last sandbox's proxy listener (and the connections queued on it) until
+    // the daemon's proxy task let go of it, and the next sandbox could reach that proxy,
+    // which checks another function's allow-list. Fresh, the only listener in it is this
+    // sandbox's own.
+    let (egress_netns, proxy_listener) = match prepared.network {
+        Network::Egress { proxy_port } => {
+            let (ns, listener) =
+                sys::create_egress_netns(proxy_port).map_err(prepare_err("the egress network namespace"))?;
+            (Some(ns), Some(listener))
+        }
+        Network::None | Network::Host => (None, None),
+    };
     let uid = host.uids.lease().ok_or(SpawnError::NoUid)?;
     let cgroup = match &host.cgroups {
         Some(tree) => Some(tree.create(launch.id, launch.limits)?),
@@ -146,7 +164,7 @@ pub fn start(host: &Host, prepared: &Arc<PreparedSandbox>, launch: Launch) -> Re
             | if cleanup_cgroup.0.is_some() { libc::CLONE_NEWCGROUP as u64 } else { 0 }
             | if pool.is_some() && pooled_netns.is_none() { libc::CLONE_NEWNET as u64 } else { 0 },
         cgroup_fd: cleanup_cgroup.0.as_ref().and_then(|c| c.dir.as_ref()).map(|d| d.as_raw_fd()),
-        netns_fd: pooled_netns.as_ref().map(|fd| fd.as_raw_fd()),
+        netns_fd: pooled_netns.as_ref().or(egress_netns.as_ref()).map(|fd| fd.as_raw_fd()),
         stdio: [stdin_r.as_raw_fd(), stdout_w.as_raw_fd(), stderr_w.as_raw_fd()],
         err_pipe: err_w.as_raw_fd(),
         landlock_fd: ruleset.as_ref().map(|fd| fd.as_raw_fd()),
@@ -190,6 +208,8 @@ pub fn start(host: &Host, prepared: &Arc<PreparedSandbox>, launch: Launch) -> Re
         cgroup: cleanup_cgroup.0.take(),
         uid: Some(uid),
         netns,
+        egress_netns,
+        proxy_listener,
         stdio: Some(Stdio { stdin: stdin_w, stdout: stdout_r, stderr: stderr_r }),
         err_read: Some(err_r),
         notify: Some(notify_parent),
@@ -237,6 +257,12 @@ impl Running {
         });
         self.listener = Some(listener.map_err(SpawnError::Listener)?);
         Ok(())
+    }
+
+    /// The listening socket of an egress sandbox's proxy (127.0.0.1 in its network
+    /// namespace), once: the caller serves it (egress/) for as long as the sandbox runs.
+    pub fn take_proxy_listener(&mut self) -> Option<OwnedFd> {
+        self.proxy_listener.take()
     }
 
     /// The parent's ends of the sandbox's stdio, once.
@@ -369,6 +395,7 @@ impl Running {
         if let Some((ns, pool)) = self.netns.take() {
             pool.give(ns);
         }
+        self.egress_netns.take();
         self.uid.take();
         usage
     }

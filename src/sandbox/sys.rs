@@ -141,13 +141,60 @@ pub fn create_empty_netns() -> io::Result<OwnedFd> {
     .map_err(|_| io::Error::other("netns thread panicked"))?
 }
 
+/// Creates the network namespace of one `network = "egress"` sandbox, on a throwaway thread
+/// like `create_empty_netns`: loopback brought up, and a TCP socket listening on
+/// 127.0.0.1:`port` in it, which the daemon serves (egress/) while the sandbox runs. A socket
+/// stays in the namespace it was made in, so the listener needs no process in there.
+/// Returns (the namespace, the listener).
+pub fn create_egress_netns(port: u16) -> io::Result<(OwnedFd, OwnedFd)> {
+    std::thread::spawn(move || {
+        unshare(CloneFlags::CLONE_NEWNET)?;
+        let ns: OwnedFd = File::open("/proc/thread-self/ns/net")?.into();
+        set_loopback_up()?;
+        let listener = std::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, port))?;
+        Ok((ns, listener.into()))
+    })
+    .join()
+    .map_err(|_| io::Error::other("netns thread panicked"))?
+}
+
+/// Brings `lo` up in this thread's network namespace (netdevice(7): SIOCGIFFLAGS, then
+/// SIOCSIFFLAGS with IFF_UP); without it 127.0.0.1 is not an address there.
+fn set_loopback_up() -> io::Result<()> {
+    let sock = nix::sys::socket::socket(AddressFamily::Inet, SockType::Datagram, SockFlag::SOCK_CLOEXEC, None)?;
+    // SAFETY: an all-zero ifreq is valid: an empty name and a zero union.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in req.ifr_name.iter_mut().zip(b"lo\0") {
+        *dst = *src as libc::c_char;
+    }
+    // SAFETY: SIOCGIFFLAGS fills req's flags for the NUL-terminated name in it; req outlives the call.
+    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req as *mut libc::ifreq) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: SIOCGIFFLAGS just wrote the flags member of the union, so reading it is defined.
+    let flags = unsafe { req.ifr_ifru.ifru_flags };
+    req.ifr_ifru.ifru_flags = flags | libc::IFF_UP as libc::c_short;
+    // SAFETY: SIOCSIFFLAGS reads the name and flags from req, which outlives the call.
+    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req as *const libc::ifreq) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Builds a function version's template mount namespace: on a throwaway thread (mount
 /// namespaces are per task; CLONE_FS too, so the daemon's own root is untouched) it unshares
 /// a new mount namespace, runs `ops` (which start by making `/` private and bind the
 /// skeleton `root` onto itself), pivots into `root` and detaches the host's tree. What is
 /// left is the sandbox's read-only root and nothing else; children setns into it and take a
-/// private copy (namespaces.rs).
-pub fn create_mount_template(ops: &[MountOp], root: &CStr) -> io::Result<OwnedFd> {
+/// private copy (namespaces.rs). `files` are written after `ops` (into the secrets tmpfs
+/// they mount; read-only to everyone, mode 0444), then `seal` runs (which makes that tmpfs
+/// read-only): the files exist only in this namespace, never on a host file system.
+pub fn create_mount_template(
+    ops: &[MountOp],
+    files: &[(std::path::PathBuf, &[u8])],
+    seal: &[MountOp],
+    root: &CStr,
+) -> io::Result<OwnedFd> {
     let fail = |what: String| move |e: Errno| io::Error::new(io::Error::from(e).kind(), format!("{what}: {e}"));
     std::thread::scope(|scope| {
         scope
@@ -159,6 +206,26 @@ pub fn create_mount_template(ops: &[MountOp], root: &CStr) -> io::Result<OwnedFd
                     .map_err(|e| io::Error::new(e.kind(), format!("failed to open the template mount namespace: {e}")))?
                     .into();
                 for op in ops {
+                    if apply_mount(op) < 0 {
+                        return Err(fail(format!("failed to {}", op.describe()))(Errno::last()));
+                    }
+                }
+                for (path, bytes) in files {
+                    use std::io::Write as _;
+                    use std::os::unix::fs::OpenOptionsExt as _;
+                    let write = || {
+                        std::fs::OpenOptions::new()
+                            .write(true)
+                            .create_new(true)
+                            .mode(0o444)
+                            .open(path)?
+                            .write_all(bytes)
+                    };
+                    // The path, never the bytes.
+                    write()
+                        .map_err(|e| io::Error::new(e.kind(), format!("failed to write {}: {e}", path.display())))?;
+                }
+                for op in seal {
                     if apply_mount(op) < 0 {
                         return Err(fail(format!("failed to {}", op.describe()))(Errno::last()));
                     }

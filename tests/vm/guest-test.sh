@@ -5,7 +5,9 @@
 #   expect-binary             the binary's sha256, written by run.sh when it shared one
 #   repo/                     the repo's files the guest needs, at their repo paths:
 #   repo/target/release/faas    the release binary (absent when run.sh had FAAS_BIN=none)
-#   repo/Makefile repo/README.md repo/systemd/ repo/config/ repo/wrappers/
+#   repo/Makefile repo/README.md repo/systemd/ repo/config/ repo/wrappers/ repo/man/
+#   deb/faas_VERSION_ARCH.deb the Debian package, with lintian.{txt,rc,version} from the host
+#   expect-deb                its sha256 (both absent when run.sh had FAAS_DEB=none)
 #   out/                      written by the guest: log (this script's output), rc, timings
 #
 # Each check is `check NAME command...`, the command a program or any shell function defined
@@ -301,6 +303,29 @@ elif [[ -e $EXPECT_BINARY ]]; then
 else
     echo "note: no faas binary in the share (run.sh ran with FAAS_BIN=none); faas checks cannot run"
     todo faas "the faas checks in faas-checks.sh need a binary"
+fi
+
+# ---- the Debian package ----
+echo "# the Debian package"
+shopt -s nullglob
+shared_debs=("$SHARE"/deb/*.deb)
+shopt -u nullglob
+if [[ -e $SHARE/expect-deb || ${#shared_debs[@]} -gt 0 ]]; then
+    # shellcheck source=tests/vm/faas-checks.sh
+    source "$SHARE/faas-checks.sh"
+    # shellcheck source=tests/vm/deb-checks.sh
+    source "$SHARE/deb-checks.sh"
+    check deb-file deb_file
+    check deb-lintian deb_lintian
+    check deb-install deb_install
+    check deb-socket-activation deb_socket_activation
+    check deb-journal-report deb_journal_report
+    check deb-completion deb_completion
+    check deb-remove deb_remove
+    check deb-purge deb_purge
+else
+    echo "note: no package in the share (run.sh ran with FAAS_DEB=none); package checks cannot run"
+    todo deb "the package checks in deb-checks.sh need a .deb"
 fi
 
 echo
