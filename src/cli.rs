@@ -83,7 +83,8 @@ pub enum Command {
 /// `faas serve` flags.
 #[derive(Args, Debug)]
 pub struct ServeArgs {
-    /// Listen on ADDR (host:port) as well as on systemd's sockets.
+    /// Listen on ADDR (host:port) as well as on systemd's sockets; NAME=ADDR names the listener
+    /// (default http), as proxy.protocol_listeners refers to it.
     #[arg(long)]
     pub listen: Vec<String>,
     /// Serve the admin endpoints on a unix socket at PATH (mode 0600, or 0660 for [deploy]
@@ -288,6 +289,7 @@ async fn invoke_once(config: Config, args: &InvokeArgs) -> anyhow::Result<u8> {
         query: args.query.clone(),
         headers,
         remote_addr: "127.0.0.1".into(),
+        trigger: invoke::Trigger::Invoke,
         server_name: "localhost".into(),
         server_port: "0".into(),
         body: body.into(),

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::proxy::ProxySettings;
 use crate::units::{Bytes, Percent, Span};
 
 /// Where the daemon looks when `--config` is not given.
@@ -48,6 +49,10 @@ pub struct Config {
     pub idle_exit: Span,
     /// On SIGTERM, how long in-flight requests get to finish.
     pub drain_grace: Span,
+    /// On SIGTERM, how long to go on accepting and serving, with `/_/ready` answering 503,
+    /// before the listeners close: long enough for a balancer's health checks to take this
+    /// host out (a few check intervals). `"0"`: close at once.
+    pub drain_delay: Span,
     /// How long a client may take to send its request body.
     pub body_timeout: Span,
     /// Serve `/_/metrics` and `/_/functions` on every listener, not just the `admin` one.
@@ -61,6 +66,8 @@ pub struct Config {
     pub limits: Limits,
     pub runtimes: Runtimes,
     pub sandbox: SandboxDefaults,
+    /// Trusted proxies and PROXY protocol listeners (`proxy.rs`).
+    pub proxy: ProxySettings,
     /// `[deploy]`: where deployed versions live, how many are kept, who may deploy.
     pub deploy: crate::deploy::DeployConfig,
 }
@@ -125,6 +132,7 @@ impl Default for Config {
             cgroup_root: None,
             idle_exit: Span(std::time::Duration::ZERO),
             drain_grace: Span(std::time::Duration::from_secs(10)),
+            drain_delay: Span(std::time::Duration::ZERO),
             body_timeout: Span(std::time::Duration::from_secs(10)),
             admin_on_public: false,
             credentials_dir: None,
@@ -132,6 +140,7 @@ impl Default for Config {
             limits: Limits::default(),
             runtimes: Runtimes::default(),
             sandbox: SandboxDefaults::default(),
+            proxy: ProxySettings::default(),
             deploy: crate::deploy::DeployConfig::default(),
         }
     }
@@ -335,6 +344,9 @@ impl Config {
                 ));
             }
         }
+        if let Some((message, hint)) = config.proxy.check() {
+            return Err(whole(message, hint));
+        }
         Ok(config)
     }
 }
@@ -406,6 +418,28 @@ mod tests {
             source: std::io::Error::from_raw_os_error(13),
         };
         assert_eq!(read.summary(), "the function file cannot be read");
+    }
+
+    #[test]
+    fn proxy_settings_are_checked() {
+        let c = Config::parse(
+            Path::new("/x/faas.toml"),
+            "drain_delay = \"5s\"\n[proxy]\ntrusted = [\"10.0.0.0/8\", \"fd00::1\"]\nprotocol_listeners = [\"lb\"]\n",
+        )
+        .unwrap();
+        assert_eq!(c.drain_delay, Span(std::time::Duration::from_secs(5)));
+        assert!(c.proxy.trusts("10.9.8.7".parse().unwrap()) && !c.proxy.trusts("192.0.2.1".parse().unwrap()));
+        assert!(c.proxy.speaks_proxy_protocol("lb") && !c.proxy.speaks_proxy_protocol("http"));
+        let err = Config::parse(Path::new("/x/faas.toml"), "[proxy]\ntrusted = [\"10.0.0/8\"]\n").unwrap_err();
+        assert!(
+            err.to_string().starts_with("/x/faas.toml:2:11: \"10.0.0/8\" is not an address or CIDR block"),
+            "{err}"
+        );
+        let err = Config::parse(Path::new("/x/faas.toml"), "[proxy]\nprotocol_listeners = [\"lb\"]\n").unwrap_err();
+        assert!(
+            err.to_string().contains("proxy.protocol_listeners names lb but proxy.trusted is empty\nhint: "),
+            "{err}"
+        );
     }
 
     #[test]

@@ -12,6 +12,7 @@ use toml::Spanned;
 use crate::auth::{credential_error, Auth, AuthDef};
 use crate::config::{resolve, Config, ConfigError, Limits};
 use crate::egress::AllowList;
+use crate::schedule::{Schedule, ScheduleDef};
 use crate::secrets::{self, Secret, Source};
 use crate::units::{Bytes, Percent, Span};
 
@@ -67,6 +68,9 @@ pub struct FunctionDef {
     sandbox: SandboxDef,
     #[serde(default)]
     response: ResponseDef,
+    /// `[[schedule]]` entries.
+    #[serde(default)]
+    schedule: Vec<ScheduleDef>,
     #[serde(default)]
     auth: AuthDef,
     /// File name under `/run/secrets` → credential.
@@ -202,6 +206,8 @@ pub struct Function {
     /// Origin-wide response headers (`cgi::ORIGIN_WIDE`, lowercase) this function may send
     /// unscoped.
     pub allow_headers: Vec<String>,
+    /// When the daemon runs it by itself (`schedule/`).
+    pub schedules: Vec<Schedule>,
 }
 
 /// File names that may be functions: `[a-z0-9][a-z0-9_-]{0,62}`.
@@ -299,6 +305,13 @@ impl Function {
         let runtime = *def.runtime.get_ref();
         let (code, handler) = parse_code(&at, base, &def.runtime, def.code, def.handler, def.source)?;
         let methods = parse_methods(&at, def.methods)?;
+        let schedules = def
+            .schedule
+            .into_iter()
+            .map(|s| {
+                Schedule::from_def(s, methods.as_deref()).map_err(|(span, msg, hint)| at.err(Some(span), msg, hint))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         let limits = merge_limits(&at, def.limits, &config.limits)?;
         let sandbox = def.sandbox;
         let read_only = check_read_only(&at, &sandbox.read_only, &config.sandbox.read_only)?;
@@ -326,6 +339,7 @@ impl Function {
             env,
             landlock: sandbox.landlock.unwrap_or_default(),
             allow_headers,
+            schedules,
         })
     }
 
@@ -888,5 +902,22 @@ mod tests {
         assert!(f.allows(&http::Method::GET));
         assert!(!f.allows(&http::Method::DELETE));
         assert!(parse("runtime = \"sh\"\nsource = \"x\"\nmethods = []\n").is_err());
+    }
+
+    #[test]
+    fn schedules_are_checked_where_they_are_written() {
+        let f = parse("runtime = \"sh\"\nsource = \"x\"\n[[schedule]]\ncalendar = \"hourly\"\n[[schedule]]\ncalendar = \"Mon 9:00\"\nmethod = \"post\"\n")
+            .unwrap();
+        assert_eq!(f.schedules.len(), 2);
+        assert_eq!((f.schedules[1].calendar.to_string(), f.schedules[1].method.as_str()), ("Mon 9:00".into(), "POST"));
+        let err =
+            parse("runtime = \"sh\"\nsource = \"x\"\n[[schedule]]\ncalendar = \"*:*/5\"\n").unwrap_err().to_string();
+        assert!(
+            err.starts_with("/etc/faas/functions/hello.toml:4:12: calendar \"*:*/5\": minute \"*/5\": write the start of a repetition, e.g. 0/5\nhint: systemd.time(7)"),
+            "{err}"
+        );
+        let err =
+            parse("runtime = \"sh\"\nsource = \"x\"\n[[schedule]]\ncalendar = \"hourly\"\nevery = 2\n").unwrap_err();
+        assert!(err.to_string().starts_with("/etc/faas/functions/hello.toml:5:1: unknown field `every`"), "{err}");
     }
 }

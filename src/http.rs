@@ -4,13 +4,20 @@
 //!
 //! Every response carries `Faas-Invocation-Id`, made when the request arrives; a problem body
 //! carries it too, so a caller can quote it and an operator find it in the journal.
+//!
+//! `/_/health` says the process answers (liveness); `/_/ready` says it takes work: 503 once
+//! SIGTERM started the drain and while every sandbox slot is taken, so a balancer's health
+//! check moves traffic away before this host would refuse it. Behind a balancer the client's
+//! address comes from the PROXY protocol or `X-Forwarded-For`, believed from trusted peers
+//! only (`proxy.rs`).
 
 mod admission;
 
 use std::convert::Infallible;
 use std::io;
+use std::net::IpAddr;
 use std::pin::Pin;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -30,6 +37,7 @@ use admission::{ClientKey, ConnectionSlot, Gate, Refusal};
 
 use crate::invoke::{self, Call, Flushes, Report, ReportSink};
 use crate::metrics::{Metrics, Stats};
+use crate::proxy::{self, Parsed, ProxiedSource};
 use crate::registry::{Lookup, Registry, State};
 use crate::sandbox::Host;
 
@@ -76,7 +84,12 @@ pub struct App {
     pub metrics: Arc<Metrics>,
     /// What `stats.last_activity_ms` counts from.
     pub started: Instant,
-    sink: ReportSink,
+    /// Counts every finished invocation into stats and metrics; scheduled runs use it too.
+    pub sink: ReportSink,
+    /// SIGTERM came: `/_/ready` answers 503 from now on.
+    draining: AtomicBool,
+    /// `[[schedule]]` entries with their next and last runs.
+    pub schedules: crate::schedule::Table,
 }
 
 impl App {
@@ -105,7 +118,25 @@ impl App {
             metrics,
             started: Instant::now(),
             sink,
+            draining: AtomicBool::new(false),
+            schedules: crate::schedule::Table::default(),
         })
+    }
+
+    /// From now on `/_/ready` answers 503: the daemon is going away.
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::Relaxed);
+    }
+
+    /// Why this host should get no new work now, if it should not.
+    fn not_ready(&self) -> Option<(&'static str, &'static str, &'static str)> {
+        if self.draining.load(Ordering::Relaxed) {
+            Some(("draining", "draining", "the server is shutting down and finishing what it has"))
+        } else if self.global.available_permits() == 0 {
+            Some(("overloaded", "at capacity", "every sandbox slot is in use"))
+        } else {
+            None
+        }
     }
 
     fn touch(&self) {
@@ -120,6 +151,8 @@ pub struct ListenerInfo {
     pub admin: bool,
     /// Our port, for SERVER_PORT.
     pub port: String,
+    /// Every connection starts with a PROXY protocol header (`proxy.protocol_listeners`).
+    pub proxy_protocol: bool,
 }
 
 /// An RFC 9457 problem body; `instance` is the request path when there was a request.
@@ -209,6 +242,26 @@ pub struct Client {
     key: ClientKey,
     /// On a unix socket, who the kernel says connected (SO_PEERCRED): deploys go by it.
     peer: Option<crate::deploy::api::Caller>,
+    /// The address (the proxied client's on a PROXY listener); None on a unix socket.
+    ip: Option<IpAddr>,
+}
+
+impl Client {
+    /// A TCP client at `ip`: a trusted proxy's own connection is the balancer (`ClientKey`).
+    fn tcp(ip: IpAddr, proxy: &proxy::ProxySettings) -> Client {
+        let ip = proxy::canonical(ip);
+        let key = if proxy.trusts(ip) { ClientKey::Balancer } else { ClientKey::of(ip) };
+        Client { addr: ip.to_string(), key, ip: Some(ip), peer: None }
+    }
+
+    /// Who sent this request: the connection's client, or the one its trusted proxy names in
+    /// `X-Forwarded-For`.
+    fn of_request(&self, headers: &http::HeaderMap, proxy: &proxy::ProxySettings) -> Client {
+        match self.ip.and_then(|ip| proxy::forwarded_for(ip, headers, proxy)) {
+            Some(ip) => Client { addr: ip.to_string(), key: ClientKey::of(ip), ip: Some(ip), peer: None },
+            None => self.clone(),
+        }
+    }
 }
 
 /// Handles one request.
@@ -246,6 +299,10 @@ async fn route(
         let admin = listener.admin || app.host.config.admin_on_public;
         return match ours {
             "health" => json(StatusCode::OK, serde_json::json!({"status": "ok"})),
+            "ready" => match app.not_ready() {
+                None => json(StatusCode::OK, serde_json::json!({"status": "ready"})),
+                Some((kind, title, detail)) => ctx.busy(StatusCode::SERVICE_UNAVAILABLE, kind, title, detail),
+            },
             "metrics" if admin => {
                 let mut resp = Response::new(ResponseBody::Full(Full::new(Bytes::from(app.metrics.encode()))));
                 resp.headers_mut().insert(
@@ -260,6 +317,7 @@ async fn route(
     }
     let own = own_origin(req.headers(), app.host.config.domain.as_deref());
     let own_origin = own.is_some();
+    let client = &client.of_request(req.headers(), &app.host.config.proxy);
     let rest = path.trim_start_matches('/');
     let (name, path_info) = match (&own, rest.find('/')) {
         (Some(name), _) => (name.as_str(), path.as_str()),
@@ -416,6 +474,7 @@ async fn route(
         query: parts.uri.query().unwrap_or("").to_owned(),
         headers: parts.headers,
         remote_addr: client.addr.clone(),
+        trigger: invoke::Trigger::Http,
         server_name,
         server_port: listener.port.clone(),
         body,
@@ -583,6 +642,7 @@ fn functions_json(app: &App) -> serde_json::Value {
                     "concurrency": l.function.limits.concurrency,
                 },
                 "network": l.function.network.as_str(),
+                "schedules": app.schedules.describe(&name),
                 "allow": l.function.allow.texts(),
                 "auth": l.function.auth.describe(),
                 // Names only: where each file is and which credential fills it.
@@ -615,8 +675,13 @@ const REFUSAL_WRITE: Duration = Duration::from_secs(1);
 /// that can destroy the answer before the client reads it.
 const REFUSAL_DRAIN: Duration = Duration::from_millis(250);
 
+/// How long a trusted proxy may take to send its PROXY header (haproxy sends it at once).
+const PROXY_HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Accepts on `listener` until `stop` fires; each connection within the caps is served with
-/// HTTP/1.1 keep-alive and watched by `graceful`, each one past them is refused.
+/// HTTP/1.1 keep-alive and watched by `graceful`, each one past them is refused. On a PROXY
+/// protocol listener a connection is admitted once its header named the client, so the caps
+/// count the client, not the balancer; the headers are read beside the accept loop.
 pub async fn serve(
     app: Arc<App>,
     listener: Listener,
@@ -625,16 +690,25 @@ pub async fn serve(
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     let gate = if info.admin { app.admin_gate.clone() } else { app.gate.clone() };
+    // Connections whose PROXY header is on its way, each with its refusal slot; dropped
+    // (and so closed) when the loop ends.
+    let mut headers: tokio::task::JoinSet<Option<(Io, Client, OwnedSemaphorePermit)>> = tokio::task::JoinSet::new();
     loop {
         // Every accept costs an fd before we know whether the connection is within the caps,
         // so it takes a refusal slot first: past the caps, connections then wait in the
         // kernel's backlog (where systemd's socket keeps them) instead of costing fds.
-        let token = tokio::select! {
-            t = app.refusals.clone().acquire_owned() => t.expect("the refusal semaphore is never closed"),
-            _ = stop.changed() => return,
+        let next = async {
+            let token = app.refusals.clone().acquire_owned().await.expect("the refusal semaphore is never closed");
+            (accept(&listener, &app.host.config.proxy).await, token)
         };
-        let accepted = tokio::select! {
-            a = accept(&listener) => a,
+        let (accepted, token) = tokio::select! {
+            a = next => a,
+            Some(done) = headers.join_next(), if !headers.is_empty() => {
+                if let Ok(Some((io, client, token))) = done {
+                    admit(&app, &gate, io, client, token, &info, &graceful);
+                }
+                continue;
+            }
             _ = stop.changed() => return,
         };
         let (io, client) = match accepted {
@@ -642,41 +716,159 @@ pub async fn serve(
             Err(e) => {
                 // EMFILE and friends: back off instead of spinning.
                 tracing::warn!("accept failed: {e}");
+                drop(token);
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
         };
-        let slot: ConnectionSlot = match gate.admit(client.key) {
-            Ok(slot) => slot,
-            Err(refusal) => {
-                app.stats.refused.fetch_add(1, Ordering::Relaxed);
-                tokio::spawn(refuse(io, refusal, token));
-                continue;
-            }
-        };
-        drop(token);
+        if !info.proxy_protocol {
+            admit(&app, &gate, io, client, token, &info, &graceful);
+            continue;
+        }
+        if client.key != ClientKey::Balancer {
+            app.stats.refused.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!("refused {}: not a trusted proxy, on a PROXY protocol listener", client.addr);
+            tokio::spawn(refuse(io, Refusal::UntrustedPeer, token));
+            continue;
+        }
         let app = app.clone();
-        let info = info.clone();
-        let flushes = Arc::new(Flushes::default());
-        let io = TokioIo::new(
-            Box::new(FlushWatch { inner: io.into_inner(), flushes: flushes.clone() }) as Box<dyn IoStream>
-        );
-        let service = hyper::service::service_fn(move |req| {
-            handle(app.clone(), req, info.clone(), client.clone(), flushes.clone())
-        });
-        let conn = hyper::server::conn::http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(Duration::from_secs(10))
-            .keep_alive(true)
-            .serve_connection(io, service);
-        let watched = graceful.watch(conn);
-        tokio::spawn(async move {
-            // The slot is given back when the connection ends.
-            let _slot = slot;
-            if let Err(e) = watched.await {
-                tracing::debug!("connection ended: {e}");
+        headers.spawn(async move {
+            let peer = client.addr.clone();
+            match tokio::time::timeout(PROXY_HEADER_TIMEOUT, read_proxy_header(io, client, &app)).await {
+                Ok(Ok((io, client))) => Some((io, client, token)),
+                Ok(Err(e)) => {
+                    app.stats.refused.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!("closed a connection from the proxy {peer}: {e}");
+                    None
+                }
+                Err(_) => {
+                    app.stats.refused.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(
+                        "closed a connection from the proxy {peer}: no PROXY header within {PROXY_HEADER_TIMEOUT:?}"
+                    );
+                    None
+                }
             }
         });
+    }
+}
+
+/// Serves `io` if `gate` has room for `client`, else refuses it; `token` is its fd's budget
+/// until then.
+fn admit(
+    app: &Arc<App>,
+    gate: &Arc<Gate>,
+    io: Io,
+    client: Client,
+    token: OwnedSemaphorePermit,
+    info: &ListenerInfo,
+    graceful: &hyper_util::server::graceful::GracefulShutdown,
+) {
+    let slot: ConnectionSlot = match gate.admit(client.key) {
+        Ok(slot) => slot,
+        Err(refusal) => {
+            app.stats.refused.fetch_add(1, Ordering::Relaxed);
+            tokio::spawn(refuse(io, refusal, token));
+            return;
+        }
+    };
+    drop(token);
+    let app = app.clone();
+    let info = info.clone();
+    let flushes = Arc::new(Flushes::default());
+    let io =
+        TokioIo::new(Box::new(FlushWatch { inner: io.into_inner(), flushes: flushes.clone() }) as Box<dyn IoStream>);
+    let service =
+        hyper::service::service_fn(move |req| handle(app.clone(), req, info.clone(), client.clone(), flushes.clone()));
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(10))
+        .keep_alive(true)
+        .serve_connection(io, service);
+    let watched = graceful.watch(conn);
+    tokio::spawn(async move {
+        // The slot is given back when the connection ends.
+        let _slot = slot;
+        if let Err(e) = watched.await {
+            tracing::debug!("connection ended: {e}");
+        }
+    });
+}
+
+/// Reads the PROXY header a trusted proxy starts its connection with; the client it names
+/// replaces the proxy as the connection's client. The bytes after the header are the HTTP
+/// request, and the returned stream gives them first.
+async fn read_proxy_header(io: Io, client: Client, app: &App) -> Result<(Io, Client), proxy::HeaderError> {
+    let mut stream = io.into_inner();
+    let mut buf = Vec::with_capacity(256);
+    let mut chunk = [0u8; 512];
+    loop {
+        match proxy::parse_header(&buf)? {
+            Parsed::Incomplete => {}
+            Parsed::Done(source, used) => {
+                let client = match source {
+                    ProxiedSource::Client(addr) => Client::tcp(addr.ip(), &app.host.config.proxy),
+                    // The proxy's own connection (a health check): the proxy is the client.
+                    ProxiedSource::Peer => client,
+                };
+                let rest = bytes::Bytes::copy_from_slice(&buf[used..]);
+                let stream = Box::new(Prefixed { rest, inner: stream }) as Box<dyn IoStream>;
+                return Ok((TokioIo::new(stream), client));
+            }
+        }
+        // Never read past the longest header by much: what follows belongs to HTTP, and is
+        // handed on, but a proxy that sends nothing else must not fill memory.
+        if buf.len() > proxy::V2_MAX_PAYLOAD + 16 {
+            return Err(proxy::HeaderError::Missing);
+        }
+        match stream.read(&mut chunk).await {
+            Ok(0) | Err(_) => return Err(proxy::HeaderError::Missing),
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
+/// A stream whose first bytes were already read (past a PROXY header).
+struct Prefixed {
+    rest: bytes::Bytes,
+    inner: Box<dyn IoStream>,
+}
+
+impl tokio::io::AsyncRead for Prefixed {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if !self.rest.is_empty() {
+            let n = self.rest.len().min(buf.remaining());
+            let head = self.rest.split_to(n);
+            buf.put_slice(&head);
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for Prefixed {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 
@@ -765,22 +957,19 @@ impl tokio::io::AsyncWrite for FlushWatch {
 pub trait IoStream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin {}
 impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin> IoStream for T {}
 
-async fn accept(listener: &Listener) -> io::Result<(Io, Client)> {
+async fn accept(listener: &Listener, proxy: &proxy::ProxySettings) -> io::Result<(Io, Client)> {
     match listener {
         Listener::Tcp(l) => {
             let (s, addr) = l.accept().await?;
             let _ = s.set_nodelay(true);
-            let client = Client { addr: addr.ip().to_string(), key: ClientKey::of(addr.ip()), peer: None };
-            Ok((TokioIo::new(Box::new(s) as Box<dyn IoStream>), client))
+            Ok((TokioIo::new(Box::new(s) as Box<dyn IoStream>), Client::tcp(addr.ip(), proxy)))
         }
         Listener::Unix(l) => {
             let (s, _) = l.accept().await?;
             let peer =
                 s.peer_cred().ok().map(|c| crate::deploy::api::Caller { uid: c.uid(), gid: c.gid(), pid: c.pid() });
-            Ok((
-                TokioIo::new(Box::new(s) as Box<dyn IoStream>),
-                Client { addr: "unix".into(), key: ClientKey::Local, peer },
-            ))
+            let client = Client { addr: "unix".into(), key: ClientKey::Local, ip: None, peer };
+            Ok((TokioIo::new(Box::new(s) as Box<dyn IoStream>), client))
         }
     }
 }

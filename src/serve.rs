@@ -76,9 +76,10 @@ enum TakenSocket {
     Unix(std::os::unix::net::UnixListener),
 }
 
-/// Takes systemd's sockets (names from LISTEN_FDNAMES) and binds the `--listen` addresses
-/// and the `--admin-socket` path. Called from `main` before anything else could open an fd
-/// and before threads exist.
+/// Takes systemd's sockets (names from LISTEN_FDNAMES) and binds the `--listen` addresses,
+/// each `[NAME=]ADDR` (the name, `http` when left out, is what `proxy.protocol_listeners`
+/// refers to). Called from `main` before anything else could open an fd and before threads
+/// exist. `admin` is the `--admin-socket` path, bound here too.
 pub fn take_listeners(extra: &[String], admin: Option<&Path>) -> Result<Vec<TakenListener>, ServeError> {
     let mut fds = listenfd::ListenFd::from_env();
     let names: Vec<String> =
@@ -94,10 +95,14 @@ pub fn take_listeners(extra: &[String], admin: Option<&Path>) -> Result<Vec<Take
             return Err(ServeError::ListenFd { fd: i + 3, name });
         }
     }
-    for addr in extra {
+    for arg in extra {
+        let (name, addr) = match arg.split_once('=') {
+            Some((name, addr)) => (name, addr),
+            None => ("http", arg.as_str()),
+        };
         let l =
-            std::net::TcpListener::bind(addr).map_err(|source| ServeError::Listen { addr: addr.clone(), source })?;
-        out.push(TakenListener { name: "http".into(), socket: TakenSocket::Tcp(l) });
+            std::net::TcpListener::bind(addr).map_err(|source| ServeError::Listen { addr: addr.to_owned(), source })?;
+        out.push(TakenListener { name: name.to_owned(), socket: TakenSocket::Tcp(l) });
     }
     if let Some(path) = admin {
         out.push(TakenListener { name: "admin".into(), socket: TakenSocket::Unix(bind_admin(path)?) });
@@ -159,13 +164,32 @@ pub async fn run(config: Config, listeners: Vec<TakenListener>, admin_socket: Op
     let graceful = Arc::new(GracefulShutdown::new());
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let loops = start_accept_loops(&app, listeners, &graceful, &stop_rx)?;
-    let reason = wait_for_stop(&app).await?;
-    tracing::info!("stopping ({reason}): no new connections; {} to drain", status(&app));
+    let scheduler = tokio::spawn(crate::schedule::run(app.clone(), stop_rx.clone()));
+    // Before READY=1: from then on systemd may send SIGTERM, and its default action would
+    // skip the drain.
+    let mut signals = Signals::install()?;
+    let reason = wait_for_stop(&app, &mut signals).await?;
+    app.start_draining();
     notify(&[NotifyState::Stopping, NotifyState::Status(&format!("stopping ({reason})"))]);
+    let delay = app.host.config.drain_delay.0;
+    if !delay.is_zero() && reason != "idle" {
+        tracing::info!(
+            "stopping ({reason}): /_/ready answers 503; serving {delay:?} more so balancers take this host out; {}",
+            status(&app)
+        );
+        // A second signal cuts the delay short.
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = signals.term.recv() => {}
+            _ = signals.int.recv() => {}
+        }
+    }
+    tracing::info!("stopping ({reason}): no new connections; {} to drain", status(&app));
     let _ = stop_tx.send(true);
     for l in loops {
         let _ = l.await;
     }
+    let _ = scheduler.await;
     drain(&app, graceful).await?;
     tracing::info!("stopped: {}", status(&app));
     Ok(0)
@@ -208,6 +232,7 @@ fn start_accept_loops(
     stop: &tokio::sync::watch::Receiver<bool>,
 ) -> Result<Vec<JoinHandle<()>>, ServeError> {
     let mut loops = Vec::new();
+    let mut names = Vec::new();
     for l in listeners {
         let name = l.name;
         let failed = |what: &'static str, name: &str| {
@@ -235,20 +260,45 @@ fn start_accept_loops(
                 )
             }
         };
-        let info = ListenerInfo { admin: name == "admin", port };
+        let proxy_protocol = app.host.config.proxy.speaks_proxy_protocol(&name);
+        if proxy_protocol {
+            tracing::info!("the {name} listener expects a PROXY protocol header (v1 or v2) from {}", trusted_list(app));
+        }
+        let info = ListenerInfo { admin: name == "admin", port, proxy_protocol };
+        names.push(name);
         loops.push(tokio::spawn(http::serve(app.clone(), listener, info, graceful.clone(), stop.clone())));
     }
+    for name in &app.host.config.proxy.protocol_listeners {
+        if !names.contains(name) {
+            tracing::warn!("proxy.protocol_listeners names {name:?}, but no listener has that name (listeners: {})\nhint: name sockets with FileDescriptorName= or --listen NAME=ADDR", names.join(", "));
+        }
+    }
     Ok(loops)
+}
+
+fn trusted_list(app: &App) -> String {
+    app.host.config.proxy.trusted.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+}
+
+/// The signals that stop the daemon.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> Result<Signals, ServeError> {
+        Ok(Signals {
+            term: signal_handler("SIGTERM", SignalKind::terminate())?,
+            int: signal_handler("SIGINT", SignalKind::interrupt())?,
+        })
+    }
 }
 
 /// Says READY=1, then once a second (or at half the watchdog interval, if that is shorter)
 /// updates STATUS=, feeds the watchdog, logs refusals as one count and checks the idle exit;
 /// returns why it stopped.
-async fn wait_for_stop(app: &App) -> Result<&'static str, ServeError> {
-    // Before READY=1: from then on systemd may send SIGTERM, and its default action would
-    // skip the drain.
-    let mut sigterm = signal_handler("SIGTERM", SignalKind::terminate())?;
-    let mut sigint = signal_handler("SIGINT", SignalKind::interrupt())?;
+async fn wait_for_stop(app: &App, signals: &mut Signals) -> Result<&'static str, ServeError> {
     let mut last_status = status(app);
     notify(&[NotifyState::Ready, NotifyState::Status(&last_status)]);
     let watchdog = watchdog_interval();
@@ -257,8 +307,8 @@ async fn wait_for_stop(app: &App) -> Result<&'static str, ServeError> {
     let mut refused_logged = 0;
     loop {
         tokio::select! {
-            _ = sigterm.recv() => return Ok("SIGTERM"),
-            _ = sigint.recv() => return Ok("SIGINT"),
+            _ = signals.term.recv() => return Ok("SIGTERM"),
+            _ = signals.int.recv() => return Ok("SIGINT"),
             _ = tick.tick() => {
                 let s = status(app);
                 if s != last_status {
@@ -273,7 +323,8 @@ async fn wait_for_stop(app: &App) -> Result<&'static str, ServeError> {
                     tracing::warn!("refused {} connection(s) or upload(s) past the caps in the last second ({refused} since start); {}", refused - refused_logged, app.capacity);
                     refused_logged = refused;
                 }
-                if !idle.is_zero() && app.stats.in_flight.load(Ordering::Relaxed) == 0 {
+                // A daemon with schedules stays up: nothing would start it for them.
+                if !idle.is_zero() && app.stats.in_flight.load(Ordering::Relaxed) == 0 && app.schedules.count() == 0 {
                     let last = Duration::from_millis(app.stats.last_activity_ms.load(Ordering::Relaxed));
                     if app.started.elapsed().saturating_sub(last) >= idle {
                         return Ok("idle");
@@ -288,15 +339,17 @@ fn signal_handler(name: &'static str, kind: SignalKind) -> Result<tokio::signal:
     signal(kind).map_err(|source| ServeError::Signal { signal: name, source })
 }
 
-/// Waits up to `drain_grace` for the open connections to finish, then a little longer for
-/// the invocation tasks, which tear their sandbox down after the last response byte.
+/// Waits up to `drain_grace` for the open connections to finish, then for the invocation
+/// tasks (scheduled runs, which have no connection, and teardowns, which follow the last
+/// response byte): until the grace ends, and at least 2 s more.
 async fn drain(app: &App, graceful: Arc<GracefulShutdown>) -> Result<(), ServeError> {
     let grace = app.host.config.drain_grace.0;
+    let grace_ends = Instant::now() + grace;
     let graceful = Arc::try_unwrap(graceful).map_err(|_| ServeError::ShutdownHandle)?;
     if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
         tracing::warn!("drain grace of {grace:?} ran out; {}", status(app));
     }
-    let until = Instant::now() + Duration::from_secs(2);
+    let until = grace_ends.max(Instant::now() + Duration::from_secs(2));
     while app.stats.in_flight.load(Ordering::Relaxed) > 0 && Instant::now() < until {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }

@@ -15,6 +15,14 @@
 //!
 //! Request bodies are read before any concurrency permit is taken (a client that trickles
 //! its body must not keep a function at its limit), under a bound of their own.
+//!
+//! Behind a balancer (`proxy.rs`), "the client address" is the real client's wherever we know
+//! it when the cap is taken. On a PROXY protocol listener the header is read before the
+//! connection is admitted, so the connection caps count the proxied client. `X-Forwarded-For`
+//! arrives with each request, after the connection was admitted: a trusted proxy's own
+//! connections (`ClientKey::Balancer`) count against the global cap only (all its clients
+//! share its address, so a per-client cap would cap the balancer), and the body caps, taken
+//! per request, count the forwarded client.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -151,6 +159,9 @@ pub enum ClientKey {
     V6([u8; 8]),
     /// A unix socket peer.
     Local,
+    /// A trusted proxy's own connection, whose requests name their clients in
+    /// `X-Forwarded-For`: held to the global connection cap only.
+    Balancer,
 }
 
 impl ClientKey {
@@ -180,6 +191,8 @@ pub enum Refusal {
     Bodies,
     /// This client address has its share of bodies in flight (429).
     ClientBodies,
+    /// A PROXY protocol listener was reached by a peer that is not a trusted proxy (403).
+    UntrustedPeer,
 }
 
 impl Refusal {
@@ -210,6 +223,12 @@ impl Refusal {
                 "client-upload-limit",
                 "too many uploads",
                 "this client address is sending as many request bodies as one client may",
+            ),
+            Refusal::UntrustedPeer => (
+                S::FORBIDDEN,
+                "untrusted-peer",
+                "forbidden",
+                "this listener takes connections from the configured proxies only",
             ),
         }
     }
@@ -283,7 +302,7 @@ impl Gate {
             return Err(Refusal::Connections);
         }
         let client = s.clients.entry(key).or_default();
-        if client.connections >= self.per_client {
+        if client.connections >= self.per_client && key != ClientKey::Balancer {
             return Err(Refusal::ClientConnections);
         }
         client.connections += 1;
@@ -426,6 +445,28 @@ mod tests {
         assert_eq!(gate.start_body(ClientKey::Local).err(), Some(Refusal::Bodies));
         drop(body);
         assert!(gate.start_body(a).is_ok());
+    }
+
+    #[test]
+    fn a_balancer_is_held_to_the_global_cap_only() {
+        let c = Capacity {
+            connections: 3,
+            per_client: 1,
+            bodies: 2,
+            bodies_per_client: 1,
+            sandboxes: 1,
+            refusals: 1,
+            nofile: 0,
+            open: 0,
+        };
+        let gate = Gate::public(&c);
+        let held: Vec<_> = (0..3).map(|_| gate.admit(ClientKey::Balancer).unwrap()).collect();
+        assert_eq!(gate.admit(ClientKey::Balancer).err(), Some(Refusal::Connections));
+        drop(held);
+        let _one = gate.admit(ClientKey::Balancer).unwrap();
+        let a = ClientKey::of("192.0.2.1".parse().unwrap());
+        let _a = gate.admit(a).unwrap();
+        assert_eq!(gate.admit(a).err(), Some(Refusal::ClientConnections), "everyone else keeps the per-client cap");
     }
 
     #[test]

@@ -24,7 +24,7 @@ use tokio::time::sleep_until;
 
 pub use body::{BodyStream, Flushes};
 use invocation::{Invocation, Kill};
-pub use report::{Outcome, Report, Timing};
+pub use report::{Outcome, Report, Timing, Trigger};
 use stderr::StderrLog;
 
 use crate::auth::Caller;
@@ -58,6 +58,8 @@ pub struct Call {
     pub query: String,
     pub headers: HeaderMap,
     pub remote_addr: String,
+    /// What started it, for the report.
+    pub trigger: Trigger,
     /// Host name the client used.
     pub server_name: String,
     pub server_port: String,
@@ -116,6 +118,8 @@ async fn run(
         id: call.id.clone(),
         outcome: Outcome::Ok,
         status: 200,
+        trigger: call.trigger,
+        client: call.remote_addr.clone(),
         duration: Duration::ZERO,
         timing: Timing::default(),
         usage: None,

@@ -114,6 +114,28 @@ impl Outcome {
     }
 }
 
+/// What started an invocation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trigger {
+    /// An HTTP request.
+    Http,
+    /// A `[[schedule]]` entry of the function file.
+    Schedule,
+    /// `faas invoke` from a shell.
+    Invoke,
+}
+
+impl Trigger {
+    /// The word in the REPORT line and FAAS_TRIGGER.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Trigger::Http => "http",
+            Trigger::Schedule => "schedule",
+            Trigger::Invoke => "invoke",
+        }
+    }
+}
+
 /// Set-up and handler times, for Server-Timing and the report.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Timing {
@@ -131,6 +153,9 @@ pub struct Report {
     pub outcome: Outcome,
     /// The status sent (or that would have been).
     pub status: u16,
+    pub trigger: Trigger,
+    /// The client's address as REMOTE_ADDR had it (behind a trusted proxy, the proxied one).
+    pub client: String,
     /// From the request reaching us to the sandbox gone.
     pub duration: Duration,
     pub timing: Timing,
@@ -182,11 +207,13 @@ impl Report {
         let egress = crate::egress::summary(&r.egress);
         let egress_field = if r.egress.is_empty() { String::new() } else { format!(" egress=\"{egress}\"") };
         let message = format!(
-            "REPORT {} {} outcome={} status={} duration={duration_ms:.2}ms setup={setup_us}us cpu_us={cpu} memory_peak={peak} bytes_out={}{cgroup}{detail}{caller}{egress_field} layers=\"{}\"{}",
+            "REPORT {} {} outcome={} status={} trigger={} client={} duration={duration_ms:.2}ms setup={setup_us}us cpu_us={cpu} memory_peak={peak} bytes_out={}{cgroup}{detail}{caller}{egress_field} layers=\"{}\"{}",
             r.function,
             r.id,
             r.outcome.slug(),
             r.status,
+            r.trigger.as_str(),
+            r.client,
             r.bytes_out,
             r.layers,
             if version.is_empty() { String::new() } else { format!(" version={version}") }
@@ -199,6 +226,8 @@ impl Report {
                     FAAS_INVOCATION_ID = %r.id,
                     FAAS_OUTCOME = r.outcome.slug(),
                     FAAS_STATUS = r.status,
+                    FAAS_TRIGGER = r.trigger.as_str(),
+                    FAAS_CLIENT = %r.client,
                     FAAS_DURATION_MS = format_args!("{duration_ms:.3}"),
                     FAAS_SETUP_US = setup_us,
                     FAAS_CPU_USEC = %cpu,
