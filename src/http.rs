@@ -556,19 +556,11 @@ async fn deploy_endpoint(
     };
     let via = req.headers().get("faas-deploy-via").and_then(|v| v.to_str().ok()).map(|v| v.chars().take(200).collect());
     let body = if matches!(op, Op::Deploy { .. }) {
-        let limit = settings.max_archive.0;
-        let declared =
-            req.headers().get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
-        if declared.is_some_and(|n| n > limit) {
-            return fail(DeployError::TooLarge(limit));
-        }
         // A large upload over a slow link may take a while; a stalled one may not.
         let wait = app.host.config.body_timeout.0.max(Duration::from_secs(120));
-        match tokio::time::timeout(wait, Limited::new(req.into_body(), limit as usize).collect()).await {
-            Ok(Ok(collected)) => collected.to_bytes(),
-            Ok(Err(e)) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
-                return fail(DeployError::TooLarge(limit))
-            }
+        match tokio::time::timeout(wait, read_upload(req.into_body(), settings.max_archive.0)).await {
+            Ok(Ok(Some(body))) => body,
+            Ok(Ok(None)) => return fail(DeployError::TooLarge(settings.max_archive.0)),
             Ok(Err(_)) => return fail(DeployError::BodyRead),
             Err(_) => return fail(DeployError::BodyTimeout),
         }
@@ -621,6 +613,25 @@ fn unauthorized(
         }
     }
     resp
+}
+
+/// An upload of at most `limit` bytes; `None` when it is larger. What is over the limit is
+/// still read (and thrown away, up to 1 GiB): a client still writing when the connection
+/// closed would lose the answer to a broken pipe and never learn why.
+async fn read_upload(mut body: Incoming, limit: u64) -> Result<Option<Bytes>, hyper::Error> {
+    let mut buf = bytes::BytesMut::new();
+    let mut seen: u64 = 0;
+    while let Some(frame) = body.frame().await {
+        if let Some(data) = frame?.data_ref() {
+            seen += data.len() as u64;
+            if seen <= limit {
+                buf.extend_from_slice(data);
+            } else if seen > 1 << 30 {
+                break;
+            }
+        }
+    }
+    Ok((seen <= limit).then(|| buf.freeze()))
 }
 
 fn functions_json(app: &App) -> serde_json::Value {
