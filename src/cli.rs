@@ -59,6 +59,9 @@ pub enum Command {
     Invoke(InvokeArgs),
     /// Show which sandbox layers this host enforces; exit 1 unless all are.
     Doctor,
+    /// deploy, versions, rollback, rm, ls, logs (src/deploy/cli.rs).
+    #[command(flatten)]
+    Deploy(crate::deploy::cli::DeployCommand),
     /// Write faas.1 and faas-SUBCOMMAND.1 into DIR (for packaging; see `make deb`).
     #[command(hide = true)]
     Man {
@@ -84,6 +87,10 @@ pub struct ServeArgs {
     /// (default http), as proxy.protocol_listeners refers to it.
     #[arg(long)]
     pub listen: Vec<String>,
+    /// Serve the admin endpoints on a unix socket at PATH (mode 0600, or 0660 for [deploy]
+    /// group), as well as on systemd's `admin` socket.
+    #[arg(long, env = "FAAS_ADMIN_SOCKET")]
+    pub admin_socket: Option<PathBuf>,
 }
 
 /// `faas invoke` flags.
@@ -138,10 +145,11 @@ pub async fn run(cli: Cli, listeners: Vec<TakenListener>) -> anyhow::Result<u8> 
     }
     let config = load_config(&cli)?;
     match &cli.command {
-        Command::Serve(_) => Ok(serve::run(config, listeners).await?),
+        Command::Serve(args) => Ok(serve::run(config, listeners, args.admin_socket.as_deref()).await?),
         Command::Check { paths } => Ok(check(&config, paths)),
         Command::Invoke(args) => invoke_once(config, args).await,
         Command::Doctor => Ok(doctor(config)),
+        Command::Deploy(cmd) => crate::deploy::cli::run(cmd, &config).await,
         // Answered above, before the settings.
         Command::Man { .. } | Command::Completions { .. } | Command::CompleteFunctions => Ok(0),
     }
@@ -180,11 +188,15 @@ fn check(config: &Config, paths: &[PathBuf]) -> u8 {
     for e in &errors {
         println!("{e}");
     }
-    if errors.is_empty() {
+    let conflicts = if paths.is_empty() { crate::deploy::conflicts(config) } else { Vec::new() };
+    for c in &conflicts {
+        println!("{c}");
+    }
+    if errors.is_empty() && conflicts.is_empty() {
         println!("ok: {count} function file(s) checked");
         0
     } else {
-        println!("{} of {count} function file(s) have problems", errors.len());
+        println!("{} of {count} function file(s) have problems", errors.len() + conflicts.len());
         1
     }
 }

@@ -68,6 +68,8 @@ pub struct Config {
     pub sandbox: SandboxDefaults,
     /// Trusted proxies and PROXY protocol listeners (`proxy.rs`).
     pub proxy: ProxySettings,
+    /// `[deploy]`: where deployed versions live, how many are kept, who may deploy.
+    pub deploy: crate::deploy::DeployConfig,
 }
 
 /// Resource limits; in function files every key is optional and falls back to faas.toml.
@@ -139,6 +141,7 @@ impl Default for Config {
             runtimes: Runtimes::default(),
             sandbox: SandboxDefaults::default(),
             proxy: ProxySettings::default(),
+            deploy: crate::deploy::DeployConfig::default(),
         }
     }
 }
@@ -284,7 +287,7 @@ impl Config {
         let mut config: Config = toml::from_str(text).map_err(|e| ConfigError::from_toml(path, text, &e))?;
         let base = path.parent().unwrap_or(Path::new("."));
         let base = std::fs::canonicalize(base).unwrap_or_else(|_| base.to_owned());
-        for p in [&mut config.functions_dir, &mut config.wrappers_dir, &mut config.state_dir] {
+        for p in [&mut config.functions_dir, &mut config.wrappers_dir, &mut config.state_dir, &mut config.deploy.dir] {
             *p = resolve(&base, p);
         }
         if let Some(root) = &mut config.cgroup_root {
@@ -305,6 +308,9 @@ impl Config {
                 format!("uid_base {} overlaps the host's regular and system users", config.uid_base),
                 "pick a range no account, DynamicUser or /etc/subuid entry uses, such as the default 1879048192",
             ));
+        }
+        if let Err((message, hint)) = config.deploy.check() {
+            return Err(whole(message, hint));
         }
         if config.max_concurrency == 0 {
             return Err(whole("max_concurrency must be at least 1".into(), "the default is 256"));

@@ -240,6 +240,8 @@ pub struct Client {
     pub addr: String,
     /// What the connection caps count it against.
     key: ClientKey,
+    /// On a unix socket, who the kernel says connected (SO_PEERCRED): deploys go by it.
+    peer: Option<crate::deploy::api::Caller>,
     /// The address (the proxied client's on a PROXY listener); None on a unix socket.
     ip: Option<IpAddr>,
 }
@@ -249,14 +251,14 @@ impl Client {
     fn tcp(ip: IpAddr, proxy: &proxy::ProxySettings) -> Client {
         let ip = proxy::canonical(ip);
         let key = if proxy.trusts(ip) { ClientKey::Balancer } else { ClientKey::of(ip) };
-        Client { addr: ip.to_string(), key, ip: Some(ip) }
+        Client { addr: ip.to_string(), key, ip: Some(ip), peer: None }
     }
 
     /// Who sent this request: the connection's client, or the one its trusted proxy names in
     /// `X-Forwarded-For`.
     fn of_request(&self, headers: &http::HeaderMap, proxy: &proxy::ProxySettings) -> Client {
         match self.ip.and_then(|ip| proxy::forwarded_for(ip, headers, proxy)) {
-            Some(ip) => Client { addr: ip.to_string(), key: ClientKey::of(ip), ip: Some(ip) },
+            Some(ip) => Client { addr: ip.to_string(), key: ClientKey::of(ip), ip: Some(ip), peer: None },
             None => self.clone(),
         }
     }
@@ -291,6 +293,9 @@ async fn route(
     let path = req.uri().path().to_owned();
     let ctx = Ctx { id, path: &path };
     if let Some(ours) = path.strip_prefix("/_/") {
+        if listener.admin && (ours == "deploy" || ours.starts_with("deploy/")) {
+            return deploy_endpoint(app, req, client, &ctx).await;
+        }
         let admin = listener.admin || app.host.config.admin_on_public;
         return match ours {
             "health" => json(StatusCode::OK, serde_json::json!({"status": "ok"})),
@@ -525,6 +530,55 @@ async fn route(
     }
 }
 
+/// `/_/deploy…` on the admin listener (never a public one, whatever `admin_on_public` says):
+/// deploy, versions, rollback, rm, ls, for root or `[deploy] group` on a unix socket
+/// (`deploy::api`). The upload is read here, under `[deploy] max_archive`.
+async fn deploy_endpoint(
+    app: &Arc<App>,
+    req: Request<Incoming>,
+    client: &Client,
+    ctx: &Ctx<'_>,
+) -> Response<ResponseBody> {
+    use crate::deploy::api::{self, DeployError, Op};
+    let fail = |e: DeployError| {
+        let (status, kind, title) = e.problem();
+        ctx.problem(status, kind, title, &e.detail())
+    };
+    let settings = &app.host.config.deploy;
+    let who = match api::authorize(settings, client.peer) {
+        Ok(who) => who,
+        Err(e) => return fail(e),
+    };
+    let rest = req.uri().path().trim_start_matches("/_/deploy");
+    let op = match Op::parse(req.method(), rest, req.uri().query()) {
+        Ok(op) => op,
+        Err(e) => return fail(e),
+    };
+    let via = req.headers().get("faas-deploy-via").and_then(|v| v.to_str().ok()).map(|v| v.chars().take(200).collect());
+    let body = if matches!(op, Op::Deploy { .. }) {
+        // A large upload over a slow link may take a while; a stalled one may not.
+        let wait = app.host.config.body_timeout.0.max(Duration::from_secs(120));
+        match tokio::time::timeout(wait, read_upload(req.into_body(), settings.max_archive.0)).await {
+            Ok(Ok(Some(body))) => body,
+            Ok(Ok(None)) => return fail(DeployError::TooLarge(settings.max_archive.0)),
+            Ok(Err(_)) => return fail(DeployError::BodyRead),
+            Err(_) => return fail(DeployError::BodyTimeout),
+        }
+    } else {
+        Bytes::new()
+    };
+    let metrics = if op == Op::List { app.metrics.encode() } else { String::new() };
+    match api::run(app.registry.clone(), op, who, via, body, metrics).await {
+        Ok(value) => json(StatusCode::OK, value),
+        Err(e) => {
+            if let DeployError::Store(inner) = &e {
+                tracing::error!("deploy request failed: {inner}");
+            }
+            fail(e)
+        }
+    }
+}
+
 /// The function NAME when the request's `Host` is `NAME.DOMAIN` (any port, any case) and
 /// faas.toml sets `domain`: then the function has the origin to itself.
 fn own_origin(headers: &http::HeaderMap, domain: Option<&str>) -> Option<String> {
@@ -559,6 +613,25 @@ fn unauthorized(
         }
     }
     resp
+}
+
+/// An upload of at most `limit` bytes; `None` when it is larger. What is over the limit is
+/// still read (and thrown away, up to 1 GiB): a client still writing when the connection
+/// closed would lose the answer to a broken pipe and never learn why.
+async fn read_upload(mut body: Incoming, limit: u64) -> Result<Option<Bytes>, hyper::Error> {
+    let mut buf = bytes::BytesMut::new();
+    let mut seen: u64 = 0;
+    while let Some(frame) = body.frame().await {
+        if let Some(data) = frame?.data_ref() {
+            seen += data.len() as u64;
+            if seen <= limit {
+                buf.extend_from_slice(data);
+            } else if seen > 1 << 30 {
+                break;
+            }
+        }
+    }
+    Ok((seen <= limit).then(|| buf.freeze()))
 }
 
 fn functions_json(app: &App) -> serde_json::Value {
@@ -904,7 +977,9 @@ async fn accept(listener: &Listener, proxy: &proxy::ProxySettings) -> io::Result
         }
         Listener::Unix(l) => {
             let (s, _) = l.accept().await?;
-            let client = Client { addr: "unix".into(), key: ClientKey::Local, ip: None };
+            let peer =
+                s.peer_cred().ok().map(|c| crate::deploy::api::Caller { uid: c.uid(), gid: c.gid(), pid: c.pid() });
+            let client = Client { addr: "unix".into(), key: ClientKey::Local, ip: None, peer };
             Ok((TokioIo::new(Box::new(s) as Box<dyn IoStream>), client))
         }
     }

@@ -9,6 +9,7 @@ mod auth;
 mod cgi;
 mod cli;
 mod config;
+mod deploy;
 mod egress;
 mod function;
 mod http;
@@ -61,7 +62,7 @@ fn main() -> std::process::ExitCode {
     raise_nofile();
     // Listen fds first, before anything could open an fd and before threads exist.
     let listeners = match &args.command {
-        cli::Command::Serve(serve) => match serve::take_listeners(&serve.listen) {
+        cli::Command::Serve(serve) => match serve::take_listeners(&serve.listen, serve.admin_socket.as_deref()) {
             Ok(l) => l,
             Err(e) => {
                 tracing::error!("{}", chain(&e.into()));

@@ -1,4 +1,8 @@
-//! The functions directory: `NAME.toml` files, looked up by name on every request. A lookup
+//! The functions directory: `NAME.toml` files, looked up by name on every request; and the
+//! deployed functions (`deploy::Store`), the current version of each. A name in the
+//! functions directory wins over a deployed one of the same name: that directory is the
+//! operator's and config management's, a deploy may not shadow it (`faas deploy` refuses the
+//! name, `faas check` reports both). A lookup
 //! stats the file and re-reads it only when it changed, so dropping, editing or deleting a
 //! file takes effect on the next request. Each version of a function owns its prepared
 //! sandbox parts (root skeleton, mount list, Landlock rules, argv) for as long as any request
@@ -22,13 +26,14 @@ use std::io::{Read as _, Seek as _, Write as _};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 
 use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
 use tokio::sync::Semaphore;
 
 use crate::config::ConfigError;
+use crate::deploy::Store;
 use crate::function::{inline_file, valid_name, Code, Function, Network, Runtime};
 use crate::runtime;
 use crate::sandbox::{self, check_private_dir, CodeSource, Host, PrepareError, PreparedSandbox, Spec, UnsafeDir};
@@ -42,6 +47,8 @@ pub struct Loaded {
     pub version: u64,
     /// Per-function concurrency limit (kept across versions).
     pub limiter: Arc<Semaphore>,
+    /// The deployed version (sha256, hex) when it came from the deploy store.
+    pub deployed: Option<String>,
 }
 
 /// What a lookup found.
@@ -103,6 +110,8 @@ pub enum State {
 }
 
 struct Entry {
+    /// The file it was loaded from: the functions directory's or a deployed version's.
+    path: PathBuf,
     stamp: Stamp,
     state: State,
 }
@@ -115,6 +124,9 @@ pub struct Registry {
     entries: Mutex<HashMap<String, Entry>>,
     limiters: Mutex<HashMap<String, (usize, Arc<Semaphore>)>>,
     versions: AtomicU64,
+    store: Store,
+    /// Every deployed version loaded and maybe still running: (name, version, it).
+    live: Mutex<Vec<(String, String, Weak<Loaded>)>>,
 }
 
 /// Which process the registry is for; each owns a different part of the state directory.
@@ -316,6 +328,10 @@ impl Registry {
     pub fn new(host: Arc<Host>, role: Role) -> Result<Registry, StateError> {
         let dir = host.config.functions_dir.clone();
         let state = StateDir::open(&host.config.state_dir, role)?;
+        let store = Store::new(host.config.deploy.dir.clone());
+        if role == Role::Serve {
+            store.sweep(host.config.deploy.keep);
+        }
         Ok(Registry {
             host,
             dir,
@@ -323,7 +339,60 @@ impl Registry {
             entries: Mutex::default(),
             limiters: Mutex::default(),
             versions: AtomicU64::new(1),
+            store,
+            live: Mutex::default(),
         })
+    }
+
+    /// The deployed functions' versions.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The daemon's settings.
+    pub fn config(&self) -> &crate::config::Config {
+        &self.host.config
+    }
+
+    /// Where `name` comes from: the functions directory's file if there is one (it wins),
+    /// else the current deployed version's file.
+    fn locate(&self, name: &str) -> Option<(PathBuf, Option<String>)> {
+        let path = self.dir.join(format!("{name}.toml"));
+        if std::fs::metadata(&path).is_ok_and(|m| m.is_file()) {
+            return Some((path, None));
+        }
+        let version = self.store.current(name)?;
+        Some((self.store.version_file(name, &version), Some(version)))
+    }
+
+    /// Loads one deployed version of `name` without serving it: a deploy or rollback
+    /// prepares the version before it switches, so no request waits for that and a version
+    /// that does not load never serves.
+    pub fn prepare_version(&self, name: &str, version: &str) -> State {
+        self.load(name, &self.store.version_file(name, version), Some(version.to_owned()))
+    }
+
+    /// Serves `state` (from `prepare_version`) for `name` from now on, as if a lookup had
+    /// loaded it after the switch.
+    pub fn install(&self, name: &str, version: &str, state: State) {
+        let path = self.store.version_file(name, version);
+        if let Ok(meta) = std::fs::metadata(&path) {
+            let entry = Entry { path, stamp: Stamp::of(&meta), state };
+            self.entries.lock().expect("registry lock is never poisoned").insert(name.to_owned(), entry);
+        }
+    }
+
+    /// Drops what is loaded for `name` (after `rm`): only running requests hold it now.
+    pub fn forget(&self, name: &str) {
+        self.entries.lock().expect("registry lock is never poisoned").remove(name);
+    }
+
+    /// The deployed versions of `name` that something still holds: the one being served,
+    /// requests running on older ones.
+    pub fn versions_in_use(&self, name: &str) -> std::collections::HashSet<String> {
+        let mut live = self.live.lock().expect("registry lock is never poisoned");
+        live.retain(|(_, _, l)| l.strong_count() > 0);
+        live.iter().filter(|(n, _, _)| n == name).map(|(_, v, _)| v.clone()).collect()
     }
 
     /// The functions directory.
@@ -336,29 +405,33 @@ impl Registry {
         if !valid_name(name) {
             return Lookup::NotFound;
         }
-        let path = self.dir.join(format!("{name}.toml"));
+        let gone = || {
+            if self.entries.lock().expect("registry lock is never poisoned").remove(name).is_some() {
+                tracing::info!(function = name, "function removed");
+            }
+            Lookup::NotFound
+        };
+        let Some((path, deployed)) = self.locate(name) else { return gone() };
         let meta = match std::fs::metadata(&path) {
             Ok(m) if m.is_file() => m,
-            _ => {
-                if self.entries.lock().expect("registry lock is never poisoned").remove(name).is_some() {
-                    tracing::info!(function = name, "function removed");
-                }
-                return Lookup::NotFound;
-            }
+            _ => return gone(),
         };
         let stamp = Stamp::of(&meta);
         if let Some(entry) = self.entries.lock().expect("registry lock is never poisoned").get(name) {
-            if entry.stamp == stamp {
+            if entry.stamp == stamp && entry.path == path {
                 return to_lookup(&entry.state);
             }
         }
-        let state = self.load(name, &path);
+        let state = self.load(name, &path, deployed);
         let lookup = to_lookup(&state);
-        self.entries.lock().expect("registry lock is never poisoned").insert(name.to_owned(), Entry { stamp, state });
+        self.entries
+            .lock()
+            .expect("registry lock is never poisoned")
+            .insert(name.to_owned(), Entry { path, stamp, state });
         lookup
     }
 
-    fn load(&self, name: &str, path: &Path) -> State {
+    fn load(&self, name: &str, path: &Path, deployed: Option<String>) -> State {
         let text = match std::fs::read_to_string(path) {
             Ok(t) => t,
             Err(source) => return self.invalid(name, ConfigError::Read { path: path.to_owned(), source }.into()),
@@ -393,7 +466,13 @@ impl Registry {
             function.path.display(),
             sandbox.landlock_summary()
         );
-        State::Ready(Arc::new(Loaded { function, sandbox, version, limiter }))
+        let loaded = Arc::new(Loaded { function, sandbox, version, limiter, deployed: deployed.clone() });
+        if let Some(v) = deployed {
+            let mut live = self.live.lock().expect("registry lock is never poisoned");
+            live.retain(|(_, _, l)| l.strong_count() > 0);
+            live.push((name.to_owned(), v, Arc::downgrade(&loaded)));
+        }
+        State::Ready(loaded)
     }
 
     fn invalid(&self, name: &str, err: LoadError) -> State {
@@ -414,8 +493,17 @@ impl Registry {
         (ok, bad)
     }
 
-    /// Names of the function files in the directory, sorted.
+    /// Names of the function files in the directory and of the deployed functions, sorted.
     pub fn names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.file_names();
+        names.extend(self.store.names());
+        names.sort();
+        names.dedup();
+        names
+    }
+
+    /// Names of the function files in the directory, sorted.
+    pub fn file_names(&self) -> Vec<String> {
         let mut names: Vec<String> = std::fs::read_dir(&self.dir)
             .into_iter()
             .flatten()

@@ -4,6 +4,7 @@
 //! until SIGTERM, SIGINT or the idle exit; then STOPPING=1, stop accepting and drain.
 //! Serving the requests themselves is `http.rs`.
 
+use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -78,8 +79,8 @@ enum TakenSocket {
 /// Takes systemd's sockets (names from LISTEN_FDNAMES) and binds the `--listen` addresses,
 /// each `[NAME=]ADDR` (the name, `http` when left out, is what `proxy.protocol_listeners`
 /// refers to). Called from `main` before anything else could open an fd and before threads
-/// exist.
-pub fn take_listeners(extra: &[String]) -> Result<Vec<TakenListener>, ServeError> {
+/// exist. `admin` is the `--admin-socket` path, bound here too.
+pub fn take_listeners(extra: &[String], admin: Option<&Path>) -> Result<Vec<TakenListener>, ServeError> {
     let mut fds = listenfd::ListenFd::from_env();
     let names: Vec<String> =
         std::env::var("LISTEN_FDNAMES").map(|n| n.split(':').map(str::to_owned).collect()).unwrap_or_default();
@@ -103,13 +104,51 @@ pub fn take_listeners(extra: &[String]) -> Result<Vec<TakenListener>, ServeError
             std::net::TcpListener::bind(addr).map_err(|source| ServeError::Listen { addr: addr.to_owned(), source })?;
         out.push(TakenListener { name: name.to_owned(), socket: TakenSocket::Tcp(l) });
     }
+    if let Some(path) = admin {
+        out.push(TakenListener { name: "admin".into(), socket: TakenSocket::Unix(bind_admin(path)?) });
+    }
     Ok(out)
 }
 
-/// Serves on `listeners` until told to stop; returns the exit code.
-pub async fn run(config: Config, listeners: Vec<TakenListener>) -> Result<u8, ServeError> {
+/// Binds the admin socket at `path` with mode 0600 from the start (the umask is set around
+/// bind(2): no thread exists yet to notice), replacing a socket an earlier daemon left.
+fn bind_admin(path: &Path) -> Result<std::os::unix::net::UnixListener, ServeError> {
+    use std::os::unix::fs::FileTypeExt;
+    let failed = |source| ServeError::Listen { addr: path.display().to_string(), source };
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_socket() => std::fs::remove_file(path).map_err(failed)?,
+        Ok(_) => return Err(failed(std::io::Error::from(std::io::ErrorKind::AlreadyExists))),
+        Err(_) => {}
+    }
+    let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o177));
+    let bound = std::os::unix::net::UnixListener::bind(path);
+    nix::sys::stat::umask(old);
+    bound.map_err(failed)
+}
+
+/// Gives the admin socket at `path` to `[deploy] group` (mode 0660), so its members can
+/// connect; who may deploy is still checked per request from the peer's credentials.
+fn share_admin_socket(path: &Path, group: &str) {
+    let Some(gid) = nix::unistd::Group::from_name(group).ok().flatten().map(|g| g.gid) else {
+        tracing::warn!("[deploy] group {group:?} does not exist: the admin socket {} stays root's", path.display());
+        return;
+    };
+    let shared = nix::unistd::chown(path, None, Some(gid))
+        .map_err(std::io::Error::from)
+        .and_then(|()| std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o660)));
+    if let Err(e) = shared {
+        tracing::warn!("failed to give the admin socket {} to group {group}: {e}", path.display());
+    }
+}
+
+/// Serves on `listeners` until told to stop; returns the exit code. `admin_socket` is the
+/// path `--admin-socket` bound, if any.
+pub async fn run(config: Config, listeners: Vec<TakenListener>, admin_socket: Option<&Path>) -> Result<u8, ServeError> {
     if listeners.is_empty() {
         return Err(ServeError::NoListener);
+    }
+    if let (Some(path), Some(group)) = (admin_socket, &config.deploy.group) {
+        share_admin_socket(path, group);
     }
     let host = Arc::new(Host::setup(config));
     log_layers(&host);

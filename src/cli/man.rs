@@ -97,7 +97,22 @@ mod tests {
     #[test]
     fn a_page_for_faas_and_each_visible_subcommand() {
         let names: Vec<String> = pages().into_iter().map(|(n, _)| n).collect();
-        assert_eq!(names, ["faas", "faas-serve", "faas-check", "faas-invoke", "faas-doctor"]);
+        assert_eq!(
+            names,
+            [
+                "faas",
+                "faas-serve",
+                "faas-check",
+                "faas-invoke",
+                "faas-doctor",
+                "faas-deploy",
+                "faas-versions",
+                "faas-rollback",
+                "faas-rm",
+                "faas-ls",
+                "faas-logs"
+            ]
+        );
     }
 
     #[test]
@@ -134,6 +149,21 @@ mod tests {
             .map(|e| e.file_name().to_string_lossy().into_owned())
             .collect();
         files.sort();
-        assert_eq!(files, ["faas-check.1", "faas-doctor.1", "faas-invoke.1", "faas-serve.1", "faas.1"]);
+        assert_eq!(
+            files,
+            [
+                "faas-check.1",
+                "faas-deploy.1",
+                "faas-doctor.1",
+                "faas-invoke.1",
+                "faas-logs.1",
+                "faas-ls.1",
+                "faas-rm.1",
+                "faas-rollback.1",
+                "faas-serve.1",
+                "faas-versions.1",
+                "faas.1"
+            ]
+        );
     }
 }

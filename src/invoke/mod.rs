@@ -126,6 +126,7 @@ async fn run(
         exit: None,
         bytes_out: 0,
         layers: host.layers.summary.clone(),
+        version: loaded.deployed.clone(),
         caller: call.caller.as_ref().map(|c| c.user.clone()),
         egress: Vec::new(),
     };

@@ -171,6 +171,8 @@ pub struct Report {
     pub caller: Option<String>,
     /// Every connection through the egress proxy.
     pub egress: Vec<crate::egress::Connection>,
+    /// The deployed version (sha256 hex) it ran, for a deployed function.
+    pub version: Option<String>,
 }
 
 impl Report {
@@ -200,11 +202,12 @@ impl Report {
             }
             _ => String::new(),
         };
+        let version = r.version.as_deref().map_or("", |v| &v[..v.len().min(12)]);
         let caller = r.caller.as_ref().map_or(String::new(), |c| format!(" caller={c}"));
         let egress = crate::egress::summary(&r.egress);
         let egress_field = if r.egress.is_empty() { String::new() } else { format!(" egress=\"{egress}\"") };
         let message = format!(
-            "REPORT {} {} outcome={} status={} trigger={} client={} duration={duration_ms:.2}ms setup={setup_us}us cpu_us={cpu} memory_peak={peak} bytes_out={}{cgroup}{detail}{caller}{egress_field} layers=\"{}\"",
+            "REPORT {} {} outcome={} status={} trigger={} client={} duration={duration_ms:.2}ms setup={setup_us}us cpu_us={cpu} memory_peak={peak} bytes_out={}{cgroup}{detail}{caller}{egress_field} layers=\"{}\"{}",
             r.function,
             r.id,
             r.outcome.slug(),
@@ -212,7 +215,8 @@ impl Report {
             r.trigger.as_str(),
             r.client,
             r.bytes_out,
-            r.layers
+            r.layers,
+            if version.is_empty() { String::new() } else { format!(" version={version}") }
         );
         let level_warn = !matches!(r.outcome, Outcome::Ok);
         macro_rules! emit {
@@ -232,6 +236,7 @@ impl Report {
                     FAAS_PIDS_MAX_HITS = r.usage.as_ref().map_or(0, |u| u.pids_max_hits),
                     FAAS_CALLER = r.caller.as_deref().unwrap_or(""),
                     FAAS_EGRESS = %egress,
+                    FAAS_VERSION = version,
                     "{message}"
                 )
             };

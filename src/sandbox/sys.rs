@@ -3,7 +3,8 @@
 //! the Landlock ABI, network and mount namespaces made on throwaway threads. nix's safe forms
 //! where it has one; raw calls (with a `SAFETY:` note each) only where it has none:
 //! `pidfd_open`, `pidfd_send_signal`, `SECCOMP_IOCTL_NOTIF_RECV`, the Landlock ABI query, a
-//! query-only `sigaction`, and registering an fd with tokio. Nothing here runs in a child.
+//! query-only `sigaction`, registering an fd with tokio, and owning the fd `openat2` returns
+//! (for deploy's unpacking, which is no sandbox's). Nothing here runs in a child.
 
 use std::ffi::CStr;
 use std::fs::File;
@@ -19,6 +20,22 @@ use nix::sys::wait::{waitid, Id, WaitPidFlag, WaitStatus};
 
 use super::spawn::apply_mount;
 use super::MountOp;
+
+/// openat2(2) of `path` relative to `dir`, resolved as `resolve` says (RESOLVE_BENEATH,
+/// RESOLVE_NO_SYMLINKS: a deploy writes an upload's entries with these, so no entry can
+/// reach outside its version directory or through a link); the new fd, owned.
+pub fn openat2(
+    dir: &impl AsFd,
+    path: &std::path::Path,
+    flags: OFlag,
+    mode: nix::sys::stat::Mode,
+    resolve: nix::fcntl::ResolveFlag,
+) -> io::Result<OwnedFd> {
+    let how = nix::fcntl::OpenHow::new().flags(flags | OFlag::O_CLOEXEC).mode(mode).resolve(resolve);
+    let fd = nix::fcntl::openat2(dir.as_fd().as_raw_fd(), path, how)?;
+    // SAFETY: openat2 just returned this fd; nothing else has or closes it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
 
 /// Makes a pipe whose both ends are close-on-exec: (read, write).
 pub fn cloexec_pipe() -> io::Result<(OwnedFd, OwnedFd)> {

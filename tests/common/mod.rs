@@ -173,7 +173,7 @@ impl Daemon {
         std::fs::write(
             &config,
             format!(
-                "{}state_dir = \"state\"\nwrappers_dir = \"{}\"\nuid_base = {}\nuid_count = {}\n{config_extra}\n",
+                "{}state_dir = \"state\"\ndeploy.dir = \"deploy\"\nwrappers_dir = \"{}\"\nuid_base = {}\nuid_count = {}\n{config_extra}\n",
                 if config_extra.contains("functions_dir") { "" } else { "functions_dir = \"functions\"\n" },
                 repo().join("wrappers").display(),
                 uids.0,
@@ -268,6 +268,11 @@ impl Daemon {
 
     pub fn state_dir(&self) -> PathBuf {
         self.dir.path().join("state")
+    }
+
+    /// Where deployed versions go (`deploy.dir`, beside the state directory).
+    pub fn deploy_dir(&self) -> PathBuf {
+        self.dir.path().join("deploy")
     }
 
     pub fn write_function(&self, name: &str, text: &str) {
