@@ -48,9 +48,10 @@ fn waiter(markers: &Path) -> String {
 }
 
 /// A directory the sandbox can see: read_only may not cover /tmp (the sandbox's own), so it
-/// lives under the target directory; the sandbox uid must be able to look inside.
+/// lives under /var/tmp (never the checkout, which may itself be under /tmp); the sandbox uid
+/// must be able to look inside.
 fn marker_dir() -> tempfile::TempDir {
-    let d = tempfile::Builder::new().prefix("coexist-").tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let d = tempfile::Builder::new().prefix("coexist-").tempdir_in("/var/tmp").unwrap();
     std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     d
 }
