@@ -786,9 +786,7 @@ fn admit(
     drop(token);
     let app = app.clone();
     let info = info.clone();
-    let flushes = Arc::new(Flushes::default());
-    let io =
-        TokioIo::new(Box::new(FlushWatch { inner: io.into_inner(), flushes: flushes.clone() }) as Box<dyn IoStream>);
+    let flushes = io.inner().flushes.clone();
     let service =
         hyper::service::service_fn(move |req| handle(app.clone(), req, info.clone(), client.clone(), flushes.clone()));
     let conn = hyper::server::conn::http1::Builder::new()
@@ -822,8 +820,7 @@ async fn read_proxy_header(io: Io, client: Client, app: &App) -> Result<(Io, Cli
                     // The proxy's own connection (a health check): the proxy is the client.
                     ProxiedSource::Peer => client,
                 };
-                let rest = bytes::Bytes::copy_from_slice(&buf[used..]);
-                let stream = Box::new(Prefixed { rest, inner: stream }) as Box<dyn IoStream>;
+                stream.rest = bytes::Bytes::copy_from_slice(&buf[used..]);
                 return Ok((TokioIo::new(stream), client));
             }
         }
@@ -836,50 +833,6 @@ async fn read_proxy_header(io: Io, client: Client, app: &App) -> Result<(Io, Cli
             Ok(0) | Err(_) => return Err(proxy::HeaderError::Missing),
             Ok(n) => buf.extend_from_slice(&chunk[..n]),
         }
-    }
-}
-
-/// A stream whose first bytes were already read (past a PROXY header).
-struct Prefixed {
-    rest: bytes::Bytes,
-    inner: Box<dyn IoStream>,
-}
-
-impl tokio::io::AsyncRead for Prefixed {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        if !self.rest.is_empty() {
-            let n = self.rest.len().min(buf.remaining());
-            let head = self.rest.split_to(n);
-            buf.put_slice(&head);
-            return Poll::Ready(Ok(()));
-        }
-        Pin::new(&mut self.inner).poll_read(cx, buf)
-    }
-}
-
-impl tokio::io::AsyncWrite for Prefixed {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
-    }
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 
@@ -917,26 +870,40 @@ async fn refuse(io: Io, refusal: Refusal, _token: OwnedSemaphorePermit) {
     let _ = tokio::time::timeout(REFUSAL_DRAIN, drain).await;
 }
 
-type Io = TokioIo<Box<dyn IoStream>>;
+type Io = TokioIo<Conn>;
 
-/// A connection's stream that counts its completed flushes, so a body cut short can wait
-/// until hyper has written out everything before it (`invoke::Flushes`).
-struct FlushWatch {
+/// One accepted connection's stream. Bytes already read past a PROXY header (`rest`) are
+/// read first; every completed flush is counted, so a body cut short can wait until hyper has
+/// written out everything before it (`invoke::Flushes`).
+struct Conn {
     inner: Box<dyn IoStream>,
+    rest: bytes::Bytes,
     flushes: Arc<Flushes>,
 }
 
-impl tokio::io::AsyncRead for FlushWatch {
+impl Conn {
+    fn new(inner: Box<dyn IoStream>) -> Io {
+        TokioIo::new(Conn { inner, rest: bytes::Bytes::new(), flushes: Arc::new(Flushes::default()) })
+    }
+}
+
+impl tokio::io::AsyncRead for Conn {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut tokio::io::ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
+        if !self.rest.is_empty() {
+            let n = self.rest.len().min(buf.remaining());
+            let head = self.rest.split_to(n);
+            buf.put_slice(&head);
+            return Poll::Ready(Ok(()));
+        }
         Pin::new(&mut self.inner).poll_read(cx, buf)
     }
 }
 
-impl tokio::io::AsyncWrite for FlushWatch {
+impl tokio::io::AsyncWrite for Conn {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.inner).poll_write(cx, buf)
     }
@@ -973,14 +940,14 @@ async fn accept(listener: &Listener, proxy: &proxy::ProxySettings) -> io::Result
         Listener::Tcp(l) => {
             let (s, addr) = l.accept().await?;
             let _ = s.set_nodelay(true);
-            Ok((TokioIo::new(Box::new(s) as Box<dyn IoStream>), Client::tcp(addr.ip(), proxy)))
+            Ok((Conn::new(Box::new(s)), Client::tcp(addr.ip(), proxy)))
         }
         Listener::Unix(l) => {
             let (s, _) = l.accept().await?;
             let peer =
                 s.peer_cred().ok().map(|c| crate::deploy::api::Caller { uid: c.uid(), gid: c.gid(), pid: c.pid() });
             let client = Client { addr: "unix".into(), key: ClientKey::Local, ip: None, peer };
-            Ok((TokioIo::new(Box::new(s) as Box<dyn IoStream>), client))
+            Ok((Conn::new(Box::new(s)), client))
         }
     }
 }

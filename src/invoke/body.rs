@@ -28,7 +28,7 @@ const CUT_FLUSH_LIMIT: Duration = Duration::from_secs(10);
 /// Without a flush signal (a connection we did not wrap), a short wait is all we can do.
 const CUT_FLUSH_GUESS: Duration = Duration::from_millis(250);
 
-/// Counts the completed flushes of one connection's writes (see `http::FlushWatch`). hyper
+/// Counts the completed flushes of one connection's writes (see `http::Conn`). hyper
 /// drops what it still buffers when a body ends with an error, so a cut-short body waits,
 /// pending, until a flush completes after its last chunk: hyper flushes while the body is
 /// pending, and a completed flush means everything before it reached the socket.
