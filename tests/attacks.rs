@@ -18,7 +18,7 @@ use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{python, require_root, sh, sh_with, Daemon, Resp, UID_BASE};
+use common::{python, require_root, sh, sh_with, Daemon, HostDir, Resp, UID_BASE};
 use nix::libc;
 
 // errno values (asm-generic/errno-base.h, errno.h): what the handlers report back.
@@ -838,7 +838,7 @@ fn a_sandbox_sees_and_reaches_no_sibling_sandbox() {
     // The victim runs until the test releases it, so it is provably alive while the attacker
     // works. The attacker looks for it by its host pid and by scanning its own /proc, then
     // sends SIGKILL to everything it can (kill(-1)).
-    let mark = marker_dir();
+    let mark = HostDir::new();
     let victim = py(
         &format!(
             "def handle(request):\n    deadline = time.time() + 20\n    while not os.path.exists('{}/go') and time.time() < deadline:\n        \
@@ -1111,7 +1111,7 @@ fn syscall_denied_mid_stream_cuts_the_body_short() {
     // whole one (wrappers/README.md: "the client sees an incomplete body"). The handler makes
     // the call only once the client has read the first part (a marker file the test writes),
     // so the first part provably went out before the kill.
-    let mark = marker_dir();
+    let mark = HostDir::new();
     let go = mark.path().join("go");
     let src = format!(
         r#"
@@ -1586,14 +1586,6 @@ fn invoke_command(d: &Daemon, name: &str, args: &[&str]) -> std::process::Comman
     cmd
 }
 
-/// A directory the sandbox can read, given in `read_only` (so not under /tmp, which the
-/// sandbox owns): the test creates files there to tell a blocked handler to go on.
-fn marker_dir() -> tempfile::TempDir {
-    let dir = tempfile::Builder::new().prefix("faas-attack-mark-").tempdir_in("/var/tmp").unwrap();
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    dir
-}
-
 /// No process has this name: `host_processes(range, NO_NAME)` matches by uid only.
 const NO_NAME: &str = "\u{0}";
 
@@ -1628,7 +1620,7 @@ def handle(request):
             time.sleep(0.02)
     return out
 "#;
-    let mark = marker_dir();
+    let mark = HostDir::new();
     let extra = format!("[sandbox]\nread_only = [\"{}\"]\n", mark.path().display());
     let f = py(&src.replace("/mark/go", &format!("{}/go", mark.path().display())), &extra);
     let d = start(&[("ns", &f), ("ns2", &f)]);
@@ -1795,7 +1787,7 @@ def handle(request):
 fn read_only_paths_with_sockets_are_refused_at_load() {
     require_root();
     // A read-only bind mount does not stop connect(2) (finding 14).
-    let dir = marker_dir();
+    let dir = HostDir::new();
     let _sock = std::os::unix::net::UnixListener::bind(dir.path().join("svc.sock")).unwrap();
     let hello = python("def handle(request):\n    return 'x'", "");
     let with_sock = hello.clone() + &format!("[sandbox]\nread_only = [\"{}\"]\n", dir.path().display());

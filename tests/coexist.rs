@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{descendants, request_to, require_root, sh, sh_with};
+use common::{descendants, request_to, require_root, sh, sh_with, HostDir};
 
 /// The first of 16 sandbox uids for test number `test` that no other test (here, in
 /// tests/common, or in another test process, unless pids collide modulo 4096) uses: above
@@ -45,15 +45,6 @@ fn waiter(markers: &Path) -> String {
          [limits]\ntimeout = \"60s\"\n[sandbox]\nread_only = [\"{m}\"]\n",
         m = markers.display()
     )
-}
-
-/// A directory the sandbox can see: read_only may not cover /tmp (the sandbox's own), so it
-/// lives under /var/tmp (never the checkout, which may itself be under /tmp); the sandbox uid
-/// must be able to look inside.
-fn marker_dir() -> tempfile::TempDir {
-    let d = tempfile::Builder::new().prefix("coexist-").tempdir_in("/var/tmp").unwrap();
-    std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    d
 }
 
 /// A test's directory: faas.toml, functions/, state/ (created by faas), logs.
@@ -247,7 +238,7 @@ fn finish(mut child: Child) -> (Option<i32>, String) {
 #[ignore = "needs root: sudo -E cargo test -- --include-ignored"]
 fn daemon_and_invoke_never_share_a_uid() {
     require_root();
-    let markers = marker_dir();
+    let markers = HostDir::new();
     let base = uid_range(0);
     let s = Setup::new(&[("wait", &waiter(markers.path()))], base, 16);
     let d = s.serve("daemon.log").unwrap_or_else(|e| panic!("faas serve did not start: {e:?}"));
@@ -278,7 +269,7 @@ fn daemon_and_invoke_never_share_a_uid() {
 #[ignore = "needs root: sudo -E cargo test -- --include-ignored"]
 fn two_daemons_never_share_a_uid() {
     require_root();
-    let markers = marker_dir();
+    let markers = HostDir::new();
     let base = uid_range(1);
     let one = Setup::new(&[("wait", &waiter(markers.path()))], base, 16);
     let two = Setup::new(&[("wait", &waiter(markers.path()))], base, 16);
@@ -349,7 +340,7 @@ fn a_uid_held_by_a_leftover_process_is_not_leased() {
 #[ignore = "needs root: sudo -E cargo test -- --include-ignored"]
 fn invoke_leaves_the_daemon_serving() {
     require_root();
-    let markers = marker_dir();
+    let markers = HostDir::new();
     let base = uid_range(3);
     let wait = waiter(markers.path()).replace("timeout = \"60s\"", "timeout = \"10s\"");
     let s = Setup::new(&[("who", &who()), ("wait", &wait)], base, 16);

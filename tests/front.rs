@@ -17,7 +17,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{require_root, sh, sh_with, Daemon};
+use common::{require_root, sh, sh_with, Daemon, HostDir};
 
 /// Raw reads never wait longer than this: a hang is a failure, not a stall of `cargo test`.
 const READ_TIMEOUT: Duration = Duration::from_secs(30);
@@ -397,10 +397,13 @@ const OK: &str = "printf 'Content-Type: text/plain\\n\\nok'";
 fn a_connection_flood_under_a_low_fd_limit_is_refused_cleanly() {
     require_root();
     let l = listener();
-    let marker = MarkerDir::new();
+    let marker = HostDir::new();
     // nofile: a sandbox's RLIMIT_NOFILE may not exceed the daemon's hard limit.
     let limits = "[limits]\nconcurrency = 64\nnofile = 64";
-    let held = sh_with(&marker.wait_script(10), &format!("{limits}\n[sandbox]\nread_only = [\"{}\"]", marker.path()));
+    let held = sh_with(
+        &marker.sh_wait_for_then_done("go", 10),
+        &format!("{limits}\n[sandbox]\nread_only = [\"{}\"]", marker.path().display()),
+    );
     let mut f = Front::start(&[("f", &sh_with(OK, limits)), ("held", &held)], "", Socket::Kept(&l), Some(512));
     let (connections, per_client, sandboxes) = capacity(&f.logs());
     assert!(
@@ -467,7 +470,7 @@ fn a_connection_flood_under_a_low_fd_limit_is_refused_cleanly() {
         std::thread::sleep(Duration::from_millis(20));
     }
     assert!(most <= sandboxes, "{most} sandboxes at once, more than the {sandboxes} the fd reserve holds");
-    marker.release();
+    marker.set("go");
     let held: Vec<Raw> = waiting.into_iter().map(|w| w.join().unwrap()).collect();
     // Then churn: 16 clients, 8 short requests each.
     let clients: Vec<_> = (0..16u8)
@@ -627,10 +630,10 @@ fn trickled_bodies_do_not_hold_a_function_at_its_limit() {
 #[ignore = "needs root: sudo -E cargo test -- --include-ignored"]
 fn full_concurrency_is_429_global_and_per_function() {
     require_root();
-    let marker = MarkerDir::new();
+    let marker = HostDir::new();
     let gated = sh_with(
-        &marker.wait_script(10),
-        &format!("[limits]\nconcurrency = 1\n[sandbox]\nread_only = [\"{}\"]", marker.path()),
+        &marker.sh_wait_for_then_done("go", 10),
+        &format!("[limits]\nconcurrency = 1\n[sandbox]\nread_only = [\"{}\"]", marker.path().display()),
     );
     let d = Daemon::start_with(&[("hold", &gated), ("hold2", &gated), ("quick", &sh(OK))], "max_concurrency = 2");
     let first = {
@@ -651,7 +654,7 @@ fn full_concurrency_is_429_global_and_per_function() {
     assert_eq!((r.status, r.problem()), (429, "overloaded".to_owned()), "{r:?}");
     assert_eq!(r.header("retry-after"), Some("1"));
     assert_eq!(r.json()["invocation_id"].as_str(), r.header("faas-invocation-id"), "{r:?}");
-    marker.release();
+    marker.set("go");
     assert_eq!(first.join().unwrap().status, 200);
     assert_eq!(second.join().unwrap().status, 200);
     assert_eq!(d.get("/quick").status, 200);
@@ -775,34 +778,6 @@ fn no_connection_is_refused_across_an_idle_exit() {
     let next = Front::start(&[], "", Socket::Kept(&l), None);
     let r = exchange(&mut waiting, b"", false);
     assert_eq!(r.status, 200, "the connection made while no daemon ran: {r:?}\n{}", next.logs());
-}
-
-/// A directory the test creates a marker file in, visible read-only inside sandboxes: a
-/// handler blocks until the file exists, so the test decides when it ends.
-struct MarkerDir(tempfile::TempDir);
-
-impl MarkerDir {
-    fn new() -> MarkerDir {
-        use std::os::unix::fs::PermissionsExt;
-        // Not under /tmp, which a sandbox owns; readable by the sandbox's uid.
-        let dir = tempfile::Builder::new().prefix("marker-").tempdir_in("/var/tmp").unwrap();
-        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-        MarkerDir(dir)
-    }
-    fn path(&self) -> String {
-        self.0.path().display().to_string()
-    }
-    /// A CGI script that waits for the marker (at most `seconds`), then answers.
-    fn wait_script(&self, seconds: u32) -> String {
-        format!(
-            "i=0; while [ ! -e {}/go ] && [ $i -lt {} ]; do sleep 0.05; i=$((i+1)); done; printf 'Content-Type: text/plain\\n\\ndone'",
-            self.path(),
-            seconds * 20
-        )
-    }
-    fn release(&self) {
-        std::fs::write(self.0.path().join("go"), b"").unwrap();
-    }
 }
 
 /// How many children `pid` has: for the daemon, one init per live sandbox (what a sandbox

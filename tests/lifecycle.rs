@@ -7,31 +7,15 @@ mod common;
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
-use common::{require_root, sh_with, Daemon};
+use common::{require_root, sh_with, Daemon, HostDir};
 
-/// A directory the test creates a marker file in, visible read-only inside sandboxes: the
-/// handler blocks until the file exists, so the test, not a sleep, decides when it ends.
-struct MarkerDir(tempfile::TempDir);
-
-impl MarkerDir {
-    fn new() -> MarkerDir {
-        use std::os::unix::fs::PermissionsExt;
-        // Not under /tmp, which a sandbox owns; readable by the sandbox's uid.
-        let dir = tempfile::Builder::new().prefix("marker-").tempdir_in("/var/tmp").unwrap();
-        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-        MarkerDir(dir)
-    }
-    /// A function that waits for the marker (at most `seconds`), then answers "done".
-    fn function(&self, seconds: u32) -> String {
-        let p = self.0.path().display();
-        sh_with(
-            &format!("i=0; while [ ! -e {p}/go ] && [ $i -lt {} ]; do sleep 0.05; i=$((i+1)); done; printf 'Content-Type: text/plain\\n\\ndone'", seconds * 20),
-            &format!("[limits]\ntimeout = \"{}s\"\n[sandbox]\nread_only = [\"{p}\"]", seconds + 5),
-        )
-    }
-    fn release(&self) {
-        std::fs::write(self.0.path().join("go"), b"").unwrap();
-    }
+/// A function that waits until the test creates the marker `go` in `marker` (at most
+/// `seconds`), then answers "done": the test, not a sleep, decides when it ends.
+fn held_function(marker: &HostDir, seconds: u32) -> String {
+    sh_with(
+        &marker.sh_wait_for_then_done("go", seconds),
+        &format!("[limits]\ntimeout = \"{}s\"\n{}", seconds + 5, marker.sandbox_toml()),
+    )
 }
 
 /// The daemon's children: one init per live sandbox.
@@ -96,8 +80,8 @@ fn idle_daemon_exits_by_itself() {
 #[ignore = "needs root: sudo -E cargo test -- --include-ignored"]
 fn a_request_in_flight_keeps_an_idle_daemon_up() {
     require_root();
-    let marker = MarkerDir::new();
-    let mut d = Daemon::start_with(&[("wait", &marker.function(20))], "idle_exit = \"1s\"");
+    let marker = HostDir::new();
+    let mut d = Daemon::start_with(&[("wait", &held_function(&marker, 20))], "idle_exit = \"1s\"");
     let url = d.url("/wait");
     let inflight = std::thread::spawn(move || common::request_to(&url, "GET", b"", &[]));
     wait_for("a sandbox", &d, || !sandboxes(&d).is_empty());
@@ -108,7 +92,7 @@ fn a_request_in_flight_keeps_an_idle_daemon_up() {
         assert_eq!(d.child.try_wait().unwrap(), None, "exited with a request in flight:\n{}", d.logs());
         std::thread::sleep(Duration::from_millis(50));
     }
-    marker.release();
+    marker.set("go");
     let r = inflight.join().unwrap();
     assert_eq!((r.status, r.text().as_str()), (200, "done"));
     assert_eq!(d.wait_exit(Duration::from_secs(10)), Some(0), "no idle exit after the request:\n{}", d.logs());
@@ -129,8 +113,8 @@ fn watchdog_and_status_are_sent() {
 #[ignore = "needs root: sudo -E cargo test -- --include-ignored"]
 fn sigterm_drains_in_flight_requests() {
     require_root();
-    let marker = MarkerDir::new();
-    let mut d = Daemon::start(&[("slow", &marker.function(10))]);
+    let marker = HostDir::new();
+    let mut d = Daemon::start(&[("slow", &held_function(&marker, 10))]);
     let url = d.url("/slow");
     let inflight = std::thread::spawn(move || common::request_to(&url, "GET", b"", &[]));
     wait_for("a sandbox", &d, || !sandboxes(&d).is_empty());
@@ -145,7 +129,7 @@ fn sigterm_drains_in_flight_requests() {
         assert_eq!(d.child.try_wait().unwrap(), None, "exited before the request finished:\n{}", d.logs());
         std::thread::sleep(Duration::from_millis(50));
     }
-    marker.release();
+    marker.set("go");
     let r = inflight.join().unwrap();
     assert_eq!((r.status, r.text().as_str()), (200, "done"), "the in-flight request was cut off");
     assert_eq!(d.wait_exit(Duration::from_secs(10)), Some(0), "{}", d.logs());
@@ -156,8 +140,8 @@ fn sigterm_drains_in_flight_requests() {
 #[ignore = "needs root: sudo -E cargo test -- --include-ignored"]
 fn drain_grace_cuts_off_what_does_not_finish() {
     require_root();
-    let marker = MarkerDir::new();
-    let mut d = Daemon::start_with(&[("stuck", &marker.function(30))], "drain_grace = \"1s\"");
+    let marker = HostDir::new();
+    let mut d = Daemon::start_with(&[("stuck", &held_function(&marker, 30))], "drain_grace = \"1s\"");
     let mut s = std::net::TcpStream::connect(("127.0.0.1", d.port)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     s.write_all(b"GET /stuck HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();

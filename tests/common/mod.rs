@@ -860,6 +860,16 @@ impl HostDir {
         std::fs::remove_file(self.path().join(name)).unwrap();
     }
 
+    /// A CGI script that waits until the marker `name` exists (at most `seconds`, a hang
+    /// guard), then answers "done".
+    pub fn sh_wait_for_then_done(&self, name: &str, seconds: u32) -> String {
+        format!(
+            "i=0; while [ ! -e {}/{name} ] && [ $i -lt {} ]; do sleep 0.05; i=$((i+1)); done; printf 'Content-Type: text/plain\\n\\ndone'",
+            self.path().display(),
+            seconds * 20
+        )
+    }
+
     /// A sh loop that waits while the marker `name` exists, 20 s at most (a hang guard).
     pub fn sh_wait_while(&self, name: &str) -> String {
         format!(
