@@ -158,7 +158,7 @@ pub async fn run(cli: Cli, listeners: Vec<TakenListener>) -> anyhow::Result<u8> 
 fn check(config: &Config, paths: &[PathBuf]) -> u8 {
     let mut errors = Vec::new();
     let mut count = 0;
-    let hard_nofile = registry::hard_nofile();
+    let hard_nofile = crate::sandbox::nofile_hard_limit();
     let targets: Vec<PathBuf> = if paths.is_empty() { vec![config.functions_dir.clone()] } else { paths.to_vec() };
     for p in &targets {
         let files = if p.is_dir() {

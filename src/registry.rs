@@ -304,12 +304,6 @@ fn remove_dead_invokes(state: &Path) {
     }
 }
 
-/// The hard open-files limit of this process; None when unlimited or unknown.
-pub fn hard_nofile() -> Option<u64> {
-    let (_, hard) = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).ok()?;
-    (hard != nix::libc::RLIM_INFINITY).then_some(hard)
-}
-
 /// Why every request of `f` would fail, if its `nofile` is above the hard open-files limit
 /// `hard`: the sandbox cannot raise its hard limit once it has dropped root (setrlimit(2)).
 pub fn nofile_warning(f: &Function, hard: Option<u64>) -> Option<String> {
@@ -440,7 +434,7 @@ impl Registry {
             Ok(f) => f,
             Err(e) => return self.invalid(name, e.into()),
         };
-        if let Some(warning) = nofile_warning(&function, hard_nofile()) {
+        if let Some(warning) = nofile_warning(&function, self.host.nofile_hard) {
             tracing::warn!(function = name, "function {name}: {warning}");
         }
         let version = self.versions.fetch_add(1, Ordering::Relaxed);

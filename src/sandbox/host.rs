@@ -76,6 +76,8 @@ pub struct Host {
     pub seccomp: (Arc<BpfProgram>, Arc<BpfProgram>),
     /// The highest capability number: every child empties its bounding set up to it.
     pub cap_last: u32,
+    /// Our hard open-files limit (None: unlimited), read once: no sandbox gets more.
+    pub nofile_hard: Option<u64>,
     /// Signals with a non-default disposition, which every child resets. Read at the first
     /// spawn, after tokio has installed its handlers.
     pub changed_signals: std::sync::OnceLock<Vec<i32>>,
@@ -191,6 +193,7 @@ impl Host {
             cgroups,
             seccomp: (Arc::new(seccomp.0), Arc::new(seccomp.1)),
             cap_last: super::cap_last(),
+            nofile_hard: sys::nofile_hard_limit(),
             changed_signals: std::sync::OnceLock::new(),
             layers: Layers::new(list),
             landlock,

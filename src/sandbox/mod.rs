@@ -39,7 +39,7 @@ pub use cgroup::{own_cgroup, Usage};
 pub use host::{Host, LayerState, FALLBACK_BOUNDS};
 pub use landlock::LandlockError;
 pub use running::{start, Event, Launch, Running, Stdio};
-pub use sys::{openat2, ExitStatus};
+pub use sys::{nofile_hard_limit, openat2, ExitStatus};
 pub use uids::{check_private_dir, UnsafeDir};
 
 use spawn::CStringArray;

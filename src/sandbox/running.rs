@@ -147,7 +147,7 @@ pub fn start(host: &Host, prepared: &Arc<PreparedSandbox>, launch: Launch) -> Re
         // Never above the daemon's own hard limit: raising a hard limit takes
         // CAP_SYS_RESOURCE, so setrlimit would fail and stop every request. `faas check` and
         // the load log warn about such a function.
-        (libc::RLIMIT_NOFILE, limit(limits.nofile.min(nofile_hard()))),
+        (libc::RLIMIT_NOFILE, limit(host.nofile_hard.map_or(limits.nofile, |hard| limits.nofile.min(hard)))),
         (libc::RLIMIT_FSIZE, limit(prepared.tmp_bytes.max(limits.output.0))),
         // Counted per real uid, and the uid is this sandbox's alone: the pids limit itself
         // without cgroups; with them a backstop above pids.max, so that pids.max is what
@@ -216,11 +216,6 @@ pub fn start(host: &Host, prepared: &Arc<PreparedSandbox>, launch: Launch) -> Re
         listener: None,
         exit: None,
     })
-}
-
-/// This process's hard open-files limit.
-fn nofile_hard() -> u64 {
-    nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).map_or(u64::MAX, |(_, hard)| hard)
 }
 
 /// Removes a request cgroup if set-up fails before the child owns it.

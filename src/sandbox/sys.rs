@@ -37,6 +37,13 @@ pub fn openat2(
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
+/// This process's hard open-files limit, or None when it is unlimited (or unreadable): no
+/// sandbox may be given more, since raising a hard limit takes CAP_SYS_RESOURCE.
+pub fn nofile_hard_limit() -> Option<u64> {
+    let (_, hard) = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).ok()?;
+    (hard != libc::RLIM_INFINITY).then_some(hard)
+}
+
 /// Makes a pipe whose both ends are close-on-exec: (read, write).
 pub fn cloexec_pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     Ok(nix::unistd::pipe2(OFlag::O_CLOEXEC)?)
