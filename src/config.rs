@@ -70,6 +70,32 @@ pub struct Config {
     pub proxy: ProxySettings,
     /// `[deploy]`: where deployed versions live, how many are kept, who may deploy.
     pub deploy: crate::deploy::DeployConfig,
+    /// `[warm]`: the zygotes of warm Python functions (warm.rs).
+    pub warm: WarmConfig,
+}
+
+/// `[warm]` in faas.toml.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WarmConfig {
+    /// What all zygotes together may hold resident; past it the least recently used idle one
+    /// is stopped, and with none idle a function is served cold.
+    pub memory: Bytes,
+    /// One zygote's memory limit (memory.max of its cgroup; RLIMIT_DATA without cgroups).
+    pub zygote_memory: Bytes,
+    /// A zygote that has forked nothing for this long exits; the next request starts cold
+    /// and starts it again. `"0"`: never.
+    pub idle_exit: Span,
+}
+
+impl Default for WarmConfig {
+    fn default() -> Self {
+        WarmConfig {
+            memory: Bytes(1 << 30),
+            zygote_memory: Bytes(256 << 20),
+            idle_exit: Span(std::time::Duration::from_secs(600)),
+        }
+    }
 }
 
 /// Resource limits; in function files every key is optional and falls back to faas.toml.
@@ -142,6 +168,7 @@ impl Default for Config {
             sandbox: SandboxDefaults::default(),
             proxy: ProxySettings::default(),
             deploy: crate::deploy::DeployConfig::default(),
+            warm: WarmConfig::default(),
         }
     }
 }

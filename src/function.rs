@@ -128,6 +128,13 @@ struct SandboxDef {
     #[serde(default)]
     env: BTreeMap<String, Spanned<String>>,
     landlock: Option<LandlockMode>,
+    /// Fork each request from a warm interpreter (python only; on by default there).
+    warm: Option<Spanned<bool>>,
+    /// Modules of the interpreter's own the zygote imports.
+    #[serde(default)]
+    preload: Vec<Spanned<String>>,
+    /// Import the function's own module in the zygote too.
+    preload_handler: Option<Spanned<bool>>,
 }
 
 /// Where the handler's code comes from.
@@ -208,6 +215,18 @@ pub struct Function {
     pub allow_headers: Vec<String>,
     /// When the daemon runs it by itself (`schedule/`).
     pub schedules: Vec<Schedule>,
+    /// Forked from a warm interpreter (`warm.rs`); None: each request starts cold.
+    pub warm: Option<Warm>,
+}
+
+/// What a warm function's zygote keeps imported.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Warm {
+    /// Modules of the interpreter's own, imported in the zygote.
+    pub preload: Vec<String>,
+    /// The function's own module is imported in the zygote as well: its top-level code runs
+    /// once there, outside any request's sandbox, and every request starts from its state.
+    pub preload_handler: bool,
 }
 
 /// File names that may be functions: `[a-z0-9][a-z0-9_-]{0,62}`.
@@ -322,6 +341,7 @@ impl Function {
         let err = |span, msg, hint: &str| at.err(span, msg, hint);
         let auth = Auth::parse(def.auth, &source, &err)?;
         let secrets = parse_secrets(&at, def.secrets, &source, &env)?;
+        let warm = parse_warm(&at, runtime, sandbox.warm, sandbox.preload, sandbox.preload_handler)?;
         Ok(Function {
             name,
             path: path.to_owned(),
@@ -340,6 +360,7 @@ impl Function {
             landlock: sandbox.landlock.unwrap_or_default(),
             allow_headers,
             schedules,
+            warm,
         })
     }
 
@@ -629,6 +650,54 @@ fn parse_secrets(
         out.push(SecretFile { name, credential, value, env: var });
     }
     Ok(out)
+}
+
+/// `warm`, `preload` and `preload_handler`: on by default for python, refused elsewhere.
+fn parse_warm(
+    at: &At,
+    runtime: Runtime,
+    warm: Option<Spanned<bool>>,
+    preload: Vec<Spanned<String>>,
+    preload_handler: Option<Spanned<bool>>,
+) -> Result<Option<Warm>, ConfigError> {
+    let python = runtime == Runtime::Python;
+    if let Some(w) = warm.as_ref().filter(|w| *w.get_ref() && !python) {
+        return Err(at.err(
+            Some(w.span()),
+            "warm = true needs runtime = \"python\"".into(),
+            "only Python functions are forked from a warm interpreter; others start cold",
+        ));
+    }
+    let on = python && warm.as_ref().is_none_or(|w| *w.get_ref());
+    let first = preload.first().map(|p| p.span()).or(preload_handler.as_ref().map(|p| p.span()));
+    if !on {
+        if let Some(span) = first {
+            return Err(at.err(
+                Some(span),
+                "preload and preload_handler need a warm python function".into(),
+                "remove them, or set runtime = \"python\" without warm = false",
+            ));
+        }
+        return Ok(None);
+    }
+    let mut names = Vec::new();
+    for p in preload {
+        let name = p.get_ref();
+        let ok = !name.is_empty()
+            && name.split('.').all(|part| {
+                part.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                    && part.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+            });
+        if !ok {
+            return Err(at.err(
+                Some(p.span()),
+                format!("preload lists {name:?}, which is not a module name"),
+                "list importable module names, e.g. preload = [\"numpy\", \"email.parser\"]",
+            ));
+        }
+        names.push(name.clone());
+    }
+    Ok(Some(Warm { preload: names, preload_handler: preload_handler.is_some_and(|p| *p.get_ref()) }))
 }
 
 /// The origin-wide response headers the function may send unscoped, lowercase.

@@ -207,8 +207,12 @@ fn json(status: StatusCode, value: serde_json::Value) -> Response<ResponseBody> 
 }
 
 fn server_timing(t: &invoke::Timing) -> HeaderValue {
-    let v =
-        format!("setup;dur={:.3}, handler;dur={:.3}", t.setup.as_secs_f64() * 1e3, t.first_byte.as_secs_f64() * 1e3);
+    let v = format!(
+        "setup;dur={:.3};desc={}, handler;dur={:.3}",
+        t.setup.as_secs_f64() * 1e3,
+        t.start.as_str(),
+        t.first_byte.as_secs_f64() * 1e3
+    );
     HeaderValue::from_str(&v).expect("digits and ascii only")
 }
 
@@ -653,6 +657,8 @@ fn functions_json(app: &App) -> serde_json::Value {
                     "concurrency": l.function.limits.concurrency,
                 },
                 "network": l.function.network.as_str(),
+                "start": if l.warm.is_some() { "warm" } else { "cold" },
+                "zygote": l.warm.as_ref().map(|w| w.info()),
                 "schedules": app.schedules.describe(&name),
                 "allow": l.function.allow.texts(),
                 "auth": l.function.auth.describe(),
@@ -668,7 +674,12 @@ fn functions_json(app: &App) -> serde_json::Value {
             }
         })
         .collect();
-    serde_json::json!({ "functions": list, "layers": app.host.layers.summary })
+    serde_json::json!({
+        "functions": list,
+        "layers": app.host.layers.summary,
+        "zygotes": app.registry.warm().report(),
+        "zygote_resident_bytes": app.registry.warm().resident(),
+    })
 }
 
 /// A listening socket from systemd or `--listen`.

@@ -24,6 +24,7 @@ mod schedule;
 mod secrets;
 mod serve;
 mod units;
+mod warm;
 
 use clap::Parser;
 

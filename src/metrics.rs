@@ -36,6 +36,13 @@ struct OutcomeLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StartLabels {
+    function: String,
+    /// `warm` (forked from the zygote) or `cold` (exec'd).
+    start: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct FunctionLabels {
     function: String,
 }
@@ -68,6 +75,7 @@ pub struct Metrics {
     setup: HistogramFamily,
     memory: HistogramFamily,
     spawn_failures: Family<FunctionLabels, Counter>,
+    starts: Family<StartLabels, Counter>,
     auth_failures: Family<ReasonLabels, Counter>,
     egress_connections: Family<VerdictLabels, Counter>,
     egress_bytes: Family<DirectionLabels, Counter>,
@@ -88,6 +96,7 @@ impl Metrics {
         let memory: HistogramFamily =
             Family::new_with_constructor(|| Histogram::new(exponential_buckets(1_048_576.0, 2.0, 12)));
         let spawn_failures = Family::<FunctionLabels, Counter>::default();
+        let starts = Family::<StartLabels, Counter>::default();
         let in_flight = Gauge::default();
         let auth_failures = Family::<ReasonLabels, Counter>::default();
         let egress_connections = Family::<VerdictLabels, Counter>::default();
@@ -121,6 +130,11 @@ impl Metrics {
         );
         registry.register("spawn_failures", "Sandboxes that could not be set up", spawn_failures.clone());
         registry.register("in_flight", "Invocations running now", in_flight.clone());
+        registry.register(
+            "sandbox_starts",
+            "Sandboxes started, by whether the process was forked from a warm zygote or exec'd cold",
+            starts.clone(),
+        );
         Metrics {
             registry: Mutex::new(registry),
             invocations,
@@ -128,6 +142,7 @@ impl Metrics {
             setup,
             memory,
             spawn_failures,
+            starts,
             auth_failures,
             egress_connections,
             egress_bytes,
@@ -144,6 +159,8 @@ impl Metrics {
             .inc();
         self.duration.get_or_create(&function).observe(r.duration.as_secs_f64());
         if r.timing.setup > std::time::Duration::ZERO {
+            let start = StartLabels { function: r.function.clone(), start: r.timing.start.as_str().to_owned() };
+            self.starts.get_or_create(&start).inc();
             self.setup.get_or_create(&function).observe(r.timing.setup.as_secs_f64());
         }
         if let Some(peak) = r.usage.as_ref().and_then(|u| u.memory_peak) {

@@ -49,6 +49,8 @@ pub struct Loaded {
     pub limiter: Arc<Semaphore>,
     /// The deployed version (sha256, hex) when it came from the deploy store.
     pub deployed: Option<String>,
+    /// Its zygote, for a warm function.
+    pub warm: Option<Arc<crate::warm::Slot>>,
 }
 
 /// What a lookup found.
@@ -127,6 +129,8 @@ pub struct Registry {
     store: Store,
     /// Every deployed version loaded and maybe still running: (name, version, it).
     live: Mutex<Vec<(String, String, Weak<Loaded>)>>,
+    /// The zygotes of warm functions.
+    warm: Arc<crate::warm::Pool>,
 }
 
 /// Which process the registry is for; each owns a different part of the state directory.
@@ -321,6 +325,7 @@ impl Registry {
     /// state directory (see the module docs); `Serve` clears what an earlier daemon left.
     pub fn new(host: Arc<Host>, role: Role) -> Result<Registry, StateError> {
         let dir = host.config.functions_dir.clone();
+        let host_warm = host.config.warm.clone();
         let state = StateDir::open(&host.config.state_dir, role)?;
         let store = Store::new(host.config.deploy.dir.clone());
         if role == Role::Serve {
@@ -335,7 +340,13 @@ impl Registry {
             versions: AtomicU64::new(1),
             store,
             live: Mutex::default(),
+            warm: crate::warm::Pool::new(host_warm),
         })
+    }
+
+    /// The zygotes of warm functions.
+    pub fn warm(&self) -> &Arc<crate::warm::Pool> {
+        &self.warm
     }
 
     /// The deployed functions' versions.
@@ -460,7 +471,9 @@ impl Registry {
             function.path.display(),
             sandbox.landlock_summary()
         );
-        let loaded = Arc::new(Loaded { function, sandbox, version, limiter, deployed: deployed.clone() });
+        // Only a daemon keeps zygotes: `faas invoke` runs one request, cold.
+        let warm = if !self.state.remove { self.warm.slot(&function, version) } else { None };
+        let loaded = Arc::new(Loaded { function, sandbox, version, limiter, deployed: deployed.clone(), warm });
         if let Some(v) = deployed {
             let mut live = self.live.lock().expect("registry lock is never poisoned");
             live.retain(|(_, _, l)| l.strong_count() > 0);

@@ -25,6 +25,15 @@ pub fn command(runtime: Runtime, handler: &str, runtimes: &Runtimes) -> (CString
     }
 }
 
+/// A Python zygote's program and argv: the same interpreter and flags as a cold start, running
+/// `/faas/zygote.py` (which takes its handler from the daemon).
+pub fn zygote_command(runtimes: &Runtimes) -> (CString, Vec<CString>) {
+    let (exe, mut argv) = command(Runtime::Python, "-", runtimes);
+    argv.truncate(3);
+    argv.push(c"/faas/zygote.py".into());
+    (exe, argv)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

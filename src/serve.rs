@@ -165,6 +165,7 @@ pub async fn run(config: Config, listeners: Vec<TakenListener>, admin_socket: Op
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let loops = start_accept_loops(&app, listeners, &graceful, &stop_rx)?;
     let scheduler = tokio::spawn(crate::schedule::run(app.clone(), stop_rx.clone()));
+    tokio::spawn(app.registry.warm().clone().watch());
     // Before READY=1: from then on systemd may send SIGTERM, and its default action would
     // skip the drain.
     let mut signals = Signals::install()?;

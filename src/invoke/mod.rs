@@ -24,7 +24,7 @@ use tokio::time::sleep_until;
 
 pub use body::{BodyStream, Flushes};
 use invocation::{Invocation, Kill};
-pub use report::{Outcome, Report, Timing, Trigger};
+pub use report::{Outcome, Report, Start, Timing, Trigger};
 use stderr::StderrLog;
 
 use crate::auth::Caller;
@@ -32,7 +32,7 @@ use crate::cgi::{self, Head, RequestMeta, MAX_HEAD};
 use crate::egress::{self, Proxy};
 use crate::function::{LandlockMode, Network};
 use crate::registry::Loaded;
-use crate::sandbox::{self, Event, Host, Launch, Running, Stdio};
+use crate::sandbox::{self, Event, Host, Launch, Running, SpawnError, Stdio};
 
 /// A response under way: its head and a stream of body chunks.
 pub struct Started {
@@ -149,13 +149,30 @@ async fn run(
         caller: call.caller.as_ref(),
         own_origin: call.own_origin,
     };
-    let launch = Launch {
+    let launch = || Launch {
         id: &call.id,
         limits: &f.limits,
         envp: environment(&meta, &loaded),
         landlock_required: f.landlock == LandlockMode::Required,
     };
-    let mut sandbox = match sandbox::start(&host, &loaded.sandbox, launch) {
+    let zygote = loaded.warm.as_ref().and_then(|slot| Some((slot, slot.zygote(&host, &loaded.sandbox)?)));
+    let started = match &zygote {
+        Some((slot, zygote)) => match sandbox::start_warm(&host, &loaded.sandbox, zygote, launch()).await {
+            // The zygote is stuck or gone: this request starts cold, the next one a new zygote.
+            Err(e @ SpawnError::Zygote(_)) => {
+                tracing::warn!(function = %f.name, invocation_id = %call.id, "{e}; starting this request cold");
+                slot.lost(zygote);
+                sandbox::start(&host, &loaded.sandbox, launch())
+            }
+            Ok(s) => {
+                end.report.timing.start = Start::Warm;
+                Ok(s)
+            }
+            Err(e) => Err(e),
+        },
+        None => sandbox::start(&host, &loaded.sandbox, launch()),
+    };
+    let mut sandbox = match started {
         Ok(s) => s,
         Err(e) => {
             tracing::error!(function = %f.name, invocation_id = %call.id, "{e}");

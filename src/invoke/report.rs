@@ -136,9 +136,30 @@ impl Trigger {
     }
 }
 
+/// How a request's sandbox process was made.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Start {
+    /// Cloned by the daemon and exec'd: the interpreter starts from nothing.
+    #[default]
+    Cold,
+    /// Forked from the function version's zygote (warm.rs), its interpreter already started.
+    Warm,
+}
+
+impl Start {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Start::Cold => "cold",
+            Start::Warm => "warm",
+        }
+    }
+}
+
 /// Set-up and handler times, for Server-Timing and the report.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Timing {
+    /// Warm or cold.
+    pub start: Start,
     /// From the request reaching us to the wrapper's exec.
     pub setup: Duration,
     /// From exec to the response head.
@@ -207,13 +228,14 @@ impl Report {
         let egress = crate::egress::summary(&r.egress);
         let egress_field = if r.egress.is_empty() { String::new() } else { format!(" egress=\"{egress}\"") };
         let message = format!(
-            "REPORT {} {} outcome={} status={} trigger={} client={} duration={duration_ms:.2}ms setup={setup_us}us cpu_us={cpu} memory_peak={peak} bytes_out={}{cgroup}{detail}{caller}{egress_field} layers=\"{}\"{}",
+            "REPORT {} {} outcome={} status={} trigger={} client={} duration={duration_ms:.2}ms setup={setup_us}us start={} cpu_us={cpu} memory_peak={peak} bytes_out={}{cgroup}{detail}{caller}{egress_field} layers=\"{}\"{}",
             r.function,
             r.id,
             r.outcome.slug(),
             r.status,
             r.trigger.as_str(),
             r.client,
+            r.timing.start.as_str(),
             r.bytes_out,
             r.layers,
             if version.is_empty() { String::new() } else { format!(" version={version}") }
@@ -230,6 +252,7 @@ impl Report {
                     FAAS_CLIENT = %r.client,
                     FAAS_DURATION_MS = format_args!("{duration_ms:.3}"),
                     FAAS_SETUP_US = setup_us,
+                    FAAS_START = r.timing.start.as_str(),
                     FAAS_CPU_USEC = %cpu,
                     FAAS_MEMORY_PEAK = %peak,
                     FAAS_LAYERS = %r.layers,

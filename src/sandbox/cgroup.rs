@@ -151,7 +151,12 @@ impl CgroupTree {
 
     /// Creates `inv-ID` with the function's limits and opens it for CLONE_INTO_CGROUP.
     pub fn create(&self, id: &str, limits: &Limits) -> Result<RequestCgroup, CgroupError> {
-        let path = self.root.join(format!("inv-{id}"));
+        self.create_named(&format!("inv-{id}"), limits)
+    }
+
+    /// A cgroup of this name under the subtree, with these limits (a zygote's: `zygote-…`).
+    pub fn create_named(&self, name: &str, limits: &Limits) -> Result<RequestCgroup, CgroupError> {
+        let path = self.root.join(name);
         fs::create_dir(&path).map_err(io_err("create", &path))?;
         let cg = RequestCgroup { dir: None, path };
         for (file, value) in limit_files(limits) {

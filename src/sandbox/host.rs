@@ -148,7 +148,7 @@ impl Host {
         };
         list.push(("landlock", ll_state, "Linux ≥ 6.12 with lsm=…,landlock gives every rule"));
 
-        let build = |host_network| seccomp::build_filter(seccomp::Policy { host_network });
+        let build = |host_network| seccomp::build_filter(seccomp::Policy { host_network, zygote: false });
         let (seccomp, seccomp_state) = match (build(false), build(true)) {
             (Ok(isolated), Ok(host)) if seccomp_supported() => ((isolated, host), LayerState::Enforced),
             (Ok(_), Ok(_)) => (

@@ -24,6 +24,7 @@ mod spawn;
 #[allow(unsafe_code)]
 mod sys;
 mod uids;
+mod zygote;
 
 use std::ffi::{CStr, CString};
 use std::fmt;
@@ -41,6 +42,7 @@ pub use landlock::LandlockError;
 pub use running::{start, Event, Launch, Running, Stdio};
 pub use sys::{nofile_hard_limit, openat2, ExitStatus};
 pub use uids::{check_private_dir, UnsafeDir};
+pub use zygote::{start_warm, Zygote, ZygoteSpec};
 
 use spawn::CStringArray;
 
@@ -132,7 +134,8 @@ pub enum Step {
 }
 
 impl Step {
-    fn from_u32(v: u32) -> Option<Step> {
+    /// Every step, in order.
+    pub const ALL: [Step; 22] = {
         use Step::*;
         [
             Stdio,
@@ -158,8 +161,10 @@ impl Step {
             Rlimit,
             Exec,
         ]
-        .into_iter()
-        .find(|s| *s as u32 == v)
+    };
+
+    fn from_u32(v: u32) -> Option<Step> {
+        Step::ALL.into_iter().find(|s| *s as u32 == v)
     }
 }
 
@@ -231,6 +236,9 @@ pub enum SpawnError {
     /// The function version's template mount namespace could not be built at load.
     #[error("failed to build the sandbox root: {0}")]
     Template(#[source] Arc<io::Error>),
+    /// The function version's zygote could not fork this request (gone, stuck, or never ready).
+    #[error("the zygote failed: {0}")]
+    Zygote(String),
     /// The daemon lost the seccomp listener: the sandbox was killed, never run unsupervised.
     #[error("failed to take the seccomp listener from the sandbox: {0}")]
     Listener(#[source] io::Error),
@@ -249,6 +257,7 @@ impl SpawnError {
             SpawnError::NoUid => "every sandbox uid is in use".into(),
             SpawnError::Template(_) => "the function's sandbox root could not be built".into(),
             SpawnError::Listener(_) => "step \"take the seccomp listener\" failed".into(),
+            SpawnError::Zygote(_) => "the function's warm interpreter failed".into(),
         }
     }
 }
@@ -469,6 +478,13 @@ struct ChildPlan<'a> {
     pub landlock_proc: u64,
     /// Socket to send the seccomp listener on.
     pub notify_sock: RawFd,
+    /// The seccomp filter to install last.
+    pub filter: &'a BpfProgram,
+    /// Whether the filter gets a user-notification listener, sent on `notify_sock`.
+    pub listener: bool,
+    /// Capabilities (a mask of the first 32) kept in the bounding, permitted and effective
+    /// sets: none for a request, what forking requests needs for a zygote.
+    pub keep_caps: u32,
     /// The sandbox's uid, gid.
     pub uid: libc::uid_t,
     /// The sandbox's gid.

@@ -5,7 +5,7 @@
 //! and removal, network namespace back to the pool, uid back).
 
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,6 +20,7 @@ use super::netns::{self, NetnsPool};
 use super::spawn::{self, CStringArray, Spawned, ERROR_RECORD};
 use super::sys::{self, ExitStatus, Notification};
 use super::uids::UidLease;
+use super::zygote::{self, Zygote};
 use super::{child_error, seccomp, ChildPlan, Network, PreparedSandbox, SpawnError};
 use crate::config::Limits;
 
@@ -57,6 +58,7 @@ pub struct Running {
     prepared: Arc<PreparedSandbox>,
     spawned: Spawned,
     pidfd: AsyncFd<OwnedFd>,
+    reaper: Reaper,
     cgroup: Option<RequestCgroup>,
     uid: Option<UidLease>,
     /// Its network namespace, back to the pool once everything in it is gone.
@@ -88,134 +90,248 @@ fn prepare_err(what: &'static str) -> impl FnOnce(io::Error) -> SpawnError {
 /// Starts one request's sandbox. Synchronous, so the plan's raw pointers never cross an await.
 /// Fails closed: a layer this sandbox needs that the host lacks stops it here.
 pub fn start(host: &Host, prepared: &Arc<PreparedSandbox>, launch: Launch) -> Result<Running, SpawnError> {
-    if launch.landlock_required && prepared.landlock.enforcement.level != Level::Full {
-        return Err(SpawnError::Missing(format!(
-            "the function requires landlock, and this kernel gives {}",
-            prepared.landlock.enforcement
-        )));
-    }
+    let parts = Parts::acquire(host, prepared, &launch)?;
     let template_fd = match &prepared.template {
         Ok(fd) => fd.as_raw_fd(),
         Err(e) => return Err(SpawnError::Template(e.clone())),
     };
-    // Without the filter and its listener nothing stops or reports a deny-listed call, and
-    // without the daemon's pidfd a sandbox could outlive a dead daemon unnoticed.
-    if prepared.seccomp.is_empty() {
-        return Err(SpawnError::Missing("the seccomp layer is missing on this host".into()));
-    }
-    let Some(daemon_pidfd) = host.daemon_pidfd.as_ref() else {
-        return Err(SpawnError::Missing("the daemon has no pidfd of its own (pidfd_open)".into()));
-    };
-    let pool = match (&host.netns, prepared.network) {
-        (_, Network::Host) => None,
-        (Some(pool), Network::None) => Some(pool.clone()),
-        (Some(_), Network::Egress { .. }) => None,
-        (None, _) => return Err(SpawnError::Missing("network namespaces are missing on this host".into())),
-    };
-    let pooled_netns = pool.as_ref().and_then(|p| p.take());
-    // An egress namespace is made fresh for each sandbox, never reused: a pooled one would
-    // still hold the last sandbox's proxy listener (and the connections queued on it) until
-    // the daemon's proxy task let go of it, and the next sandbox could reach that proxy,
-    // which checks another function's allow-list. Fresh, the only listener in it is this
-    // sandbox's own.
-    let (egress_netns, proxy_listener) = match prepared.network {
-        Network::Egress { proxy_port } => {
-            let (ns, listener) =
-                sys::create_egress_netns(proxy_port).map_err(prepare_err("the egress network namespace"))?;
-            (Some(ns), Some(listener))
-        }
-        Network::None | Network::Host => (None, None),
-    };
-    let uid = host.uids.lease().ok_or(SpawnError::NoUid)?;
-    let cgroup = match &host.cgroups {
-        Some(tree) => Some(tree.create(launch.id, launch.limits)?),
-        None => None,
-    };
-    let mut cleanup_cgroup = CgroupGuard(cgroup);
-    let (stdin_r, stdin_w) = sys::cloexec_pipe().map_err(prepare_err("stdin"))?;
-    let (stdout_r, stdout_w) = sys::cloexec_pipe().map_err(prepare_err("stdout"))?;
-    let (stderr_r, stderr_w) = sys::cloexec_pipe().map_err(prepare_err("stderr"))?;
-    let (err_r, err_w) = sys::cloexec_pipe().map_err(prepare_err("the error pipe"))?;
-    let (notify_parent, notify_child) = sys::listener_socketpair().map_err(prepare_err("the seccomp socket"))?;
-    let ruleset = prepared.landlock.create_ruleset()?;
-
-    let limits = launch.limits;
-    let memory_fallback = host.cgroups.is_none();
-    let limit = |v: u64| libc::rlimit { rlim_cur: v, rlim_max: v };
-    let mut rlimits = vec![
-        (libc::RLIMIT_CORE, limit(0)),
-        // Never above the daemon's own hard limit: raising a hard limit takes
-        // CAP_SYS_RESOURCE, so setrlimit would fail and stop every request. `faas check` and
-        // the load log warn about such a function.
-        (libc::RLIMIT_NOFILE, limit(host.nofile_hard.map_or(limits.nofile, |hard| limits.nofile.min(hard)))),
-        (libc::RLIMIT_FSIZE, limit(prepared.tmp_bytes.max(limits.output.0))),
-        // Counted per real uid, and the uid is this sandbox's alone: the pids limit itself
-        // without cgroups; with them a backstop above pids.max, so that pids.max is what
-        // stops a fork loop and pids.events says so.
-        (libc::RLIMIT_NPROC, limit(u64::from(limits.pids) * if memory_fallback { 1 } else { 2 })),
-    ];
-    if memory_fallback {
-        rlimits.push((libc::RLIMIT_DATA, limit(limits.memory.0)));
-    }
+    let daemon_pidfd = host.daemon_pidfd.as_ref().expect("checked by Parts::acquire");
+    let c = &parts.child;
     let plan = ChildPlan {
         sandbox: prepared,
         template_fd,
-        clone_flags: CLONE_FLAGS
-            | if cleanup_cgroup.0.is_some() { libc::CLONE_NEWCGROUP as u64 } else { 0 }
-            | if pool.is_some() && pooled_netns.is_none() { libc::CLONE_NEWNET as u64 } else { 0 },
-        cgroup_fd: cleanup_cgroup.0.as_ref().and_then(|c| c.dir.as_ref()).map(|d| d.as_raw_fd()),
-        netns_fd: pooled_netns.as_ref().or(egress_netns.as_ref()).map(|fd| fd.as_raw_fd()),
-        stdio: [stdin_r.as_raw_fd(), stdout_w.as_raw_fd(), stderr_w.as_raw_fd()],
-        err_pipe: err_w.as_raw_fd(),
-        landlock_fd: ruleset.as_ref().map(|fd| fd.as_raw_fd()),
+        clone_flags: CLONE_FLAGS | parts.clone_flags,
+        cgroup_fd: parts.cgroup_fd(),
+        netns_fd: parts.netns_fd(),
+        stdio: [c.stdin.as_raw_fd(), c.stdout.as_raw_fd(), c.stderr.as_raw_fd()],
+        err_pipe: c.err.as_raw_fd(),
+        landlock_fd: c.ruleset.as_ref().map(|fd| fd.as_raw_fd()),
         landlock_tmp: prepared.landlock.tmp_access,
         landlock_proc: prepared.landlock.proc_access,
-        notify_sock: notify_child.as_raw_fd(),
-        uid: uid.id,
-        gid: uid.id,
+        notify_sock: c.notify.as_raw_fd(),
+        filter: &prepared.seccomp,
+        listener: true,
+        keep_caps: 0,
+        uid: parts.uid.id,
+        gid: parts.uid.id,
         cap_last: host.cap_last,
         daemon_pidfd: daemon_pidfd.as_raw_fd(),
         ipc_limits: &prepared.ipc_limits,
         changed_signals: host.changed_signals.get_or_init(sys::changed_signals),
-        rlimits,
+        rlimits: parts.rlimits.clone(),
         exe: &prepared.exe,
         argv: CStringArray::new(prepared.argv.clone()),
         envp: CStringArray::new(launch.envp),
     };
     let spawned = spawn::spawn(&plan)?;
     drop(plan);
-    // The child has its copies; ours must go now, or EOF would never come.
-    drop((stdin_r, stdout_w, stderr_w, err_w, notify_child, ruleset));
-    // A namespace clone3 made is kept for the next sandbox; if the child is already gone it
-    // took its namespace along, which is fine.
-    let netns = match (pool, pooled_netns) {
-        (Some(pool), Some(ns)) => Some((ns, pool)),
-        (Some(pool), None) => netns::netns_of(spawned.pid).ok().map(|ns| (ns, pool)),
-        (None, _) => None,
-    };
-    let pidfd = match spawned.pidfd.try_clone().and_then(sys::async_fd) {
-        Ok(fd) => fd,
-        Err(e) => {
-            // No task can watch a sandbox we cannot wait for: kill and reap it now.
-            reap_in_background(&spawned);
-            return Err(SpawnError::Prepare { what: "the pidfd", source: e });
+    parts.into_running(prepared, spawned, Reaper::Daemon)
+}
+
+/// The child's ends of its stdio, error pipe and seccomp socket, and its Landlock ruleset:
+/// ours are closed once the child has its copies, or EOF would never come.
+pub(super) struct ChildEnds {
+    pub stdin: OwnedFd,
+    pub stdout: OwnedFd,
+    pub stderr: OwnedFd,
+    pub err: OwnedFd,
+    pub notify: OwnedFd,
+    pub ruleset: Option<OwnedFd>,
+}
+
+/// Everything one request's sandbox holds before its process exists, whichever way that
+/// process is made (the daemon's clone3, or a zygote's).
+pub(super) struct Parts {
+    uid: UidLease,
+    cgroup: CgroupGuard,
+    pool: Option<Arc<NetnsPool>>,
+    pooled_netns: Option<OwnedFd>,
+    egress_netns: Option<OwnedFd>,
+    proxy_listener: Option<OwnedFd>,
+    pub child: ChildEnds,
+    stdio: Stdio,
+    err_read: OwnedFd,
+    notify: OwnedFd,
+    /// (resource, limit) pairs the child sets last.
+    pub rlimits: Vec<(libc::__rlimit_resource_t, libc::rlimit)>,
+    /// CLONE_NEWCGROUP and CLONE_NEWNET as this request needs them, beyond `CLONE_FLAGS`.
+    pub clone_flags: u64,
+}
+
+impl Parts {
+    /// Takes a uid, makes the cgroup, picks the network namespace, the pipes and the ruleset.
+    /// Fails closed: a layer this sandbox needs that the host lacks stops it here.
+    pub fn acquire(host: &Host, prepared: &PreparedSandbox, launch: &Launch) -> Result<Parts, SpawnError> {
+        if launch.landlock_required && prepared.landlock.enforcement.level != Level::Full {
+            return Err(SpawnError::Missing(format!(
+                "the function requires landlock, and this kernel gives {}",
+                prepared.landlock.enforcement
+            )));
         }
-    };
-    Ok(Running {
-        prepared: prepared.clone(),
-        spawned,
-        pidfd,
-        cgroup: cleanup_cgroup.0.take(),
-        uid: Some(uid),
-        netns,
-        egress_netns,
-        proxy_listener,
-        stdio: Some(Stdio { stdin: stdin_w, stdout: stdout_r, stderr: stderr_r }),
-        err_read: Some(err_r),
-        notify: Some(notify_parent),
-        listener: None,
-        exit: None,
-    })
+        if let Err(e) = &prepared.template {
+            return Err(SpawnError::Template(e.clone()));
+        }
+        // Without the filter and its listener nothing stops or reports a deny-listed call, and
+        // without the daemon's pidfd a sandbox could outlive a dead daemon unnoticed.
+        if prepared.seccomp.is_empty() {
+            return Err(SpawnError::Missing("the seccomp layer is missing on this host".into()));
+        }
+        if host.daemon_pidfd.is_none() {
+            return Err(SpawnError::Missing("the daemon has no pidfd of its own (pidfd_open)".into()));
+        }
+        let pool = match (&host.netns, prepared.network) {
+            (_, Network::Host) => None,
+            (Some(pool), Network::None) => Some(pool.clone()),
+            (Some(_), Network::Egress { .. }) => None,
+            (None, _) => return Err(SpawnError::Missing("network namespaces are missing on this host".into())),
+        };
+        let pooled_netns = pool.as_ref().and_then(|p| p.take());
+        // An egress namespace is made fresh for each sandbox, never reused: a pooled one would
+        // still hold the last sandbox's proxy listener (and the connections queued on it) until
+        // the daemon's proxy task let go of it, and the next sandbox could reach that proxy,
+        // which checks another function's allow-list. Fresh, the only listener in it is this
+        // sandbox's own.
+        let (egress_netns, proxy_listener) = match prepared.network {
+            Network::Egress { proxy_port } => {
+                let (ns, listener) =
+                    sys::create_egress_netns(proxy_port).map_err(prepare_err("the egress network namespace"))?;
+                (Some(ns), Some(listener))
+            }
+            Network::None | Network::Host => (None, None),
+        };
+        let uid = host.uids.lease().ok_or(SpawnError::NoUid)?;
+        let cgroup = CgroupGuard(match &host.cgroups {
+            Some(tree) => Some(tree.create(launch.id, launch.limits)?),
+            None => None,
+        });
+        let (stdin_r, stdin_w) = sys::cloexec_pipe().map_err(prepare_err("stdin"))?;
+        let (stdout_r, stdout_w) = sys::cloexec_pipe().map_err(prepare_err("stdout"))?;
+        let (stderr_r, stderr_w) = sys::cloexec_pipe().map_err(prepare_err("stderr"))?;
+        let (err_r, err_w) = sys::cloexec_pipe().map_err(prepare_err("the error pipe"))?;
+        let (notify_parent, notify_child) = sys::listener_socketpair().map_err(prepare_err("the seccomp socket"))?;
+        let ruleset = prepared.landlock.create_ruleset()?;
+
+        let limits = launch.limits;
+        let memory_fallback = host.cgroups.is_none();
+        let limit = |v: u64| libc::rlimit { rlim_cur: v, rlim_max: v };
+        let mut rlimits = vec![
+            (libc::RLIMIT_CORE, limit(0)),
+            // Never above the daemon's own hard limit: raising a hard limit takes
+            // CAP_SYS_RESOURCE, so setrlimit would fail and stop every request. `faas check`
+            // and the load log warn about such a function.
+            (libc::RLIMIT_NOFILE, limit(host.nofile_hard.map_or(limits.nofile, |hard| limits.nofile.min(hard)))),
+            (libc::RLIMIT_FSIZE, limit(prepared.tmp_bytes.max(limits.output.0))),
+            // Counted per real uid, and the uid is this sandbox's alone: the pids limit itself
+            // without cgroups; with them a backstop above pids.max, so that pids.max is what
+            // stops a fork loop and pids.events says so.
+            (libc::RLIMIT_NPROC, limit(u64::from(limits.pids) * if memory_fallback { 1 } else { 2 })),
+        ];
+        if memory_fallback {
+            rlimits.push((libc::RLIMIT_DATA, limit(limits.memory.0)));
+        }
+        let clone_flags = if cgroup.0.is_some() { libc::CLONE_NEWCGROUP as u64 } else { 0 }
+            | if pool.is_some() && pooled_netns.is_none() { libc::CLONE_NEWNET as u64 } else { 0 };
+        Ok(Parts {
+            uid,
+            cgroup,
+            pool,
+            pooled_netns,
+            egress_netns,
+            proxy_listener,
+            child: ChildEnds {
+                stdin: stdin_r,
+                stdout: stdout_w,
+                stderr: stderr_w,
+                err: err_w,
+                notify: notify_child,
+                ruleset,
+            },
+            stdio: Stdio { stdin: stdin_w, stdout: stdout_r, stderr: stderr_r },
+            err_read: err_r,
+            notify: notify_parent,
+            rlimits,
+            clone_flags,
+        })
+    }
+
+    /// The sandbox's uid (and gid).
+    pub fn uid_id(&self) -> u32 {
+        self.uid.id
+    }
+
+    /// The request's cgroup directory, for CLONE_INTO_CGROUP.
+    pub fn cgroup_fd(&self) -> Option<RawFd> {
+        self.cgroup.0.as_ref().and_then(|c| c.dir.as_ref()).map(|d| d.as_raw_fd())
+    }
+
+    /// The network namespace the child joins: pooled, or this request's egress one.
+    pub fn netns_fd(&self) -> Option<RawFd> {
+        self.pooled_netns.as_ref().or(self.egress_netns.as_ref()).map(|fd| fd.as_raw_fd())
+    }
+
+    /// Once the child exists (and has its copies of `child`): the running sandbox.
+    pub fn into_running(
+        self,
+        prepared: &Arc<PreparedSandbox>,
+        spawned: Spawned,
+        reaper: Reaper,
+    ) -> Result<Running, SpawnError> {
+        let Parts {
+            uid,
+            mut cgroup,
+            pool,
+            pooled_netns,
+            egress_netns,
+            proxy_listener,
+            child,
+            stdio,
+            err_read,
+            notify,
+            ..
+        } = self;
+        // The child has its copies; ours must go now, or EOF would never come.
+        drop(child);
+        // A namespace clone3 made is kept for the next sandbox; if the child is already gone
+        // it took its namespace along, which is fine.
+        let netns = match (pool, pooled_netns) {
+            (Some(pool), Some(ns)) => Some((ns, pool)),
+            (Some(pool), None) => netns::netns_of(spawned.pid).ok().map(|ns| (ns, pool)),
+            (None, _) => None,
+        };
+        let pidfd = match spawned.pidfd.try_clone().and_then(sys::async_fd) {
+            Ok(fd) => fd,
+            Err(e) => {
+                // No task can watch a sandbox we cannot wait for: kill and reap it now.
+                reap_in_background(&spawned);
+                return Err(SpawnError::Prepare { what: "the pidfd", source: e });
+            }
+        };
+        Ok(Running {
+            prepared: prepared.clone(),
+            spawned,
+            pidfd,
+            reaper,
+            cgroup: cgroup.0.take(),
+            uid: Some(uid),
+            netns,
+            egress_netns,
+            proxy_listener,
+            stdio: Some(stdio),
+            err_read: Some(err_read),
+            notify: Some(notify),
+            listener: None,
+            exit: None,
+        })
+    }
+}
+
+/// Who reaps a sandbox's init and so learns how it ended.
+pub(super) enum Reaper {
+    /// The daemon: the init is its own child, reaped through the pidfd.
+    Daemon,
+    /// A zygote, whose child the init is: it sends the wait status on `reply` once it has
+    /// reaped it. The zygote (and with it the init's pid namespace) lives as long as this.
+    Zygote { reply: AsyncFd<OwnedFd>, zygote: Arc<Zygote> },
 }
 
 /// Removes a request cgroup if set-up fails before the child owns it.
@@ -237,7 +353,8 @@ impl Running {
     /// `finish`.
     pub async fn wait_exec(&mut self) -> Result<(), SpawnError> {
         let err_read = self.err_read.take().expect("wait_exec is called once");
-        wait_for_exec(err_read, &self.prepared).await?;
+        let returns_after_exec = spawn::SPAWN_RETURNS_AFTER_EXEC && matches!(self.reaper, Reaper::Daemon);
+        wait_for_exec(err_read, &self.prepared, returns_after_exec).await?;
         let notify = self.notify.take().expect("wait_exec is called once");
         let listener = sys::recv_fd(&notify)
             .and_then(|fd| fd.ok_or_else(|| io::Error::other("no listener in the message (was it cut: out of fds?)")))
@@ -277,24 +394,7 @@ impl Running {
         loop {
             let exited = self.exit.is_some();
             tokio::select! {
-                ready = self.pidfd.readable(), if !exited => {
-                    let status = match ready {
-                        Ok(mut guard) => match sys::try_reap(&self.spawned.pidfd) {
-                            Ok(Some(status)) => status,
-                            Ok(None) => {
-                                guard.clear_ready();
-                                continue;
-                            }
-                            Err(e) => {
-                                tracing::error!("failed to reap sandbox pid {}: {e}", self.spawned.pid);
-                                ExitStatus::Signaled(0)
-                            }
-                        },
-                        Err(e) => {
-                            tracing::error!("failed to wait for sandbox pid {}: {e}", self.spawned.pid);
-                            ExitStatus::Signaled(0)
-                        }
-                    };
+                status = self.wait_exit(), if !exited => {
                     self.exit = Some(status);
                     // The init is gone, so is its pid namespace; the cgroup may hold nothing
                     // more, but a kill costs nothing and makes sure.
@@ -346,23 +446,47 @@ impl Running {
 
     /// Waits until the init has exited and reaps it.
     async fn reap(&mut self) -> Option<ExitStatus> {
-        while self.exit.is_none() {
-            match self.pidfd.readable().await {
-                Ok(mut guard) => match sys::try_reap(&self.spawned.pidfd) {
-                    Ok(Some(status)) => self.exit = Some(status),
-                    Ok(None) => guard.clear_ready(),
-                    Err(e) => {
-                        tracing::error!("failed to reap sandbox pid {}: {e}", self.spawned.pid);
-                        return None;
-                    }
-                },
-                Err(e) => {
-                    tracing::error!("failed to wait for sandbox pid {}: {e}", self.spawned.pid);
-                    return None;
-                }
-            }
+        if self.exit.is_none() {
+            self.exit = Some(self.wait_exit().await);
         }
         self.exit
+    }
+
+    /// How the init ended, once it has: reaped by us, or as its zygote reports it. A failure
+    /// to learn it is logged and answered as a kill (signal 0 for "unknown"). Cancel-safe: it
+    /// waits for readiness, then reads without blocking.
+    async fn wait_exit(&self) -> ExitStatus {
+        let pid = self.spawned.pid;
+        let got = match &self.reaper {
+            Reaper::Daemon => loop {
+                match self.pidfd.readable().await {
+                    Ok(mut guard) => match sys::try_reap(&self.spawned.pidfd) {
+                        Ok(Some(status)) => break Ok(status),
+                        Ok(None) => guard.clear_ready(),
+                        Err(e) => break Err(e),
+                    },
+                    Err(e) => break Err(e),
+                }
+            },
+            Reaper::Zygote { reply, zygote } => loop {
+                match reply.readable().await {
+                    Ok(mut guard) => match zygote::take_exit(reply.get_ref()) {
+                        Ok(Some(status)) => break Ok(status),
+                        Ok(None) => guard.clear_ready(),
+                        Err(e) => {
+                            // The zygote died (its pid namespace, and this init, with it).
+                            zygote.kill();
+                            break Err(e);
+                        }
+                    },
+                    Err(e) => break Err(e),
+                }
+            },
+        };
+        got.unwrap_or_else(|e| {
+            tracing::error!("failed to learn how sandbox pid {pid} ended: {e}");
+            ExitStatus::Signaled(0)
+        })
     }
 
     /// After the init is reaped: empty and remove the cgroup, give back the network
@@ -411,7 +535,7 @@ impl Drop for Running {
 
 /// Kills a sandbox's init (its pid namespace goes with it) and reaps it on a thread of its own,
 /// for paths that cannot await.
-fn reap_in_background(spawned: &Spawned) {
+pub(super) fn reap_in_background(spawned: &Spawned) {
     if let Err(e) = sys::kill_pidfd(&spawned.pidfd) {
         tracing::warn!("failed to kill sandbox pid {}: {e}", spawned.pid);
     }
@@ -425,11 +549,15 @@ fn reap_in_background(spawned: &Spawned) {
 }
 
 /// Waits for the child to exec (EOF on the error pipe) or report the step that failed.
-async fn wait_for_exec(err_read: OwnedFd, prepared: &PreparedSandbox) -> Result<(), SpawnError> {
+async fn wait_for_exec(
+    err_read: OwnedFd,
+    prepared: &PreparedSandbox,
+    returns_after_exec: bool,
+) -> Result<(), SpawnError> {
     sys::set_nonblocking(&err_read).map_err(prepare_err("the error pipe"))?;
     let mut record = [0u8; ERROR_RECORD];
     let mut got = 0;
-    if spawn::SPAWN_RETURNS_AFTER_EXEC {
+    if returns_after_exec {
         // clone3 returned only once the child exec'd past the point of no return or exited;
         // an exited child wrote its whole record (one write, under PIPE_BUF) first. So no
         // record now means exec, even if the child has not yet closed its end (which can

@@ -400,7 +400,7 @@ unsafe fn child_main(plan: &ChildPlan) -> ! {
         check!(Step::IpcLimits, i, child_write_file(path, value));
     }
 
-    for cap in 0..=plan.cap_last {
+    for cap in (0..=plan.cap_last).filter(|&cap| cap >= 32 || plan.keep_caps & (1 << cap) == 0) {
         // SAFETY: PR_CAPBSET_DROP takes a capability number; we still hold CAP_SETPCAP.
         check!(Step::CapBound, cap, unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong) });
     }
@@ -413,7 +413,11 @@ unsafe fn child_main(plan: &ChildPlan) -> ! {
     // SAFETY: plain integer arguments; after this we are no longer root.
     check!(Step::Uid, 0, unsafe { libc::syscall(libc::SYS_setresuid, plan.uid, plan.uid, plan.uid) });
     let header = CapHeader { version: LINUX_CAPABILITY_VERSION_3, pid: 0 };
-    let data = [CapData { effective: 0, permitted: 0, inheritable: 0 }; 2];
+    // Nothing for a request; a zygote keeps what forking a request's child needs (zygote.rs).
+    let data = [
+        CapData { effective: plan.keep_caps, permitted: plan.keep_caps, inheritable: 0 },
+        CapData { effective: 0, permitted: 0, inheritable: 0 },
+    ];
     // SAFETY: header and two data structs, as version 3 of capset(2) expects.
     check!(Step::Caps, 0, unsafe { libc::syscall(libc::SYS_capset, &header as *const CapHeader, data.as_ptr()) });
     // SAFETY: plain integer arguments.
@@ -464,19 +468,17 @@ unsafe fn child_main(plan: &ChildPlan) -> ! {
         libc::syscall(libc::SYS_close_range, 3, libc::c_uint::MAX, CLOSE_RANGE_CLOEXEC)
     });
 
-    let filter = &plan.sandbox.seccomp;
+    let filter = plan.filter;
     let prog = libc::sock_fprog { len: filter.len() as u16, filter: filter.as_ptr() as *mut libc::sock_filter };
+    // A zygote's filter has no listener: its children stack their own, with one, on top.
+    let flags = if plan.listener { SECCOMP_FILTER_FLAG_NEW_LISTENER } else { 0 };
     // SAFETY: prog points at a BPF program compiled at start-up, alive in plan.
-    let listener = unsafe {
-        libc::syscall(
-            libc::SYS_seccomp,
-            SECCOMP_SET_MODE_FILTER,
-            SECCOMP_FILTER_FLAG_NEW_LISTENER,
-            &prog as *const libc::sock_fprog,
-        )
-    };
+    let listener =
+        unsafe { libc::syscall(libc::SYS_seccomp, SECCOMP_SET_MODE_FILTER, flags, &prog as *const libc::sock_fprog) };
     check!(Step::Seccomp, 0, listener);
-    child_send_fd(ep, plan.notify_sock, listener as c_int);
+    if plan.listener {
+        child_send_fd(ep, plan.notify_sock, listener as c_int);
+    }
 
     // After every fd we open, the seccomp listener included: the daemon may hold more fds
     // than the sandbox's nofile, and a lowered limit refuses every new fd number above it.

@@ -88,6 +88,44 @@ pub fn recv_fd(sock: &OwnedFd) -> io::Result<Option<OwnedFd>> {
     Ok(None)
 }
 
+/// The pid (in our pid namespace) of the process behind a pidfd, from its fdinfo.
+pub fn pidfd_pid(pidfd: &OwnedFd) -> io::Result<i32> {
+    let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", pidfd.as_raw_fd()))?;
+    info.lines()
+        .find_map(|l| l.strip_prefix("Pid:")?.trim().parse::<i32>().ok())
+        .filter(|&pid| pid > 0)
+        .ok_or_else(|| io::Error::other("the process behind the pidfd is gone"))
+}
+
+/// One datagram and the first fd that came with it (any others are closed), without
+/// blocking; EOF is an error.
+pub fn recv_with_fd(sock: &OwnedFd) -> io::Result<(Vec<u8>, Option<OwnedFd>)> {
+    let mut buf = [0u8; 256];
+    let mut iov = [IoSliceMut::new(&mut buf)];
+    let mut space = nix::cmsg_space!([RawFd; 2]);
+    let msg = recvmsg::<()>(
+        sock.as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        MsgFlags::MSG_CMSG_CLOEXEC | MsgFlags::MSG_DONTWAIT,
+    )?;
+    let mut first = None;
+    for cmsg in msg.cmsgs()? {
+        if let ControlMessageOwned::ScmRights(fds) = cmsg {
+            for &raw in &fds {
+                // SAFETY: the kernel installed these fds for us alone with this message.
+                let owned = unsafe { OwnedFd::from_raw_fd(raw) };
+                first.get_or_insert(owned);
+            }
+        }
+    }
+    let n = msg.bytes;
+    if n == 0 {
+        return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the peer closed the socket"));
+    }
+    Ok((buf[..n].to_vec(), first))
+}
+
 /// How a child ended, from waitid(2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ExitStatus {

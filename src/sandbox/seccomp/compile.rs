@@ -16,7 +16,7 @@ use super::bpf::{
     data_arg_lo, Asm, Label, To, ALU_AND_K, ALU_LSH_X, DATA_ARCH, DATA_NR, JMP_JEQ_K, JMP_JGE_K, JMP_JSET_K, LD_IMM,
     LD_W_ABS, MISC_TAX,
 };
-use super::policy::{Cond, Rule, Test, Verdict, FOREIGN_ARCH, RULES, UNLISTED, X32};
+use super::policy::{Cond, Rule, Test, Verdict, FOREIGN_ARCH, RULES, UNLISTED, X32, ZYGOTE_RULES};
 use super::{BpfProgram, Policy, SeccompError, AUDIT_ARCH, X32_SYSCALL_BIT};
 
 /// The order in which the shared `ret`s follow the argument checks (only those jumped to).
@@ -25,8 +25,11 @@ const RETURNS: [Verdict; 5] = [Verdict::Allow, Verdict::Deny, Verdict::Eperm, Ve
 const MASKS: [Verdict; 5] = [Verdict::Deny, Verdict::Enosys, Verdict::Eafnosupport, Verdict::Eperm, Verdict::Allow];
 
 /// The value a filter returns for a verdict (seccomp(2)).
-pub fn ret_value(v: Verdict) -> u32 {
+pub fn ret_value(v: Verdict, policy: Policy) -> u32 {
     match v {
+        // No tracer is ever attached to a zygote: the call fails with ENOSYS, and a request's
+        // USER_NOTIF stacked on top outranks it.
+        Verdict::Deny if policy.zygote => libc::SECCOMP_RET_TRACE,
         Verdict::Allow => libc::SECCOMP_RET_ALLOW,
         Verdict::Enosys => libc::SECCOMP_RET_ERRNO | libc::ENOSYS as u32,
         Verdict::Eperm => libc::SECCOMP_RET_ERRNO | libc::EPERM as u32,
@@ -46,8 +49,10 @@ impl Returns {
 
 /// Builds the filter for `policy` from [`RULES`].
 pub fn compile(policy: Policy) -> Result<BpfProgram, SeccompError> {
-    let (by_args, plain): (Vec<&Rule>, Vec<&Rule>) = RULES.iter().partition(|r| !r.cases.is_empty());
-    let blocks = RULES.iter().map(|r| r.nr).max().unwrap_or(0) / 32 + 1;
+    let zygote: &[Rule] = if policy.zygote { ZYGOTE_RULES } else { &[] };
+    let rules: Vec<&Rule> = RULES.iter().filter(|r| !zygote.iter().any(|z| z.nr == r.nr)).chain(zygote).collect();
+    let (by_args, plain): (Vec<&Rule>, Vec<&Rule>) = rules.iter().partition(|r| !r.cases.is_empty());
+    let blocks = rules.iter().map(|r| r.nr).max().unwrap_or(0) / 32 + 1;
     let mut a = Asm::default();
     let returns = Returns(RETURNS.map(|v| (v, a.label())));
     let handlers: Vec<Label> = by_args.iter().map(|_| a.label()).collect();
@@ -70,7 +75,7 @@ pub fn compile(policy: Policy) -> Result<BpfProgram, SeccompError> {
     for (v, l) in returns.0 {
         if a.is_target(l) {
             a.place(l);
-            a.ret(ret_value(v));
+            a.ret(ret_value(v, policy));
         }
     }
 
@@ -106,11 +111,11 @@ pub fn compile(policy: Policy) -> Result<BpfProgram, SeccompError> {
             if mask != 0 {
                 let skip = a.label();
                 a.jump(JMP_JSET_K, mask, To::Next, To::Label(skip));
-                a.ret(ret_value(v));
+                a.ret(ret_value(v, policy));
                 a.place(skip);
             }
         }
-        a.ret(ret_value(UNLISTED));
+        a.ret(ret_value(UNLISTED, policy));
     }
     a.finish()
 }

@@ -52,6 +52,9 @@ const X32_SYSCALL_BIT: u32 = 0x4000_0000;
 pub struct Policy {
     /// The sandbox shares the host's network namespace: it must not bind or listen there.
     pub host_network: bool,
+    /// The filter of a Python zygote (zygote.rs): a request's, plus `ZYGOTE_RULES`, with
+    /// `Deny` as SECCOMP_RET_TRACE so that a request's filter stacked on it decides alone.
+    pub zygote: bool,
 }
 
 /// Why the filter could not be built: a bug in the generator, caught by the unit tests.

@@ -134,6 +134,22 @@ pub const FAMILIES: &[u32] = &[libc::AF_UNIX as u32, libc::AF_INET as u32, libc:
 const SET_MODE_FILTER: u32 = libc::SECCOMP_SET_MODE_FILTER;
 const NEW_LISTENER: u32 = libc::SECCOMP_FILTER_FLAG_NEW_LISTENER as u32;
 
+/// What the zygote's filter (`Policy::zygote`) allows beyond a request's, each for a step every
+/// request's child takes, under the zygote's filter, before its own filter is on (spawn.rs's
+/// steps, repeated in wrappers/zygote.py). Everything else is the request's verdict, with `Deny`
+/// answered by SECCOMP_RET_TRACE: with no tracer that is ENOSYS, and it ranks below the
+/// request filter's USER_NOTIF, so once a child stacks its own filter on this one it gets exactly
+/// a request's verdicts (seccomp(2): the most severe action of all filters wins).
+pub const ZYGOTE_RULES: &[Rule] = &[
+    rule!(SYS_clone3, Allow, "the request's process: CLONE_INTO_CGROUP and CLONE_PIDFD exist only in clone3"),
+    rule!(SYS_setns, Allow, "the child joins its network namespace and the version's template mount namespace"),
+    rule!(SYS_unshare, Allow, "the child takes a private copy of the template mount namespace"),
+    rule!(SYS_mount, Allow, "the child mounts its own /tmp and /proc and masks host-wide /proc files"),
+    rule!(SYS_mount_setattr, Allow, "a read-only tree among the request's mounts"),
+    rule!(SYS_sethostname, Allow, "the child names its own UTS namespace"),
+    rule!(SYS_seccomp, Allow, "the child installs the request's filter with its user-notification listener"),
+];
+
 /// The policy. One entry per syscall (a unit test checks); the order matters only for the
 /// argument-checked entries, which the filter tests one after another in this order.
 pub const RULES: &[Rule] = &[

@@ -1,0 +1,260 @@
+//! Warm Python functions: one zygote per function version (sandbox/zygote.rs), started in the
+//! background on the version's first request, replaced when it dies, stopped when idle, and
+//! all of them within one memory budget (`[warm]` in faas.toml). A request that finds no ready
+//! zygote starts cold, so nothing ever waits for one.
+
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use crate::config::WarmConfig;
+use crate::function::Function;
+use crate::runtime;
+use crate::sandbox::{Host, PreparedSandbox, Zygote, ZygoteSpec};
+
+/// How long after a zygote failed to start the next attempt waits.
+const RETRY_AFTER: Duration = Duration::from_secs(10);
+
+/// Every warm function version's slot, for the budget, the idle check and the reports.
+pub struct Pool {
+    config: WarmConfig,
+    slots: Mutex<Vec<Weak<Slot>>>,
+}
+
+/// One function version's zygote, or why it has none.
+pub struct Slot {
+    pool: Arc<Pool>,
+    function: Function,
+    version: u64,
+    state: Mutex<State>,
+    last_used: Mutex<Instant>,
+}
+
+enum State {
+    /// None yet, or the last one ended (idle, died, budget): the next request starts one.
+    Cold,
+    Starting,
+    Ready(Arc<Zygote>),
+    Failed {
+        at: Instant,
+        why: String,
+    },
+}
+
+/// A zygote as `/_/functions` and `faas doctor` show it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ZygoteInfo {
+    pub function: String,
+    pub version: u64,
+    /// `ready`, `starting`, `cold` or `failed`.
+    pub state: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pid: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rss_bytes: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub age_seconds: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub requests: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub in_flight: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl Pool {
+    pub fn new(config: WarmConfig) -> Arc<Pool> {
+        Arc::new(Pool { config, slots: Mutex::default() })
+    }
+
+    /// A slot for this function version if it is warm.
+    pub fn slot(self: &Arc<Self>, function: &Function, version: u64) -> Option<Arc<Slot>> {
+        function.warm.as_ref()?;
+        let slot = Arc::new(Slot {
+            pool: self.clone(),
+            function: function.clone(),
+            version,
+            state: Mutex::new(State::Cold),
+            last_used: Mutex::new(Instant::now()),
+        });
+        let mut slots = self.slots.lock().expect("never poisoned");
+        slots.retain(|s| s.strong_count() > 0);
+        slots.push(Arc::downgrade(&slot));
+        Some(slot)
+    }
+
+    fn live(&self) -> Vec<Arc<Slot>> {
+        self.slots.lock().expect("never poisoned").iter().filter_map(Weak::upgrade).collect()
+    }
+
+    /// Every warm function version's zygote.
+    pub fn report(&self) -> Vec<ZygoteInfo> {
+        let mut out: Vec<ZygoteInfo> = self.live().iter().map(|s| s.info()).collect();
+        out.sort_by(|a, b| (&a.function, a.version).cmp(&(&b.function, b.version)));
+        out
+    }
+
+    /// Resident memory of every ready zygote together.
+    pub fn resident(&self) -> u64 {
+        self.live().iter().filter_map(|s| s.ready()).map(|z| z.rss()).sum()
+    }
+
+    /// Stops zygotes idle past `idle_exit` and forgets dead ones; runs for the daemon's life.
+    pub async fn watch(self: Arc<Self>) {
+        let idle = self.config.idle_exit.0;
+        let tick = if idle.is_zero() {
+            Duration::from_secs(1)
+        } else {
+            (idle / 4).clamp(Duration::from_millis(200), Duration::from_secs(5))
+        };
+        loop {
+            tokio::time::sleep(tick).await;
+            for slot in self.live() {
+                let mut state = slot.state.lock().expect("never poisoned");
+                let State::Ready(z) = &*state else { continue };
+                if !z.alive() {
+                    tracing::warn!(function = %slot.function.name, "the zygote (pid {}) died; the next request starts another", z.pid);
+                    *state = State::Cold;
+                } else if !idle.is_zero()
+                    && Arc::strong_count(z) == 1
+                    && slot.last_used.lock().expect("never poisoned").elapsed() >= idle
+                {
+                    tracing::info!(function = %slot.function.name, "the zygote (pid {}) was idle for {idle:?}; stopping it", z.pid);
+                    *state = State::Cold;
+                }
+            }
+        }
+    }
+
+    /// Makes room for a new zygote: while the ready ones hold the budget, the least recently
+    /// used one with no request in flight stops. False if that is not enough.
+    fn make_room(&self, asking: &Slot) -> bool {
+        loop {
+            let slots = self.live();
+            let used: u64 = slots.iter().filter_map(|s| s.ready()).map(|z| z.rss()).sum();
+            if used < self.config.memory.0 {
+                return true;
+            }
+            let idle = slots
+                .iter()
+                .filter(|s| !std::ptr::eq(s.as_ref(), asking))
+                .filter(|s| s.ready().is_some_and(|z| Arc::strong_count(&z) == 2))
+                .min_by_key(|s| *s.last_used.lock().expect("never poisoned"));
+            let Some(victim) = idle else { return false };
+            tracing::info!(function = %victim.function.name, "stopping its idle zygote: the warm memory budget is full");
+            *victim.state.lock().expect("never poisoned") = State::Cold;
+        }
+    }
+}
+
+impl Slot {
+    fn ready(&self) -> Option<Arc<Zygote>> {
+        match &*self.state.lock().expect("never poisoned") {
+            State::Ready(z) => Some(z.clone()),
+            _ => None,
+        }
+    }
+
+    /// The zygote to fork this request from, or None: then the request starts cold, and a
+    /// zygote is started in the background unless one is starting or failed just now.
+    pub fn zygote(self: &Arc<Self>, host: &Arc<Host>, prepared: &Arc<PreparedSandbox>) -> Option<Arc<Zygote>> {
+        *self.last_used.lock().expect("never poisoned") = Instant::now();
+        let mut state = self.state.lock().expect("never poisoned");
+        match &*state {
+            State::Ready(z) if z.alive() => return Some(z.clone()),
+            State::Ready(z) => {
+                tracing::warn!(function = %self.function.name, "the zygote (pid {}) died; starting another", z.pid);
+            }
+            State::Starting => return None,
+            State::Failed { at, .. } if at.elapsed() < RETRY_AFTER => return None,
+            State::Failed { .. } | State::Cold => {}
+        }
+        *state = State::Starting;
+        drop(state);
+        if !self.pool.make_room(self) {
+            let why = format!(
+                "the warm memory budget ({} bytes, [warm] memory) is held by zygotes with requests in flight",
+                self.pool.config.memory.0
+            );
+            tracing::warn!(function = %self.function.name, "serving cold: {why}");
+            *self.state.lock().expect("never poisoned") = State::Failed { at: Instant::now(), why };
+            return None;
+        }
+        let (slot, host, prepared) = (self.clone(), host.clone(), prepared.clone());
+        tokio::spawn(async move {
+            let f = &slot.function;
+            let warm = f.warm.as_ref().expect("a slot is made for warm functions only");
+            let (exe, argv) = runtime::zygote_command(&host.config.runtimes);
+            let spec = ZygoteSpec {
+                name: &f.name,
+                version: slot.version,
+                exe,
+                argv,
+                handler: &f.handler,
+                preload: &warm.preload,
+                preload_handler: warm.preload_handler,
+                memory: slot.pool.config.zygote_memory.0,
+                limits: &f.limits,
+            };
+            let started = Instant::now();
+            let next = match Zygote::start(&host, &prepared, spec).await {
+                Ok(z) => {
+                    tracing::info!(
+                        function = %f.name,
+                        "zygote ready: pid {}, {} KiB resident, started in {} ms",
+                        z.pid,
+                        z.ready_rss / 1024,
+                        started.elapsed().as_millis()
+                    );
+                    State::Ready(Arc::new(z))
+                }
+                Err(e) => {
+                    tracing::error!(function = %f.name, "the zygote did not start, serving cold: {e}");
+                    State::Failed { at: Instant::now(), why: e.to_string() }
+                }
+            };
+            *slot.state.lock().expect("never poisoned") = next;
+        });
+        None
+    }
+
+    /// The zygote could not fork (stuck or gone): forget it, so the next request starts another.
+    pub fn lost(&self, zygote: &Arc<Zygote>) {
+        let mut state = self.state.lock().expect("never poisoned");
+        if matches!(&*state, State::Ready(z) if Arc::ptr_eq(z, zygote)) {
+            zygote.kill();
+            *state = State::Cold;
+        }
+    }
+
+    /// Its zygote, for `/_/functions`.
+    pub fn info(&self) -> ZygoteInfo {
+        let mut info = ZygoteInfo {
+            function: self.function.name.clone(),
+            version: self.version,
+            state: "cold",
+            pid: None,
+            rss_bytes: None,
+            age_seconds: None,
+            requests: None,
+            in_flight: None,
+            error: None,
+        };
+        match &*self.state.lock().expect("never poisoned") {
+            State::Cold => {}
+            State::Starting => info.state = "starting",
+            State::Failed { why, .. } => {
+                info.state = "failed";
+                info.error = Some(why.clone());
+            }
+            State::Ready(z) => {
+                info.state = "ready";
+                info.pid = Some(z.pid);
+                info.rss_bytes = Some(z.rss());
+                info.age_seconds = Some(z.age().as_secs());
+                info.requests = Some(z.served());
+                info.in_flight = Some(Arc::strong_count(z) - 1);
+            }
+        }
+        info
+    }
+}
