@@ -356,12 +356,22 @@ pub async fn start_warm(
     zygote.served.fetch_add(1, Ordering::Relaxed);
     let pid = match sys::pidfd_pid(&pidfd) {
         Ok(pid) => pid,
+        // A quick handler can be done, and reaped by the zygote, before we read its pid: its
+        // output waits in the pipes and its exit status comes on `reply`, so only the pid is
+        // lost (0: for the log; no network namespace is taken from it for the pool).
+        Err(_) if has_exited(&pidfd) => 0,
         Err(e) => {
             let _ = sys::kill_pidfd(&pidfd);
             return Err(err("the pidfd")(e));
         }
     };
     parts.into_running(prepared, Spawned { pid, pidfd }, Reaper::Zygote { reply, zygote: zygote.clone() })
+}
+
+/// Whether the process behind `pidfd` has exited (a pidfd is readable from then on).
+fn has_exited(pidfd: &OwnedFd) -> bool {
+    let mut fds = [nix::poll::PollFd::new(pidfd.as_fd(), nix::poll::PollFlags::POLLIN)];
+    matches!(nix::poll::poll(&mut fds, nix::poll::PollTimeout::ZERO), Ok(1))
 }
 
 /// The wait status a zygote sends once it has reaped a request's init. `Ok(None)`: not yet;
