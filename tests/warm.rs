@@ -350,3 +350,511 @@ def handle(request):
     assert_eq!(uids.len(), N, "concurrent requests share a uid: {uids:?}");
     assert_eq!(zygote_info(&d, "par")["pid"].as_u64(), Some(zygote.into()));
 }
+
+// ---------------------------------------------------------------------------------------------
+// The layers of each warm request
+// ---------------------------------------------------------------------------------------------
+
+/// What a handler sees of its own sandbox; `?tag=T` holds it on the marker after it looked.
+const GUARANTEES: &str = r#"
+import os, socket
+def errno_of(f):
+    try:
+        f()
+        return 0
+    except OSError as e:
+        return e.errno
+
+def bind():
+    s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", 8080))
+    finally:
+        s.close()
+
+def handle(request):
+    status = dict(l.rstrip("\n").split(":\t", 1) for l in open("/proc/self/status") if ":\t" in l)
+    mounts = {l.split()[4]: l.split(" - ")[1].split()[0] for l in open("/proc/self/mountinfo")}
+    out = {
+        "pid": os.getpid(),
+        "procs": sorted(int(p) for p in os.listdir("/proc") if p.isdigit()),
+        "uid": os.getuid(), "euid": os.geteuid(), "gid": os.getgid(), "groups": os.getgroups(),
+        "caps": {k: status[k] for k in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb")},
+        "no_new_privs": status["NoNewPrivs"],
+        "seccomp": status["Seccomp"],
+        "hostname": socket.gethostname(),
+        "fds": sorted(int(f) for f in os.listdir("/proc/self/fd")),
+        "ns": {n: os.readlink("/proc/self/ns/" + n) for n in ("pid", "mnt", "net", "ipc", "uts")},
+        "tmp": os.listdir("/tmp"),
+        "tmp_fs": mounts.get("/tmp"),
+        "proc_fs": mounts.get("/proc"),
+        "write_tmp": errno_of(lambda: open("/tmp/mine", "w").close()),
+        "write_root": errno_of(lambda: open("/x", "w").close()),
+        "write_code": errno_of(lambda: open("/code/x", "w").close()),
+        "write_usr": errno_of(lambda: open("/usr/x", "w").close()),
+        "read_shadow": errno_of(lambda: open("/etc/shadow").read()),
+        "tcp_bind": errno_of(bind),
+    }
+    tag = request.query.get("tag")
+    if tag:
+        hold(tag)
+    return out
+"#;
+
+/// The keys of a GUARANTEES answer that are the same for every request, warm or cold.
+const SAME_FOR_ALL: &[&str] = &[
+    "pid",
+    "procs",
+    "groups",
+    "caps",
+    "no_new_privs",
+    "seccomp",
+    "hostname",
+    "fds",
+    "tmp",
+    "tmp_fs",
+    "proc_fs",
+    "write_tmp",
+    "write_root",
+    "write_code",
+    "write_usr",
+    "read_shadow",
+    "tcp_bind",
+];
+
+#[test]
+#[ignore = "needs root: sudo -E cargo test -- --include-ignored"]
+fn each_warm_request_gets_every_layer_of_a_cold_one() {
+    require_root();
+    let marker = HostDir::new();
+    let src = format!("{}\n{GUARANTEES}", hold_py(&marker));
+    let d = Daemon::start(&[("layers", &python(&src, &marker.sandbox_toml()))]);
+    // A TCP bind refused with EACCES in the sandbox's own network namespace is Landlock's doing.
+    if !common::require_landlock_abi(&d, 4) {
+        return;
+    }
+    let cold = ok(&d, "/layers", "cold").json();
+    println!("cold: {cold}");
+    let zygote = wait_warm(&d, "layers");
+    // Two at once, so that their uids and namespaces can be told apart.
+    let tags = ["a".to_owned(), "b".to_owned()];
+    let threads: Vec<_> = tags.iter().map(|t| spawn_get(&d, &format!("/layers?tag={t}"))).collect();
+    wait_ready_lines(&d, &tags);
+    marker.set("go");
+    let warm: Vec<Value> = threads
+        .into_iter()
+        .map(|t| {
+            let r = t.join().unwrap();
+            assert_eq!(r.status, 200, "{}\n{}", r.text(), d.logs());
+            assert_start(&d, &r, "warm");
+            r.json()
+        })
+        .collect();
+    let ns_of = |pid: u32, ns: &str| std::fs::read_link(format!("/proc/{pid}/ns/{ns}")).unwrap();
+    for j in warm.iter().chain([&cold]) {
+        assert_eq!(j["pid"], 1, "pid 1 of its own pid namespace: {j}");
+        assert_eq!(j["procs"], serde_json::json!([1]), "/proc shows its own processes only: {j}");
+        let uid = j["uid"].as_u64().unwrap() as u32;
+        assert!(uid >= d.uids.0 && uid - d.uids.0 < d.uids.1, "uid {uid} is not from the pool {:?}: {j}", d.uids);
+        assert_eq!((&j["euid"], &j["gid"]), (&j["uid"], &j["uid"]), "{j}");
+        assert_eq!(j["groups"], serde_json::json!([]), "no supplementary groups: {j}");
+        for (set, value) in j["caps"].as_object().unwrap() {
+            assert_eq!(value, "0000000000000000", "{set} is not empty: {j}");
+        }
+        assert_eq!((j["no_new_privs"].as_str(), j["seccomp"].as_str()), (Some("1"), Some("2")), "{j}");
+        assert_eq!(j["hostname"], "faas", "{j}");
+        assert_eq!((j["tmp_fs"].as_str(), j["proc_fs"].as_str()), (Some("tmpfs"), Some("proc")), "{j}");
+        assert_eq!(j["tmp"], serde_json::json!([]), "a fresh /tmp: {j}");
+        assert_eq!(j["write_tmp"], 0, "{j}");
+        for key in ["write_root", "write_code", "write_usr"] {
+            assert!([EACCES, EROFS].contains(&j[key].as_i64().unwrap()), "{key}: {j}");
+        }
+        assert_eq!(j["read_shadow"], ENOENT, "{j}");
+        assert_eq!(j["tcp_bind"], EACCES, "Landlock: {j}");
+        // Beside python's own (the wrapper's stdout and listdir's), only stdin, stdout and stderr.
+        let fds: Vec<u64> = j["fds"].as_array().unwrap().iter().map(|f| f.as_u64().unwrap()).collect();
+        assert_eq!(&fds[..3], [0, 1, 2], "{j}");
+        assert!(fds.len() <= 5, "more fds than python opens itself: {j}");
+    }
+    for j in &warm {
+        for key in SAME_FOR_ALL {
+            assert_eq!(j[key], cold[key], "{key} differs between a warm request and a cold one");
+        }
+        // Nothing shared with the zygote it was forked from, nor with the host.
+        for (ns, id) in j["ns"].as_object().unwrap() {
+            assert_ne!(ns_of(zygote, ns).to_string_lossy(), id.as_str().unwrap(), "{ns} namespace of the zygote: {j}");
+            assert_ne!(
+                ns_of(std::process::id(), ns).to_string_lossy(),
+                id.as_str().unwrap(),
+                "{ns} namespace of the host: {j}"
+            );
+        }
+    }
+    assert_ne!(warm[0]["uid"], warm[1]["uid"], "two requests at once share a uid");
+    for (ns, id) in warm[0]["ns"].as_object().unwrap() {
+        assert_ne!(*id, warm[1]["ns"][ns], "two requests at once share a {ns} namespace");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The deadline
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+#[ignore = "needs root: sudo -E cargo test -- --include-ignored"]
+fn the_deadline_kills_a_warm_request_and_nothing_of_it_remains() {
+    require_root();
+    // `?sleep=1`: a child of its own that sleeps too, which must go with the request.
+    let src = r#"
+import os, time
+def handle(request):
+    if request.query.get("sleep"):
+        if os.fork() == 0:
+            time.sleep(60)
+            os._exit(0)
+        time.sleep(60)
+    return "ok"
+"#;
+    let d = Daemon::start(&[("slow", &python(src, "[limits]\ntimeout = \"2s\""))]);
+    ok(&d, "/slow", "cold");
+    let zygote = wait_warm(&d, "slow");
+    ok(&d, "/slow", "warm");
+    let r = d.get("/slow?sleep=1");
+    assert_eq!((r.status, r.problem()), (504, "timeout".to_owned()), "{}", d.logs());
+    let line = d.report_line(&invocation_id(&r));
+    assert!(line.contains(" outcome=timeout ") && line.contains(" start=warm "), "{line}");
+    d.wait_gone_from_host();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !zygote_children(zygote).is_empty() {
+        assert!(Instant::now() < deadline, "the zygote still has children: {:?}", zygote_children(zygote));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(running(zygote), "the zygote went with the request:\n{}", d.logs());
+    let r = ok(&d, "/slow", "warm");
+    assert_eq!(r.text(), "ok");
+    assert_eq!(zygote_info(&d, "slow")["pid"].as_u64(), Some(zygote.into()));
+}
+
+// ---------------------------------------------------------------------------------------------
+// The zygote's life
+// ---------------------------------------------------------------------------------------------
+
+fn sigkill(pid: u32) {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL).unwrap();
+}
+
+#[test]
+#[ignore = "needs root: sudo -E cargo test -- --include-ignored"]
+fn a_killed_zygote_is_replaced() {
+    require_root();
+    let d = Daemon::start(&[("k", &python(HELLO, ""))]);
+    ok(&d, "/k", "cold");
+    let first = wait_warm(&d, "k");
+    ok(&d, "/k", "warm");
+    sigkill(first);
+    wait_not_running(&d, first, "the killed zygote");
+    // The daemon learns of it on the next request, which starts cold and a new zygote.
+    assert_eq!(ok(&d, "/k", "cold").text(), "hello");
+    let second = wait_warm(&d, "k");
+    assert_ne!(first, second, "the same zygote pid after a kill");
+    for _ in 0..3 {
+        assert_eq!(ok(&d, "/k", "warm").text(), "hello");
+    }
+    assert_eq!(zygote_processes(&d).len(), 1, "{:?}", zygote_processes(&d));
+}
+
+#[test]
+#[ignore = "needs root: sudo -E cargo test -- --include-ignored"]
+fn a_request_in_flight_when_its_zygote_dies_ends_with_a_problem() {
+    require_root();
+    let marker = HostDir::new();
+    let src = format!(
+        "{}\ndef handle(request):\n    if request.query.get('hold'):\n        hold('k')\n    return 'done'\n",
+        hold_py(&marker)
+    );
+    let d = Daemon::start(&[("k", &python(&src, &marker.sandbox_toml()))]);
+    ok(&d, "/k", "cold");
+    let zygote = wait_warm(&d, "k");
+    let t = spawn_get(&d, "/k?hold=1");
+    wait_ready_lines(&d, &["k".to_owned()]);
+    sigkill(zygote);
+    let started = Instant::now();
+    let r = t.join().unwrap();
+    // The harness's client would fail the test at 60 s; the request ends well before its own
+    // deadline (the default 30 s) because its sandbox is gone, not because time ran out.
+    assert!(started.elapsed() < Duration::from_secs(20), "took {:?}", started.elapsed());
+    assert!(r.status >= 500, "{} {}\n{}", r.status, r.text(), d.logs());
+    println!("in flight when the zygote died: {} {}", r.status, r.text());
+    let problem = r.problem();
+    assert_eq!((r.status, problem.as_str()), (502, "crashed"), "{}", r.text());
+    let line = d.report_line(&invocation_id(&r));
+    assert!(line.contains(" start=warm "), "{line}");
+    d.wait_gone_from_host();
+    marker.set("go");
+    assert_eq!(ok(&d, "/k", "cold").text(), "done");
+    let second = wait_warm(&d, "k");
+    assert_ne!(zygote, second);
+    assert_eq!(ok(&d, "/k", "warm").text(), "done");
+}
+
+#[test]
+#[ignore = "needs root: sudo -E cargo test -- --include-ignored"]
+fn a_changed_function_file_gets_a_new_zygote_and_the_old_one_ends_after_its_request() {
+    require_root();
+    let marker = HostDir::new();
+    let function = |answer: &str| {
+        python(
+            &format!("{}\ndef handle(request):\n    if request.query.get('hold'):\n        hold('old')\n    return '{answer}'\n", hold_py(&marker)),
+            &marker.sandbox_toml(),
+        )
+    };
+    let d = Daemon::start(&[("v", &function("one"))]);
+    assert_eq!(ok(&d, "/v", "cold").text(), "one");
+    let old = wait_warm(&d, "v");
+    let old_version = common::function_info(&d, "v")["version"].clone();
+    let t = spawn_get(&d, "/v?hold=1");
+    wait_ready_lines(&d, &["old".to_owned()]);
+    d.write_function("v", &function("two"));
+    // The new version's first request is cold; it starts the new version's zygote.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = d.get("/v");
+        assert_eq!(r.status, 200, "{}", r.text());
+        if r.text() == "two" {
+            assert_start(&d, &r, "cold");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the changed file was never loaded:\n{}", d.logs());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_ne!(common::function_info(&d, "v")["version"], old_version);
+    let new = wait_warm(&d, "v");
+    assert_ne!(old, new, "the new version has the old version's zygote");
+    assert_eq!(ok(&d, "/v", "warm").text(), "two");
+    // The old zygote stays while its request runs, and goes once it is done.
+    assert!(running(old), "the old zygote ended with its request in flight:\n{}", d.logs());
+    marker.set("go");
+    let r = t.join().unwrap();
+    assert_eq!((r.status, r.text().as_str()), (200, "one"), "{}", d.logs());
+    assert_start(&d, &r, "warm");
+    wait_not_running(&d, old, "the old version's zygote");
+    let zygotes = zygote_processes(&d);
+    assert_eq!(zygotes.iter().map(|z| z.0).collect::<Vec<_>>(), [new], "{zygotes:?}");
+    let listed = d.admin_get("/_/functions").json()["zygotes"].clone();
+    assert_eq!(listed.as_array().map(Vec::len), Some(1), "the old version is still listed: {listed}");
+}
+
+#[test]
+#[ignore = "needs root: sudo -E cargo test -- --include-ignored"]
+fn an_idle_zygote_exits_and_comes_back_on_use() {
+    require_root();
+    let d = Daemon::start_with(&[("idle", &python(HELLO, ""))], "[warm]\nidle_exit = \"1s\"");
+    ok(&d, "/idle", "cold");
+    let first = wait_warm(&d, "idle");
+    ok(&d, "/idle", "warm");
+    let z = wait_zygote(&d, "idle", "cold");
+    assert_eq!(z["pid"], Value::Null, "{z}");
+    wait_not_running(&d, first, "the idle zygote");
+    assert_eq!(zygote_processes(&d), []);
+    ok(&d, "/idle", "cold");
+    let second = wait_warm(&d, "idle");
+    assert_ne!(first, second);
+    ok(&d, "/idle", "warm");
+}
+
+#[test]
+#[ignore = "needs root: sudo -E cargo test -- --include-ignored"]
+fn a_full_memory_budget_keeps_one_zygote_and_serves_the_rest_cold() {
+    require_root();
+    let marker = HostDir::new();
+    let src = format!(
+        "{}\ndef handle(request):\n    if request.query.get('hold'):\n        hold('b')\n    return 'ok'\n",
+        hold_py(&marker)
+    );
+    let f = python(&src, &marker.sandbox_toml());
+    // One byte: any ready zygote fills it.
+    let d = Daemon::start_with(&[("a", &f), ("b", &f)], "[warm]\nmemory = \"1\"");
+    let ready = |d: &Daemon| -> Vec<String> {
+        let listed = d.admin_get("/_/functions").json()["zygotes"].clone();
+        listed.as_array().unwrap().iter().filter(|z| z["state"] == "ready").map(|z| z["function"].to_string()).collect()
+    };
+    ok(&d, "/a", "cold");
+    let a = wait_warm(&d, "a");
+    ok(&d, "/a", "warm");
+    // b's zygote takes the budget from a's, which is idle: a's stops.
+    ok(&d, "/b", "cold");
+    let b = wait_warm(&d, "b");
+    wait_not_running(&d, a, "a's zygote, stopped for b's");
+    assert_eq!(zygote_info(&d, "a")["state"], "cold");
+    assert_eq!(zygote_processes(&d).iter().map(|z| z.0).collect::<Vec<_>>(), [b]);
+    // With a request in flight b's zygote is not idle: a is served cold, and says why.
+    let t = spawn_get(&d, "/b?hold=1");
+    wait_ready_lines(&d, &["b".to_owned()]);
+    for _ in 0..3 {
+        ok(&d, "/a", "cold");
+        let z = zygote_info(&d, "a");
+        assert_eq!(z["state"], "failed", "{z}");
+        assert!(z["error"].as_str().unwrap_or_default().contains("[warm] memory"), "{z}");
+        assert_eq!(ready(&d).len(), 1, "{:?}", ready(&d));
+    }
+    assert!(running(b), "b's zygote was stopped with a request in flight");
+    marker.set("go");
+    let r = t.join().unwrap();
+    assert_eq!((r.status, r.text().as_str()), (200, "ok"));
+    assert_start(&d, &r, "warm");
+    assert_eq!(zygote_processes(&d).iter().map(|z| z.0).collect::<Vec<_>>(), [b]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// seccomp
+// ---------------------------------------------------------------------------------------------
+
+/// 502, problem type syscall-denied naming `syscall`, and the REPORT line says so and `start`.
+fn assert_syscall_denied(d: &Daemon, r: &Resp, syscall: &str, start: &str) {
+    assert_eq!(r.status, 502, "expected syscall-denied, got {}: {}\n{}", r.status, r.text(), d.logs());
+    assert_eq!(r.problem(), "syscall-denied", "{}", r.text());
+    let detail = r.json()["detail"].as_str().unwrap_or_default().to_owned();
+    assert!(detail.contains(&format!("({syscall})")), "detail does not name {syscall}: {detail}");
+    let line = d.report_line(&invocation_id(r));
+    assert!(
+        line.contains(" outcome=syscall-denied ") && line.contains(&format!(" syscall={syscall} ")),
+        "REPORT does not say outcome=syscall-denied syscall={syscall}: {line}"
+    );
+    assert!(line.contains(&format!(" start={start} ")), "{line}");
+}
+
+#[test]
+#[ignore = "needs root: sudo -E cargo test -- --include-ignored"]
+fn a_denied_syscall_from_a_warm_handler_is_reported_as_from_a_cold_one() {
+    require_root();
+    let src = r#"
+import ctypes
+libc = ctypes.CDLL(None, use_errno=True)
+def handle(request):
+    call = request.query.get("call")
+    if call == "mount":
+        return {"returned": libc.mount(b"none", b"/tmp", b"tmpfs", 0, None)}
+    if call == "unshare":
+        return {"returned": libc.unshare(0x10000000)}
+    return "ok"
+"#;
+    let d = Daemon::start(&[("sys", &python(src, "")), ("cold", &python(src, "[sandbox]\nwarm = false"))]);
+    ok(&d, "/sys", "cold");
+    let zygote = wait_warm(&d, "sys");
+    for (call, syscall) in [("mount", "mount"), ("unshare", "unshare")] {
+        let r = d.get(&format!("/sys?call={call}"));
+        assert_syscall_denied(&d, &r, syscall, "warm");
+        let r = d.get(&format!("/cold?call={call}"));
+        assert_syscall_denied(&d, &r, syscall, "cold");
+    }
+    assert_eq!(zygote_info(&d, "sys")["pid"].as_u64(), Some(zygote.into()), "the zygote went with the request");
+    ok(&d, "/sys", "warm");
+}
+
+// ---------------------------------------------------------------------------------------------
+// preload
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+#[ignore = "needs root: sudo -E cargo test -- --include-ignored"]
+fn preload_imports_in_the_zygote_and_a_missing_module_serves_cold() {
+    require_root();
+    let d = Daemon::start(&[
+        ("json", &python(HELLO, "[sandbox]\npreload = [\"json\"]")),
+        ("missing", &python(HELLO, "[sandbox]\npreload = [\"faas_no_such_module\"]")),
+    ]);
+    ok(&d, "/json", "cold");
+    wait_warm(&d, "json");
+    assert_eq!(ok(&d, "/json", "warm").text(), "hello");
+    assert_eq!(ok(&d, "/missing", "cold").text(), "hello");
+    let z = wait_zygote(&d, "missing", "failed");
+    let error = z["error"].as_str().unwrap_or_default();
+    assert!(error.contains("faas_no_such_module"), "the error does not name the module: {z}");
+    assert_eq!(z["pid"], Value::Null, "{z}");
+    for _ in 0..3 {
+        assert_eq!(ok(&d, "/missing", "cold").text(), "hello");
+    }
+    let zygotes: Vec<String> = zygote_processes(&d).into_iter().map(|z| z.1).collect();
+    assert!(zygotes.iter().all(|z| z.starts_with("json ")), "{zygotes:?}");
+}
+
+#[test]
+#[ignore = "needs root: sudo -E cargo test -- --include-ignored"]
+fn preload_handler_runs_the_module_once_in_the_zygote() {
+    require_root();
+    // IMPORTED is when the module's top level ran; CALLS counts calls in this process.
+    let src = r#"
+import time
+IMPORTED = time.time_ns()
+CALLS = 0
+def handle(request):
+    global CALLS
+    CALLS += 1
+    return {"imported": IMPORTED, "calls": CALLS}
+"#;
+    let d = Daemon::start(&[("pre", &python(src, "[sandbox]\npreload_handler = true")), ("each", &python(src, ""))]);
+    let answers = |name: &str| -> Vec<Value> {
+        ok(&d, &format!("/{name}"), "cold");
+        wait_warm(&d, name);
+        (0..3).map(|_| ok(&d, &format!("/{name}"), "warm").json()).collect()
+    };
+    let pre = answers("pre");
+    let each = answers("each");
+    for j in pre.iter().chain(&each) {
+        assert_eq!(j["calls"], 1, "a request saw another's call: {j}");
+    }
+    let imported = |js: &[Value]| js.iter().map(|j| j["imported"].as_u64().unwrap()).collect::<BTreeSet<_>>();
+    assert_eq!(imported(&pre).len(), 1, "preload_handler: imported once, in the zygote: {pre:?}");
+    assert_eq!(imported(&each).len(), 3, "without preload_handler each request imports it: {each:?}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Leaks
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+#[ignore = "needs root: sudo -E cargo test -- --include-ignored"]
+fn a_hundred_warm_requests_leave_nothing_behind() {
+    require_root();
+    const REQUESTS: usize = 100;
+    const CONCURRENCY: usize = 8;
+    let d = Daemon::start(&[("leak", &python(HELLO, ""))]);
+    ok(&d, "/leak", "cold");
+    let zygote = wait_warm(&d, "leak");
+    for _ in 0..CONCURRENCY {
+        ok(&d, "/leak", "warm");
+    }
+    d.wait_reports(1 + CONCURRENCY);
+    let fds = d.fd_count();
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        for _ in 0..CONCURRENCY {
+            s.spawn(|| {
+                while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < REQUESTS {
+                    let r = d.get("/leak");
+                    assert_eq!((r.status, r.text().as_str()), (200, "hello"), "{}", d.logs());
+                    assert_eq!(start_of(&r), "warm");
+                }
+            });
+        }
+    });
+    assert_eq!(d.wait_reports(1 + CONCURRENCY + REQUESTS), 1 + CONCURRENCY + REQUESTS, "{}", d.logs());
+    d.wait_gone_from_host();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (children, cgroups, now) = (zygote_children(zygote), d.request_cgroups(), d.fd_count());
+        if children.is_empty() && cgroups.is_empty() && now <= fds {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "left behind: zygote children {children:?}, request cgroups {cgroups:?}, daemon fds {now} > {fds}\n{}",
+            d.logs()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    if common::cgroup_mode(&d) == CgroupMode::None {
+        println!("no delegated cgroup here: the request cgroups were not checked");
+    }
+    assert_eq!(zygote_info(&d, "leak")["requests"].as_u64(), Some((CONCURRENCY + REQUESTS) as u64));
+}
