@@ -130,7 +130,11 @@ impl Pool {
     fn make_room(&self, asking: &Slot) -> bool {
         loop {
             let slots = self.live();
-            let used: u64 = slots.iter().filter_map(|s| s.ready()).map(|z| z.rss()).sum();
+            // A zygote still starting holds little yet, but will: it counts at its limit, or
+            // zygotes started at once (a burst of first requests) would all fit, and all stay.
+            let starting = slots.iter().filter(|s| !std::ptr::eq(s.as_ref(), asking) && s.starting()).count() as u64;
+            let used: u64 = slots.iter().filter_map(|s| s.ready()).map(|z| z.rss()).sum::<u64>()
+                + starting * self.config.zygote_memory.0;
             if used < self.config.memory.0 {
                 return true;
             }
@@ -147,6 +151,10 @@ impl Pool {
 }
 
 impl Slot {
+    fn starting(&self) -> bool {
+        matches!(&*self.state.lock().expect("never poisoned"), State::Starting)
+    }
+
     fn ready(&self) -> Option<Arc<Zygote>> {
         match &*self.state.lock().expect("never poisoned") {
             State::Ready(z) => Some(z.clone()),
