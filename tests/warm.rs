@@ -858,3 +858,42 @@ fn a_hundred_warm_requests_leave_nothing_behind() {
     }
     assert_eq!(zygote_info(&d, "leak")["requests"].as_u64(), Some((CONCURRENCY + REQUESTS) as u64));
 }
+
+#[test]
+#[ignore = "needs root: sudo -E cargo test -- --include-ignored"]
+fn zygotes_starting_at_once_stay_within_the_memory_budget() {
+    require_root();
+    const FUNCTIONS: [&str; 3] = ["a", "b", "c"];
+    let f = python(HELLO, "");
+    let functions: Vec<(&str, &str)> = FUNCTIONS.iter().map(|n| (*n, f.as_str())).collect();
+    let d = Daemon::start_with(&functions, "[warm]\nmemory = \"1\"");
+    // The first requests of all three at once: each would start a zygote.
+    let barrier = std::sync::Barrier::new(FUNCTIONS.len());
+    std::thread::scope(|s| {
+        for name in FUNCTIONS {
+            let (d, barrier) = (&d, &barrier);
+            s.spawn(move || {
+                barrier.wait();
+                assert_eq!(ok(d, &format!("/{name}"), "cold").text(), "hello");
+            });
+        }
+    });
+    // Until none is starting any more, never more than one is ready.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let states = loop {
+        let listed = d.admin_get("/_/functions").json()["zygotes"].clone();
+        let states: Vec<String> =
+            listed.as_array().unwrap().iter().map(|z| z["state"].as_str().unwrap().to_owned()).collect();
+        assert!(
+            states.iter().filter(|s| *s == "ready").count() <= 1,
+            "a budget of one byte holds two zygotes: {listed}"
+        );
+        if !states.iter().any(|s| s == "starting") {
+            break states;
+        }
+        assert!(Instant::now() < deadline, "zygotes still starting after 30 s: {listed}\n{}", d.logs());
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert_eq!(states.iter().filter(|s| *s == "ready").count(), 1, "{states:?}\n{}", d.logs());
+    assert_eq!(zygote_processes(&d).len(), 1, "{:?}", zygote_processes(&d));
+}
