@@ -527,6 +527,7 @@ mod tests {
             ("PR_CAP_AMBIENT_CLEAR_ALL", libc::PR_CAP_AMBIENT_CLEAR_ALL as i64),
             ("PR_SET_PDEATHSIG", libc::PR_SET_PDEATHSIG as i64),
             ("PR_SET_NO_NEW_PRIVS", libc::PR_SET_NO_NEW_PRIVS as i64),
+            ("PR_SET_DUMPABLE", libc::PR_SET_DUMPABLE as i64),
             ("SECCOMP_SET_MODE_FILTER", libc::SECCOMP_SET_MODE_FILTER as i64),
             ("SECCOMP_FILTER_FLAG_NEW_LISTENER", libc::SECCOMP_FILTER_FLAG_NEW_LISTENER as i64),
             ("LANDLOCK_RULE_PATH_BENEATH", 1),
