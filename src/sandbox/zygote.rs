@@ -512,6 +512,7 @@ mod tests {
             ("CLONE_NEWNET", libc::CLONE_NEWNET as i64),
             ("CLONE_PIDFD", libc::CLONE_PIDFD as i64),
             ("CLONE_INTO_CGROUP", 0x2_0000_0000),
+            ("PR_CAPBSET_READ", libc::PR_CAPBSET_READ as i64),
             ("PR_CAPBSET_DROP", libc::PR_CAPBSET_DROP as i64),
             ("PR_CAP_AMBIENT", libc::PR_CAP_AMBIENT as i64),
             ("PR_CAP_AMBIENT_CLEAR_ALL", libc::PR_CAP_AMBIENT_CLEAR_ALL as i64),

@@ -36,6 +36,9 @@ const HARNESS_UID_BASE: u32 = UID_BASE + 65536;
 
 /// How long a raw socket read may wait for a byte before the test fails as stalled.
 pub const READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// The fds the daemon holds per live zygote, its network namespace apart (src/sandbox/zygote.rs:
+/// the control socket, the pidfd, the log pipe).
+pub const ZYGOTE_FDS: usize = 3;
 
 /// Fails with the reason when not root, rather than passing without testing anything.
 pub fn require_root() {
@@ -308,13 +311,34 @@ impl Daemon {
 
     /// The processes of this daemon's sandboxes.
     pub fn sandbox_processes(&self) -> BTreeSet<u32> {
-        descendants(self.pid())
+        let zygotes = self.zygotes();
+        descendants(self.pid()).into_iter().filter(|p| !zygotes.contains(p)).collect()
     }
 
-    /// The daemon's direct children: one per live sandbox (its init).
+    /// The inits of live sandboxes: the daemon's children (cold) and its zygotes' (warm).
     pub fn sandbox_inits(&self) -> BTreeSet<u32> {
         let me = self.pid();
-        all_processes().into_iter().filter(|p| p.ppid == me).map(|p| p.pid).collect()
+        let zygotes = self.zygotes();
+        all_processes()
+            .into_iter()
+            .filter(|p| (p.ppid == me && !zygotes.contains(&p.pid)) || zygotes.contains(&p.ppid))
+            .map(|p| p.pid)
+            .collect()
+    }
+
+    /// The daemon's zygotes (warm Python functions): its children with `FAAS_ZYGOTE` in their
+    /// environment. They live as long as their function version is warm, so they are no leak.
+    pub fn zygotes(&self) -> BTreeSet<u32> {
+        let me = self.pid();
+        all_processes()
+            .into_iter()
+            .filter(|p| p.ppid == me)
+            .filter(|p| {
+                std::fs::read(format!("/proc/{}/environ", p.pid))
+                    .is_ok_and(|env| env.split(|&b| b == 0).any(|e| e.starts_with(b"FAAS_ZYGOTE=")))
+            })
+            .map(|p| p.pid)
+            .collect()
     }
 
     /// Waits (10 s at most) until `n` sandboxes are alive at once.
@@ -333,8 +357,10 @@ impl Daemon {
 
     /// The daemon's open fds, not counting the network namespaces it keeps for reuse (a pool
     /// that grows to the highest concurrency seen; `netns_fds` counts those).
+    /// Nor the three the daemon holds per live zygote (its control socket, log pipe and pidfd).
     pub fn fd_count(&self) -> usize {
-        self.fd_links().iter().filter(|l| !l.starts_with("net:[")).count()
+        let all = self.fd_links().iter().filter(|l| !l.starts_with("net:[")).count();
+        all.saturating_sub(ZYGOTE_FDS * self.zygotes().len())
     }
 
     /// How many network namespaces the daemon holds open (its pool and running sandboxes).
