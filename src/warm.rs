@@ -258,3 +258,47 @@ impl Slot {
         info
     }
 }
+
+/// A zygote found in `/proc` (by `FAAS_ZYGOTE` in its environment), for `faas doctor`, which
+/// runs apart from the daemon.
+#[derive(Debug)]
+pub struct FoundZygote {
+    pub pid: u32,
+    /// `NAME VERSION`.
+    pub function: String,
+    pub rss_bytes: u64,
+    pub age: Duration,
+}
+
+/// Every zygote running on this host, of any daemon.
+pub fn running_zygotes() -> Vec<FoundZygote> {
+    let Ok(dir) = std::fs::read_dir("/proc") else { return Vec::new() };
+    let uptime = std::fs::read_to_string("/proc/uptime")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<f64>().ok())
+        .unwrap_or(0.0);
+    let prefix = format!("{}=", crate::sandbox::ZYGOTE_ENV);
+    let mut found: Vec<FoundZygote> = dir
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(|pid| {
+            let env = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
+            let function = env
+                .split(|&b| b == 0)
+                .find_map(|e| e.strip_prefix(prefix.as_bytes()))
+                .map(|v| String::from_utf8_lossy(v).into_owned())?;
+            let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+            let rss_kb = status
+                .lines()
+                .find_map(|l| l.strip_prefix("VmRSS:")?.trim().strip_suffix("kB")?.trim().parse::<u64>().ok())
+                .unwrap_or(0);
+            // Field 22 of stat, after the parenthesised command: start time in clock ticks.
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            let ticks: f64 = stat.rsplit_once(") ")?.1.split_whitespace().nth(19)?.parse().ok()?;
+            let age = (uptime - ticks / 100.0).max(0.0);
+            Some(FoundZygote { pid, function, rss_bytes: rss_kb * 1024, age: Duration::from_secs_f64(age) })
+        })
+        .collect();
+    found.sort_by_key(|z| z.pid);
+    found
+}
