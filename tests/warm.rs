@@ -78,9 +78,14 @@ fn wait_not_running(d: &Daemon, pid: u32, what: &str) {
     }
 }
 
-/// The processes a zygote forked that still exist: each request's init.
+/// The processes a zygote forked that still exist, the spare it keeps ready apart: each
+/// request's init.
 fn zygote_children(zygote: u32) -> Vec<u32> {
-    common::all_processes().into_iter().filter(|p| p.ppid == zygote).map(|p| p.pid).collect()
+    common::all_processes()
+        .into_iter()
+        .filter(|p| p.ppid == zygote && !common::is_spare(p.pid))
+        .map(|p| p.pid)
+        .collect()
 }
 
 /// Waits (20 s at most) until the log holds a `ready TAG` line of function stderr for every
@@ -116,6 +121,19 @@ def hold(tag):
     )
 }
 
+/// Waits (30 s at most) until the zygote of `name` has a spare sandbox made ahead.
+fn wait_spare(d: &Daemon, name: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let z = zygote_info(d, name);
+        if z["spare"] == true {
+            return;
+        }
+        assert!(Instant::now() < deadline, "the zygote of {name} has no spare after 30 s: {z}\n{}", d.logs());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// Starts `path` in a thread; the response comes from `join`.
 fn spawn_get(d: &Daemon, path: &str) -> std::thread::JoinHandle<Resp> {
     let url = d.url(path);
@@ -142,12 +160,11 @@ fn every_request_after_the_zygote_is_ready_is_warm_and_warm_false_is_cold() {
         let r = ok(&d, "/w", "warm");
         assert_eq!(r.text(), "hello");
     }
+    // `requests` counts the zygote's forks, spares made ahead included: one at least per
+    // warm request, as no process serves two.
     let z = zygote_info(&d, "w");
-    assert_eq!(
-        (z["state"].as_str(), z["pid"].as_u64(), z["requests"].as_u64()),
-        (Some("ready"), Some(pid.into()), Some(5)),
-        "{z}"
-    );
+    assert_eq!((z["state"].as_str(), z["pid"].as_u64()), (Some("ready"), Some(pid.into())), "{z}");
+    assert!(z["requests"].as_u64().unwrap_or(0) >= 5, "{z}");
     for _ in 0..3 {
         let r = ok(&d, "/c", "cold");
         assert_eq!(r.text(), "hello");
@@ -263,7 +280,8 @@ fn no_state_crosses_requests(extra: &str) {
         assert_eq!(warm["before"], *pristine, "warm request {n} does not start from what a cold start sees");
         assert_eq!(warm["after"], *after, "warm request {n} changed state differently from a cold start");
         let z = zygote_info(&d, "state");
-        assert_eq!((z["pid"].as_u64(), z["requests"].as_u64()), (Some(zygote.into()), Some(n)), "the same zygote: {z}");
+        assert_eq!(z["pid"].as_u64(), Some(zygote.into()), "the same zygote: {z}");
+        assert!(z["requests"].as_u64().unwrap_or(0) >= n, "a fork per warm request: {z}");
     }
 }
 
@@ -690,7 +708,9 @@ fn a_full_memory_budget_keeps_one_zygote_and_serves_the_rest_cold() {
     ok(&d, "/a", "cold");
     let a = wait_warm(&d, "a");
     ok(&d, "/a", "warm");
-    // b's zygote takes the budget from a's, which is idle: a's stops.
+    // b's zygote takes the budget from a's, which is idle: a's stops. Idle once it has made
+    // the spare that replaces the one the request took: until then a's zygote counts as busy.
+    wait_spare(&d, "a");
     ok(&d, "/b", "cold");
     let b = wait_warm(&d, "b");
     wait_not_running(&d, a, "a's zygote, stopped for b's");
@@ -889,7 +909,8 @@ fn a_hundred_warm_requests_leave_nothing_behind() {
     if common::cgroup_mode(&d) == CgroupMode::None {
         println!("no delegated cgroup here: the request cgroups were not checked");
     }
-    assert_eq!(zygote_info(&d, "leak")["requests"].as_u64(), Some((CONCURRENCY + REQUESTS) as u64));
+    let z = zygote_info(&d, "leak");
+    assert!(z["requests"].as_u64().unwrap_or(0) >= (CONCURRENCY + REQUESTS) as u64, "a fork per warm request: {z}");
 }
 
 #[test]
