@@ -64,6 +64,7 @@ PR_SET_DUMPABLE = 4
 PR_SET_MM = 35
 PR_SET_MM_MAP = 14
 PR_SET_NO_NEW_PRIVS = 38
+PR_SET_NAME = 15
 SECCOMP_SET_MODE_FILTER = 1
 SECCOMP_FILTER_FLAG_NEW_LISTENER = 8
 LANDLOCK_RULE_PATH_BENEATH = 1
@@ -223,30 +224,41 @@ def child(init, req, fds, template, daemon_pidfd, filter_buf):
         c.fail("Seccomp", 0, ctypes.get_errno())
     sock = socket.socket(fileno=notify)
     c.do("SendListener", 0, socket.send_fds, sock, [b"\0"], [listener])
-    sock.close()
     os.close(listener)
-    # What execve would do for /proc/self/environ, which still shows the zygote's environment:
-    # the request's, in a block that lives as long as this frame (until os._exit). PR_SET_MM_MAP
-    # with the rest of the layout as it is takes no capability; before the rlimits, as it checks
-    # the heap against RLIMIT_DATA.
-    environ = b"".join(bytes.fromhex(entry) + b"\0" for entry in req["envp"])
+    for i, (res, value) in enumerate(req["rlimits"]):
+        c.do("Rlimit", i, resource.setrlimit, res, (value, value))
+    envp = req["envp"]
+    if req["spare"]:
+        # The "exec" comes first for a spare: every layer is on, and it waits for its request,
+        # named faas-spare meanwhile (ps, and the tests' leak checks, tell it from a request).
+        os.close(err)
+        libc.prctl(PR_SET_NAME, b"faas-spare", 0, 0, 0)
+        msg = sock.recv(1 << 20)
+        if not msg:
+            os._exit(0)  # the daemon let go of it unused
+        libc.prctl(PR_SET_NAME, COMM, 0, 0, 0)
+        envp = json.loads(msg)["envp"]
+    sock.close()
+    os.environb.clear()
+    for entry in envp:
+        name, _, value = bytes.fromhex(entry).partition(b"=")
+        os.environb[name] = value
+    # What execve does for /proc/self, which a forked child must do itself: /proc/self/environ
+    # shows the zygote's environment until PR_SET_MM_MAP (with the rest of the layout as it is,
+    # no capability needed) points it at the request's, in a block that lives as long as this
+    # frame (until os._exit); and the uid switch left the process not dumpable, which gives its
+    # /proc/self files to root (environ unreadable to the handler, unlike a cold start's).
+    environ = b"".join(bytes.fromhex(entry) + b"\0" for entry in envp)
     environ_block = ctypes.create_string_buffer(environ, len(environ))
     mm = PrctlMmMap.from_buffer_copy(LAYOUT)
     mm.brk = libc.sbrk(ctypes.c_ssize_t(0))
     mm.env_start = ctypes.addressof(environ_block)
     mm.env_end = mm.env_start + len(environ)
     c.sys("Exec", 0, SYS_prctl, PR_SET_MM, PR_SET_MM_MAP, ctypes.byref(mm), ctypes.sizeof(mm), 0)
-    for i, (res, value) in enumerate(req["rlimits"]):
-        c.do("Rlimit", i, resource.setrlimit, res, (value, value))
-    os.environb.clear()
-    for entry in req["envp"]:
-        name, _, value = bytes.fromhex(entry).partition(b"=")
-        os.environb[name] = value
-    # execve makes a process dumpable again; the uid switch left this one not, which would give
-    # its /proc/self files to root (environ unreadable to the handler, unlike a cold start's).
     c.sys("Exec", 1, SYS_prctl, PR_SET_DUMPABLE, 1, 0, 0, 0)
-    # The "exec": every layer is on. EOF on the error pipe tells the daemon so.
-    os.close(err)
+    if not req["spare"]:
+        # The "exec": every layer is on. EOF on the error pipe tells the daemon so.
+        os.close(err)
     code = 2
     try:
         code = WRAPPER.main(["python.py", init["code_dir"], init["handler"]])
@@ -287,6 +299,9 @@ def rss_bytes():
 
 
 BOUNDING = ()
+# Our process name (python3), which a spare takes back once its request comes.
+with open("/proc/self/comm", "rb") as f:
+    COMM = f.read().strip()
 
 
 LAYOUT = None
@@ -386,7 +401,6 @@ def main():
             args = CloneArgs()
             pidfd = ctypes.c_int(-1)
             flags = init["clone_flags"] | CLONE_PIDFD
-            flags |= CLONE_NEWNET if req["newnet"] else 0
             if req["cgroup"]:
                 flags |= CLONE_INTO_CGROUP
                 args.cgroup = fds[6]
