@@ -65,7 +65,6 @@ PR_SET_DUMPABLE = 4
 PR_SET_MM = 35
 PR_SET_MM_MAP = 14
 PR_SET_NO_NEW_PRIVS = 38
-PR_SET_DUMPABLE = 4
 PR_SET_NAME = 15
 SECCOMP_SET_MODE_FILTER = 1
 SECCOMP_FILTER_FLAG_NEW_LISTENER = 8
@@ -197,9 +196,6 @@ def child(init, req, fds, template, daemon_pidfd, filter_buf):
     data = bytes(24)
     c.sys("Caps", 0, SYS_capset, header, data)
     c.sys("Caps", 1, SYS_prctl, PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0)
-    # The uid change made us non-dumpable, which leaves /proc/self (environ, io, ...) root's;
-    # an exec would make us dumpable again, as a cold start is.
-    c.sys("Caps", 2, SYS_prctl, PR_SET_DUMPABLE, 1, 0, 0, 0)
     # Our parent is the zygote, whose death takes this pid namespace along anyway; the daemon's
     # pidfd says whether anyone is left to supervise us.
     c.sys("ParentDeath", 0, SYS_prctl, PR_SET_PDEATHSIG, signal.SIGKILL)

@@ -530,7 +530,6 @@ mod tests {
             ("PR_SET_MM", libc::PR_SET_MM as i64),
             ("PR_SET_MM_MAP", libc::PR_SET_MM_MAP as i64),
             ("PR_SET_NO_NEW_PRIVS", libc::PR_SET_NO_NEW_PRIVS as i64),
-            ("PR_SET_DUMPABLE", libc::PR_SET_DUMPABLE as i64),
             ("PR_SET_NAME", libc::PR_SET_NAME as i64),
             ("SECCOMP_SET_MODE_FILTER", libc::SECCOMP_SET_MODE_FILTER as i64),
             ("SECCOMP_FILTER_FLAG_NEW_LISTENER", libc::SECCOMP_FILTER_FLAG_NEW_LISTENER as i64),
