@@ -209,6 +209,8 @@ def snapshot():
         "tmp": sorted(os.listdir("/tmp")),
         "env": sorted(k for k in os.environ if k not in ("FAAS_INVOCATION_ID", "FAAS_DEADLINE_MS")),
         "leak_env": os.environ.get("FAAS_LEAK"),
+        "proc_environ": sorted(e.split(b"=", 1)[0].decode() for e in open("/proc/self/environ", "rb").read().split(b"\0")
+                               if e and not e.startswith((b"FAAS_INVOCATION_ID=", b"FAAS_DEADLINE_MS="))),
         "signals": {signal.Signals(s).name: disposition(signal.getsignal(s)) for s in
                     (signal.SIGUSR1, signal.SIGTERM, signal.SIGCHLD, signal.SIGINT, signal.SIGPIPE, signal.SIGHUP)},
         "sig_ign": status("SigIgn"),
