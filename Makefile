@@ -66,6 +66,7 @@ completions: target/release/faas
 install: target/release/faas man completions
 	install -D -m 0755 target/release/faas $(DESTDIR)$(PREFIX)/bin/faas
 	install -D -m 0644 wrappers/python.py $(DESTDIR)$(PREFIX)/lib/faas/wrappers/python.py
+	install -D -m 0644 wrappers/zygote.py $(DESTDIR)$(PREFIX)/lib/faas/wrappers/zygote.py
 	install -D -m 0644 wrappers/node.js $(DESTDIR)$(PREFIX)/lib/faas/wrappers/node.js
 	install -D -m 0644 README.md $(DESTDIR)$(PREFIX)/share/doc/faas/README.md
 	install -D -m 0644 wrappers/README.md $(DESTDIR)$(PREFIX)/share/doc/faas/wrappers.md

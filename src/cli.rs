@@ -246,6 +246,21 @@ fn doctor(config: Config) -> u8 {
             println!("    {what:11} {limit}");
         }
     }
+    let zygotes = crate::warm::running_zygotes();
+    println!();
+    println!("  zygotes (warm Python functions; requests and state per zygote: /_/functions):");
+    if zygotes.is_empty() {
+        println!("    none running");
+    }
+    for z in zygotes {
+        println!(
+            "    pid {:<8} {:24} {:>6} MiB resident, up {}",
+            z.pid,
+            z.function,
+            z.rss_bytes >> 20,
+            crate::units::Span(std::time::Duration::from_secs(z.age.as_secs()))
+        );
+    }
     if host.layers.all_enforced() {
         0
     } else {

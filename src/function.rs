@@ -921,6 +921,32 @@ mod tests {
     }
 
     #[test]
+    fn warm_is_pythons_default_and_refused_elsewhere() {
+        let f = parse("runtime = \"python\"\nsource = \"x\"\n").unwrap();
+        assert_eq!(f.warm, Some(Warm { preload: vec![], preload_handler: false }));
+        let f = parse("runtime = \"python\"\nsource = \"x\"\n[sandbox]\nwarm = false\n").unwrap();
+        assert_eq!(f.warm, None);
+        let f = parse(
+            "runtime = \"python\"\nsource = \"x\"\n[sandbox]\npreload = [\"numpy\", \"email.parser\"]\npreload_handler = true\n",
+        )
+        .unwrap();
+        assert_eq!(f.warm, Some(Warm { preload: vec!["numpy".into(), "email.parser".into()], preload_handler: true }));
+        assert_eq!(parse("runtime = \"sh\"\nsource = \"x\"\n").unwrap().warm, None);
+        let err = parse("runtime = \"sh\"\nsource = \"x\"\n[sandbox]\nwarm = true\n").unwrap_err();
+        assert!(err.to_string().contains(":4:8: warm = true needs runtime = \"python\""), "{err}");
+        let err = parse("runtime = \"node\"\nsource = \"x\"\n[sandbox]\npreload = [\"fs\"]\n").unwrap_err();
+        assert!(err.to_string().contains(":4:12: preload and preload_handler need a warm python function"), "{err}");
+        let err = parse("runtime = \"python\"\nsource = \"x\"\n[sandbox]\nwarm = false\npreload_handler = true\n")
+            .unwrap_err();
+        assert!(err.to_string().contains("preload and preload_handler need a warm python function"), "{err}");
+        for bad in ["", "os.", ".os", "1x", "os path", "a-b", "__import__('os')"] {
+            let text = format!("runtime = \"python\"\nsource = \"x\"\n[sandbox]\npreload = [{bad:?}]\n");
+            let err = parse(&text).unwrap_err();
+            assert!(err.to_string().contains("which is not a module name"), "{bad:?}: {err}");
+        }
+    }
+
+    #[test]
     fn network_modes() {
         let f = parse("runtime = \"sh\"\nsource = \"x\"\n[sandbox]\nnetwork = true\n").unwrap();
         assert_eq!(f.network, Network::Host);

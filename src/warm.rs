@@ -3,16 +3,19 @@
 //! all of them within one memory budget (`[warm]` in faas.toml). A request that finds no ready
 //! zygote starts cold, so nothing ever waits for one.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use crate::config::WarmConfig;
-use crate::function::Function;
+use crate::function::{Function, LandlockMode};
 use crate::runtime;
-use crate::sandbox::{Host, PreparedSandbox, Zygote, ZygoteSpec};
+use crate::sandbox::{self, Host, Launch, PreparedSandbox, Running, SpawnError, Zygote, ZygoteSpec};
 
-/// How long after a zygote failed to start the next attempt waits.
+/// How long after a zygote (or a spare) failed to start the next attempt waits.
 const RETRY_AFTER: Duration = Duration::from_secs(10);
+/// How long a spare may take to apply its layers.
+const SPARE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Every warm function version's slot, for the budget, the idle check and the reports.
 pub struct Pool {
@@ -27,6 +30,32 @@ pub struct Slot {
     version: u64,
     state: Mutex<State>,
     last_used: Mutex<Instant>,
+    /// A sandbox the zygote made ahead for the next request (every layer on, waiting for its
+    /// request's environment): a request that takes it skips the fork and the set-up.
+    spare: Mutex<Option<Running>>,
+    refilling: AtomicBool,
+    spare_failed: Mutex<Option<Instant>>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if let Some(spare) = self.spare.get_mut().map(Option::take).ok().flatten() {
+            finish_in_background(spare);
+        }
+    }
+}
+
+/// Ends an unused sandbox (kill, reap, teardown) on a task of its own.
+fn finish_in_background(running: Running) {
+    match tokio::runtime::Handle::try_current() {
+        Ok(rt) => {
+            rt.spawn(async move {
+                running.finish().await;
+            });
+        }
+        // No runtime left (the daemon is exiting): Drop still kills and reaps it.
+        Err(_) => drop(running),
+    }
 }
 
 enum State {
@@ -57,6 +86,9 @@ pub struct ZygoteInfo {
     pub requests: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub in_flight: Option<usize>,
+    /// Whether a sandbox made ahead waits for the next request.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub spare: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
@@ -75,6 +107,9 @@ impl Pool {
             version,
             state: Mutex::new(State::Cold),
             last_used: Mutex::new(Instant::now()),
+            spare: Mutex::new(None),
+            refilling: AtomicBool::new(false),
+            spare_failed: Mutex::new(None),
         });
         let mut slots = self.slots.lock().expect("never poisoned");
         slots.retain(|s| s.strong_count() > 0);
@@ -113,13 +148,13 @@ impl Pool {
                 let State::Ready(z) = &*state else { continue };
                 if !z.alive() {
                     tracing::warn!(function = %slot.function.name, "the zygote (pid {}) died; the next request starts another", z.pid);
-                    *state = State::Cold;
+                    slot.go_cold(&mut state);
                 } else if !idle.is_zero()
-                    && Arc::strong_count(z) == 1
+                    && slot.in_flight(z) == 0
                     && slot.last_used.lock().expect("never poisoned").elapsed() >= idle
                 {
                     tracing::info!(function = %slot.function.name, "the zygote (pid {}) was idle for {idle:?}; stopping it", z.pid);
-                    *state = State::Cold;
+                    slot.go_cold(&mut state);
                 }
             }
         }
@@ -137,16 +172,94 @@ impl Pool {
             let idle = slots
                 .iter()
                 .filter(|s| !std::ptr::eq(s.as_ref(), asking))
-                .filter(|s| s.ready().is_some_and(|z| Arc::strong_count(&z) == 2))
+                .filter(|s| s.ready().is_some_and(|z| s.in_flight(&z) <= 1))
                 .min_by_key(|s| *s.last_used.lock().expect("never poisoned"));
             let Some(victim) = idle else { return false };
             tracing::info!(function = %victim.function.name, "stopping its idle zygote: the warm memory budget is full");
-            *victim.state.lock().expect("never poisoned") = State::Cold;
+            victim.go_cold(&mut victim.state.lock().expect("never poisoned"));
         }
     }
 }
 
 impl Slot {
+    /// Requests running in the zygote's children: every reference but the slot's and the
+    /// spare's.
+    fn in_flight(&self, zygote: &Arc<Zygote>) -> usize {
+        let spare = usize::from(self.spare.lock().expect("never poisoned").is_some());
+        Arc::strong_count(zygote).saturating_sub(1 + spare)
+    }
+
+    /// No zygote (and so no spare) any more; the zygote ends with its last request.
+    fn go_cold(&self, state: &mut State) {
+        *state = State::Cold;
+        if let Some(spare) = self.spare.lock().expect("never poisoned").take() {
+            finish_in_background(spare);
+        }
+    }
+
+    /// The spare, if one waits and still runs: the caller sends it its request (`go`) and
+    /// then calls `refill`.
+    pub fn take_spare(&self) -> Option<Running> {
+        let spare = self.spare.lock().expect("never poisoned").take()?;
+        if spare.alive() {
+            return Some(spare);
+        }
+        finish_in_background(spare);
+        None
+    }
+
+    /// Has the zygote make the next spare, in the background, unless one waits, one is being
+    /// made, or the last attempt failed just now.
+    pub fn refill(self: &Arc<Self>, host: &Arc<Host>, prepared: &Arc<PreparedSandbox>) {
+        let Some(zygote) = self.ready() else { return };
+        if self.spare.lock().expect("never poisoned").is_some()
+            || self.spare_failed.lock().expect("never poisoned").is_some_and(|t| t.elapsed() < RETRY_AFTER)
+            || self.refilling.swap(true, Ordering::AcqRel)
+        {
+            return;
+        }
+        let (slot, host, prepared) = (self.clone(), host.clone(), prepared.clone());
+        tokio::spawn(async move {
+            let f = &slot.function;
+            let id = format!("spare-{}", uuid::Uuid::new_v4());
+            let launch = Launch {
+                id: &id,
+                limits: &f.limits,
+                envp: Vec::new(),
+                landlock_required: f.landlock == LandlockMode::Required,
+            };
+            let made = match sandbox::start_warm(&host, &prepared, &zygote, launch, true).await {
+                Ok(mut spare) => match tokio::time::timeout(SPARE_TIMEOUT, spare.wait_exec()).await {
+                    Ok(Ok(())) => Ok(spare),
+                    Ok(Err(e)) => {
+                        finish_in_background(spare);
+                        Err(e)
+                    }
+                    Err(_) => {
+                        finish_in_background(spare);
+                        Err(SpawnError::Zygote(format!("a spare was not ready within {SPARE_TIMEOUT:?}")))
+                    }
+                },
+                Err(e) => Err(e),
+            };
+            match made {
+                // Kept only if its zygote is still the one in use.
+                Ok(spare) if slot.ready().is_some_and(|z| Arc::ptr_eq(&z, &zygote)) => {
+                    *slot.spare.lock().expect("never poisoned") = Some(spare);
+                }
+                Ok(spare) => finish_in_background(spare),
+                Err(e) => {
+                    tracing::warn!(function = %f.name, "the zygote could not make a spare: {e}");
+                    *slot.spare_failed.lock().expect("never poisoned") = Some(Instant::now());
+                    if matches!(e, SpawnError::Zygote(_)) {
+                        slot.lost(&zygote);
+                    }
+                }
+            }
+            slot.refilling.store(false, Ordering::Release);
+        });
+    }
+
     fn ready(&self) -> Option<Arc<Zygote>> {
         match &*self.state.lock().expect("never poisoned") {
             State::Ready(z) => Some(z.clone()),
@@ -163,6 +276,9 @@ impl Slot {
             State::Ready(z) if z.alive() => return Some(z.clone()),
             State::Ready(z) => {
                 tracing::warn!(function = %self.function.name, "the zygote (pid {}) died; starting another", z.pid);
+                if let Some(spare) = self.spare.lock().expect("never poisoned").take() {
+                    finish_in_background(spare);
+                }
             }
             State::Starting => return None,
             State::Failed { at, .. } if at.elapsed() < RETRY_AFTER => return None,
@@ -212,7 +328,11 @@ impl Slot {
                     State::Failed { at: Instant::now(), why: e.to_string() }
                 }
             };
+            let ready = matches!(next, State::Ready(_));
             *slot.state.lock().expect("never poisoned") = next;
+            if ready {
+                slot.refill(&host, &prepared);
+            }
         });
         None
     }
@@ -222,7 +342,7 @@ impl Slot {
         let mut state = self.state.lock().expect("never poisoned");
         if matches!(&*state, State::Ready(z) if Arc::ptr_eq(z, zygote)) {
             zygote.kill();
-            *state = State::Cold;
+            self.go_cold(&mut state);
         }
     }
 
@@ -237,6 +357,7 @@ impl Slot {
             age_seconds: None,
             requests: None,
             in_flight: None,
+            spare: None,
             error: None,
         };
         match &*self.state.lock().expect("never poisoned") {
@@ -252,9 +373,54 @@ impl Slot {
                 info.rss_bytes = Some(z.rss());
                 info.age_seconds = Some(z.age().as_secs());
                 info.requests = Some(z.served());
-                info.in_flight = Some(Arc::strong_count(z) - 1);
+                info.in_flight = Some(self.in_flight(z));
+                info.spare = Some(self.spare.lock().expect("never poisoned").is_some());
             }
         }
         info
     }
+}
+
+/// A zygote found in `/proc` (by `FAAS_ZYGOTE` in its environment), for `faas doctor`, which
+/// runs apart from the daemon.
+#[derive(Debug)]
+pub struct FoundZygote {
+    pub pid: u32,
+    /// `NAME VERSION`.
+    pub function: String,
+    pub rss_bytes: u64,
+    pub age: Duration,
+}
+
+/// Every zygote running on this host, of any daemon.
+pub fn running_zygotes() -> Vec<FoundZygote> {
+    let Ok(dir) = std::fs::read_dir("/proc") else { return Vec::new() };
+    let uptime = std::fs::read_to_string("/proc/uptime")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<f64>().ok())
+        .unwrap_or(0.0);
+    let prefix = format!("{}=", crate::sandbox::ZYGOTE_ENV);
+    let mut found: Vec<FoundZygote> = dir
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(|pid| {
+            let env = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
+            let function = env
+                .split(|&b| b == 0)
+                .find_map(|e| e.strip_prefix(prefix.as_bytes()))
+                .map(|v| String::from_utf8_lossy(v).into_owned())?;
+            let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+            let rss_kb = status
+                .lines()
+                .find_map(|l| l.strip_prefix("VmRSS:")?.trim().strip_suffix("kB")?.trim().parse::<u64>().ok())
+                .unwrap_or(0);
+            // Field 22 of stat, after the parenthesised command: start time in clock ticks.
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            let ticks: f64 = stat.rsplit_once(") ")?.1.split_whitespace().nth(19)?.parse().ok()?;
+            let age = (uptime - ticks / 100.0).max(0.0);
+            Some(FoundZygote { pid, function, rss_bytes: rss_kb * 1024, age: Duration::from_secs_f64(age) })
+        })
+        .collect();
+    found.sort_by_key(|z| z.pid);
+    found
 }

@@ -193,6 +193,9 @@ fn host_processes(range: (u32, u32), comm: &str) -> Vec<(u32, String)> {
     let mut found = Vec::new();
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
         let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
+        if common::is_spare(pid) {
+            continue;
+        }
         let name = std::fs::read_to_string(entry.path().join("comm")).unwrap_or_default().trim().to_owned();
         let status = std::fs::read_to_string(entry.path().join("status")).unwrap_or_default();
         let uid = status

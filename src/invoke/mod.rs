@@ -97,6 +97,42 @@ pub async fn invoke(
     }
 }
 
+/// The request's sandbox: a spare a zygote made ahead, else one forked from the zygote now,
+/// else a cold start (no zygote ready, or it failed to fork).
+async fn start_sandbox<'a>(
+    host: &Arc<Host>,
+    loaded: &Arc<Loaded>,
+    launch: impl Fn() -> Launch<'a>,
+) -> (Result<Running, SpawnError>, Start) {
+    if let Some(slot) = &loaded.warm {
+        if let Some(mut spare) = slot.take_spare() {
+            let go = spare.go(&launch().envp);
+            slot.refill(host, &loaded.sandbox);
+            match go {
+                Ok(()) => return (Ok(spare), Start::Warm),
+                Err(e) => {
+                    tracing::warn!(function = %loaded.function.name, "{e}");
+                    tokio::spawn(spare.finish());
+                }
+            }
+        }
+        if let Some(zygote) = slot.zygote(host, &loaded.sandbox) {
+            match sandbox::start_warm(host, &loaded.sandbox, &zygote, launch(), false).await {
+                // The zygote is stuck or gone: this request starts cold, the next one a new zygote.
+                Err(e @ SpawnError::Zygote(_)) => {
+                    tracing::warn!(function = %loaded.function.name, "{e}; starting this request cold");
+                    slot.lost(&zygote);
+                }
+                started => {
+                    slot.refill(host, &loaded.sandbox);
+                    return (started, Start::Warm);
+                }
+            }
+        }
+    }
+    (sandbox::start(host, &loaded.sandbox, launch()), Start::Cold)
+}
+
 fn unix_ms(after: Duration) -> u128 {
     (SystemTime::now() + after).duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis())
 }
@@ -155,23 +191,8 @@ async fn run(
         envp: environment(&meta, &loaded),
         landlock_required: f.landlock == LandlockMode::Required,
     };
-    let zygote = loaded.warm.as_ref().and_then(|slot| Some((slot, slot.zygote(&host, &loaded.sandbox)?)));
-    let started = match &zygote {
-        Some((slot, zygote)) => match sandbox::start_warm(&host, &loaded.sandbox, zygote, launch()).await {
-            // The zygote is stuck or gone: this request starts cold, the next one a new zygote.
-            Err(e @ SpawnError::Zygote(_)) => {
-                tracing::warn!(function = %f.name, invocation_id = %call.id, "{e}; starting this request cold");
-                slot.lost(zygote);
-                sandbox::start(&host, &loaded.sandbox, launch())
-            }
-            Ok(s) => {
-                end.report.timing.start = Start::Warm;
-                Ok(s)
-            }
-            Err(e) => Err(e),
-        },
-        None => sandbox::start(&host, &loaded.sandbox, launch()),
-    };
+    let (started, start) = start_sandbox(&host, &loaded, launch).await;
+    end.report.timing.start = start;
     let mut sandbox = match started {
         Ok(s) => s,
         Err(e) => {

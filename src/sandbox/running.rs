@@ -72,6 +72,10 @@ pub struct Running {
     notify: Option<OwnedFd>,
     listener: Option<AsyncFd<OwnedFd>>,
     exit: Option<ExitStatus>,
+    /// Made ahead by a zygote: it waits, every layer on, for `go` and its request.
+    spare: bool,
+    /// A spare's end of the socket its request's environment goes on.
+    go: Option<OwnedFd>,
 }
 
 /// How a finished sandbox ended.
@@ -125,7 +129,7 @@ pub fn start(host: &Host, prepared: &Arc<PreparedSandbox>, launch: Launch) -> Re
     };
     let spawned = spawn::spawn(&plan)?;
     drop(plan);
-    parts.into_running(prepared, spawned, Reaper::Daemon)
+    parts.into_running(prepared, spawned, Reaper::Daemon, false)
 }
 
 /// The child's ends of its stdio, error pipe and seccomp socket, and its Landlock ruleset:
@@ -254,6 +258,17 @@ impl Parts {
         })
     }
 
+    /// Makes the network namespace now if the pool had none, instead of CLONE_NEWNET: a
+    /// zygote's child is not ours to reap, so its pid could be reused before we read its
+    /// namespace from `/proc`.
+    pub fn own_netns(&mut self) -> Result<(), SpawnError> {
+        if self.pool.is_some() && self.pooled_netns.is_none() {
+            self.pooled_netns = Some(sys::create_empty_netns().map_err(prepare_err("a network namespace"))?);
+            self.clone_flags &= !(libc::CLONE_NEWNET as u64);
+        }
+        Ok(())
+    }
+
     /// The sandbox's uid (and gid).
     pub fn uid_id(&self) -> u32 {
         self.uid.id
@@ -275,6 +290,7 @@ impl Parts {
         prepared: &Arc<PreparedSandbox>,
         spawned: Spawned,
         reaper: Reaper,
+        spare: bool,
     ) -> Result<Running, SpawnError> {
         let Parts {
             uid,
@@ -321,6 +337,8 @@ impl Parts {
             notify: Some(notify),
             listener: None,
             exit: None,
+            spare,
+            go: None,
         })
     }
 }
@@ -352,7 +370,8 @@ impl Running {
     /// (seccomp_unotify(2)): no listener, no sandbox. On `Err` the caller ends it with
     /// `finish`.
     pub async fn wait_exec(&mut self) -> Result<(), SpawnError> {
-        let err_read = self.err_read.take().expect("wait_exec is called once");
+        // A spare (zygote.rs) was waited for when it was made.
+        let Some(err_read) = self.err_read.take() else { return Ok(()) };
         let returns_after_exec = spawn::SPAWN_RETURNS_AFTER_EXEC && matches!(self.reaper, Reaper::Daemon);
         wait_for_exec(err_read, &self.prepared, returns_after_exec).await?;
         let notify = self.notify.take().expect("wait_exec is called once");
@@ -368,7 +387,22 @@ impl Running {
             _ => Ok(l),
         });
         self.listener = Some(listener.map_err(SpawnError::Listener)?);
+        if self.spare {
+            self.go = Some(notify);
+        }
         Ok(())
+    }
+
+    /// Whether its init still runs (no exit seen, and its pidfd not readable).
+    pub fn alive(&self) -> bool {
+        self.exit.is_none() && sys::pidfd_running(&self.spawned.pidfd)
+    }
+
+    /// Starts the request in a spare (a sandbox a zygote made ahead, every layer applied and
+    /// waiting): sends it the request's environment, once.
+    pub fn go(&mut self, envp: &[std::ffi::CString]) -> Result<(), SpawnError> {
+        let sock = self.go.take().ok_or_else(|| SpawnError::Zygote("not a waiting spare".into()))?;
+        zygote::send_env(&sock, envp).map_err(|e| SpawnError::Zygote(format!("the spare takes no request: {e}")))
     }
 
     /// The listening socket of an egress sandbox's proxy (127.0.0.1 in its network

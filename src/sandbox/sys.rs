@@ -88,6 +88,13 @@ pub fn recv_fd(sock: &OwnedFd) -> io::Result<Option<OwnedFd>> {
     Ok(None)
 }
 
+/// Whether the process behind a pidfd still runs (its pidfd is readable once it has exited).
+pub fn pidfd_running(pidfd: &OwnedFd) -> bool {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    let mut fds = [PollFd::new(pidfd.as_fd(), PollFlags::POLLIN)];
+    matches!(poll(&mut fds, PollTimeout::ZERO), Ok(0))
+}
+
 /// The pid (in our pid namespace) of the process behind a pidfd, from its fdinfo.
 pub fn pidfd_pid(pidfd: &OwnedFd) -> io::Result<i32> {
     let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", pidfd.as_raw_fd()))?;

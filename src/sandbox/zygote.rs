@@ -32,7 +32,7 @@
 
 use std::ffi::CString;
 use std::io::{self, IoSlice};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -233,9 +233,7 @@ impl Zygote {
 
     /// Whether it still runs (and so can fork).
     pub fn alive(&self) -> bool {
-        let Some(spawned) = &self.spawned else { return false };
-        let mut fds = [nix::poll::PollFd::new(spawned.pidfd.as_fd(), nix::poll::PollFlags::POLLIN)];
-        matches!(nix::poll::poll(&mut fds, nix::poll::PollTimeout::ZERO), Ok(0))
+        self.spawned.as_ref().is_some_and(|s| sys::pidfd_running(&s.pidfd))
     }
 
     /// Kills it, and with it every request it forked that still runs.
@@ -291,13 +289,19 @@ impl Drop for Zygote {
 /// Starts one request's sandbox as a child of `zygote`: the same parts as a cold start, the
 /// process forked from the warm interpreter. `SpawnError::Zygote` means the zygote could not
 /// fork (it is killed if stuck): the caller may start the request cold instead.
+///
+/// A `spare` is made ahead of its request: it applies every layer, then waits (its
+/// `launch.envp` unused) until `Running::go` sends the request's environment; only then does
+/// it import the handler's module and call it, as any warm request does.
 pub async fn start_warm(
     host: &Host,
     prepared: &Arc<PreparedSandbox>,
     zygote: &Arc<Zygote>,
     launch: Launch<'_>,
+    spare: bool,
 ) -> Result<Running, SpawnError> {
-    let parts = Parts::acquire(host, prepared, &launch)?;
+    let mut parts = Parts::acquire(host, prepared, &launch)?;
+    parts.own_netns()?;
     let err = |what| move |source| SpawnError::Prepare { what, source };
     let (reply, reply_child) = sys::listener_socketpair().map_err(err("the zygote's reply socket"))?;
     let c = &parts.child;
@@ -312,16 +316,15 @@ pub async fn start_warm(
     fds.extend(parts.cgroup_fd());
     fds.extend(parts.netns_fd());
     fds.extend(c.ruleset.as_ref().map(|fd| fd.as_raw_fd()));
-    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
     let request = serde_json::json!({
         "uid": parts.uid_id(),
         "gid": parts.uid_id(),
-        "envp": launch.envp.iter().map(|e| hex(e.as_bytes())).collect::<Vec<_>>(),
+        "envp": env_hex(&launch.envp),
         "rlimits": parts.rlimits.iter().map(|(r, l)| (*r, l.rlim_cur)).collect::<Vec<_>>(),
-        "newnet": parts.clone_flags & libc::CLONE_NEWNET as u64 != 0,
         "cgroup": parts.cgroup_fd().is_some(),
         "netns": parts.netns_fd().is_some(),
         "landlock": c.ruleset.is_some(),
+        "spare": spare,
     });
     send(&zygote.ctl, request.to_string().as_bytes(), &fds)
         .map_err(|e| SpawnError::Zygote(format!("the zygote takes no request: {e}")))?;
@@ -354,14 +357,20 @@ pub async fn start_warm(
         _ => return Err(SpawnError::Zygote(format!("the zygote answered {text:?}"))),
     };
     zygote.served.fetch_add(1, Ordering::Relaxed);
-    let pid = match sys::pidfd_pid(&pidfd) {
-        Ok(pid) => pid,
-        Err(e) => {
-            let _ = sys::kill_pidfd(&pidfd);
-            return Err(err("the pidfd")(e));
-        }
-    };
-    parts.into_running(prepared, Spawned { pid, pidfd }, Reaper::Zygote { reply, zygote: zygote.clone() })
+    // Only for the log and a new network namespace: a child that already ended (a failed
+    // step, reported on the error pipe) has none, and its namespace went with it.
+    let pid = sys::pidfd_pid(&pidfd).unwrap_or(0);
+    parts.into_running(prepared, Spawned { pid, pidfd }, Reaper::Zygote { reply, zygote: zygote.clone() }, spare)
+}
+
+/// The environment as zygote.py reads it: each `NAME=value` in hex (values need not be UTF-8).
+fn env_hex(envp: &[CString]) -> Vec<String> {
+    envp.iter().map(|e| e.as_bytes().iter().map(|x| format!("{x:02x}")).collect()).collect()
+}
+
+/// A spare's request environment, on its go socket.
+pub fn send_env(sock: &OwnedFd, envp: &[CString]) -> io::Result<()> {
+    send(sock, serde_json::json!({ "envp": env_hex(envp) }).to_string().as_bytes(), &[])
 }
 
 /// The wait status a zygote sends once it has reaped a request's init. `Ok(None)`: not yet;
@@ -512,11 +521,13 @@ mod tests {
             ("CLONE_NEWNET", libc::CLONE_NEWNET as i64),
             ("CLONE_PIDFD", libc::CLONE_PIDFD as i64),
             ("CLONE_INTO_CGROUP", 0x2_0000_0000),
+            ("PR_CAPBSET_READ", libc::PR_CAPBSET_READ as i64),
             ("PR_CAPBSET_DROP", libc::PR_CAPBSET_DROP as i64),
             ("PR_CAP_AMBIENT", libc::PR_CAP_AMBIENT as i64),
             ("PR_CAP_AMBIENT_CLEAR_ALL", libc::PR_CAP_AMBIENT_CLEAR_ALL as i64),
             ("PR_SET_PDEATHSIG", libc::PR_SET_PDEATHSIG as i64),
             ("PR_SET_NO_NEW_PRIVS", libc::PR_SET_NO_NEW_PRIVS as i64),
+            ("PR_SET_NAME", libc::PR_SET_NAME as i64),
             ("SECCOMP_SET_MODE_FILTER", libc::SECCOMP_SET_MODE_FILTER as i64),
             ("SECCOMP_FILTER_FLAG_NEW_LISTENER", libc::SECCOMP_FILTER_FLAG_NEW_LISTENER as i64),
             ("LANDLOCK_RULE_PATH_BENEATH", 1),

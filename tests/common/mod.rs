@@ -36,6 +36,13 @@ const HARNESS_UID_BASE: u32 = UID_BASE + 65536;
 
 /// How long a raw socket read may wait for a byte before the test fails as stalled.
 pub const READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// The fds the daemon holds per live zygote, its network namespace apart (src/sandbox/zygote.rs:
+/// the control socket, the pidfd, the log pipe).
+pub const ZYGOTE_FDS: usize = 3;
+/// The fds the daemon holds per spare, its network namespace apart (a `Running` made ahead:
+/// two pidfds, three stdio pipes, the seccomp listener, the go socket, the zygote's reply
+/// socket); a cgroup adds its directory.
+pub const SPARE_FDS: usize = 8;
 
 /// Fails with the reason when not root, rather than passing without testing anything.
 pub fn require_root() {
@@ -308,13 +315,57 @@ impl Daemon {
 
     /// The processes of this daemon's sandboxes.
     pub fn sandbox_processes(&self) -> BTreeSet<u32> {
-        descendants(self.pid())
+        let kept = self.zygotes_and_spares();
+        descendants(self.pid()).into_iter().filter(|p| !kept.contains(p)).collect()
     }
 
-    /// The daemon's direct children: one per live sandbox (its init).
+    /// The zygotes, and the spares they made ahead (a child of a zygote named `faas-spare`,
+    /// waiting for its request): both live as long as their function version is warm.
+    pub fn zygotes_and_spares(&self) -> BTreeSet<u32> {
+        let mut kept = self.zygotes();
+        kept.extend(self.spares());
+        kept
+    }
+
+    /// Sandboxes a zygote made ahead, waiting for a request.
+    pub fn spares(&self) -> BTreeSet<u32> {
+        let zygotes = self.zygotes();
+        all_processes()
+            .into_iter()
+            .filter(|p| zygotes.contains(&p.ppid))
+            .filter(|p| {
+                std::fs::read_to_string(format!("/proc/{}/comm", p.pid)).is_ok_and(|c| c.trim() == "faas-spare")
+            })
+            .map(|p| p.pid)
+            .collect()
+    }
+
+    /// The inits of live sandboxes: the daemon's children (cold) and its zygotes' (warm).
     pub fn sandbox_inits(&self) -> BTreeSet<u32> {
         let me = self.pid();
-        all_processes().into_iter().filter(|p| p.ppid == me).map(|p| p.pid).collect()
+        let zygotes = self.zygotes();
+        let spares = self.spares();
+        all_processes()
+            .into_iter()
+            .filter(|p| (p.ppid == me && !zygotes.contains(&p.pid)) || zygotes.contains(&p.ppid))
+            .filter(|p| !spares.contains(&p.pid))
+            .map(|p| p.pid)
+            .collect()
+    }
+
+    /// The daemon's zygotes (warm Python functions): its children with `FAAS_ZYGOTE` in their
+    /// environment. They live as long as their function version is warm, so they are no leak.
+    pub fn zygotes(&self) -> BTreeSet<u32> {
+        let me = self.pid();
+        all_processes()
+            .into_iter()
+            .filter(|p| p.ppid == me)
+            .filter(|p| {
+                std::fs::read(format!("/proc/{}/environ", p.pid))
+                    .is_ok_and(|env| env.split(|&b| b == 0).any(|e| e.starts_with(b"FAAS_ZYGOTE=")))
+            })
+            .map(|p| p.pid)
+            .collect()
     }
 
     /// Waits (10 s at most) until `n` sandboxes are alive at once.
@@ -333,8 +384,10 @@ impl Daemon {
 
     /// The daemon's open fds, not counting the network namespaces it keeps for reuse (a pool
     /// that grows to the highest concurrency seen; `netns_fds` counts those).
+    /// Nor those it holds per live zygote and per spare (`ZYGOTE_FDS`, `SPARE_FDS`).
     pub fn fd_count(&self) -> usize {
-        self.fd_links().iter().filter(|l| !l.starts_with("net:[")).count()
+        let all = self.fd_links().iter().filter(|l| !l.starts_with("net:[")).count();
+        all.saturating_sub(ZYGOTE_FDS * self.zygotes().len() + SPARE_FDS * self.spares().len())
     }
 
     /// How many network namespaces the daemon holds open (its pool and running sandboxes).
@@ -683,7 +736,21 @@ pub fn all_processes() -> Vec<HostProcess> {
 /// host's init or a subreaper), unlike `descendants`.
 pub fn host_processes(range: (u32, u32)) -> Vec<HostProcess> {
     let within = |u: u32| u >= range.0 && u - range.0 < range.1;
-    all_processes().into_iter().filter(|p| p.uids.iter().any(|&u| within(u))).collect()
+    all_processes().into_iter().filter(|p| p.uids.iter().any(|&u| within(u)) && !is_spare(p.pid)).collect()
+}
+
+/// Whether `pid` is a spare: a sandbox a zygote made ahead (named `faas-spare`, its parent a
+/// zygote), which waits for a request for as long as its function version is warm.
+pub fn is_spare(pid: u32) -> bool {
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+    let ppid = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| s.rsplit_once(") ")?.1.split_whitespace().nth(1)?.parse::<u32>().ok());
+    comm.trim() == "faas-spare"
+        && ppid.is_some_and(|pp| {
+            std::fs::read(format!("/proc/{pp}/environ"))
+                .is_ok_and(|env| env.split(|&b| b == 0).any(|e| e.starts_with(b"FAAS_ZYGOTE=")))
+        })
 }
 
 /// Every process below `ancestor` (its sandboxes, and anything they left behind: a

@@ -68,7 +68,7 @@ deb_install() {
     grep -A 20 '^faas: ' /tmp/deb-install.log | grep -v '^Processing triggers'
     ((rc == 0)) || { echo "apt-get install exited $rc:"; tail -n 30 /tmp/deb-install.log; return 1; }
     [[ $(dpkg-query -W -f '${Status}' faas) == "install ok installed" ]] || { dpkg-query -W -f '${Status}\n' faas; return 1; }
-    for f in /usr/bin/faas /usr/lib/faas/wrappers/python.py /usr/lib/faas/wrappers/node.js \
+    for f in /usr/bin/faas /usr/lib/faas/wrappers/python.py /usr/lib/faas/wrappers/zygote.py /usr/lib/faas/wrappers/node.js \
         /usr/lib/systemd/system/faas.service /usr/lib/systemd/system/faas.socket /usr/lib/systemd/system/faas-admin.socket \
         /etc/faas/faas.toml /etc/faas/functions/hello.toml /etc/faas/functions/hello/main.py \
         /usr/share/man/man1/faas.1.gz /usr/share/man/man1/faas-serve.1.gz /usr/share/man/man1/faas-check.1.gz \

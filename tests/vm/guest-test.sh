@@ -284,6 +284,7 @@ if [[ -x $FAAS_BIN ]]; then
     check faas-doctor faas_doctor
     check socket-activation faas_socket_activation
     check journal-report faas_journal_report
+    check warm-zygote faas_warm
     check schedule faas_schedule
     check cgroup-layout faas_cgroup_layout
     check memory-limit faas_memory_limit

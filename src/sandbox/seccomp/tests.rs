@@ -11,7 +11,7 @@ use seccompiler::{
 
 use super::bpf::{disassemble, run, RET_K};
 use super::compile::ret_value;
-use super::policy::{Cond, Rule, Test, Verdict, RULES, UNLISTED};
+use super::policy::{Cond, Rule, Test, Verdict, RULES, UNLISTED, ZYGOTE_RULES};
 use super::*;
 
 // Written out, not taken from the generator, so the pin test below stays independent of it.
@@ -201,18 +201,39 @@ fn same_verdicts_as_the_seccompiler_reference() {
     for host_network in [false, true] {
         let policy = Policy { host_network, zygote: false };
         let ours = build_filter(policy).unwrap();
+        let zygote = build_filter(Policy { host_network, zygote: true }).unwrap();
         let reference = reference(policy);
         for nr in numbers.clone() {
             for args in cases.iter().chain(sweeps.get(&nr).into_iter().flatten()) {
                 let theirs =
                     reference.iter().map(|f| run(f, nr, AUDIT_ARCH, *args)).max_by_key(|v| severity(*v)).unwrap();
+                let verdict = run(&ours, nr, AUDIT_ARCH, *args);
                 assert_eq!(
-                    run(&ours, nr, AUDIT_ARCH, *args),
+                    verdict,
                     theirs,
                     "syscall {nr} ({}) with args {args:x?}, {policy:?}",
                     syscall_name(nr.into())
                 );
+                // A zygote's child stacks the request's filter on the zygote's: the kernel takes
+                // the most severe verdict, which must be the request's alone.
+                let stacked = [verdict, run(&zygote, nr, AUDIT_ARCH, *args)].into_iter().max_by_key(|v| severity(*v));
+                assert_eq!(
+                    stacked,
+                    Some(verdict),
+                    "syscall {nr} ({}) with args {args:x?}: a zygote's child gets another verdict than a request",
+                    syscall_name(nr.into())
+                );
             }
+        }
+        for rule in ZYGOTE_RULES {
+            let nr = rule.nr;
+            for args in cases.iter().chain(sweeps.get(&nr).into_iter().flatten()) {
+                assert_eq!(run(&zygote, nr, AUDIT_ARCH, *args), SECCOMP_RET_ALLOW, "the zygote may {}", rule.name());
+            }
+        }
+        // Any call a request is refused (and reported) the zygote is refused too, unreported.
+        for nr in [libc::SYS_ptrace, libc::SYS_bpf, libc::SYS_kexec_load, libc::SYS_init_module, libc::SYS_umount2] {
+            assert_eq!(run(&zygote, nr as u32, AUDIT_ARCH, [0; 6]), libc::SECCOMP_RET_TRACE, "{nr}");
         }
         assert!(ours.len() < 320, "{} instructions", ours.len());
     }
@@ -336,9 +357,7 @@ fn listing(policy: Policy) -> String {
     let name = |nr: u32| syscall_name(nr.into());
     let verdict = |k: u32| {
         let all = [Verdict::Allow, Verdict::Enosys, Verdict::Eperm, Verdict::Eafnosupport, Verdict::Deny];
-        all.into_iter()
-            .find(|&v| ret_value(v, Policy { host_network: false, zygote: false }) == k)
-            .map_or_else(String::new, |v| format!("{v:?}"))
+        all.into_iter().find(|&v| ret_value(v, policy) == k).map_or_else(String::new, |v| format!("{v:?}"))
     };
     format!(
         "# The seccomp filter for {policy:?}: {} instructions, generated from policy.rs.\n\
@@ -397,9 +416,13 @@ fn the_checked_in_disassembly_is_current() {
     let bless = std::env::var_os("FAAS_BLESS").is_some_and(|v| !v.is_empty() && v != "0");
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/sandbox/seccomp");
     let mut stale = Vec::new();
-    for (file, host_network) in [("filter-isolated.txt", false), ("filter-host-network.txt", true)] {
+    for (file, host_network, zygote) in [
+        ("filter-isolated.txt", false, false),
+        ("filter-host-network.txt", true, false),
+        ("filter-zygote.txt", false, true),
+    ] {
         let path = dir.join(file);
-        let now = listing(Policy { host_network, zygote: false });
+        let now = listing(Policy { host_network, zygote });
         if bless {
             std::fs::write(&path, &now).unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
             continue;
