@@ -210,7 +210,11 @@ impl Slot {
 
     /// Has the zygote make the next spare, in the background, unless one waits, one is being
     /// made, or the last attempt failed just now.
+    /// An egress function has none: a spare would hold its proxy's listening socket idle.
     pub fn refill(self: &Arc<Self>, host: &Arc<Host>, prepared: &Arc<PreparedSandbox>) {
+        if self.function.network == crate::function::Network::Egress {
+            return;
+        }
         let Some(zygote) = self.ready() else { return };
         if self.spare.lock().expect("never poisoned").is_some()
             || self.spare_failed.lock().expect("never poisoned").is_some_and(|t| t.elapsed() < RETRY_AFTER)

@@ -25,6 +25,7 @@ failed step on the error pipe in the same 12-byte record; closing the error pipe
 """
 
 import ctypes
+import errno as errno_module
 import gc
 import json
 import os
@@ -353,13 +354,23 @@ def main():
                 reap(replies)
                 continue
             try:
-                msg, fds, _, _ = socket.recv_fds(ctl, 1 << 16, 16)
+                msg, fds, flags, _ = socket.recv_fds(ctl, 1 << 16, 16)
             except InterruptedError:
                 continue
             if not msg:
                 # The daemon let go: this zygote is done. Its children die with its pid namespace.
                 return 0
             req = json.loads(msg)
+            # Which fd is which goes by position: a message cut short (out of fds here) must
+            # start nothing.
+            want = 6 + req["cgroup"] + req["netns"] + req["landlock"]
+            if len(fds) != want or flags & socket.MSG_CTRUNC:
+                log(f"a request came with {len(fds)} fds, not {want}; refused")
+                if fds:
+                    os.write(fds[0], b"fail %d" % errno_module.EMFILE)
+                for fd in fds:
+                    os.close(fd)
+                continue
             args = CloneArgs()
             pidfd = ctypes.c_int(-1)
             flags = init["clone_flags"] | CLONE_PIDFD
