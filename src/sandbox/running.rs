@@ -483,6 +483,15 @@ impl Running {
         if self.exit.is_none() {
             self.exit = Some(self.wait_exit().await);
         }
+        // A zygote's child: its status may come as EOF from a zygote that died, before the
+        // kernel has finished killing this init. Its uid and namespace go back only once it has
+        // exited (its pidfd is readable), and with it everything in its pid namespace.
+        if matches!(self.reaper, Reaper::Zygote { .. }) {
+            let exited = tokio::time::timeout(Duration::from_secs(10), self.pidfd.readable()).await;
+            if !matches!(exited, Ok(Ok(_))) {
+                tracing::error!("sandbox pid {} did not end within 10 s of its zygote's report", self.spawned.pid);
+            }
+        }
         self.exit
     }
 
