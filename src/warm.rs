@@ -233,14 +233,15 @@ impl Slot {
         let (slot, host, prepared) = (self.clone(), host.clone(), prepared.clone());
         tokio::spawn(async move {
             let f = &slot.function;
-            let id = format!("spare-{}", uuid::Uuid::new_v4());
+            let id = uuid::Uuid::new_v4().to_string();
             let launch = Launch {
                 id: &id,
                 limits: &f.limits,
                 envp: Vec::new(),
                 landlock_required: f.landlock == LandlockMode::Required,
+                spare: true,
             };
-            let made = match sandbox::start_warm(&host, &prepared, &zygote, launch, true).await {
+            let made = match sandbox::start_warm(&host, &prepared, &zygote, launch).await {
                 Ok(mut spare) => match tokio::time::timeout(SPARE_TIMEOUT, spare.wait_exec()).await {
                     Ok(Ok(())) => Ok(spare),
                     Ok(Err(e)) => {

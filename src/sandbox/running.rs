@@ -33,6 +33,9 @@ pub struct Launch<'a> {
     pub envp: Vec<std::ffi::CString>,
     /// Refuse to start unless Landlock is fully enforced.
     pub landlock_required: bool,
+    /// A spare made ahead of its request (zygote.rs): its cgroup is `spare-ID`, not `inv-ID`,
+    /// since no invocation has it yet.
+    pub spare: bool,
 }
 
 /// The parent's ends of the sandbox's stdin, stdout and stderr.
@@ -205,6 +208,7 @@ impl Parts {
         };
         let uid = host.uids.lease().ok_or(SpawnError::NoUid)?;
         let cgroup = CgroupGuard(match &host.cgroups {
+            Some(tree) if launch.spare => Some(tree.create_named(&format!("spare-{}", launch.id), launch.limits)?),
             Some(tree) => Some(tree.create(launch.id, launch.limits)?),
             None => None,
         });

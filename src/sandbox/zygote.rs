@@ -290,7 +290,7 @@ impl Drop for Zygote {
 /// process forked from the warm interpreter. `SpawnError::Zygote` means the zygote could not
 /// fork (it is killed if stuck): the caller may start the request cold instead.
 ///
-/// A `spare` is made ahead of its request: it applies every layer, then waits (its
+/// A spare (`launch.spare`) is made ahead of its request: it applies every layer, then waits (its
 /// `launch.envp` unused) until `Running::go` sends the request's environment; only then does
 /// it import the handler's module and call it, as any warm request does.
 pub async fn start_warm(
@@ -298,8 +298,8 @@ pub async fn start_warm(
     prepared: &Arc<PreparedSandbox>,
     zygote: &Arc<Zygote>,
     launch: Launch<'_>,
-    spare: bool,
 ) -> Result<Running, SpawnError> {
+    let spare = launch.spare;
     let mut parts = Parts::acquire(host, prepared, &launch)?;
     parts.own_netns()?;
     let err = |what| move |source| SpawnError::Prepare { what, source };
