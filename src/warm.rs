@@ -76,21 +76,23 @@ pub struct ZygoteInfo {
     pub version: u64,
     /// `ready`, `starting`, `cold` or `failed`.
     pub state: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub pid: Option<i32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub rss_bytes: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub age_seconds: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub requests: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub in_flight: Option<usize>,
-    /// Whether a sandbox made ahead waits for the next request.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub spare: Option<bool>,
+    /// What a ready zygote shows, flattened into this object.
+    #[serde(flatten)]
+    pub ready: Option<ReadyInfo>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+}
+
+/// A ready zygote: its pid, resident memory, age, forks (spares included), requests in its
+/// children now, and whether a spare waits.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ReadyInfo {
+    pub pid: i32,
+    pub rss_bytes: u64,
+    pub age_seconds: u64,
+    pub requests: u64,
+    pub in_flight: usize,
+    pub spare: bool,
 }
 
 impl Pool {
@@ -365,12 +367,7 @@ impl Slot {
             function: self.function.name.clone(),
             version: self.version,
             state: "cold",
-            pid: None,
-            rss_bytes: None,
-            age_seconds: None,
-            requests: None,
-            in_flight: None,
-            spare: None,
+            ready: None,
             error: None,
         };
         match &*self.state.lock().expect("never poisoned") {
@@ -382,12 +379,14 @@ impl Slot {
             }
             State::Ready(z) => {
                 info.state = "ready";
-                info.pid = Some(z.pid);
-                info.rss_bytes = Some(z.rss());
-                info.age_seconds = Some(z.age().as_secs());
-                info.requests = Some(z.served());
-                info.in_flight = Some(self.in_flight(z));
-                info.spare = Some(self.spare.lock().expect("never poisoned").is_some());
+                info.ready = Some(ReadyInfo {
+                    pid: z.pid,
+                    rss_bytes: z.rss(),
+                    age_seconds: z.age().as_secs(),
+                    requests: z.served(),
+                    in_flight: self.in_flight(z),
+                    spare: self.spare.lock().expect("never poisoned").is_some(),
+                });
             }
         }
         info

@@ -65,27 +65,7 @@ pub fn set_nonblocking(fd: &OwnedFd) -> io::Result<()> {
 /// Receives one fd sent with SCM_RIGHTS on `sock`, without blocking (WouldBlock if none yet).
 /// `Ok(None)` when a message came without one: MSG_CTRUNC, we were out of fds.
 pub fn recv_fd(sock: &OwnedFd) -> io::Result<Option<OwnedFd>> {
-    let mut byte = [0u8; 1];
-    let mut iov = [IoSliceMut::new(&mut byte)];
-    let mut space = nix::cmsg_space!([RawFd; 1]);
-    let msg = recvmsg::<()>(
-        sock.as_raw_fd(),
-        &mut iov,
-        Some(&mut space),
-        MsgFlags::MSG_CMSG_CLOEXEC | MsgFlags::MSG_DONTWAIT,
-    )?;
-    if msg.flags.contains(MsgFlags::MSG_CTRUNC) {
-        return Ok(None);
-    }
-    for cmsg in msg.cmsgs()? {
-        if let ControlMessageOwned::ScmRights(fds) = cmsg {
-            if let Some(&fd) = fds.first() {
-                // SAFETY: the kernel installed this fd for us alone with this message.
-                return Ok(Some(unsafe { OwnedFd::from_raw_fd(fd) }));
-            }
-        }
-    }
-    Ok(None)
+    recv_with_fd(sock).map(|(_, fd)| fd)
 }
 
 /// Whether the process behind a pidfd still runs (its pidfd is readable once it has exited).
@@ -104,8 +84,8 @@ pub fn pidfd_pid(pidfd: &OwnedFd) -> io::Result<i32> {
         .ok_or_else(|| io::Error::other("the process behind the pidfd is gone"))
 }
 
-/// One datagram and the first fd that came with it (any others are closed), without
-/// blocking; EOF is an error.
+/// One datagram and the first fd that came with it (any others are closed; none when the
+/// kernel cut them, MSG_CTRUNC: we were out of fds), without blocking; EOF is an error.
 pub fn recv_with_fd(sock: &OwnedFd) -> io::Result<(Vec<u8>, Option<OwnedFd>)> {
     let mut buf = [0u8; 256];
     let mut iov = [IoSliceMut::new(&mut buf)];
@@ -125,6 +105,9 @@ pub fn recv_with_fd(sock: &OwnedFd) -> io::Result<(Vec<u8>, Option<OwnedFd>)> {
                 first.get_or_insert(owned);
             }
         }
+    }
+    if msg.flags.contains(MsgFlags::MSG_CTRUNC) {
+        first = None;
     }
     let n = msg.bytes;
     if n == 0 {
