@@ -656,16 +656,20 @@ def svg_chart(path, warm, meta):
     pw, ph, ml, mr, mt, mb = 330, 200, 58, 14, 28, 34
     handlers = [h for h in warm if warm[h]]
     W = 2 * (pw + ml + mr) + 20
-    H = 56 + len(handlers) * (ph + mt + mb + 10)
+    H = 84 + len(handlers) * (ph + mt + mb + 10)
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}" font-family="sans-serif" font-size="11">',
            f'<rect width="{W}" height="{H}" fill="white"/>',
            f'<text x="10" y="18" font-size="14" font-weight="bold">faas: baseline (fork+exec, no sandbox), cold and warm, by concurrency</text>',
-           f'<text x="10" y="34" fill="#555">{meta.get("date", "")}, {meta.get("nproc", "?")} CPUs, load average {meta.get("loadavg_start", "?")} before the run; log scales. bench/run.sh, bench/results/LATEST.md</text>']
-    lx = W - 280
+           f'<text x="10" y="34" fill="#555">{meta.get("date", "")}, {meta.get("nproc", "?")} CPUs, load average {meta.get("loadavg_start", "?")} before the run; log scales. bench/run.sh, bench/results/LATEST.md</text>',
+           f'<text x="10" y="52" fill="#555">targets (issue 11): warm ≥ 10× baseline req/s (python), ≥ 20× (numpy, preload); python p50 at c=1 ≤ 2 ms</text>']
+    lx, ly = 10, 70
     for i, (k, label) in enumerate(KINDS):
-        x = lx + i * 92
-        out.append(f'<line x1="{x}" y1="48" x2="{x + 22}" y2="48" stroke="{colors[k]}" stroke-width="2.5" stroke-dasharray="{dash[k]}"/>')
-        out.append(f'<text x="{x + 26}" y="52">{label.replace("fork+exec, no sandbox", "baseline")}</text>')
+        x = lx + i * 110
+        out.append(f'<line x1="{x}" y1="{ly - 4}" x2="{x + 22}" y2="{ly - 4}" stroke="{colors[k]}" stroke-width="2.5" stroke-dasharray="{dash[k]}"/>')
+        out.append(f'<text x="{x + 26}" y="{ly}">{label.replace("fork+exec, no sandbox", "baseline")}</text>')
+    x = lx + len(KINDS) * 110
+    out.append(f'<line x1="{x}" y1="{ly - 4}" x2="{x + 22}" y2="{ly - 4}" stroke="#d62728" stroke-dasharray="2,2"/>')
+    out.append(f'<text x="{x + 26}" y="{ly}">target (warm)</text>')
 
     def esc(t):
         return str(t).replace("&", "&amp;").replace("<", "&lt;")
@@ -673,7 +677,7 @@ def svg_chart(path, warm, meta):
     for row_i, h in enumerate(handlers):
         rows = warm[h]
         cs = [r["concurrency"] for r in rows]
-        top = 62 + row_i * (ph + mt + mb + 10)
+        top = 84 + row_i * (ph + mt + mb + 10)
         for col, (metric, title, unit) in enumerate((("rps", "req/s", ""), ("p50", "p50 latency", " ms"))):
             x0 = 10 + col * (pw + ml + mr + 10) + ml
             y0 = top + mt
@@ -717,8 +721,7 @@ def svg_chart(path, warm, meta):
                     b = (r.get("baseline") or {}).get("rps")
                     if r["concurrency"] in tcs and b and lo <= b * target <= hi:
                         y = Y(b * target)
-                        out.append(f'<line x1="{X(i) - 14:.1f}" y1="{y:.1f}" x2="{X(i) + 14:.1f}" y2="{y:.1f}" stroke="#d62728" stroke-dasharray="2,2"/>')
-                        out.append(f'<text x="{X(i) + 16:.1f}" y="{y + 4:.1f}" fill="#d62728" font-size="9">{target:g}× baseline</text>')
+                        out.append(f'<line x1="{X(i) - 14:.1f}" y1="{y:.1f}" x2="{X(i) + 14:.1f}" y2="{y:.1f}" stroke="#d62728" stroke-dasharray="2,2"><title>target: {target:g}× baseline</title></line>')
             for k, _ in KINDS:
                 pts = [(X(i), Y(r[k][metric]), r[k][metric]) for i, r in enumerate(rows) if r.get(k) and r[k].get(metric)]
                 if not pts:
@@ -726,10 +729,11 @@ def svg_chart(path, warm, meta):
                 if len(pts) > 1:
                     out.append(f'<polyline fill="none" stroke="{colors[k]}" stroke-width="2" stroke-dasharray="{dash[k]}" points="' + " ".join(f"{x:.1f},{y:.1f}" for x, y, _ in pts) + '"/>')
                 for x, y, v in pts:
-                    # Baseline labels under their point, the others above, so near points stay legible.
-                    dy = 13 if k == "baseline" else -5
+                    # Baseline labels below right of their point, cold above left, warm above
+                    # right, so points close together keep legible labels.
+                    dx, dy, anchor = {"baseline": (5, 13, "start"), "cold": (-5, -5, "end")}.get(k, (5, -5, "start"))
                     out.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="3" fill="{colors[k]}"><title>{esc(h)} {k}: {num(v)}{unit}</title></circle>')
-                    out.append(f'<text x="{x + 5:.1f}" y="{y + dy:.1f}" fill="{colors[k]}" font-size="9">{num(v)}</text>')
+                    out.append(f'<text x="{x + dx:.1f}" y="{y + dy:.1f}" text-anchor="{anchor}" fill="{colors[k]}" font-size="9">{num(v)}</text>')
     out.append("</svg>")
     with open(path, "w") as f:
         f.write("\n".join(out) + "\n")
