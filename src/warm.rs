@@ -165,7 +165,11 @@ impl Pool {
     fn make_room(&self, asking: &Slot) -> bool {
         loop {
             let slots = self.live();
-            let used: u64 = slots.iter().filter_map(|s| s.ready()).map(|z| z.rss()).sum();
+            // A zygote still starting holds little yet, but will: it counts at its limit, or
+            // zygotes started at once (a burst of first requests) would all fit, and all stay.
+            let starting = slots.iter().filter(|s| !std::ptr::eq(s.as_ref(), asking) && s.starting()).count() as u64;
+            let used: u64 = slots.iter().filter_map(|s| s.ready()).map(|z| z.rss()).sum::<u64>()
+                + starting * self.config.zygote_memory.0;
             if used < self.config.memory.0 {
                 return true;
             }
@@ -182,6 +186,10 @@ impl Pool {
 }
 
 impl Slot {
+    fn starting(&self) -> bool {
+        matches!(&*self.state.lock().expect("never poisoned"), State::Starting)
+    }
+
     /// Requests running in the zygote's children: every reference but the slot's and the
     /// spare's.
     fn in_flight(&self, zygote: &Arc<Zygote>) -> usize {
@@ -225,14 +233,15 @@ impl Slot {
         let (slot, host, prepared) = (self.clone(), host.clone(), prepared.clone());
         tokio::spawn(async move {
             let f = &slot.function;
-            let id = format!("spare-{}", uuid::Uuid::new_v4());
+            let id = uuid::Uuid::new_v4().to_string();
             let launch = Launch {
                 id: &id,
                 limits: &f.limits,
                 envp: Vec::new(),
                 landlock_required: f.landlock == LandlockMode::Required,
+                spare: true,
             };
-            let made = match sandbox::start_warm(&host, &prepared, &zygote, launch, true).await {
+            let made = match sandbox::start_warm(&host, &prepared, &zygote, launch).await {
                 Ok(mut spare) => match tokio::time::timeout(SPARE_TIMEOUT, spare.wait_exec()).await {
                     Ok(Ok(())) => Ok(spare),
                     Ok(Err(e)) => {

@@ -6,10 +6,17 @@
 //! Attacks that would hurt the host if the sandbox were missing (kill(-1), fork and memory
 //! bombs, signalling other processes) first run a harmless probe of the same function and
 //! refuse to go on unless it shows pid 1 of a private pid namespace and a non-root uid.
+//!
+//! Every attack with a Python handler runs twice (`cold_and_warm!`): `NAME::cold` with
+//! `[sandbox] warm = false`, and `NAME::warm` forked from the function version's zygote, which
+//! `serve` starts and waits for before the attack; the expectations are the same. A warm
+//! variant fails unless every request its Python functions served after the warm-up was
+//! forked from that zygote (`Target`'s drop), and its safety probe must itself have been warm.
 //! Needs root, as CI has: `sudo -E cargo test --test attacks -- --include-ignored`.
 
 mod common;
 
+use std::cell::Cell;
 use std::io::ErrorKind;
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::fs::PermissionsExt;
@@ -61,11 +68,21 @@ def probe():
 "#;
 
 /// A Python function: PRELUDE, the syscall numbers, then `body` (which defines `handle`),
-/// then extra TOML.
+/// then extra TOML. The handler answers a warm-up request (`?warmup`) without attacking.
 fn py(body: &str, extra: &str) -> String {
     let nr: Vec<String> = SYSCALLS.iter().map(|(name, nr)| format!("'{name}': {nr}")).collect();
-    python(&format!("{PRELUDE}\nNR = {{{}}}\n{body}", nr.join(", ")), extra)
+    python(&format!("{PRELUDE}\nNR = {{{}}}\n{body}\n{WARM_UP}", nr.join(", ")), extra)
 }
+
+/// Wraps the handler `py` builds: the request that starts a warm variant's zygote must not
+/// run the attack (cold, before the probe) or block (the sleepers).
+const WARM_UP: &str = r#"
+_attack = handle
+def handle(request):
+    if "warmup" in request.query:
+        return "warm-up"
+    return _attack(request)
+"#;
 
 /// The raw syscalls the corpus makes, by name.
 const SYSCALLS: &[(&str, i64)] = &[
@@ -88,12 +105,211 @@ const SYSCALLS: &[(&str, i64)] = &[
     ("sysfs", libc::SYS_sysfs),
 ];
 
+/// How an attack's Python functions start.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Start {
+    /// `[sandbox] warm = false`: every request execs a fresh interpreter.
+    Cold,
+    /// Forked from the function version's zygote, warmed by `serve` before the attack.
+    Warm,
+}
+
+impl Start {
+    /// The function file with `warm` set for this start; other runtimes are left as they are.
+    fn file(self, function: &str) -> String {
+        if !is_python(function) {
+            return function.to_owned();
+        }
+        let key = format!("warm = {}\n", self == Start::Warm);
+        // After the inline source, if any: only the TOML's own [sandbox] table counts.
+        let toml_from = function.rfind("'''").unwrap_or(0);
+        match function[toml_from..].find("\n[sandbox]\n") {
+            Some(at) => {
+                let at = toml_from + at + "\n[sandbox]\n".len();
+                format!("{}{key}{}", &function[..at], &function[at..])
+            }
+            None => format!("{function}\n[sandbox]\n{key}"),
+        }
+    }
+}
+
+fn is_python(function: &str) -> bool {
+    function.lines().any(|l| l == "runtime = \"python\"")
+}
+
+/// One test per start for the attack `fn NAME(start: Start)`: `NAME::cold` and `NAME::warm`.
+macro_rules! cold_and_warm {
+    ($name:ident) => {
+        mod $name {
+            #[test]
+            #[ignore = "needs root: sudo -E cargo test -- --include-ignored"]
+            fn cold() {
+                super::$name(super::Start::Cold);
+            }
+
+            #[test]
+            #[ignore = "needs root: sudo -E cargo test -- --include-ignored"]
+            fn warm() {
+                super::$name(super::Start::Warm);
+            }
+        }
+    };
+}
+
+/// The daemon an attack runs against. Warm: its Python functions were warmed before the
+/// attack, and when it is dropped every request they served since must have been forked from
+/// the very zygote the warm-up started (so the attack met the warm path and did not kill it).
+struct Target {
+    d: Daemon,
+    start: Start,
+    /// Warm: each attacked function and its zygote's pid.
+    zygotes: Vec<(String, serde_json::Value)>,
+    /// The warm check ran, or cannot run (the test skipped, or killed the daemon itself).
+    checked: Cell<bool>,
+    /// The zygote may fail to make spares (a fault the test injects): each is one more fork.
+    spares_may_fail: bool,
+}
+
+impl std::ops::Deref for Target {
+    type Target = Daemon;
+    fn deref(&self) -> &Daemon {
+        &self.d
+    }
+}
+
+impl std::ops::DerefMut for Target {
+    fn deref_mut(&mut self) -> &mut Daemon {
+        &mut self.d
+    }
+}
+
+impl Target {
+    /// `common::require_landlock_abi`; a skipped warm variant attacked nothing to check.
+    fn require_landlock_abi(&self, abi: u32) -> bool {
+        let run = common::require_landlock_abi(&self.d, abi);
+        self.checked.set(!run);
+        run
+    }
+
+    /// `common::require_cgroup_mode`, likewise.
+    fn require_cgroup_mode(&self, mode: common::CgroupMode) -> bool {
+        let run = common::require_cgroup_mode(&self.d, mode);
+        self.checked.set(!run);
+        run
+    }
+
+    /// Warm: every request of each attacked function after its warm-up was forked from the
+    /// zygote the warm-up started (directly or as its spare), which still runs, and there was
+    /// at least one.
+    fn assert_served_warm(&self) {
+        self.checked.set(true);
+        for (name, pid) in &self.zygotes {
+            let z = zygote_of(&self.d, name);
+            assert!(
+                z["state"] == "ready" && z["pid"] == *pid,
+                "{name}: the zygote warmed for the attack (pid {pid}) is gone: {z}\n{}",
+                self.logs()
+            );
+            // Each request since the warm-up was forked from it (or took the spare it forked
+            // ahead) and is reported warm; one spare may be waiting. A REPORT is written once
+            // the sandbox is gone: wait until none is in flight and the counts add up.
+            let marker = format!("REPORT {name} ");
+            let failed_spare =
+                |l: &&str| l.contains("the zygote could not make a spare") && l.ends_with(&format!(" function={name}"));
+            let deadline = Instant::now() + Duration::from_secs(10);
+            let (reports, warm, forks, spare, failed) = loop {
+                let z = zygote_of(&self.d, name);
+                let logs = self.logs();
+                let reports: Vec<String> = logs.lines().filter(|l| l.contains(&marker)).map(str::to_owned).collect();
+                let warm = reports.iter().filter(|l| l.contains(" start=warm ")).count() as u64;
+                let (forks, spare) = (z["requests"].as_u64().unwrap_or(0), u64::from(z["spare"] == true));
+                let failed = logs.lines().filter(failed_spare).count() as u64;
+                if (z["in_flight"] == 0 && warm + spare + failed >= forks) || Instant::now() > deadline {
+                    break (reports, warm, forks, spare, failed);
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            };
+            assert!(warm > 0, "{name}: no request was served warm: the attack never met the zygote\n{}", self.logs());
+            // A failed spare may or may not have been forked: exact counts only without one.
+            assert!(
+                (self.spares_may_fail || failed == 0) && (failed > 0 || warm + spare == forks),
+                "{name}: the zygote forked {forks} (spare waiting: {spare}, spares failed: {failed}), {warm} \
+                 REPORTs say warm\n{}",
+                self.logs()
+            );
+            // One is the warm-up's, cold by design (it started the zygote).
+            let cold: Vec<&String> = reports.iter().filter(|l| !l.contains(" start=warm ")).collect();
+            assert_eq!(cold.len(), 1, "{name}: served cold after the warm-up (only the warm-up may be): {cold:#?}");
+        }
+    }
+}
+
+impl Drop for Target {
+    fn drop(&mut self) {
+        if self.start == Start::Warm && !self.checked.get() && !std::thread::panicking() {
+            self.assert_served_warm();
+        }
+    }
+}
+
 /// Starts a daemon with `functions` plus `hello`, the ordinary function every test ends with.
-fn start(functions: &[(&str, &str)]) -> Daemon {
+fn serve(start: Start, functions: &[(&str, &str)]) -> Target {
+    serve_opts(start, functions, common::Options::default())
+}
+
+/// `serve` with daemon options. Warm: one harmless request to each Python function (on the
+/// admin listener, which serves every function, as a POST, which every one takes) starts its
+/// zygote, then the attack waits until each says ready. Handlers `py` built only answer
+/// "warm-up"; the others (the ordinary work, the setuid `id`, the code runner's empty snippet)
+/// run once, cold, as harmless as they are.
+fn serve_opts(start: Start, functions: &[(&str, &str)], opts: common::Options) -> Target {
     let hello = python("def handle(request):\n    return 'hello'", "");
-    let mut all = functions.to_vec();
-    all.push(("hello", &hello));
-    Daemon::start(&all)
+    let files: Vec<(&str, String)> =
+        functions.iter().copied().chain([("hello", hello.as_str())]).map(|(n, f)| (n, start.file(f))).collect();
+    let files: Vec<(&str, &str)> = files.iter().map(|(n, f)| (*n, f.as_str())).collect();
+    let d = Daemon::start_opts(&files, opts);
+    let mut t = Target { d, start, zygotes: Vec::new(), checked: Cell::new(false), spares_may_fail: false };
+    if start == Start::Warm {
+        let python: Vec<&str> = functions.iter().filter(|(_, f)| is_python(f)).map(|(n, _)| *n).collect();
+        assert!(!python.is_empty(), "a warm variant without a Python function attacks nothing warm");
+        for name in &python {
+            let url = format!("http://127.0.0.1:{}/{name}?warmup=1", t.admin_port);
+            common::request_to(&url, "POST", b"", &[]);
+        }
+        for name in python {
+            let pid = await_zygote_ready(&t.d, name);
+            t.zygotes.push((name.to_owned(), pid));
+        }
+    }
+    t
+}
+
+/// `/_/functions`' `zygote` of function `name` (null when it has none).
+fn zygote_of(d: &Daemon, name: &str) -> serde_json::Value {
+    let r = d.admin_get("/_/functions");
+    assert_eq!(r.status, 200, "/_/functions: {}", r.text());
+    let j = r.json();
+    let f = j["functions"].as_array().and_then(|fs| fs.iter().find(|f| f["name"] == name).cloned());
+    f.unwrap_or_else(|| panic!("{name} is not in /_/functions: {j}"))["zygote"].clone()
+}
+
+/// Waits (20 s at most) until function `name`'s zygote says ready; its pid.
+fn await_zygote_ready(d: &Daemon, name: &str) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let z = zygote_of(d, name);
+        match z["state"].as_str() {
+            Some("ready") => return z["pid"].clone(),
+            Some("failed") => panic!("the zygote of {name} did not start: {z}\n{}", d.logs()),
+            _ => assert!(Instant::now() < deadline, "the zygote of {name} not ready after 20 s: {z}\n{}", d.logs()),
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Whether the daemon says it forked this response's sandbox from a zygote.
+fn served_warm(r: &Resp) -> bool {
+    r.header("server-timing").is_some_and(|t| t.contains(";desc=warm,"))
 }
 
 /// The front end survived the attack: health answers, and an ordinary function still runs.
@@ -114,10 +330,17 @@ fn daemon_alive(d: &Daemon) -> bool {
 
 /// Runs `path?probe=1` and panics unless the handler is pid 1 of its own pid namespace and not
 /// root: without both, a kill(-1) or a bomb would hit the host, the test runner included.
-fn require_sandboxed(d: &Daemon, path: &str) {
+/// Warm, the probe itself must have been forked from the zygote, as the attack will be.
+fn require_sandboxed(d: &Target, path: &str) {
     let sep = if path.contains('?') { '&' } else { '?' };
     let r = d.get(&format!("{path}{sep}probe=1"));
     assert_eq!(r.status, 200, "REFUSING to attack: the safety probe of {path} failed: {}\n{}", r.text(), d.logs());
+    assert!(
+        d.start == Start::Cold || served_warm(&r),
+        "REFUSING to attack {path}: the probe was not forked from the zygote (Server-Timing {:?}), so it says \
+         nothing of the warm sandbox the attack would run in",
+        r.header("server-timing")
+    );
     let j = r.json();
     let (pid, uid, euid) = (j["pid"].as_i64(), j["uid"].as_i64(), j["euid"].as_i64());
     assert!(
@@ -214,9 +437,8 @@ fn host_processes(range: (u32, u32), comm: &str) -> Vec<(u32, String)> {
 // File system
 // ---------------------------------------------------------------------------------------------
 
-#[test]
-#[ignore = "needs root: sudo -E cargo test -- --include-ignored"]
-fn read_etc_shadow_is_enoent() {
+cold_and_warm!(read_etc_shadow_is_enoent);
+fn read_etc_shadow_is_enoent(start: Start) {
     require_root();
     let src = r#"
 def handle(request):
@@ -224,7 +446,7 @@ def handle(request):
         return lambda: open(p, "rb").read()
     return {p: errno_of(read(p)) for p in ["/etc/shadow", "/etc/gshadow", "/etc/passwd", "/proc/self/root/etc/shadow", "/proc/1/root/etc/shadow"]}
 "#;
-    let d = start(&[("shadow", &py(src, ""))]);
+    let d = serve(start, &[("shadow", &py(src, ""))]);
     let j = ok_json(&d, "/shadow");
     for p in ["/etc/shadow", "/etc/gshadow", "/etc/passwd", "/proc/self/root/etc/shadow", "/proc/1/root/etc/shadow"] {
         assert_eq!(j[p], ENOENT, "{p}: {j}");
@@ -232,15 +454,14 @@ def handle(request):
     assert_still_serves(&d);
 }
 
-#[test]
-#[ignore = "needs root: sudo -E cargo test -- --include-ignored"]
-fn host_root_and_home_are_enoent() {
+cold_and_warm!(host_root_and_home_are_enoent);
+fn host_root_and_home_are_enoent(start: Start) {
     require_root();
     let src = r#"
 def handle(request):
     return {p: errno_of(lambda: os.listdir(p)) for p in ["/root", "/home", "/var", "/run", "/proc/self/root/root", "/proc/1/cwd/../root"]}
 "#;
-    let d = start(&[("homes", &py(src, ""))]);
+    let d = serve(start, &[("homes", &py(src, ""))]);
     let j = ok_json(&d, "/homes");
     for p in ["/root", "/home", "/var", "/run", "/proc/self/root/root", "/proc/1/cwd/../root"] {
         assert_eq!(j[p], ENOENT, "{p}: {j}");
@@ -248,9 +469,8 @@ def handle(request):
     assert_still_serves(&d);
 }
 
-#[test]
-#[ignore = "needs root: sudo -E cargo test -- --include-ignored"]
-fn front_end_config_and_environment_are_out_of_reach() {
+cold_and_warm!(front_end_config_and_environment_are_out_of_reach);
+fn front_end_config_and_environment_are_out_of_reach(start: Start) {
     require_root();
     let src = r#"
 def handle(request):
@@ -272,7 +492,7 @@ def handle(request):
         "home": os.environ.get("HOME"),
     }
 "#;
-    let d = start(&[("front", &py(src, ""))]);
+    let d = serve(start, &[("front", &py(src, ""))]);
     let config = d.dir.path().join("faas.toml");
     let j = ok_json(
         &d,
@@ -318,9 +538,8 @@ def handle(request):
     assert_still_serves(&d);
 }
 
-#[test]
-#[ignore = "needs root: sudo -E cargo test -- --include-ignored"]
-fn writes_outside_tmp_are_erofs_or_eacces() {
+cold_and_warm!(writes_outside_tmp_are_erofs_or_eacces);
+fn writes_outside_tmp_are_erofs_or_eacces(start: Start) {
     require_root();
     let src = r#"
 def handle(request):
@@ -335,7 +554,7 @@ def handle(request):
     out["link /usr/bin/python3 /tmp/p"] = errno_of(lambda: os.link("/usr/bin/python3", "/tmp/p"))
     return out
 "#;
-    let d = start(&[("w", &py(src, ""))]);
+    let d = serve(start, &[("w", &py(src, ""))]);
     let j = ok_json(&d, "/w");
     let want = [
         ("create /x", EROFS),
@@ -364,9 +583,8 @@ def handle(request):
     assert_still_serves(&d);
 }
 
-#[test]
-#[ignore = "needs root: sudo -E cargo test -- --include-ignored"]
-fn filling_tmp_past_its_size_is_enospc() {
+cold_and_warm!(filling_tmp_past_its_size_is_enospc);
+fn filling_tmp_past_its_size_is_enospc(start: Start) {
     require_root();
     let src = r#"
 def handle(request):
@@ -381,7 +599,7 @@ def handle(request):
     st = os.statvfs("/tmp")
     return {"errno": err, "written": written, "size": st.f_blocks * st.f_frsize}
 "#;
-    let d = start(&[("fill", &py(src, "[sandbox]\ntmp = \"1M\""))]);
+    let d = serve(start, &[("fill", &py(src, "[sandbox]\ntmp = \"1M\""))]);
     let j = ok_json(&d, "/fill");
     assert_eq!(j["errno"], ENOSPC, "{j}");
     assert_eq!(j["size"], 1 << 20, "{j}");
@@ -389,9 +607,8 @@ def handle(request):
     assert_still_serves(&d);
 }
 
-#[test]
-#[ignore = "needs root: sudo -E cargo test -- --include-ignored"]
-fn setuid_binaries_do_not_raise_the_euid() {
+cold_and_warm!(setuid_binaries_do_not_raise_the_euid);
+fn setuid_binaries_do_not_raise_the_euid(start: Start) {
     require_root();
     // A real setuid-root program in /code (owned by root, mode 4755: `id` prints euid= when it
     // differs from uid), and a setuid copy the handler makes itself in /tmp.
@@ -417,7 +634,7 @@ def handle(request):
     std::fs::copy("/usr/bin/id", &id).unwrap();
     std::os::unix::fs::chown(&id, Some(0), Some(0)).unwrap();
     std::fs::set_permissions(&id, std::fs::Permissions::from_mode(0o4755)).unwrap();
-    let d = start(&[("suid", &code_function("python", code.path(), ""))]);
+    let d = serve(start, &[("suid", &code_function("python", code.path(), ""))]);
     let j = ok_json(&d, "/suid");
     let uid = j["uid"].as_i64().unwrap();
     assert!(uid >= i64::from(UID_BASE), "{j}");
@@ -446,12 +663,11 @@ def handle(request):
     return {"errno": errno_of(lambda: s.connect((request.query["host"], int(request.query["port"]))))}
 "#;
 
-#[test]
-#[ignore = "needs root: sudo -E cargo test -- --include-ignored"]
-fn tcp_connect_to_the_front_end_is_eacces() {
+cold_and_warm!(tcp_connect_to_the_front_end_is_eacces);
+fn tcp_connect_to_the_front_end_is_eacces(start: Start) {
     require_root();
-    let d = start(&[("tcp", &py(TCP_CONNECT, ""))]);
-    if !common::require_landlock_abi(&d, 4) {
+    let d = serve(start, &[("tcp", &py(TCP_CONNECT, ""))]);
+    if !d.require_landlock_abi(4) {
         return;
     }
     let j = ok_json(&d, &format!("/tcp?host=127.0.0.1&port={}", d.port));
@@ -461,14 +677,13 @@ fn tcp_connect_to_the_front_end_is_eacces() {
     assert_still_serves(&d);
 }
 
-#[test]
-#[ignore = "needs root: sudo -E cargo test -- --include-ignored"]
-fn tcp_connect_outside_is_eacces() {
+cold_and_warm!(tcp_connect_outside_is_eacces);
+fn tcp_connect_outside_is_eacces(start: Start) {
     require_root();
     // 203.0.113.1 is TEST-NET-3 (RFC 5737): documentation only, never a real host. (Not
     // TEST-NET-1: some CI hosts, this project's among them, number their own LAN 192.0.2.0/24.)
-    let d = start(&[("tcp", &py(TCP_CONNECT, ""))]);
-    if !common::require_landlock_abi(&d, 4) {
+    let d = serve(start, &[("tcp", &py(TCP_CONNECT, ""))]);
+    if !d.require_landlock_abi(4) {
         return;
     }
     let j = ok_json(&d, "/tcp?host=203.0.113.1&port=80");
@@ -476,9 +691,8 @@ fn tcp_connect_outside_is_eacces() {
     assert_still_serves(&d);
 }
 
-#[test]
-#[ignore = "needs root: sudo -E cargo test -- --include-ignored"]
-fn udp_send_has_no_route() {
+cold_and_warm!(udp_send_has_no_route);
+fn udp_send_has_no_route(start: Start) {
     require_root();
     // Landlock does not cover UDP: here only the empty network namespace stands in the way.
     // Nothing can leave the host even if it failed: the datagram goes to loopback, and the
@@ -491,16 +705,15 @@ def handle(request):
         "route_outside": errno_of(lambda: socket.socket(socket.AF_INET, socket.SOCK_DGRAM).connect(("203.0.113.1", 9))),
     }
 "#;
-    let d = start(&[("udp", &py(src, ""))]);
+    let d = serve(start, &[("udp", &py(src, ""))]);
     let j = ok_json(&d, &format!("/udp?port={}", d.port));
     assert_eq!(j["send_loopback"], ENETUNREACH, "{j}");
     assert_eq!(j["route_outside"], ENETUNREACH, "{j}");
     assert_still_serves(&d);
 }
 
-#[test]
-#[ignore = "needs root: sudo -E cargo test -- --include-ignored"]
-fn tcp_bind_is_refused_with_and_without_host_network() {
+cold_and_warm!(tcp_bind_is_refused_with_and_without_host_network);
+fn tcp_bind_is_refused_with_and_without_host_network(start: Start) {
     require_root();
     // Loopback only: with the host network, a failed layer must not open a port to the LAN.
     let src = r#"
@@ -511,8 +724,8 @@ def handle(request):
         s.listen()
     return {a: errno_of(lambda: bind((a.split(":")[0], int(a.split(":")[1])))) for a in ["127.0.0.1:8080", "127.0.0.1:0"]}
 "#;
-    let d = start(&[("bind", &py(src, "")), ("bindnet", &py(src, "[sandbox]\nnetwork = true"))]);
-    if !common::require_landlock_abi(&d, 4) {
+    let d = serve(start, &[("bind", &py(src, "")), ("bindnet", &py(src, "[sandbox]\nnetwork = true"))]);
+    if !d.require_landlock_abi(4) {
         return;
     }
     // Landlock refuses the bind in a sandbox's own namespace; with the host's network the
@@ -547,12 +760,11 @@ fn abstract_listener(tag: &str) -> (UnixListener, String) {
     (l, name)
 }
 
-#[test]
-#[ignore = "needs root: sudo -E cargo test -- --include-ignored"]
-fn abstract_socket_of_the_host_is_not_in_the_sandbox_netns() {
+cold_and_warm!(abstract_socket_of_the_host_is_not_in_the_sandbox_netns);
+fn abstract_socket_of_the_host_is_not_in_the_sandbox_netns(start: Start) {
     require_root();
     let (l, name) = abstract_listener("netns");
-    let d = start(&[("abs", &py(ABSTRACT_CONNECT, ""))]);
+    let d = serve(start, &[("abs", &py(ABSTRACT_CONNECT, ""))]);
     let j = ok_json(&d, &format!("/abs?name={name}"));
     // Abstract names are per network namespace: the empty one has no such name at all.
     assert_eq!(j["host"], ECONNREFUSED, "{j}");
@@ -565,13 +777,12 @@ fn abstract_socket_of_the_host_is_not_in_the_sandbox_netns() {
     assert_still_serves(&d);
 }
 
-#[test]
-#[ignore = "needs root: sudo -E cargo test -- --include-ignored"]
-fn abstract_socket_with_host_network_is_eperm_from_landlock_scope() {
+cold_and_warm!(abstract_socket_with_host_network_is_eperm_from_landlock_scope);
+fn abstract_socket_with_host_network_is_eperm_from_landlock_scope(start: Start) {
     require_root();
     let (l, name) = abstract_listener("scope");
-    let d = start(&[("abs", &py(ABSTRACT_CONNECT, "[sandbox]\nnetwork = true"))]);
-    if !common::require_landlock_abi(&d, 6) {
+    let d = serve(start, &[("abs", &py(ABSTRACT_CONNECT, "[sandbox]\nnetwork = true"))]);
+    if !d.require_landlock_abi(6) {
         return;
     }
     let j = ok_json(&d, &format!("/abs?name={name}"));
@@ -597,9 +808,8 @@ fn denied_function(call: &str) -> String {
     py(&format!("def handle(request):\n    return {{'returned': {call}}}\n"), "")
 }
 
-#[test]
-#[ignore = "needs root: sudo -E cargo test -- --include-ignored"]
-fn ptrace_attach_to_a_sibling_is_syscall_denied() {
+cold_and_warm!(ptrace_attach_to_a_sibling_is_syscall_denied);
+fn ptrace_attach_to_a_sibling_is_syscall_denied(start: Start) {
     require_root();
     let src = r#"
 def handle(request):
@@ -611,7 +821,7 @@ def handle(request):
     rc = libc.ptrace(PTRACE_ATTACH, child, None, None)
     return {"ptrace": rc, "errno": ctypes.get_errno()}
 "#;
-    let d = start(&[("ptrace", &py(src, ""))]);
+    let d = serve(start, &[("ptrace", &py(src, ""))]);
     let fds = d.fd_count();
     let r = d.get("/ptrace");
     assert_syscall_denied(&d, &r, "ptrace");
@@ -619,9 +829,8 @@ def handle(request):
     assert_still_serves(&d);
 }
 
-#[test]
-#[ignore = "needs root: sudo -E cargo test -- --include-ignored"]
-fn process_vm_readv_of_a_sibling_is_syscall_denied() {
+cold_and_warm!(process_vm_readv_of_a_sibling_is_syscall_denied);
+fn process_vm_readv_of_a_sibling_is_syscall_denied(start: Start) {
     require_root();
     let src = r#"
 def handle(request):
@@ -633,7 +842,7 @@ def handle(request):
     iov = (ctypes.c_void_p * 2)(ctypes.addressof(buf), 16)
     return {"returned": raw(NR['process_vm_readv'], child, iov, 1, iov, 1, 0)}
 "#;
-    let d = start(&[("vm", &py(src, ""))]);
+    let d = serve(start, &[("vm", &py(src, ""))]);
     let r = d.get("/vm");
     assert_syscall_denied(&d, &r, "process_vm_readv");
     assert_still_serves(&d);
@@ -643,11 +852,10 @@ def handle(request):
 /// REPORT names the syscall.
 macro_rules! denied {
     ($test:ident, $name:literal, $call:literal, $syscall:literal) => {
-        #[test]
-        #[ignore = "needs root: sudo -E cargo test -- --include-ignored"]
-        fn $test() {
+        cold_and_warm!($test);
+        fn $test(start: Start) {
             require_root();
-            let d = start(&[($name, &denied_function($call))]);
+            let d = serve(start, &[($name, &denied_function($call))]);
             let r = d.get(concat!("/", $name));
             assert_syscall_denied(&d, &r, $syscall);
             assert_still_serves(&d);
@@ -661,9 +869,8 @@ denied!(unshare_newuser_is_syscall_denied, "unshare", "libc.unshare(0x10000000)"
 // clone(CLONE_NEWNET | SIGCHLD): the flags are a register, so the filter sees them.
 denied!(clone_with_newnet_is_syscall_denied, "clone", "raw(NR['clone'], 0x40000000 | 17, 0, 0, 0, 0)", "clone");
 
-#[test]
-#[ignore = "needs root: sudo -E cargo test -- --include-ignored"]
-fn setns_is_syscall_denied() {
+cold_and_warm!(setns_is_syscall_denied);
+fn setns_is_syscall_denied(start: Start) {
     require_root();
     let src = r#"
 def handle(request):
@@ -673,15 +880,14 @@ def handle(request):
         fd = 0
     return {"returned": libc.setns(fd, 0)}
 "#;
-    let d = start(&[("setns", &py(src, ""))]);
+    let d = serve(start, &[("setns", &py(src, ""))]);
     let r = d.get("/setns");
     assert_syscall_denied(&d, &r, "setns");
     assert_still_serves(&d);
 }
 
-#[test]
-#[ignore = "needs root: sudo -E cargo test -- --include-ignored"]
-fn tiocsti_is_syscall_denied_and_there_is_no_tty() {
+cold_and_warm!(tiocsti_is_syscall_denied_and_there_is_no_tty);
+fn tiocsti_is_syscall_denied_and_there_is_no_tty(start: Start) {
     require_root();
     let src = r#"
 import fcntl, termios
@@ -691,7 +897,7 @@ def handle(request):
     # Push a keystroke into whatever terminal fd 0 might be.
     return {"returned": fcntl.ioctl(0, termios.TIOCSTI, b"x")}
 "#;
-    let d = start(&[("tty", &py(src, ""))]);
+    let d = serve(start, &[("tty", &py(src, ""))]);
     let j = ok_json(&d, "/tty?step=tty");
     assert_eq!(j["isatty"], serde_json::json!([false, false, false]), "{j}");
     assert_eq!(j["dev_tty"], ENOENT, "{j}");
@@ -718,24 +924,22 @@ denied!(personality_change_is_syscall_denied, "pers", "raw(NR['personality'], 0x
 // Syscalls that fail softly: ENOSYS for the fallback-friendly, EPERM for the unlisted.
 // ---------------------------------------------------------------------------------------------
 
-#[test]
-#[ignore = "needs root: sudo -E cargo test -- --include-ignored"]
-fn io_uring_setup_is_enosys_not_a_kill() {
+cold_and_warm!(io_uring_setup_is_enosys_not_a_kill);
+fn io_uring_setup_is_enosys_not_a_kill(start: Start) {
     require_root();
     let src = r#"
 def handle(request):
     params = ctypes.create_string_buffer(120)
     return {"io_uring_setup": raw(NR['io_uring_setup'], 8, params)}
 "#;
-    let d = start(&[("uring", &py(src, ""))]);
+    let d = serve(start, &[("uring", &py(src, ""))]);
     let j = ok_json(&d, "/uring");
     assert_eq!(j["io_uring_setup"], serde_json::json!([-1, ENOSYS]), "{j}");
     assert_still_serves(&d);
 }
 
-#[test]
-#[ignore = "needs root: sudo -E cargo test -- --include-ignored"]
-fn clone3_is_enosys_not_a_kill() {
+cold_and_warm!(clone3_is_enosys_not_a_kill);
+fn clone3_is_enosys_not_a_kill(start: Start) {
     require_root();
     // clone3 with CLONE_NEWUSER in memory, where BPF cannot look: refused before it is read.
     let src = r#"
@@ -745,15 +949,14 @@ def handle(request):
     args[4] = 17
     return {"clone3": raw(NR['clone3'], args, ctypes.sizeof(args))}
 "#;
-    let d = start(&[("clone3", &py(src, ""))]);
+    let d = serve(start, &[("clone3", &py(src, ""))]);
     let j = ok_json(&d, "/clone3");
     assert_eq!(j["clone3"], serde_json::json!([-1, ENOSYS]), "{j}");
     assert_still_serves(&d);
 }
 
-#[test]
-#[ignore = "needs root: sudo -E cargo test -- --include-ignored"]
-fn unlisted_syscalls_are_eperm() {
+cold_and_warm!(unlisted_syscalls_are_eperm);
+fn unlisted_syscalls_are_eperm(start: Start) {
     require_root();
     // Neither allowed nor on the deny list (seccomp.rs): sysfs(3) counts file system types,
     // get_mempolicy reads the NUMA policy. Harmless, and refused with EPERM.
@@ -762,7 +965,7 @@ def handle(request):
     mode = ctypes.c_int(0)
     return {"sysfs": raw(NR['sysfs'], 3), "get_mempolicy": raw(NR['get_mempolicy'], ctypes.byref(mode), None, 0, None, 0), "sched_yield": raw(NR['sched_yield'])}
 "#;
-    let d = start(&[("unlisted", &py(src, ""))]);
+    let d = serve(start, &[("unlisted", &py(src, ""))]);
     let j = ok_json(&d, "/unlisted");
     assert_eq!(j["sysfs"], serde_json::json!([-1, EPERM]), "{j}");
     assert_eq!(j["get_mempolicy"], serde_json::json!([-1, EPERM]), "{j}");
@@ -790,9 +993,8 @@ impl Drop for Bystander {
     }
 }
 
-#[test]
-#[ignore = "needs root: sudo -E cargo test -- --include-ignored"]
-fn killing_the_front_end_is_esrch_and_kill_minus_one_stays_inside() {
+cold_and_warm!(killing_the_front_end_is_esrch_and_kill_minus_one_stays_inside);
+fn killing_the_front_end_is_esrch_and_kill_minus_one_stays_inside(start: Start) {
     require_root();
     let src = r#"
 def handle(request):
@@ -814,11 +1016,10 @@ def handle(request):
     // One sandbox uid only, so the bystander outside has the very uid the attacking sandbox
     // runs as: only the pid namespace keeps kill(-1) from reaching it, not a uid check.
     let uids = common::private_uids(1);
-    let hello = python("def handle(request):\n    return 'hello'", "");
-    let d = Daemon::start_opts(
-        &[("killer", &py(src, "")), ("hello", &hello)],
-        common::Options { uids: Some(uids), ..Default::default() },
-    );
+    let mut d =
+        serve_opts(start, &[("killer", &py(src, ""))], common::Options { uids: Some(uids), ..Default::default() });
+    // Warm, the zygote's spare needs a uid of its own while a request holds the one there is.
+    d.spares_may_fail = true;
     require_sandboxed(&d, "/killer");
     let base = uids.0;
     let mut bystander =
@@ -834,9 +1035,8 @@ def handle(request):
     assert_still_serves(&d);
 }
 
-#[test]
-#[ignore = "needs root: sudo -E cargo test -- --include-ignored"]
-fn a_sandbox_sees_and_reaches_no_sibling_sandbox() {
+cold_and_warm!(a_sandbox_sees_and_reaches_no_sibling_sandbox);
+fn a_sandbox_sees_and_reaches_no_sibling_sandbox(start: Start) {
     require_root();
     // The victim runs until the test releases it, so it is provably alive while the attacker
     // works. The attacker looks for it by its host pid and by scanning its own /proc, then
@@ -868,7 +1068,7 @@ def handle(request):
     out["child_status"] = os.waitpid(child, 0)[1]
     return out
 "#;
-    let d = start(&[("victim", &victim), ("attacker", &py(attacker, ""))]);
+    let d = serve(start, &[("victim", &victim), ("attacker", &py(attacker, ""))]);
     require_sandboxed(&d, "/attacker");
     let url = d.url("/victim");
     let first = std::thread::spawn(move || common::request_to(&url, "GET", b"", &[]));
@@ -897,9 +1097,8 @@ def handle(request):
     assert_still_serves(&d);
 }
 
-#[test]
-#[ignore = "needs root: sudo -E cargo test -- --include-ignored"]
-fn fork_bomb_hits_rlimit_nproc_with_eagain() {
+cold_and_warm!(fork_bomb_hits_rlimit_nproc_with_eagain);
+fn fork_bomb_hits_rlimit_nproc_with_eagain(start: Start) {
     require_root();
     let src = r#"
 def handle(request):
@@ -925,7 +1124,7 @@ def handle(request):
     procs = len([p for p in os.listdir("/proc") if p.isdigit()])
     return {"errno": err, "procs": procs}
 "#;
-    let d = start(&[("bomb", &py(src, "[limits]\npids = 16"))]);
+    let d = serve(start, &[("bomb", &py(src, "[limits]\npids = 16"))]);
     require_sandboxed(&d, "/bomb");
     let fds = d.fd_count();
     let j = ok_json(&d, "/bomb");
@@ -936,9 +1135,8 @@ def handle(request):
     assert_still_serves(&d);
 }
 
-#[test]
-#[ignore = "needs root: sudo -E cargo test -- --include-ignored"]
-fn memory_bomb_hits_rlimit_data_with_enomem() {
+cold_and_warm!(memory_bomb_hits_rlimit_data_with_enomem);
+fn memory_bomb_hits_rlimit_data_with_enomem(start: Start) {
     require_root();
     let src = r#"
 import mmap
@@ -958,10 +1156,10 @@ def handle(request):
         out["bytearray"] = "MemoryError"
     return out
 "#;
-    let d = start(&[("mem", &py(src, "[limits]\nmemory = \"64M\""))]);
+    let d = serve(start, &[("mem", &py(src, "[limits]\nmemory = \"64M\""))]);
     // RLIMIT_DATA is the fallback without a memory cgroup; with one, memory.max stops the
     // bomb instead (the VM tier tests that).
-    if !common::require_cgroup_mode(&d, common::CgroupMode::None) {
+    if !d.require_cgroup_mode(common::CgroupMode::None) {
         return;
     }
     require_sandboxed(&d, "/mem");
@@ -971,9 +1169,8 @@ def handle(request):
     assert_still_serves(&d);
 }
 
-#[test]
-#[ignore = "needs root: sudo -E cargo test -- --include-ignored"]
-fn ten_thousand_files_hit_emfile_at_nofile() {
+cold_and_warm!(ten_thousand_files_hit_emfile_at_nofile);
+fn ten_thousand_files_hit_emfile_at_nofile(start: Start) {
     require_root();
     let src = r#"
 def handle(request):
@@ -987,7 +1184,7 @@ def handle(request):
         os.close(fd)
     return {"errno": err, "opened": len(fds)}
 "#;
-    let d = start(&[("files", &py(src, "[limits]\nnofile = 256"))]);
+    let d = serve(start, &[("files", &py(src, "[limits]\nnofile = 256"))]);
     let j = ok_json(&d, "/files");
     assert_eq!(j["errno"], EMFILE, "{j}");
     let opened = j["opened"].as_i64().unwrap();
@@ -1055,13 +1252,16 @@ fn two_gib_on_stdout_stop_at_exactly_the_output_limit_and_end_cut() {
     // a complete one. Half of the requests read slowly, so the cut meets a full socket and a
     // full channel. (Regressions: the cut was lost when a slow client let the channel fill up;
     // hyper dropped what it still buffered when the body ended with an error.)
-    let d = start(&[(
-        "flood",
-        &sh_with(
-            "printf 'Content-Type: application/octet-stream\\n\\n'\nhead -c 2G /dev/zero",
-            "[limits]\noutput = \"1M\"",
-        ),
-    )]);
+    let d = serve(
+        Start::Cold,
+        &[(
+            "flood",
+            &sh_with(
+                "printf 'Content-Type: application/octet-stream\\n\\n'\nhead -c 2G /dev/zero",
+                "[limits]\noutput = \"1M\"",
+            ),
+        )],
+    );
     let fds = d.fd_count();
     let (mut cleanly_ended, mut short) = (Vec::new(), Vec::new());
     for i in 0..10 {
@@ -1105,9 +1305,8 @@ fn two_gib_on_stdout_stop_at_exactly_the_output_limit_and_end_cut() {
     assert!(short.is_empty(), "limits.output = 1M, but the client got fewer bytes (request, bytes): {short:?}");
 }
 
-#[test]
-#[ignore = "needs root: sudo -E cargo test -- --include-ignored"]
-fn syscall_denied_mid_stream_cuts_the_body_short() {
+cold_and_warm!(syscall_denied_mid_stream_cuts_the_body_short);
+fn syscall_denied_mid_stream_cuts_the_body_short(start: Start) {
     require_root();
     // Once the head is out, a sandbox killed for a forbidden syscall must leave the client an
     // incomplete body, never a clean end of the chunked body that passes half a response for a
@@ -1130,29 +1329,23 @@ def handle(request):
 "#,
         go = go.display()
     );
-    let d = start(&[("midway", &py(&src, &format!("[sandbox]\nread_only = [\"{}\"]\n", mark.path().display())))]);
+    let d =
+        serve(start, &[("midway", &py(&src, &format!("[sandbox]\nread_only = [\"{}\"]\n", mark.path().display())))]);
     let mut conn = common::RawConn::get(d.port, "/midway", "");
     conn.read_until("first part\n");
     std::fs::write(&go, "").unwrap();
     let resp = conn.finish();
     assert_eq!(resp.status, 200, "the head went out before the attack");
     assert_eq!(String::from_utf8_lossy(&resp.body), "first part\n");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let line = loop {
-        if let Some(l) = d.logs().lines().find(|l| l.contains("REPORT midway ")) {
-            break l.to_owned();
-        }
-        assert!(Instant::now() < deadline, "no REPORT:\n{}", d.logs());
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let id = resp.head.lines().find_map(|l| l.strip_prefix("faas-invocation-id:")).map(str::trim);
+    let line = report_line(&d, id.unwrap_or_else(|| panic!("no Faas-Invocation-Id: {}", resp.head)));
     assert!(line.contains(" outcome=syscall-denied ") && line.contains(" syscall=ptrace "), "{line}");
     assert_still_serves(&d);
     assert!(!resp.complete, "the body of a sandbox killed mid-response ended cleanly, as if complete");
 }
 
-#[test]
-#[ignore = "needs root: sudo -E cargo test -- --include-ignored"]
-fn a_one_mib_stderr_line_does_not_stall() {
+cold_and_warm!(a_one_mib_stderr_line_does_not_stall);
+fn a_one_mib_stderr_line_does_not_stall(start: Start) {
     require_root();
     let src = r#"
 def handle(request):
@@ -1161,7 +1354,7 @@ def handle(request):
     sys.stderr.flush()
     return "done"
 "#;
-    let d = start(&[("loud", &py(src, "[limits]\nlog = \"2M\"\ntimeout = \"5s\""))]);
+    let d = serve(start, &[("loud", &py(src, "[limits]\nlog = \"2M\"\ntimeout = \"5s\""))]);
     let r = d.get("/loud");
     assert_eq!((r.status, r.text()), (200, "done".to_owned()), "{}", d.logs());
     let id = invocation_id(&r);
@@ -1181,9 +1374,8 @@ def handle(request):
 // Leftovers
 // ---------------------------------------------------------------------------------------------
 
-#[test]
-#[ignore = "needs root: sudo -E cargo test -- --include-ignored"]
-fn daemonized_grandchild_is_gone_after_the_response() {
+cold_and_warm!(daemonized_grandchild_is_gone_after_the_response);
+fn daemonized_grandchild_is_gone_after_the_response(start: Start) {
     require_root();
     let src = r#"
 def handle(request):
@@ -1203,7 +1395,7 @@ def handle(request):
     time.sleep(0.3)
     return {"detached": True}
 "#;
-    let d = start(&[("daemonize", &py(src, ""))]);
+    let d = serve(start, &[("daemonize", &py(src, ""))]);
     let fds = d.fd_count();
     let j = ok_json(&d, "/daemonize");
     assert_eq!(j["detached"], true);
@@ -1235,9 +1427,8 @@ def handle(request):
 
 const DATA_JSON: &str = r#"{"items": [1, 2, 3], "name": "ordinary"}"#;
 
-#[test]
-#[ignore = "needs root: sudo -E cargo test -- --include-ignored"]
-fn ordinary_python_work_runs() {
+cold_and_warm!(ordinary_python_work_runs);
+fn ordinary_python_work_runs(start: Start) {
     require_root();
     let main = r#"
 import hashlib, json, os, re, subprocess, threading
@@ -1269,7 +1460,7 @@ def handle(request):
     }
 "#;
     let code = code_dir(&[("main.py", main), ("data.json", DATA_JSON)]);
-    let d = start(&[("ordinary", &code_function("python", code.path(), ""))]);
+    let d = serve(start, &[("ordinary", &code_function("python", code.path(), ""))]);
     let r = d.post("/ordinary", br#"{"ping": "pong"}"#);
     assert_eq!(r.status, 200, "{}\n{}", r.text(), d.logs());
     let j = r.json();
@@ -1311,7 +1502,7 @@ exports.handle = async (request) => {
 };
 "#;
     let code = code_dir(&[("main.js", main), ("data.json", DATA_JSON)]);
-    let d = start(&[("ordinary", &code_function("node", code.path(), ""))]);
+    let d = serve(Start::Cold, &[("ordinary", &code_function("node", code.path(), ""))]);
     let r = d.post("/ordinary", br#"{"ping": "pong"}"#);
     assert_eq!(r.status, 200, "{}\n{}", r.text(), d.logs());
     let j = r.json();
@@ -1327,14 +1518,13 @@ exports.handle = async (request) => {
     assert_still_serves(&d);
 }
 
-#[test]
-#[ignore = "needs root: sudo -E cargo test -- --include-ignored"]
-fn a_run_of_attacks_against_one_daemon_leaves_it_serving() {
+cold_and_warm!(a_run_of_attacks_against_one_daemon_leaves_it_serving);
+fn a_run_of_attacks_against_one_daemon_leaves_it_serving(start: Start) {
     require_root();
     // Several attacks against one front end, one after another, each with its exact outcome,
     // then an ordinary request: no attack may leave the front end worse for the next.
     let listener = format!("{OWN_FILTER}\ndef handle(request):\n    return {{'returned': own_filter(NEW_LISTENER)}}\n");
-    let d = start(&[
+    let d = serve(start, &[
         ("ptrace", &denied_function("libc.ptrace(16, 1, None, None)")),
         ("mount", &denied_function("libc.mount(b'none', b'/tmp', b'tmpfs', 0, None)")),
         ("listener", &py(&listener, "")),
@@ -1383,22 +1573,20 @@ def own_filter(flags, ret=0x7fff0000):
     return raw(NR['seccomp'], SECCOMP_SET_MODE_FILTER, flags, ctypes.byref(p))
 "#;
 
-#[test]
-#[ignore = "needs root: sudo -E cargo test -- --include-ignored"]
-fn a_seccomp_listener_of_its_own_is_syscall_denied() {
+cold_and_warm!(a_seccomp_listener_of_its_own_is_syscall_denied);
+fn a_seccomp_listener_of_its_own_is_syscall_denied(start: Start) {
     require_root();
     // With a listener of its own a sandbox could answer CONTINUE for its children's
     // deny-listed calls once the daemon's listener is gone (review finding 1).
     let src = format!("{OWN_FILTER}\ndef handle(request):\n    return {{'returned': own_filter(NEW_LISTENER)}}\n");
-    let d = start(&[("listener", &py(&src, ""))]);
+    let d = serve(start, &[("listener", &py(&src, ""))]);
     let r = d.get("/listener");
     assert_syscall_denied(&d, &r, "seccomp");
     assert_still_serves(&d);
 }
 
-#[test]
-#[ignore = "needs root: sudo -E cargo test -- --include-ignored"]
-fn a_stacked_filter_is_eperm_so_denied_calls_stay_reported() {
+cold_and_warm!(a_stacked_filter_is_eperm_so_denied_calls_stay_reported);
+fn a_stacked_filter_is_eperm_so_denied_calls_stay_reported(start: Start) {
     require_root();
     // An own filter answering ERRNO would outrank USER_NOTIF and silence the report (finding
     // 11): stacking is refused, so the ptrace below is still stopped and named.
@@ -1407,7 +1595,7 @@ fn a_stacked_filter_is_eperm_so_denied_calls_stay_reported() {
          p = prog(0x00050001)\n        return {{'seccomp': own_filter(0, 0x00050001), 'prctl': raw(NR['prctl'], PR_SET_SECCOMP, 2, ctypes.byref(p))}}\n    \
          own_filter(0, 0x00050001)\n    return {{'returned': raw(NR['ptrace'], 0, 0, 0, 0)}}\n"
     );
-    let d = start(&[("stack", &py(&src, ""))]);
+    let d = serve(start, &[("stack", &py(&src, ""))]);
     let j = ok_json(&d, "/stack?step=stack");
     assert_eq!(j["seccomp"], serde_json::json!([-1, EPERM]), "{j}");
     assert_eq!(j["prctl"], serde_json::json!([-1, EPERM]), "{j}");
@@ -1416,14 +1604,16 @@ fn a_stacked_filter_is_eperm_so_denied_calls_stay_reported() {
     assert_still_serves(&d);
 }
 
-#[test]
-#[ignore = "needs root: sudo -E cargo test -- --include-ignored"]
-fn losing_the_seccomp_listener_kills_the_sandbox_with_503() {
+cold_and_warm!(losing_the_seccomp_listener_kills_the_sandbox_with_503);
+fn losing_the_seccomp_listener_kills_the_sandbox_with_503(start: Start) {
     require_root();
     // FAAS_TEST_FAULT (debug builds only) drops the listener right after it arrives, as an
     // exhausted fd table does (recvmsg truncates SCM_RIGHTS at EMFILE). The handler would
     // sleep 60 s if it ran on: it must be killed and the request answered 503 at once.
-    let d = Daemon::start_env(&[("nap", &py(SLEEPER, ""))], "", &[("FAAS_TEST_FAULT", "lose-seccomp-listener")]);
+    let env = [("FAAS_TEST_FAULT", "lose-seccomp-listener")];
+    let mut d = serve_opts(start, &[("nap", &py(SLEEPER, ""))], common::Options { env: &env, ..Default::default() });
+    // Warm, the zygote's spares lose their listeners too: the request is forked then.
+    d.spares_may_fail = true;
     let t = Instant::now();
     let r = d.get("/nap");
     assert_eq!(r.status, 503, "{}\n{}", r.text(), d.logs());
@@ -1437,10 +1627,10 @@ fn losing_the_seccomp_listener_kills_the_sandbox_with_503() {
     assert!(host_processes(uid_range(&d), NO_NAME).is_empty(), "a sandbox outlived its lost listener");
 }
 
-#[test]
-#[ignore = "needs root: sudo -E cargo test -- --include-ignored"]
 #[cfg(target_arch = "x86_64")]
-fn an_int_0x80_syscall_is_reported_as_syscall_denied() {
+cold_and_warm!(an_int_0x80_syscall_is_reported_as_syscall_denied);
+#[cfg(target_arch = "x86_64")]
+fn an_int_0x80_syscall_is_reported_as_syscall_denied(start: Start) {
     require_root();
     // getpid through the i386 ABI: mov eax, 20; int 0x80; ret — from an executable page.
     let src = r#"
@@ -1452,15 +1642,14 @@ def handle(request):
     addr = ctypes.addressof(ctypes.c_char.from_buffer(m))
     return {"returned": ctypes.CFUNCTYPE(ctypes.c_int)(addr)()}
 "#;
-    let d = start(&[("i386", &py(src, ""))]);
+    let d = serve(start, &[("i386", &py(src, ""))]);
     let r = d.get("/i386");
     assert_syscall_denied(&d, &r, "i386:20");
     assert_still_serves(&d);
 }
 
-#[test]
-#[ignore = "needs root: sudo -E cargo test -- --include-ignored"]
-fn socket_families_are_an_allow_list() {
+cold_and_warm!(socket_families_are_an_allow_list);
+fn socket_families_are_an_allow_list(start: Start) {
     require_root();
     let src = r#"
 def handle(request):
@@ -1479,7 +1668,7 @@ def handle(request):
         "socketpair_inet": raw(NR['socketpair'], socket.AF_INET, socket.SOCK_STREAM, 0, ctypes.create_string_buffer(8))[1],
     }
 "#;
-    let d = start(&[("fam", &py(src, ""))]);
+    let d = serve(start, &[("fam", &py(src, ""))]);
     let j = ok_json(&d, "/fam");
     const EAFNOSUPPORT: i64 = 97;
     for ok in ["unix", "inet", "inet6", "netlink_route"] {
@@ -1492,9 +1681,8 @@ def handle(request):
     assert_still_serves(&d);
 }
 
-#[test]
-#[ignore = "needs root: sudo -E cargo test -- --include-ignored"]
-fn host_network_cannot_listen_or_bind_but_connects_out() {
+cold_and_warm!(host_network_cannot_listen_or_bind_but_connects_out);
+fn host_network_cannot_listen_or_bind_but_connects_out(start: Start) {
     require_root();
     // listen() on an unbound socket binds an ephemeral port past Landlock's bind hook, and
     // Landlock has no UDP rights (finding 2): with the host's network the filter refuses both.
@@ -1510,7 +1698,7 @@ def handle(request):
     out["front_end"] = c.recv(64).decode(errors="replace").split("\r\n")[0]
     return out
 "#;
-    let d = start(&[("net", &py(src, "[sandbox]\nnetwork = true"))]);
+    let d = serve(start, &[("net", &py(src, "[sandbox]\nnetwork = true"))]);
     let j = ok_json(&d, &format!("/net?port={}", d.port));
     assert_eq!(j["listen_unbound"], EPERM, "{j}");
     assert_eq!(j["udp_bind"], EPERM, "{j}");
@@ -1536,13 +1724,12 @@ fn assert_no_capabilities(j: &serde_json::Value) {
     assert_eq!((j["sid"].as_i64(), j["pgrp"].as_i64()), (Some(1), Some(1)), "{j}");
 }
 
-#[test]
-#[ignore = "needs root: sudo -E cargo test -- --include-ignored"]
-fn every_capability_set_is_empty_under_faas_serve() {
+cold_and_warm!(every_capability_set_is_empty_under_faas_serve);
+fn every_capability_set_is_empty_under_faas_serve(start: Start) {
     require_root();
     // The bounding set is per thread: sandboxes are cloned from tokio workers, not from the
     // thread that started the daemon.
-    let d = start(&[("caps", &py(CAPS, ""))]);
+    let d = serve(start, &[("caps", &py(CAPS, ""))]);
     for _ in 0..4 {
         assert_no_capabilities(&ok_json(&d, "/caps"));
     }
@@ -1553,7 +1740,8 @@ fn every_capability_set_is_empty_under_faas_serve() {
 #[ignore = "needs root: sudo -E cargo test -- --include-ignored"]
 fn every_capability_set_is_empty_under_faas_invoke() {
     require_root();
-    let d = start(&[("caps", &py(CAPS, ""))]);
+    // faas invoke never forks from a zygote: cold only.
+    let d = serve(Start::Cold, &[("caps", &py(CAPS, ""))]);
     let out = invoke_beside(&d, "caps", &[]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let body = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -1601,9 +1789,8 @@ fn wait_log(d: &Daemon, needle: &str) {
     }
 }
 
-#[test]
-#[ignore = "needs root: sudo -E cargo test -- --include-ignored"]
-fn concurrent_sandboxes_share_no_network_namespace() {
+cold_and_warm!(concurrent_sandboxes_share_no_network_namespace);
+fn concurrent_sandboxes_share_no_network_namespace(start: Start) {
     require_root();
     // Sandbox a binds an abstract name and stays; sandbox b, at the same time, must be able to
     // bind the same name and must not see a's socket in /proc/net/unix (finding 10).
@@ -1626,7 +1813,7 @@ def handle(request):
     let mark = HostDir::new();
     let extra = format!("[sandbox]\nread_only = [\"{}\"]\n", mark.path().display());
     let f = py(&src.replace("/mark/go", &format!("{}/go", mark.path().display())), &extra);
-    let d = start(&[("ns", &f), ("ns2", &f)]);
+    let d = serve(start, &[("ns", &f), ("ns2", &f)]);
     let tag = format!("{}", std::process::id());
     let url = d.url(&format!("/ns?role=a&tag={tag}"));
     let a = std::thread::spawn(move || common::request_to(&url, "GET", b"", &[]));
@@ -1674,29 +1861,55 @@ def handle(request):
     return "woke"
 "#;
 
-#[test]
-#[ignore = "needs root: sudo -E cargo test -- --include-ignored"]
-fn killing_faas_serve_leaves_no_sandbox_behind() {
+cold_and_warm!(killing_faas_serve_leaves_no_sandbox_behind);
+fn killing_faas_serve_leaves_no_sandbox_behind(start: Start) {
     require_root();
     // The parent-death signal is armed after the uid switch, which would clear it (finding 4).
-    let mut d = start(&[("sleeper", &py(SLEEPER, ""))]);
+    let mut d = serve(start, &[("sleeper", &py(SLEEPER, ""))]);
     let range = uid_range(&d);
     let url = d.url("/sleeper");
     let _req = std::thread::spawn(move || common::request_to(&url, "GET", b"", &[]));
     wait_log(&d, "sleeper-started");
     assert!(!host_processes(range, NO_NAME).is_empty(), "the sleeper is not running");
+    // Warm, the sleeper's REPORT never comes (the daemon dies first): its parent shows it was
+    // forked from the zygote instead. The zygote (uid 0, out of the sandbox range) must go too.
+    let zygotes = d.zygotes();
+    if start == Start::Warm {
+        assert_eq!(zygotes.len(), 1, "one zygote: {zygotes:?}");
+        let sleepers: Vec<u32> = host_processes(range, NO_NAME).iter().map(|(pid, _)| *pid).collect();
+        let parents: Vec<u32> =
+            common::all_processes().iter().filter(|p| sleepers.contains(&p.pid)).map(|p| p.ppid).collect();
+        assert!(
+            !parents.is_empty() && parents.iter().all(|p| zygotes.contains(p)),
+            "the sleeper was not forked from the zygote {zygotes:?}: its parent is {parents:?}"
+        );
+        d.checked.set(true);
+    }
     d.child.kill().unwrap();
     d.child.wait().unwrap();
     let left = sandboxes_left(range, Duration::from_secs(10));
     kill_all(&left);
     assert!(left.is_empty(), "sandboxes outlived kill -9 of faas serve: {left:?}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let alive = |pid: &u32| {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        stat.rsplit_once(") ").is_some_and(|(_, rest)| !rest.starts_with(['Z', 'X']))
+    };
+    while zygotes.iter().any(alive) {
+        if Instant::now() > deadline {
+            kill_all(&zygotes.iter().map(|&p| (p, String::new())).collect::<Vec<_>>());
+            panic!("a zygote outlived kill -9 of faas serve: {zygotes:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 #[test]
 #[ignore = "needs root: sudo -E cargo test -- --include-ignored"]
 fn killing_faas_invoke_leaves_no_sandbox_behind() {
     require_root();
-    let d = start(&[("sleeper", &py(SLEEPER, ""))]);
+    // faas invoke never forks from a zygote: cold only.
+    let d = serve(Start::Cold, &[("sleeper", &py(SLEEPER, ""))]);
     let (base, count) = uid_range(&d);
     let range = (base + count, count);
     let mut inv = invoke_command(&d, "sleeper", &[])
@@ -1716,9 +1929,8 @@ fn killing_faas_invoke_leaves_no_sandbox_behind() {
     assert!(left.is_empty(), "sandboxes outlived kill -9 of faas invoke: {left:?}");
 }
 
-#[test]
-#[ignore = "needs root: sudo -E cargo test -- --include-ignored"]
-fn proc_hides_host_wide_files_and_tmp_is_noexec() {
+cold_and_warm!(proc_hides_host_wide_files_and_tmp_is_noexec);
+fn proc_hides_host_wide_files_and_tmp_is_noexec(start: Start) {
     require_root();
     let src = r#"
 import mmap
@@ -1743,7 +1955,7 @@ def handle(request):
         .into_iter()
         .filter(|p| Path::new("/proc").join(p).exists())
         .collect();
-    let d = start(&[("proc", &py(src, ""))]);
+    let d = serve(start, &[("proc", &py(src, ""))]);
     let j = ok_json(&d, &format!("/proc?masked={}", masked.join(",")));
     for p in &masked {
         assert_eq!(j[*p], 0, "/proc/{p} is readable inside: {j}");
@@ -1756,9 +1968,8 @@ def handle(request):
     assert_still_serves(&d);
 }
 
-#[test]
-#[ignore = "needs root: sudo -E cargo test -- --include-ignored"]
-fn sysv_shared_memory_is_capped_without_a_cgroup() {
+cold_and_warm!(sysv_shared_memory_is_capped_without_a_cgroup);
+fn sysv_shared_memory_is_capped_without_a_cgroup(start: Start) {
     require_root();
     // Without a memory cgroup RLIMIT_DATA does not see SysV shm (finding 8): the sandbox's own
     // IPC namespace is capped at the function's memory instead.
@@ -1771,8 +1982,8 @@ def handle(request):
         return 0 if rc >= 0 else ctypes.get_errno()
     return {"small": shm(1 << 20), "over": shm(256 << 20), "shmall": open("/proc/sys/kernel/shmall").read().strip()}
 "#;
-    let d = start(&[("shm", &py(src, "[limits]\nmemory = \"64M\""))]);
-    if !common::require_cgroup_mode(&d, common::CgroupMode::None) {
+    let d = serve(start, &[("shm", &py(src, "[limits]\nmemory = \"64M\""))]);
+    if !d.require_cgroup_mode(common::CgroupMode::None) {
         return;
     }
     let r = d.get("/shm");
@@ -1795,7 +2006,7 @@ fn read_only_paths_with_sockets_are_refused_at_load() {
     let hello = python("def handle(request):\n    return 'x'", "");
     let with_sock = hello.clone() + &format!("[sandbox]\nread_only = [\"{}\"]\n", dir.path().display());
     let with_run = hello + "[sandbox]\nread_only = [\"/run\"]\n";
-    let d = start(&[("sock", &with_sock), ("run", &with_run)]);
+    let d = serve(Start::Cold, &[("sock", &with_sock), ("run", &with_run)]);
     for f in ["/sock", "/run"] {
         let r = d.get(f);
         assert_eq!(r.status, 503, "{f}: {}", r.text());
@@ -1806,9 +2017,8 @@ fn read_only_paths_with_sockets_are_refused_at_load() {
     assert_still_serves(&d);
 }
 
-#[test]
-#[ignore = "needs root: sudo -E cargo test -- --include-ignored"]
-fn a_landlock_required_function_runs_where_landlock_is_complete() {
+cold_and_warm!(a_landlock_required_function_runs_where_landlock_is_complete);
+fn a_landlock_required_function_runs_where_landlock_is_complete(start: Start) {
     require_root();
     // The other half of `landlock = "required"` (the VM tier, on ABI 2, sees only the 503):
     // where the kernel gives every rule, the function runs, with the rules in force.
@@ -1816,8 +2026,8 @@ fn a_landlock_required_function_runs_where_landlock_is_complete() {
 def handle(request):
     return {"write_usr": errno_of(lambda: open("/usr/faas-required", "w")), "uid": os.getuid()}
 "#;
-    let d = start(&[("req", &py(src, "[sandbox]\nlandlock = \"required\""))]);
-    if !common::require_landlock_abi(&d, 6) {
+    let d = serve(start, &[("req", &py(src, "[sandbox]\nlandlock = \"required\""))]);
+    if !d.require_landlock_abi(6) {
         return;
     }
     let j = ok_json(&d, "/req");
@@ -1836,16 +2046,15 @@ fn run_snippet(d: &Daemon, lang: &str, body: &str) -> Resp {
     )
 }
 
-#[test]
-#[ignore = "needs root: sudo -E cargo test -- --include-ignored"]
-fn the_coderunner_example_holds_against_the_corpus_sent_as_bodies() {
+cold_and_warm!(the_coderunner_example_holds_against_the_corpus_sent_as_bodies);
+fn the_coderunner_example_holds_against_the_corpus_sent_as_bodies(start: Start) {
     require_root();
     // The shipped example runs whatever it is sent: it is safe only because each request is a
     // sandbox of its own. The attacks of this file, as snippets.
     let code = common::repo().join("config/functions/coderunner");
     let text = std::fs::read_to_string(common::repo().join("config/functions/coderunner.toml")).unwrap();
     let text = text.replace("code = \"coderunner\"", &format!("code = \"{}\"", code.display()));
-    let d = start(&[("coderunner", &text)]);
+    let d = serve(start, &[("coderunner", &text)]);
     assert_eq!(d.get("/coderunner").status, 404, "kept off the public listener");
     // The guard: the snippet's sandbox is a private pid namespace and an unprivileged uid.
     let r = run_snippet(
@@ -1859,6 +2068,11 @@ fn the_coderunner_example_holds_against_the_corpus_sent_as_bodies() {
     assert!(
         procs.parse::<u32>().is_ok_and(|n| (1..10).contains(&n)) && uid.parse::<u32>().is_ok_and(|u| u >= UID_BASE),
         "REFUSING to attack: the snippet sees {procs} processes as uid {uid}"
+    );
+    assert!(
+        start == Start::Cold || served_warm(&r),
+        "REFUSING to attack: the guard's snippet was not forked from the zygote (Server-Timing {:?})",
+        r.header("server-timing")
     );
     let ok = |lang: &str, snippet: &str| -> serde_json::Value {
         let r = run_snippet(&d, lang, snippet);

@@ -91,9 +91,11 @@ function takeStdout() {
   const logFd = reopen(spare, 0); // inherited by child processes as their stdout
   fs.closeSync(spare);
   // console and our own lines write to it synchronously: building a stream for process.stderr
-  // costs milliseconds at every call, so that only happens if the handler uses it.
+  // costs milliseconds at every call, so that only happens if the handler uses it. colorMode
+  // 'auto' would build it anyway, at the first console.log (~3 ms: the colour check loads
+  // internal/util/colors, which asks process.stderr.isTTY); the log is never a terminal.
   const sink = syncWriter(logFd);
-  globalThis.console = new console.Console({ stdout: sink, stderr: sink });
+  globalThis.console = new console.Console({ stdout: sink, stderr: sink, colorMode: false });
   if (logFd !== 1) sink.write(`faas: stderr was reopened as fd ${logFd}, not 1; fd 1 is not the log\n`);
   return {
     write: async (buf) => writeAll(response, buf),

@@ -61,6 +61,9 @@ PR_CAPBSET_DROP = 24
 PR_CAP_AMBIENT = 47
 PR_CAP_AMBIENT_CLEAR_ALL = 4
 PR_SET_PDEATHSIG = 1
+PR_SET_DUMPABLE = 4
+PR_SET_MM = 35
+PR_SET_MM_MAP = 14
 PR_SET_NO_NEW_PRIVS = 38
 PR_SET_NAME = 15
 SECCOMP_SET_MODE_FILTER = 1
@@ -73,6 +76,7 @@ O_PATH = 0o10000000
 
 libc = ctypes.CDLL(None, use_errno=True)
 libc.syscall.restype = ctypes.c_long
+libc.sbrk.restype = ctypes.c_void_p
 # clone3 through the Python-API flavour of the same function: it keeps the GIL across the call,
 # as os.fork does between PyOS_BeforeFork and PyOS_AfterFork_*.
 pysyscall = ctypes.PyDLL(None, use_errno=True).syscall
@@ -96,6 +100,12 @@ class PathBeneath(ctypes.Structure):
 
 class SockFprog(ctypes.Structure):
     _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+
+class PrctlMmMap(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_uint64) for name in (
+        "start_code", "end_code", "start_data", "end_data", "start_brk", "brk", "start_stack", "arg_start",
+        "arg_end", "env_start", "env_end", "auxv")] + [("auxv_size", ctypes.c_uint32), ("exe_fd", ctypes.c_uint32)]
 
 
 def log(message):
@@ -234,6 +244,19 @@ def child(init, req, fds, template, daemon_pidfd, filter_buf):
     for entry in envp:
         name, _, value = bytes.fromhex(entry).partition(b"=")
         os.environb[name] = value
+    # What execve does for /proc/self, which a forked child must do itself: /proc/self/environ
+    # shows the zygote's environment until PR_SET_MM_MAP (with the rest of the layout as it is,
+    # no capability needed) points it at the request's, in a block that lives as long as this
+    # frame (until os._exit); and the uid switch left the process not dumpable, which gives its
+    # /proc/self files to root (environ unreadable to the handler, unlike a cold start's).
+    environ = b"".join(bytes.fromhex(entry) + b"\0" for entry in envp)
+    environ_block = ctypes.create_string_buffer(environ, len(environ))
+    mm = PrctlMmMap.from_buffer_copy(LAYOUT)
+    mm.brk = libc.sbrk(ctypes.c_ssize_t(0))
+    mm.env_start = ctypes.addressof(environ_block)
+    mm.env_end = mm.env_start + len(environ)
+    c.sys("Exec", 0, SYS_prctl, PR_SET_MM, PR_SET_MM_MAP, ctypes.byref(mm), ctypes.sizeof(mm), 0)
+    c.sys("Exec", 1, SYS_prctl, PR_SET_DUMPABLE, 1, 0, 0, 0)
     if not req["spare"]:
         # The "exec": every layer is on. EOF on the error pipe tells the daemon so.
         os.close(err)
@@ -282,9 +305,24 @@ with open("/proc/self/comm", "rb") as f:
     COMM = f.read().strip()
 
 
+LAYOUT = None
+
+
+def memory_layout():
+    """This process's code, data, heap, stack and argument bounds (proc(5) stat fields 26-28 and
+    45-49), which its children keep: PR_SET_MM_MAP sets them all at once."""
+    with open("/proc/self/stat") as f:
+        fields = f.read().rsplit(") ", 1)[1].split()
+    field = lambda n: int(fields[n - 3])  # noqa: E731 (fields[0] is field 3, the state)
+    return PrctlMmMap(start_code=field(26), end_code=field(27), start_stack=field(28), start_data=field(45),
+                      end_data=field(46), start_brk=field(47), arg_start=field(48), arg_end=field(49),
+                      exe_fd=0xFFFFFFFF)
+
+
 def start(init):
     """Imports what the zygote keeps warm; returns a reason it cannot serve, or None."""
-    global WRAPPER, BOUNDING
+    global WRAPPER, BOUNDING, LAYOUT
+    LAYOUT = memory_layout()
     BOUNDING = tuple(cap for cap in range(init["cap_last"] + 1)
                      if libc.syscall(ctypes.c_long(SYS_prctl), PR_CAPBSET_READ, ctypes.c_ulong(cap)) == 1)
     WRAPPER = load_wrapper()

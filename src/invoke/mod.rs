@@ -117,7 +117,7 @@ async fn start_sandbox<'a>(
             }
         }
         if let Some(zygote) = slot.zygote(host, &loaded.sandbox) {
-            match sandbox::start_warm(host, &loaded.sandbox, &zygote, launch(), false).await {
+            match sandbox::start_warm(host, &loaded.sandbox, &zygote, launch()).await {
                 // The zygote is stuck or gone: this request starts cold, the next one a new zygote.
                 Err(e @ SpawnError::Zygote(_)) => {
                     tracing::warn!(function = %loaded.function.name, "{e}; starting this request cold");
@@ -190,6 +190,7 @@ async fn run(
         limits: &f.limits,
         envp: environment(&meta, &loaded),
         landlock_required: f.landlock == LandlockMode::Required,
+        spare: false,
     };
     let (started, start) = start_sandbox(&host, &loaded, launch).await;
     end.report.timing.start = start;

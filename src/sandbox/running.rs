@@ -33,6 +33,9 @@ pub struct Launch<'a> {
     pub envp: Vec<std::ffi::CString>,
     /// Refuse to start unless Landlock is fully enforced.
     pub landlock_required: bool,
+    /// A spare made ahead of its request (zygote.rs): its cgroup is `spare-ID`, not `inv-ID`,
+    /// since no invocation has it yet.
+    pub spare: bool,
 }
 
 /// The parent's ends of the sandbox's stdin, stdout and stderr.
@@ -205,6 +208,7 @@ impl Parts {
         };
         let uid = host.uids.lease().ok_or(SpawnError::NoUid)?;
         let cgroup = CgroupGuard(match &host.cgroups {
+            Some(tree) if launch.spare => Some(tree.create_named(&format!("spare-{}", launch.id), launch.limits)?),
             Some(tree) => Some(tree.create(launch.id, launch.limits)?),
             None => None,
         });
@@ -482,6 +486,15 @@ impl Running {
     async fn reap(&mut self) -> Option<ExitStatus> {
         if self.exit.is_none() {
             self.exit = Some(self.wait_exit().await);
+        }
+        // A zygote's child: its status may come as EOF from a zygote that died, before the
+        // kernel has finished killing this init. Its uid and namespace go back only once it has
+        // exited (its pidfd is readable), and with it everything in its pid namespace.
+        if matches!(self.reaper, Reaper::Zygote { .. }) {
+            let exited = tokio::time::timeout(Duration::from_secs(10), self.pidfd.readable()).await;
+            if !matches!(exited, Ok(Ok(_))) {
+                tracing::error!("sandbox pid {} did not end within 10 s of its zygote's report", self.spawned.pid);
+            }
         }
         self.exit
     }

@@ -290,7 +290,7 @@ impl Drop for Zygote {
 /// process forked from the warm interpreter. `SpawnError::Zygote` means the zygote could not
 /// fork (it is killed if stuck): the caller may start the request cold instead.
 ///
-/// A `spare` is made ahead of its request: it applies every layer, then waits (its
+/// A spare (`launch.spare`) is made ahead of its request: it applies every layer, then waits (its
 /// `launch.envp` unused) until `Running::go` sends the request's environment; only then does
 /// it import the handler's module and call it, as any warm request does.
 pub async fn start_warm(
@@ -298,8 +298,8 @@ pub async fn start_warm(
     prepared: &Arc<PreparedSandbox>,
     zygote: &Arc<Zygote>,
     launch: Launch<'_>,
-    spare: bool,
 ) -> Result<Running, SpawnError> {
+    let spare = launch.spare;
     let mut parts = Parts::acquire(host, prepared, &launch)?;
     parts.own_netns()?;
     let err = |what| move |source| SpawnError::Prepare { what, source };
@@ -526,6 +526,9 @@ mod tests {
             ("PR_CAP_AMBIENT", libc::PR_CAP_AMBIENT as i64),
             ("PR_CAP_AMBIENT_CLEAR_ALL", libc::PR_CAP_AMBIENT_CLEAR_ALL as i64),
             ("PR_SET_PDEATHSIG", libc::PR_SET_PDEATHSIG as i64),
+            ("PR_SET_DUMPABLE", libc::PR_SET_DUMPABLE as i64),
+            ("PR_SET_MM", libc::PR_SET_MM as i64),
+            ("PR_SET_MM_MAP", libc::PR_SET_MM_MAP as i64),
             ("PR_SET_NO_NEW_PRIVS", libc::PR_SET_NO_NEW_PRIVS as i64),
             ("PR_SET_NAME", libc::PR_SET_NAME as i64),
             ("SECCOMP_SET_MODE_FILTER", libc::SECCOMP_SET_MODE_FILTER as i64),

@@ -987,3 +987,70 @@ pub fn sh_with(script: &str, extra: &str) -> String {
 pub fn python(source: &str, extra: &str) -> String {
     format!("runtime = \"python\"\nsource = '''\n{source}\n'''\n{extra}\n")
 }
+
+/// Function `name` as the admin `/_/functions` shows it.
+pub fn function_info(d: &Daemon, name: &str) -> serde_json::Value {
+    let r = d.admin_get("/_/functions");
+    assert_eq!(r.status, 200, "/_/functions: {}", r.text_allow_cut());
+    let j = r.json();
+    j["functions"]
+        .as_array()
+        .and_then(|fs| fs.iter().find(|f| f["name"] == name).cloned())
+        .unwrap_or_else(|| panic!("no function {name} in /_/functions: {j}"))
+}
+
+/// The `zygote` object of warm function `name` in `/_/functions` (`state`, `pid`, `error`, …).
+pub fn zygote_info(d: &Daemon, name: &str) -> serde_json::Value {
+    function_info(d, name)["zygote"].clone()
+}
+
+/// Waits (30 s at most, a hang guard: a zygote imports before it is ready) until the zygote of
+/// `name` is in `state` (`ready`, `starting`, `cold`, `failed`); returns its `zygote` object.
+/// The zygote is started by a request: send one first.
+pub fn wait_zygote(d: &Daemon, name: &str, state: &str) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        d.assert_alive();
+        let z = zygote_info(d, name);
+        if z["state"] == state {
+            return z;
+        }
+        assert!(Instant::now() < deadline, "the zygote of {name} is not {state} within 30 s: {z}\n{}", d.logs());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Waits until the zygote of `name` is ready (see `wait_zygote`); its pid. Fails at once, with
+/// the reason, if the zygote failed.
+pub fn wait_warm(d: &Daemon, name: &str) -> u32 {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        d.assert_alive();
+        let z = zygote_info(d, name);
+        match z["state"].as_str() {
+            Some("ready") => {
+                return z["pid"].as_u64().and_then(|p| u32::try_from(p).ok()).unwrap_or_else(|| panic!("no pid: {z}"))
+            }
+            Some("failed") => panic!("the zygote of {name} failed: {z}\n{}", d.logs()),
+            Some("starting" | "cold") => {}
+            _ => panic!("{name} has no zygote (not a warm function?): {z}"),
+        }
+        assert!(Instant::now() < deadline, "the zygote of {name} is not ready within 30 s: {z}\n{}", d.logs());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The daemon's zygotes as processes: its children whose environment names a function and
+/// version in `FAAS_ZYGOTE` (zygote.rs), as `(pid, "NAME VERSION")`.
+pub fn zygote_processes(d: &Daemon) -> Vec<(u32, String)> {
+    let me = d.pid();
+    all_processes()
+        .into_iter()
+        .filter(|p| p.ppid == me)
+        .filter_map(|p| {
+            let env = std::fs::read(format!("/proc/{}/environ", p.pid)).ok()?;
+            let which = env.split(|&b| b == 0).find_map(|e| e.strip_prefix(b"FAAS_ZYGOTE="))?;
+            Some((p.pid, String::from_utf8_lossy(which).into_owned()))
+        })
+        .collect()
+}
