@@ -125,6 +125,8 @@ cleanup() {
     rm -rf "$hold_dir"
     if [[ $rc != 0 ]]; then
         log "failed (exit $rc); logs kept in $work"
+    elif [[ ${BENCH_KEEP:-0} == 1 ]]; then
+        log "logs and raw results kept in $work (BENCH_KEEP=1; report.py $work/raw … rewrites the report)"
     else
         rm -rf "$work"
     fi
