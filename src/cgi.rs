@@ -224,7 +224,9 @@ pub struct RequestMeta<'a> {
 
 /// Builds the sandbox's whole environment: CGI meta-variables, FAAS_*, the function's own
 /// entries and a fixed base. Nothing of the daemon's own environment gets in.
-pub fn environment(meta: &RequestMeta, function_env: &[(String, String)]) -> Vec<CString> {
+/// What every process of a function has, whatever its request: PATH, HOME, TMPDIR, LANG and
+/// the function's own `env`, which may override the first four.
+pub fn base_environment(function_env: &[(String, String)]) -> Vec<(String, String)> {
     let mut env: Vec<(String, String)> = vec![
         ("PATH".into(), "/usr/local/bin:/usr/bin:/bin".into()),
         ("HOME".into(), "/tmp".into()),
@@ -235,6 +237,11 @@ pub fn environment(meta: &RequestMeta, function_env: &[(String, String)]) -> Vec
         env.retain(|(ek, _)| ek != k);
         env.push((k.clone(), v.clone()));
     }
+    env
+}
+
+pub fn environment(meta: &RequestMeta, function_env: &[(String, String)]) -> Vec<CString> {
+    let mut env = base_environment(function_env);
     let mut push = |k: &str, v: &str| env.push((k.to_owned(), v.to_owned()));
     push("GATEWAY_INTERFACE", "CGI/1.1");
     push("SERVER_PROTOCOL", "HTTP/1.1");

@@ -237,7 +237,7 @@ impl Slot {
             let launch = Launch {
                 id: &id,
                 limits: &f.limits,
-                envp: Vec::new(),
+                envp: crate::invoke::function_environment(f),
                 landlock_required: f.landlock == LandlockMode::Required,
                 spare: true,
             };

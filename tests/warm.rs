@@ -863,6 +863,33 @@ def handle(request):
     assert_eq!(imported(&each).len(), 3, "without preload_handler each request imports it: {each:?}");
 }
 
+/// A spare imports the module before its request: the top level sees the function's `env`
+/// (and not a request's CGI variables, which no request has brought yet), `handle()` sees the
+/// request's. Cold, the module is imported with the request's environment.
+#[test]
+#[ignore = "needs root: sudo -E cargo test -- --include-ignored"]
+fn a_spare_imports_the_module_with_the_functions_environment_and_handle_sees_the_requests() {
+    require_root();
+    let src = r#"
+import os
+AT_IMPORT = {k: os.environ.get(k) for k in ("GREETING", "REQUEST_METHOD", "QUERY_STRING")}
+def handle(request):
+    return {"import": AT_IMPORT, "handle": {k: os.environ.get(k) for k in ("GREETING", "REQUEST_METHOD", "QUERY_STRING")}}
+"#;
+    let d = Daemon::start(&[("env", &python(src, "[sandbox]\nenv = { GREETING = \"hi\" }"))]);
+    let cold = ok(&d, "/env?n=0", "cold").json();
+    assert_eq!(cold["import"], serde_json::json!({"GREETING": "hi", "REQUEST_METHOD": "GET", "QUERY_STRING": "n=0"}));
+    wait_warm(&d, "env");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while zygote_info(&d, "env")["spare"] != true {
+        assert!(Instant::now() < deadline, "no spare within 30 s: {}", zygote_info(&d, "env"));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let warm = ok(&d, "/env?n=1", "warm").json();
+    assert_eq!(warm["import"], serde_json::json!({"GREETING": "hi", "REQUEST_METHOD": null, "QUERY_STRING": null}));
+    assert_eq!(warm["handle"], serde_json::json!({"GREETING": "hi", "REQUEST_METHOD": "GET", "QUERY_STRING": "n=1"}));
+}
+
 // ---------------------------------------------------------------------------------------------
 // Leaks
 // ---------------------------------------------------------------------------------------------

@@ -528,26 +528,32 @@ def respond(out, handler, request):
     return 0
 
 
-def main(argv):
+def load(argv):
+    """Takes stdout for the response and imports the handler: (out, handler), or (None, exit
+    status) once the problem is written. A warm spare runs this before its request comes."""
     try:
         out = take_stdout()
     except OSError as e:
         log(f"stdout is not usable, so no response can be sent: {e}")
-        return 2
+        return None, 2
     if len(argv) != 3:
         log(f"usage: {argv[0] if argv else 'python.py'} CODE_DIR MODULE.FUNCTION")
         out.write(problem(*HANDLER_NOT_FOUND))
-        return 2
+        return None, 2
     try:
-        handler = load_handler(argv[1], argv[2])
+        return out, load_handler(argv[1], argv[2])
     except HandlerNotFound as e:
         log(f"cannot load handler {argv[2]!r} from {argv[1]}: {e}")
         out.write(problem(*HANDLER_NOT_FOUND))
-        return 0
+        return None, 0
     except BaseException as e:
         log_exception(f"cannot load handler {argv[2]!r} from {argv[1]}: importing it raised", e)
         out.write(problem(*HANDLER_NOT_FOUND))
-        return 0
+        return None, 0
+
+
+def serve(out, handler):
+    """Calls the handler for the request in the environment; returns the exit status."""
     try:
         return respond(out, handler, Request(os.environ))
     except BrokenPipeError:
@@ -555,6 +561,11 @@ def main(argv):
         return 1
     finally:
         out.close()
+
+
+def main(argv):
+    out, handler = load(argv)
+    return handler if out is None else serve(out, handler)
 
 
 if __name__ == "__main__":

@@ -127,9 +127,16 @@ class Child:
 
     def fail(self, step, index, errno):
         try:
-            os.write(self.err, struct.pack("=IIi", self.steps[step], index, errno))
+            # After the "exec" the error pipe is closed, and its number may be another file's.
+            if self.err is not None:
+                os.write(self.err, struct.pack("=IIi", self.steps[step], index, errno))
         finally:
             os._exit(127)
+
+    def exec(self):
+        """What a cold child's execve is to the daemon: EOF on the error pipe, every layer on."""
+        os.close(self.err)
+        self.err = None
 
     def sys(self, step, index, nr, *args):
         # syscall(2) reads every argument as a long: an int passed as a C int would leave the
@@ -228,46 +235,60 @@ def child(init, req, fds, template, daemon_pidfd, filter_buf):
     os.close(listener)
     for i, (res, value) in enumerate(req["rlimits"]):
         c.do("Rlimit", i, resource.setrlimit, res, (value, value))
-    envp = req["envp"]
+    argv = ["python.py", init["code_dir"], init["handler"]]
     if req["spare"]:
-        # The "exec" comes first for a spare: every layer is on, and it waits for its request,
-        # named faas-spare meanwhile (ps, and the tests' leak checks, tell it from a request).
-        os.close(err)
+        # The "exec" comes first for a spare: every layer is on. It imports the handler's module
+        # now, seeing the function's own environment (req["envp"]: its env, secrets, proxy), as
+        # a Lambda function's init code does, then waits for its request, named faas-spare
+        # meanwhile (ps, and the tests' leak checks, tell it from a request).
+        c.exec()
+        c.sys("Exec", 1, SYS_prctl, PR_SET_DUMPABLE, 1, 0, 0, 0)
+        set_environment(c, req["envp"])
+        out, handler = WRAPPER.load(argv)
+        sys.stderr.flush()
         libc.prctl(PR_SET_NAME, b"faas-spare", 0, 0, 0)
         msg = sock.recv(1 << 20)
         if not msg:
             os._exit(0)  # the daemon let go of it unused
         libc.prctl(PR_SET_NAME, COMM, 0, 0, 0)
-        envp = json.loads(msg)["envp"]
-    sock.close()
-    os.environb.clear()
-    for entry in envp:
-        name, _, value = bytes.fromhex(entry).partition(b"=")
-        os.environb[name] = value
-    # What execve does for /proc/self, which a forked child must do itself: /proc/self/environ
-    # shows the zygote's environment until PR_SET_MM_MAP (with the rest of the layout as it is,
-    # no capability needed) points it at the request's, in a block that lives as long as this
-    # frame (until os._exit); and the uid switch left the process not dumpable, which gives its
-    # /proc/self files to root (environ unreadable to the handler, unlike a cold start's).
-    environ = b"".join(bytes.fromhex(entry) + b"\0" for entry in envp)
-    environ_block = ctypes.create_string_buffer(environ, len(environ))
-    mm = PrctlMmMap.from_buffer_copy(LAYOUT)
-    mm.brk = libc.sbrk(ctypes.c_ssize_t(0))
-    mm.env_start = ctypes.addressof(environ_block)
-    mm.env_end = mm.env_start + len(environ)
-    c.sys("Exec", 0, SYS_prctl, PR_SET_MM, PR_SET_MM_MAP, ctypes.byref(mm), ctypes.sizeof(mm), 0)
-    c.sys("Exec", 1, SYS_prctl, PR_SET_DUMPABLE, 1, 0, 0, 0)
-    if not req["spare"]:
+        sock.close()
+        environ_block = set_environment(c, json.loads(msg)["envp"])
+    else:
+        sock.close()
+        environ_block = set_environment(c, req["envp"])
+        # The uid switch left the process not dumpable, which gives its /proc/self files to
+        # root (environ unreadable to the handler, unlike after a cold start's execve).
+        c.sys("Exec", 1, SYS_prctl, PR_SET_DUMPABLE, 1, 0, 0, 0)
         # The "exec": every layer is on. EOF on the error pipe tells the daemon so.
-        os.close(err)
+        c.exec()
+        out, handler = WRAPPER.load(argv)
     code = 2
     try:
-        code = WRAPPER.main(["python.py", init["code_dir"], init["handler"]])
+        code = handler if out is None else WRAPPER.serve(out, handler)
     finally:
         try:
             sys.stderr.flush()
         finally:
+            del environ_block
             os._exit(code)
+
+
+def set_environment(c, envp):
+    """os.environ, and what /proc/self/environ shows (execve sets both for a cold start): the
+    zygote's start-up environment until PR_SET_MM_MAP (with the rest of the layout as it is, no
+    capability needed) points it at this block, which the caller keeps until os._exit."""
+    os.environb.clear()
+    for entry in envp:
+        name, _, value = bytes.fromhex(entry).partition(b"=")
+        os.environb[name] = value
+    environ = b"".join(bytes.fromhex(entry) + b"\0" for entry in envp)
+    block = ctypes.create_string_buffer(environ, len(environ))
+    mm = PrctlMmMap.from_buffer_copy(LAYOUT)
+    mm.brk = libc.sbrk(ctypes.c_ssize_t(0))
+    mm.env_start = ctypes.addressof(block)
+    mm.env_end = mm.env_start + len(environ)
+    c.sys("Exec", 0, SYS_prctl, PR_SET_MM, PR_SET_MM_MAP, ctypes.byref(mm), ctypes.sizeof(mm), 0)
+    return block
 
 
 WRAPPER = None

@@ -30,7 +30,7 @@ use stderr::StderrLog;
 use crate::auth::Caller;
 use crate::cgi::{self, Head, RequestMeta, MAX_HEAD};
 use crate::egress::{self, Proxy};
-use crate::function::{LandlockMode, Network};
+use crate::function::{Function, LandlockMode, Network};
 use crate::registry::Loaded;
 use crate::sandbox::{self, Event, Host, Launch, Running, SpawnError, Stdio};
 
@@ -385,7 +385,23 @@ async fn run(
 /// (lowercase too: Python's urllib ignores `HTTP_PROXY` when `REQUEST_METHOD` is set, the
 /// httpoxy guard, and reads `http_proxy`).
 fn environment(meta: &RequestMeta, loaded: &Loaded) -> Vec<std::ffi::CString> {
-    let f = &loaded.function;
+    with_extra(cgi::environment(meta, &loaded.function.env), &loaded.function)
+}
+
+/// The environment a warm spare imports the handler's module with, before its request comes:
+/// the function's own (`env`, secrets in the environment, the egress proxy), without the
+/// request's CGI variables, which `environment` adds once it has come.
+pub fn function_environment(f: &Function) -> Vec<std::ffi::CString> {
+    let base = cgi::base_environment(&f.env)
+        .into_iter()
+        .filter_map(|(k, v)| std::ffi::CString::new(format!("{k}={v}")).ok())
+        .collect();
+    with_extra(base, f)
+}
+
+/// `envp` with the secrets a function takes in its environment, and the egress proxy's
+/// variables, in place of any entries of the same names.
+fn with_extra(mut envp: Vec<std::ffi::CString>, f: &Function) -> Vec<std::ffi::CString> {
     let mut extra: Vec<(String, Vec<u8>)> = Vec::new();
     for s in &f.secrets {
         if let Some(var) = &s.env {
@@ -400,7 +416,6 @@ fn environment(meta: &RequestMeta, loaded: &Loaded) -> Vec<std::ffi::CString> {
             extra.push((var.to_owned(), Vec::new()));
         }
     }
-    let mut envp = cgi::environment(meta, &f.env);
     envp.retain(|e| {
         let name = e.as_bytes().split(|&b| b == b'=').next().unwrap_or_default();
         !extra.iter().any(|(k, _)| k.as_bytes() == name)
