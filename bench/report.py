@@ -472,7 +472,7 @@ def warm_profile(raw, L):
     L.append("")
     ae = (seqd or {}).get("after_exec") or {}
     if any(ae.values()):
-        L.append("After the set-up, until the wrapper's `main()` returns (the answer written), sequential requests:")
+        L.append("After the set-up, until the answer is written (python.py's `load()`: import the handler, which a spare does before it waits; `serve()`: run it, answer), sequential requests:")
         L.append("")
         L.append("| path | phase | p10 µs | p50 µs | p90 µs | page faults p50 |")
         L.append("|---|---|---:|---:|---:|---:|")

@@ -243,23 +243,30 @@ def steps(log, function):
             prev_t, prev_f = ns, faults
         add("after the last step, until the error pipe closes", (t["exec"] - prev_t) / 1e3, f["exec"] - prev_f)
         add("page faults, clone3 to exec (count)", f["exec"])
-    # After the set-up: the wrapper's main() (python.py: import the handler, run it, answer),
-    # and before it, for a spare, the wait from its request's environment to main().
+    # After the set-up: python.py's load() (import the handler; a spare does it before it
+    # waits) and serve() (run it, answer), and before them, for a spare, its request's
+    # environment coming in.
     rest = {"spare": {}, "forked": {}}
     for iid, kv in after.items():
-        if iid not in setups or not all(k in kv for k in ("exec", "recv", "main", "end")):
+        if iid not in setups or not all(k in kv for k in ("exec", "recv", "serve", "end")):
             continue
-        t = {k: int(kv[k]) for k in ("exec", "recv", "main", "end")}
-        f = {k: int(kv.get(f"f{k}", 0)) for k in ("exec", "main", "end")}
+        t = {k: int(v) for k, v in kv.items() if not k.startswith("f")}
+        f = {k[1:]: int(v) for k, v in kv.items() if k.startswith("f")}
         kind = "spare" if t["recv"] > t["exec"] else "forked"
+        if kind == "spare":
+            points = [("its request's environment in", "recv"), ("serve()", "serve"), ("answered", "end")]
+        else:
+            points = [("exec", "exec"), ("load()", "load"), ("loaded", "loaded"), ("serve()", "serve"), ("answered", "end")]
+        points = [(label, k) for label, k in points if k in t]
         d = rest[kind]
-        first = ("its request's environment in → main()", t["main"] - t["recv"]) if kind == "spare" else ("exec → main()", t["main"] - t["exec"])
-        for name, ns, faults in ((first[0], first[1], f["main"] - f["exec"]), ("main(): import the handler, run it, answer", t["end"] - t["main"], f["end"] - f["main"])):
+        for (la, ka), (lb, kb) in zip(points, points[1:]):
+            name = f"{la} → {lb}"
             d.setdefault(name, {"us": [], "faults": []})
-            d[name]["us"].append(ns / 1e3)
-            d[name]["faults"].append(faults)
+            d[name]["us"].append((t[kb] - t[ka]) / 1e3)
+            if ka in f and kb in f:
+                d[name]["faults"].append(f[kb] - f[ka])
     out = {"function": function, "forked": forked, "spare": spare, "spare_setup_us": percentiles(spare_setups), "phases": [],
-           "after_exec": {kind: [{"phase": name, "us": percentiles(v["us"]), "faults_p50": percentiles(v["faults"])["p50"]} for name, v in d.items()] for kind, d in rest.items()}}
+           "after_exec": {kind: [{"phase": name, "us": percentiles(v["us"]), "faults_p50": (percentiles(v["faults"]) or {}).get("p50")} for name, v in d.items()] for kind, d in rest.items()}}
     for name in order:
         d = phases[name]
         row = {"phase": name, "us": percentiles(d["us"])}

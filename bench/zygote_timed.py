@@ -19,10 +19,12 @@ and, once the error pipe is closed (so outside the set-up it measures), writes o
   ZT recv=NS clone=NS c0=NS c1=NS start=NS exec=NS f0=.. f1=.. fstart=.. fexec=.. STEP=NS/FAULTS ...
 to the request's stderr, which the daemon logs as the function's output. A spare closes its
 error pipe before it waits for its request, so its line times its set-up made ahead. Once the
-wrapper's main() returns (the response written), a second line
-  ZH exec=NS recv=NS main=NS end=NS fexec=.. fmain=.. fend=..
+answer is written, a second line
+  ZH exec=NS recv=NS load=NS loaded=NS serve=NS end=NS fexec=.. fload=.. ...
 times the rest: for a spare, recv is when its request's environment came (json.loads in the
-child, after exec); main/end bracket python.py's main(): import the handler, run it, answer.
+child, after exec); load/loaded bracket python.py's load() (import the handler; a spare does
+it before it waits), serve/end its serve() (run the handler, answer). An older python.py
+with only main() gives load=serve (main's start) and end.
 """
 
 import ctypes
@@ -90,24 +92,45 @@ def report():
         pass
 
 
-def wrap_wrapper(module):
-    """python.py's main(), bracketed; the ZH line once it returns."""
-    real = module.main
+MARKS = ("exec", "recv", "load", "loaded", "serve", "end")
 
-    def main(argv):
-        mark("main")
+
+def write_zh():
+    parts = [f"{k}={T[k][0]}" for k in MARKS if k in T]
+    parts += [f"f{k}={T[k][1]}" for k in MARKS if k in T]
+    try:
+        os.write(2, ("ZH " + " ".join(parts) + "\n").encode())
+    except OSError:
+        pass
+
+
+def bracket(fn, before, after, last=False):
+    def wrapped(*a, **k):
+        mark(before)
         try:
-            return real(argv)
+            return fn(*a, **k)
         finally:
-            mark("end")
-            parts = [f"{k}={T[k][0]}" for k in ("exec", "recv", "main", "end") if k in T]
-            parts += [f"f{k}={T[k][1]}" for k in ("exec", "main", "end") if k in T]
-            try:
-                os.write(2, ("ZH " + " ".join(parts) + "\n").encode())
-            except OSError:
-                pass
+            mark(after)
+            if last:
+                write_zh()
 
-    module.main = main
+    return wrapped
+
+
+def wrap_wrapper(module):
+    """python.py's load() and serve() (or an older main()), bracketed; the ZH line at the end."""
+    if hasattr(module, "load") and hasattr(module, "serve"):
+        module.load = bracket(module.load, "load", "loaded")
+        module.serve = bracket(module.serve, "serve", "end", last=True)
+    elif hasattr(module, "main"):
+        real = module.main
+
+        def main(argv):
+            mark("load")
+            T["serve"] = T["load"]
+            return bracket(real, "main", "end", last=True)(argv)
+
+        module.main = main
     return module
 
 
