@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
 # The faas benchmark, in one command: builds faas and the baseline in release mode, runs faas
 # against the same handlers forked and exec'd with no sandbox (bench/baseline), and writes
-# bench/results/LATEST.md (and LATEST.json). Run as root: `bash bench/run.sh`.
-# Knobs (environment): BENCH_SECONDS (10), BENCH_ROUNDS (3), BENCH_CONCURRENCY ("1 2 8 64"),
-# BENCH_HANDLERS ("sh python node"), BENCH_SEQUENTIAL (500), BENCH_CONNECTIONS (1000),
-# BENCH_PROFILE (1: perf trace + perf record if perf is there), BENCH_FAAS_PORT (18480),
+# bench/results/LATEST.md (and LATEST.json, and the chart warm.svg). Run as root: `bash bench/run.sh`.
+# Python runs three ways: warm (a zygote forks each request: the default), cold (`warm = false`)
+# and on the baseline; `numpy` is a handler that imports numpy, warm with `preload = ["numpy"]`.
+# Knobs (environment): BENCH_SECONDS (3), BENCH_ROUNDS (3), BENCH_CONCURRENCY ("1 2 8 64"),
+# BENCH_HANDLERS ("sh python node numpy"), BENCH_NUMPY_CONCURRENCY ("1 8"), BENCH_HOLD ("1 8":
+# requests held at once for the memory per request), BENCH_SEQUENTIAL (500), BENCH_CONNECTIONS (1000),
+# BENCH_PROFILE (1: perf trace + perf record if perf is there), BENCH_WARM_PROFILE (1: a warm
+# request's set-up phase by phase, bench/zygote_timed.py), BENCH_FAAS_PORT (18480),
 # BENCH_BASELINE_PORT (18481), BENCH_TARGET_DIR (/tmp/bench-target), BENCH_BEFORE (a git
 # revision: build it too and run it as a third server in the same rounds), BENCH_BEFORE_PORT
 # (18483). See bench/README.md.
@@ -12,13 +16,16 @@ set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(dirname "$here")
-seconds=${BENCH_SECONDS:-10}
+seconds=${BENCH_SECONDS:-3}
 rounds=${BENCH_ROUNDS:-3}
 read -r -a concs <<< "${BENCH_CONCURRENCY:-1 2 8 64}"
-read -r -a handlers <<< "${BENCH_HANDLERS:-sh python node}"
+read -r -a handlers <<< "${BENCH_HANDLERS:-sh python node numpy}"
+read -r -a numpy_concs <<< "${BENCH_NUMPY_CONCURRENCY:-1 8}"
+read -r -a holds <<< "${BENCH_HOLD:-1 8}"
 seq_n=${BENCH_SEQUENTIAL:-500}
 conns=${BENCH_CONNECTIONS:-1000}
 profile=${BENCH_PROFILE:-1}
+warm_profile=${BENCH_WARM_PROFILE:-1}
 faas_port=${BENCH_FAAS_PORT:-18480}
 base_port=${BENCH_BASELINE_PORT:-18481}
 trace_port=$((faas_port + 2))
@@ -39,9 +46,10 @@ command -v python3 >/dev/null || die "python3 not found"
 for h in "${handlers[@]}"; do
     case $h in
         python) [[ -x /usr/bin/python3 ]] || die "/usr/bin/python3 not found (set BENCH_HANDLERS without python)" ;;
+        numpy) /usr/bin/python3 -c 'import numpy' 2>/dev/null || die "/usr/bin/python3 has no numpy: apt-get install python3-numpy (or set BENCH_HANDLERS without numpy)" ;;
         node) [[ -x /usr/bin/node ]] || die "/usr/bin/node not found (set BENCH_HANDLERS without node)" ;;
         sh) ;;
-        *) die "unknown handler $h (sh, python, node)" ;;
+        *) die "unknown handler $h (sh, python, node, numpy)" ;;
     esac
 done
 if ! command -v oha >/dev/null; then
@@ -100,7 +108,11 @@ fi
 load_start=$(cut -d' ' -f1-3 /proc/loadavg)
 work=$(mktemp -d /tmp/faas-bench.XXXXXX)
 raw=$work/raw
-mkdir -p "$raw" "$work/functions" "$work/state" "$work/state-trace" "$work/state-spans"
+mkdir -p "$raw" "$work/functions" "$work/functions-before" "$work/state" "$work/state-trace" "$work/state-spans"
+# The marker directory the `hold` handler waits on: a sandbox sees it read-only at the same path
+# ([sandbox] read_only); under /var/tmp because /tmp is the sandbox's own.
+hold_dir=$(mktemp -d /var/tmp/faas-bench-hold.XXXXXX)
+chmod 755 "$hold_dir"
 pids=()
 cleanup() {
     local rc=$?
@@ -110,8 +122,11 @@ cleanup() {
     for pid in "${pids[@]}"; do
         wait "$pid" 2>/dev/null || true
     done
+    rm -rf "$hold_dir"
     if [[ $rc != 0 ]]; then
         log "failed (exit $rc); logs kept in $work"
+    elif [[ ${BENCH_KEEP:-0} == 1 ]]; then
+        log "logs and raw results kept in $work (BENCH_KEEP=1; report.py $work/raw … rewrites the report)"
     else
         rm -rf "$work"
     fi
@@ -121,10 +136,15 @@ trap 'exit 130' INT TERM
 
 # The functions: the same handler files for faas and the baseline.
 handlers_dir=$here/handlers
+# admin_on_public: the bench reads /_/functions (zygote state, pid, RSS) on its one listener.
+# [warm] idle_exit = "0": no zygote stops between its load runs and its sequential requests.
 cat > "$work/faas.toml" <<EOF
 max_concurrency = 4096
+admin_on_public = true
 [limits]
 concurrency = $fn_concurrency
+[warm]
+idle_exit = "0"
 EOF
 cat > "$work/functions/sh.toml" <<EOF
 runtime = "sh"
@@ -148,13 +168,39 @@ runtime = "node"
 code = "$handlers_dir/node"
 handler = "main.handle"
 EOF
+cat > "$work/functions/numpy.toml" <<EOF
+runtime = "python"
+code = "$handlers_dir/numpy"
+handler = "main.handle"
+EOF
+cat > "$work/functions/hold.toml" <<EOF
+runtime = "python"
+code = "$handlers_dir/hold"
+handler = "main.handle"
+[sandbox]
+read_only = ["$hold_dir"]
+EOF
+# An older faas (BENCH_BEFORE) knows no warm keys: its function files are these, without them.
+cp "$work"/functions/*.toml "$work/functions-before/"
+rm "$work/functions-before/hold.toml"
+# Python functions are warm by default; each gets a cold twin NAME-cold (`warm = false`). numpy
+# is warm with the module pre-imported in its zygote; its cold twin imports it in every request.
+for f in python numpy hold; do
+    {
+        cat "$work/functions/$f.toml"
+        grep -q '^\[sandbox\]' "$work/functions/$f.toml" || echo '[sandbox]'
+        echo 'warm = false'
+    } > "$work/functions/$f-cold.toml"
+done
+printf '[sandbox]\npreload = ["numpy"]\n' >> "$work/functions/numpy.toml"
 faas_args=(--config "$work/faas.toml" --functions "$work/functions" --wrappers "$repo/wrappers")
 if [[ -n $before ]]; then
     # The same settings and functions, its own wrappers and a uid range of its own: an older
     # faas may not know how to keep out of another daemon's uids.
-    # (Top-level keys, so before the [limits] table.)
-    { printf 'uid_base = %d\nuid_count = 65536\n' $((0x70000000 + 65536)); cat "$work/faas.toml"; } > "$work/faas-before.toml"
-    before_args=(--config "$work/faas-before.toml" --functions "$work/functions" --wrappers "$before_src/wrappers")
+    # (Top-level keys, so before the [limits] table.) Without the keys an older faas may not
+    # know: admin_on_public and [warm].
+    { printf 'uid_base = %d\nuid_count = 65536\n' $((0x70000000 + 65536)); sed '/^admin_on_public/d; /^\[warm\]/,$d' "$work/faas.toml"; } > "$work/faas-before.toml"
+    before_args=(--config "$work/faas-before.toml" --functions "$work/functions-before" --wrappers "$before_src/wrappers")
 fi
 
 wait_health() { # PORT
@@ -197,7 +243,8 @@ log "starting faas on 127.0.0.1:$faas_port and the baseline on 127.0.0.1:$base_p
 "$faas" "${faas_args[@]}" --state-dir "$work/state" serve --listen "127.0.0.1:$faas_port" 2> "$work/faas.log" &
 faas_pid=$!
 pids+=("$faas_pid")
-specs=(sh=sh:"$handlers_dir/sh":hello.sh python=python:"$repo/config/functions/hello":main.handle node=node:"$handlers_dir/node":main.handle)
+specs=(sh=sh:"$handlers_dir/sh":hello.sh python=python:"$repo/config/functions/hello":main.handle node=node:"$handlers_dir/node":main.handle
+    numpy=python:"$handlers_dir/numpy":main.handle hold=python:"$handlers_dir/hold":main.handle)
 "$baseline" --listen "127.0.0.1:$base_port" --wrappers "$repo/wrappers" "${specs[@]}" 2> "$work/baseline.log" &
 base_pid=$!
 pids+=("$base_pid")
@@ -216,50 +263,109 @@ idle_hwm=$(status_kb "$faas_pid" VmHWM)
 
 port_of() { # SIDE
     case $1 in
-        faas) echo "$faas_port" ;;
+        faas | cold) echo "$faas_port" ;;
         before) echo "$before_port" ;;
         baseline) echo "$base_port" ;;
     esac
 }
+# The function a side calls for a handler: `cold` is the handler's cold twin on the same faas.
+fn_of() { # HANDLER SIDE
+    if [[ $2 == cold ]]; then echo "$1-cold"; else echo "$1"; fi
+}
+is_python() { [[ $1 == python || $1 == numpy ]]; }
+# The sides of one handler: for Python ones, faas is warm and `cold` is its warm = false twin.
+sides_of() { # HANDLER
+    if is_python "$1"; then
+        echo "${sides[@]:0:1}" cold "${sides[@]:1}"
+    else
+        echo "${sides[@]}"
+    fi
+}
+concs_of() { # HANDLER
+    if [[ $1 == numpy ]]; then echo "${numpy_concs[@]}"; else echo "${concs[@]}"; fi
+}
 for h in "${handlers[@]}"; do
-    for side in "${sides[@]}"; do
-        port=$(port_of "$side")
-        code=$(curl -s -o "$work/probe.out" -w '%{http_code}' "http://127.0.0.1:$port/$h")
-        [[ $code == 200 ]] || die "GET /$h on port $port answered $code: $(head -c 300 "$work/probe.out")"
-        python3 "$here/timing.py" 127.0.0.1 "$port" "/$h" 10 > /dev/null
+    for side in $(sides_of "$h"); do
+        port=$(port_of "$side") fn=$(fn_of "$h" "$side")
+        code=$(curl -s -o "$work/probe.out" -w '%{http_code}' "http://127.0.0.1:$port/$fn")
+        [[ $code == 200 ]] || die "GET /$fn on port $port answered $code: $(head -c 300 "$work/probe.out")"
+        python3 "$here/timing.py" 127.0.0.1 "$port" "/$fn" 10 > /dev/null
     done
+done
+
+# Warm functions: the first request of a function version is cold and starts its zygote (the
+# probes above made it); wait until /_/functions says the zygote is ready, with a deadline.
+zygote_json="{"
+warm_fns=()
+for h in "${handlers[@]}"; do is_python "$h" && warm_fns+=("$h"); done
+((${#warm_fns[@]})) && warm_fns+=(hold)
+for fn in "${warm_fns[@]}"; do
+    path=/$fn
+    [[ $fn == hold ]] && path="/hold?dir=$hold_dir" && touch "$hold_dir/release"
+    log "warming $fn: one request, then waiting for its zygote"
+    python3 "$here/warm.py" ready "http://127.0.0.1:$faas_port" "$fn" "$path" 60 > "$work/ready-$fn.json" || die "$fn's zygote did not get ready: see $work/faas.log"
+    rm -f "$hold_dir/release"
+    [[ $fn == hold ]] && continue
+    python3 "$here/timing.py" 127.0.0.1 "$faas_port" "/$fn" 5 > /dev/null
+    zygote_json+="\"$fn\": $(python3 "$here/warm.py" zygote "http://127.0.0.1:$faas_port" "$fn"),"
 done
 
 mem_json="{\"idle_rss_kb\": $idle_rss, \"idle_hwm_kb\": $idle_hwm"
 [[ -n $before ]] && mem_json+=", \"before_idle_rss_kb\": $(status_kb "$before_pid" VmRSS)"
 # Each (handler, concurrency) gets BENCH_SECONDS per side, cut into BENCH_ROUNDS rounds that
 # alternate faas, baseline, faas, …: a burst of other work on the machine then hits both.
-# With BENCH_BEFORE the round holds three runs, and each round starts one later (faas before
-# baseline, before baseline faas, …), so no side always follows the same one.
-round_order() { # ROUND: the sides in this round's order
-    if [[ -z $before ]]; then
-        echo "${sides[@]}"
+# With three sides (a cold twin, or BENCH_BEFORE) each round starts one later (faas cold
+# baseline, cold baseline faas, …), so no side always follows the same one.
+round_order() { # ROUND SIDE...
+    local r=$1
+    shift
+    local s=("$@")
+    if ((${#s[@]} < 3)); then
+        echo "${s[@]}"
         return
     fi
-    local k=$(( ($1 - 1) % ${#sides[@]} ))
-    echo "${sides[@]:k}" "${sides[@]:0:k}"
+    local k=$(( (r - 1) % ${#s[@]} ))
+    echo "${s[@]:k}" "${s[@]:0:k}"
+}
+# The REPORT lines (set-up time, warm or cold) a faas logged for one function during one run,
+# as "SETUP_US START MEMORY_PEAK" lines: the log's bytes between two offsets.
+log_size() { stat -c %s "$1"; }
+reports() { # LOG FROM TO FUNCTION
+    tail -c "+$(($2 + 1))" "$1" | head -c "$(($3 - $2))" | grep -a "^<[0-9]>REPORT $4 " \
+        | sed -nE 's/.* setup=([0-9]+)us start=([a-z]+) cpu_us=[^ ]+ memory_peak=([^ ]+).*/\1 \2 \3/p' || true
+}
+log_of() { # SIDE
+    case $1 in
+        before) echo "$work/before.log" ;;
+        *) echo "$work/faas.log" ;;
+    esac
 }
 round_ms=$(( seconds * 1000 / rounds ))
-total_runs=$(( ${#handlers[@]} * ${#concs[@]} * ${#sides[@]} * rounds ))
+total_runs=0
+for h in "${handlers[@]}"; do
+    read -r -a hs <<< "$(sides_of "$h")"
+    read -r -a hc <<< "$(concs_of "$h")"
+    total_runs=$(( total_runs + ${#hs[@]} * ${#hc[@]} * rounds ))
+done
 run=0
 for h in "${handlers[@]}"; do
-    for c in "${concs[@]}"; do
+    for c in $(concs_of "$h"); do
         for r in $(seq "$rounds"); do
-            for side in $(round_order "$r"); do
+            for side in $(round_order "$r" $(sides_of "$h")); do
                 run=$((run + 1))
-                port=$(port_of "$side")
+                port=$(port_of "$side") fn=$(fn_of "$h" "$side")
                 log "[$run/$total_runs] $h $side c=$c round $r/$rounds (${round_ms}ms)"
+                echo "$h $side $c $r $(cut -d' ' -f1 /proc/loadavg)" >> "$raw/loadavg.txt"
                 sampler=
                 if [[ $side == faas && $c == "$max_c" ]]; then
                     sample_rss "$faas_pid" "$work/rss-$h-$r" &
                     sampler=$!
                 fi
-                oha_run "$raw/load-$h-$side-c$c-r$r.json" "$c" "http://127.0.0.1:$port/$h" "$round_ms"
+                from=$(log_size "$(log_of "$side")")
+                oha_run "$raw/load-$h-$side-c$c-r$r.json" "$c" "http://127.0.0.1:$port/$fn" "$round_ms"
+                if [[ $side != baseline ]]; then
+                    reports "$(log_of "$side")" "$from" "$(log_size "$(log_of "$side")")" "$fn" > "$raw/reports-$h-$side-c$c-r$r.txt"
+                fi
                 if [[ -n $sampler ]]; then
                     kill -TERM "$sampler"
                     wait "$sampler" 2>/dev/null || true
@@ -267,12 +373,43 @@ for h in "${handlers[@]}"; do
                 sleep 0.3
             done
         done
-        if [[ $c == "$max_c" ]]; then
+        if [[ $c == "$max_c" && -e $work/rss-$h-1 ]]; then
             max_rss=$(sort -n "$work"/rss-"$h"-* | tail -1)
             mem_json+=", \"c64_$h\": {\"max_rss_kb\": $max_rss, \"hwm_kb\": $(status_kb "$faas_pid" VmHWM)}"
         fi
     done
 done
+
+# Zygotes after the load (their RSS may grow as they serve), and the memory each concurrent
+# request adds: N requests held at once on a marker, the request processes' smaps_rollup read
+# while they wait (bench/warm.py hold), warm, cold and on the baseline.
+if ((${#warm_fns[@]})); then
+    for fn in "${warm_fns[@]}"; do
+        [[ $fn == hold ]] && continue
+        zygote_json+="\"$fn-after\": $(python3 "$here/warm.py" zygote "http://127.0.0.1:$faas_port" "$fn"),"
+    done
+    hold_zygote=$(python3 "$here/warm.py" zygote "http://127.0.0.1:$faas_port" hold)
+    hold_zpid=$(python3 -c 'import json, sys; print(json.loads(sys.argv[1]).get("pid") or 0)' "$hold_zygote")
+    zygote_json+="\"hold\": $hold_zygote, \"held\": {"
+    for n in "${holds[@]}"; do
+        for side in faas cold baseline; do
+            log "memory: $n request(s) held at once, $side"
+            case $side in
+                faas) url="http://127.0.0.1:$faas_port/hold" parent=$hold_zpid flag=--nonzero-uid ;;
+                cold) url="http://127.0.0.1:$faas_port/hold-cold" parent=$faas_pid flag=--nonzero-uid ;;
+                baseline) url="http://127.0.0.1:$base_port/hold" parent=$base_pid flag= ;;
+            esac
+            from=$(log_size "$work/faas.log")
+            python3 "$here/warm.py" hold "$url?dir=$hold_dir" "$parent" "$n" "$hold_dir" $flag > "$work/held.json" \
+                || log "holding $n requests ($side) went wrong: $(head -c 300 "$work/held.json")"
+            peaks=$(reports "$work/faas.log" "$from" "$(log_size "$work/faas.log")" "$(fn_of hold "$side")" | awk '{ print $3 }' | paste -sd, -)
+            zygote_json+="\"$side-$n\": $(cat "$work/held.json" || echo null), \"$side-$n-memory-peaks\": \"$peaks\","
+            sleep 0.3
+        done
+    done
+    zygote_json="${zygote_json%,}},"
+fi
+echo "${zygote_json%,}}" > "$raw/warm.json"
 
 # With BENCH_BEFORE the sequential requests of faas and of the older faas are cut into
 # BENCH_ROUNDS chunks that alternate, as the load runs do, and pooled afterwards.
@@ -290,6 +427,9 @@ sequential() { # HANDLER N
         python3 "$here/timing.py" --merge "$work"/seq-"$h"-faas-r*.json > "$raw/seq-$h.json"
         python3 "$here/timing.py" --merge "$work"/seq-"$h"-before-r*.json > "$raw/seq-$h-before.json"
     fi
+    if is_python "$h"; then
+        python3 "$here/timing.py" 127.0.0.1 "$faas_port" "/$h-cold" "$n" > "$raw/seq-$h-cold.json"
+    fi
     python3 "$here/timing.py" 127.0.0.1 "$base_port" "/$h" "$n" > "$raw/seq-$h-baseline.json"
 }
 log "sequential requests for Server-Timing: sh x$seq_n"
@@ -297,6 +437,8 @@ sequential sh "$seq_n"
 for h in "${handlers[@]}"; do
     [[ $h == sh ]] && continue
     n=$(( seq_n / 5 ))
+    # Cold numpy takes a quarter of a second a request.
+    [[ $h == numpy ]] && n=$(( seq_n / 10 ))
     log "sequential requests: $h x$n"
     sequential "$h" "$n"
 done
@@ -326,6 +468,37 @@ if [[ -n $before ]]; then
     else
         log "no C compiler (cc): skipping bench/steps.c"
     fi
+fi
+
+# Where a warm request's set-up goes: a second faas whose zygote runs as bench/zygote_timed.py
+# (wrappers/zygote.py unchanged, loaded as a module, with timestamps and page-fault counts in
+# the child; each child logs them as a ZT line). Sequential requests, then a short c=8 run: a
+# request takes the spare (made ahead) when one waits and forks otherwise; warm.py steps tells
+# them apart and splits the forked ones into phases. Plus the price of one copy-on-write fault.
+if [[ $warm_profile == 1 && " ${handlers[*]} " == *" python "* ]]; then
+    log "profile: a warm request's set-up, phase by phase (bench/zygote_timed.py), 300 sequential python requests and ${seconds}s at c=8"
+    timed=$work/wrappers-timed
+    mkdir -p "$timed" "$work/state-zt"
+    cp -a "$repo/wrappers/." "$timed/"
+    mv "$timed/zygote.py" "$timed/zygote_real.py"
+    cp "$here/zygote_timed.py" "$timed/zygote.py"
+    "$faas" --config "$work/faas.toml" --functions "$work/functions" --wrappers "$timed" --state-dir "$work/state-zt" serve --listen "127.0.0.1:$trace_port" 2> "$work/faas-zt.log" &
+    zt_pid=$!
+    pids+=("$zt_pid")
+    wait_health "$trace_port"
+    if python3 "$here/warm.py" ready "http://127.0.0.1:$trace_port" python /python 60 > /dev/null; then
+        python3 "$here/timing.py" 127.0.0.1 "$trace_port" /python 300 > "$raw/zt-seq.json"
+        python3 "$here/warm.py" steps "$work/faas-zt.log" python > "$raw/zt-seq-steps.json" || log "no forked request in the sequential profile"
+        from=$(log_size "$work/faas-zt.log")
+        oha_run "$raw/zt-c8.json" 8 "http://127.0.0.1:$trace_port/python"
+        tail -c "+$((from + 1))" "$work/faas-zt.log" > "$work/faas-zt-c8.log"
+        python3 "$here/warm.py" steps "$work/faas-zt-c8.log" python > "$raw/zt-c8-steps.json" || log "no forked request in the c=8 profile"
+    else
+        log "the timed zygote did not get ready: see $work/faas-zt.log"
+    fi
+    kill -TERM "$zt_pid" 2>/dev/null || true
+    wait "$zt_pid" 2>/dev/null || true
+    /usr/bin/python3 "$here/warm.py" cow > "$raw/cow.json" || true
 fi
 
 if [[ $profile == 1 ]]; then
@@ -432,12 +605,14 @@ fi
 cpu=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
 mem_total=$(awk '/^MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo)
 concs_json=$(printf '%s,' "${concs[@]}"); concs_json="[${concs_json%,}]"
+numpy_concs_json=$(printf '%s,' "${numpy_concs[@]}"); numpy_concs_json="[${numpy_concs_json%,}]"
 handlers_json=$(printf '"%s",' "${handlers[@]}"); handlers_json="[${handlers_json%,}]"
 cat > "$raw/meta.json" <<EOF
 {"date": "$(date -u '+%Y-%m-%d %H:%M UTC')", "cpu": "$cpu", "nproc": $(nproc), "mem": "$mem_total",
  "kernel": "$(uname -sr)", "faas_rev": "$rev", "faas_build": "release ($target)",
  "loadgen": "$(oha --version | head -1)", "seconds": $seconds, "rounds": $rounds, "concurrency": $concs_json,
  "handlers": $handlers_json, "loadavg_start": "$load_start", "loadavg_end": "$(cut -d' ' -f1-3 /proc/loadavg)", "fn_concurrency": $fn_concurrency, "wide_concurrency": $wide_concurrency,
+ "numpy_concurrency": $numpy_concs_json, "python": "$(/usr/bin/python3 -V 2>&1)", "numpy": "$(/usr/bin/python3 -c 'import numpy; print(numpy.__version__)' 2>/dev/null || echo absent)",
  "before_rev": "${before_rev:-}", "before_build": "${before:+release ($before_target)}", "autogroup": "$(cat /proc/sys/kernel/sched_autogroup_enabled 2>/dev/null || echo absent)"}
 EOF
 [[ -f $here/results/NOTES.md ]] && cp "$here/results/NOTES.md" "$raw/notes.md"
