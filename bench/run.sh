@@ -46,7 +46,13 @@ command -v python3 >/dev/null || die "python3 not found"
 for h in "${handlers[@]}"; do
     case $h in
         python) [[ -x /usr/bin/python3 ]] || die "/usr/bin/python3 not found (set BENCH_HANDLERS without python)" ;;
-        numpy) /usr/bin/python3 -c 'import numpy' 2>/dev/null || die "/usr/bin/python3 has no numpy: apt-get install python3-numpy (or set BENCH_HANDLERS without numpy)" ;;
+        numpy)
+            if ! /usr/bin/python3 -c 'import numpy' 2>/dev/null; then
+                log "installing the preload handler's module: apt-get install python3-numpy (once)"
+                { apt-get update -qq && apt-get install -y -qq --no-install-recommends python3-numpy >/dev/null; } ||
+                    die "python3-numpy could not be installed (set BENCH_HANDLERS without numpy)"
+            fi
+            ;;
         node) [[ -x /usr/bin/node ]] || die "/usr/bin/node not found (set BENCH_HANDLERS without node)" ;;
         sh) ;;
         *) die "unknown handler $h (sh, python, node, numpy)" ;;
