@@ -140,6 +140,19 @@ fn spawn_get(d: &Daemon, path: &str) -> std::thread::JoinHandle<Resp> {
     std::thread::spawn(move || common::request_to(&url, "GET", b"", &[]))
 }
 
+/// The JSON answers of requests started with `spawn_get`, each a 200 served warm.
+fn warm_answers(d: &Daemon, threads: Vec<std::thread::JoinHandle<Resp>>) -> Vec<Value> {
+    threads
+        .into_iter()
+        .map(|t| {
+            let r = t.join().unwrap();
+            assert_eq!(r.status, 200, "{}\n{}", r.text(), d.logs());
+            assert_start(d, &r, "warm");
+            r.json()
+        })
+        .collect()
+}
+
 // ---------------------------------------------------------------------------------------------
 // Warm or cold
 // ---------------------------------------------------------------------------------------------
@@ -339,15 +352,7 @@ def handle(request):
     wait_ready_lines(&d, &ids);
     assert_eq!(zygote_children(zygote).len(), N, "{N} requests forked from the zygote at once");
     marker.set("go");
-    let answers: Vec<Value> = threads
-        .into_iter()
-        .map(|t| {
-            let r = t.join().unwrap();
-            assert_eq!(r.status, 200, "{}\n{}", r.text(), d.logs());
-            assert_start(&d, &r, "warm");
-            r.json()
-        })
-        .collect();
+    let answers = warm_answers(&d, threads);
     let mut uids = BTreeSet::new();
     let mut namespaces = BTreeSet::new();
     for j in &answers {
@@ -469,15 +474,7 @@ fn each_warm_request_gets_every_layer_of_a_cold_one() {
     let threads: Vec<_> = tags.iter().map(|t| spawn_get(&d, &format!("/layers?tag={t}"))).collect();
     wait_ready_lines(&d, &tags);
     marker.set("go");
-    let warm: Vec<Value> = threads
-        .into_iter()
-        .map(|t| {
-            let r = t.join().unwrap();
-            assert_eq!(r.status, 200, "{}\n{}", r.text(), d.logs());
-            assert_start(&d, &r, "warm");
-            r.json()
-        })
-        .collect();
+    let warm = warm_answers(&d, threads);
     let ns_of = |pid: u32, ns: &str| std::fs::read_link(format!("/proc/{pid}/ns/{ns}")).unwrap();
     for j in warm.iter().chain([&cold]) {
         assert_eq!(j["pid"], 1, "pid 1 of its own pid namespace: {j}");
