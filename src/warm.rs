@@ -45,21 +45,8 @@ pub struct Slot {
 impl Drop for Slot {
     fn drop(&mut self) {
         if let Ok(spares) = self.spares.get_mut() {
-            spares.drain(..).for_each(finish_in_background);
+            spares.drain(..).for_each(Running::finish_detached);
         }
-    }
-}
-
-/// Ends an unused sandbox (kill, reap, teardown) on a task of its own.
-fn finish_in_background(running: Running) {
-    match tokio::runtime::Handle::try_current() {
-        Ok(rt) => {
-            rt.spawn(async move {
-                running.finish().await;
-            });
-        }
-        // No runtime left (the daemon is exiting): Drop still kills and reaps it.
-        Err(_) => drop(running),
     }
 }
 
@@ -208,7 +195,7 @@ impl Slot {
     /// No zygote (and so no spare) any more; the zygote ends with its last request.
     fn go_cold(&self, state: &mut State) {
         *state = State::Cold;
-        self.spares.lock().expect("never poisoned").drain(..).for_each(finish_in_background);
+        self.spares.lock().expect("never poisoned").drain(..).for_each(Running::finish_detached);
     }
 
     /// The spare, if one waits and still runs: the caller sends it its request (`go`) and
@@ -219,7 +206,7 @@ impl Slot {
             if spare.alive() {
                 return Some(spare);
             }
-            finish_in_background(spare);
+            spare.finish_detached();
         }
         None
     }
@@ -261,11 +248,11 @@ impl Slot {
                 Ok(mut spare) => match tokio::time::timeout(SPARE_TIMEOUT, spare.wait_exec()).await {
                     Ok(Ok(())) => Ok(spare),
                     Ok(Err(e)) => {
-                        finish_in_background(spare);
+                        spare.finish_detached();
                         Err(e)
                     }
                     Err(_) => {
-                        finish_in_background(spare);
+                        spare.finish_detached();
                         Err(SpawnError::Zygote(format!("a spare was not ready within {SPARE_TIMEOUT:?}")))
                     }
                 },
@@ -278,7 +265,7 @@ impl Slot {
             slot.refilling.fetch_sub(1, Ordering::AcqRel);
             match made {
                 Ok(spare) if current => spares.push(spare),
-                Ok(spare) => finish_in_background(spare),
+                Ok(spare) => spare.finish_detached(),
                 Err(e) => {
                     tracing::warn!(function = %f.name, "the zygote could not make a spare: {e}");
                     *slot.spare_failed.lock().expect("never poisoned") = Some(Instant::now());
@@ -307,7 +294,7 @@ impl Slot {
             State::Ready(z) if z.alive() => return Some(z.clone()),
             State::Ready(z) => {
                 tracing::warn!(function = %self.function.name, "the zygote (pid {}) died; starting another", z.pid);
-                self.spares.lock().expect("never poisoned").drain(..).for_each(finish_in_background);
+                self.spares.lock().expect("never poisoned").drain(..).for_each(Running::finish_detached);
             }
             State::Starting => return None,
             State::Failed { at, .. } if at.elapsed() < RETRY_AFTER => return None,

@@ -112,7 +112,7 @@ async fn start_sandbox<'a>(
                 Ok(()) => return (Ok(spare), Start::Warm),
                 Err(e) => {
                     tracing::warn!(function = %loaded.function.name, "{e}");
-                    tokio::spawn(spare.finish());
+                    spare.finish_detached();
                 }
             }
         }

@@ -75,9 +75,7 @@ pub struct Running {
     notify: Option<OwnedFd>,
     listener: Option<AsyncFd<OwnedFd>>,
     exit: Option<ExitStatus>,
-    /// Made ahead by a zygote: it waits, every layer on, for `go` and its request.
-    spare: bool,
-    /// A spare's end of the socket its request's environment goes on.
+    /// A spare's end of the socket its request's environment goes on (`go`).
     go: Option<OwnedFd>,
 }
 
@@ -98,15 +96,10 @@ fn prepare_err(what: &'static str) -> impl FnOnce(io::Error) -> SpawnError {
 /// Fails closed: a layer this sandbox needs that the host lacks stops it here.
 pub fn start(host: &Host, prepared: &Arc<PreparedSandbox>, launch: Launch) -> Result<Running, SpawnError> {
     let parts = Parts::acquire(host, prepared, &launch)?;
-    let template_fd = match &prepared.template {
-        Ok(fd) => fd.as_raw_fd(),
-        Err(e) => return Err(SpawnError::Template(e.clone())),
-    };
-    let daemon_pidfd = host.daemon_pidfd.as_ref().expect("checked by Parts::acquire");
     let c = &parts.child;
     let plan = ChildPlan {
         sandbox: prepared,
-        template_fd,
+        template_fd: parts.base.template_fd,
         clone_flags: CLONE_FLAGS | parts.clone_flags,
         cgroup_fd: parts.cgroup_fd(),
         netns_fd: parts.netns_fd(),
@@ -122,7 +115,7 @@ pub fn start(host: &Host, prepared: &Arc<PreparedSandbox>, launch: Launch) -> Re
         uid: parts.uid.id,
         gid: parts.uid.id,
         cap_last: host.cap_last,
-        daemon_pidfd: daemon_pidfd.as_raw_fd(),
+        daemon_pidfd: parts.base.daemon_pidfd,
         ipc_limits: &prepared.ipc_limits,
         changed_signals: host.changed_signals.get_or_init(sys::changed_signals),
         rlimits: parts.rlimits.clone(),
@@ -132,7 +125,7 @@ pub fn start(host: &Host, prepared: &Arc<PreparedSandbox>, launch: Launch) -> Re
     };
     let spawned = spawn::spawn(&plan)?;
     drop(plan);
-    parts.into_running(prepared, spawned, Reaper::Daemon, false)
+    parts.into_running(prepared, spawned, Reaper::Daemon)
 }
 
 /// The child's ends of its stdio, error pipe and seccomp socket, and its Landlock ruleset:
@@ -146,9 +139,38 @@ pub(super) struct ChildEnds {
     pub ruleset: Option<OwnedFd>,
 }
 
+/// What every sandbox process needs of its function version and of the host, checked: none
+/// starts without it (fail closed). The fds are the version's and the daemon's, held open by
+/// them for longer than any sandbox is being started.
+pub(super) struct Base {
+    /// The version's template mount namespace.
+    pub template_fd: RawFd,
+    /// The daemon's own pidfd, which children poll after arming their parent-death signal.
+    pub daemon_pidfd: RawFd,
+}
+
+impl Base {
+    pub fn check(host: &Host, prepared: &PreparedSandbox) -> Result<Base, SpawnError> {
+        let template_fd = match &prepared.template {
+            Ok(fd) => fd.as_raw_fd(),
+            Err(e) => return Err(SpawnError::Template(e.clone())),
+        };
+        // Without the filter and its listener nothing stops or reports a deny-listed call, and
+        // without the daemon's pidfd a sandbox could outlive a dead daemon unnoticed.
+        if prepared.seccomp.is_empty() {
+            return Err(SpawnError::Missing("the seccomp layer is missing on this host".into()));
+        }
+        let Some(daemon_pidfd) = host.daemon_pidfd.as_ref() else {
+            return Err(SpawnError::Missing("the daemon has no pidfd of its own (pidfd_open)".into()));
+        };
+        Ok(Base { template_fd, daemon_pidfd: daemon_pidfd.as_raw_fd() })
+    }
+}
+
 /// Everything one request's sandbox holds before its process exists, whichever way that
 /// process is made (the daemon's clone3, or a zygote's).
 pub(super) struct Parts {
+    pub base: Base,
     uid: UidLease,
     cgroup: CgroupGuard,
     pool: Option<Arc<NetnsPool>>,
@@ -175,17 +197,7 @@ impl Parts {
                 prepared.landlock.enforcement
             )));
         }
-        if let Err(e) = &prepared.template {
-            return Err(SpawnError::Template(e.clone()));
-        }
-        // Without the filter and its listener nothing stops or reports a deny-listed call, and
-        // without the daemon's pidfd a sandbox could outlive a dead daemon unnoticed.
-        if prepared.seccomp.is_empty() {
-            return Err(SpawnError::Missing("the seccomp layer is missing on this host".into()));
-        }
-        if host.daemon_pidfd.is_none() {
-            return Err(SpawnError::Missing("the daemon has no pidfd of its own (pidfd_open)".into()));
-        }
+        let base = Base::check(host, prepared)?;
         let pool = match (&host.netns, prepared.network) {
             (_, Network::Host) => None,
             (Some(pool), Network::None) => Some(pool.clone()),
@@ -240,6 +252,7 @@ impl Parts {
         let clone_flags = if cgroup.0.is_some() { libc::CLONE_NEWCGROUP as u64 } else { 0 }
             | if pool.is_some() && pooled_netns.is_none() { libc::CLONE_NEWNET as u64 } else { 0 };
         Ok(Parts {
+            base,
             uid,
             cgroup,
             pool,
@@ -294,7 +307,6 @@ impl Parts {
         prepared: &Arc<PreparedSandbox>,
         spawned: Spawned,
         reaper: Reaper,
-        spare: bool,
     ) -> Result<Running, SpawnError> {
         let Parts {
             uid,
@@ -341,7 +353,6 @@ impl Parts {
             notify: Some(notify),
             listener: None,
             exit: None,
-            spare,
             go: None,
         })
     }
@@ -353,7 +364,8 @@ pub(super) enum Reaper {
     Daemon,
     /// A zygote, whose child the init is: it sends the wait status on `reply` once it has
     /// reaped it. The zygote (and with it the init's pid namespace) lives as long as this.
-    Zygote { reply: AsyncFd<OwnedFd>, zygote: Arc<Zygote> },
+    /// A `spare` was made ahead: it waits, every layer on, for `go` and its request.
+    Zygote { reply: AsyncFd<OwnedFd>, zygote: Arc<Zygote>, spare: bool },
 }
 
 /// Removes a request cgroup if set-up fails before the child owns it.
@@ -391,7 +403,7 @@ impl Running {
             _ => Ok(l),
         });
         self.listener = Some(listener.map_err(SpawnError::Listener)?);
-        if self.spare {
+        if matches!(self.reaper, Reaper::Zygote { spare: true, .. }) {
             self.go = Some(notify);
         }
         Ok(())
@@ -482,6 +494,14 @@ impl Running {
         Ended { exit, usage }
     }
 
+    /// `finish` on a task of its own, for a sandbox nobody waits for (an unused spare). With no
+    /// runtime left (the daemon is exiting), Drop still kills and reaps it.
+    pub fn finish_detached(self) {
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(self.finish());
+        }
+    }
+
     /// Waits until the init has exited and reaps it.
     async fn reap(&mut self) -> Option<ExitStatus> {
         if self.exit.is_none() {
@@ -515,7 +535,7 @@ impl Running {
                     Err(e) => break Err(e),
                 }
             },
-            Reaper::Zygote { reply, zygote } => loop {
+            Reaper::Zygote { reply, zygote, .. } => loop {
                 match reply.readable().await {
                     Ok(mut guard) => match zygote::take_exit(reply.get_ref()) {
                         Ok(Some(status)) => break Ok(status),

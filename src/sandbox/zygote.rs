@@ -42,7 +42,7 @@ use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags, UnixAddr};
 
 use super::cgroup::RequestCgroup;
 use super::host::Host;
-use super::running::{reap_in_background, Launch, Parts, Reaper, Running};
+use super::running::{reap_in_background, Base, Launch, Parts, Reaper, Running};
 use super::spawn::{self, CStringArray, Spawned, ERROR_RECORD};
 use super::sys::{self, ExitStatus};
 use super::{child_error, seccomp, ChildPlan, MountOp, Network, PreparedSandbox, SpawnError, Step};
@@ -98,16 +98,7 @@ pub struct Zygote {
 impl Zygote {
     /// Starts a zygote for `prepared` and waits until it has imported what it keeps warm.
     pub async fn start(host: &Host, prepared: &PreparedSandbox, spec: ZygoteSpec<'_>) -> Result<Zygote, SpawnError> {
-        let template_fd = match &prepared.template {
-            Ok(fd) => fd.as_raw_fd(),
-            Err(e) => return Err(SpawnError::Template(e.clone())),
-        };
-        let Some(daemon_pidfd) = host.daemon_pidfd.as_ref() else {
-            return Err(SpawnError::Missing("the daemon has no pidfd of its own (pidfd_open)".into()));
-        };
-        if prepared.seccomp.is_empty() {
-            return Err(SpawnError::Missing("the seccomp layer is missing on this host".into()));
-        }
+        let Base { template_fd, daemon_pidfd } = Base::check(host, prepared)?;
         let err = |what| move |source| SpawnError::Prepare { what, source };
         let filter =
             seccomp::build_filter(seccomp::Policy { host_network: prepared.network == Network::Host, zygote: true })
@@ -162,7 +153,7 @@ impl Zygote {
                 uid: 0,
                 gid: 0,
                 cap_last: host.cap_last,
-                daemon_pidfd: daemon_pidfd.as_raw_fd(),
+                daemon_pidfd,
                 ipc_limits: &prepared.ipc_limits,
                 changed_signals: host.changed_signals.get_or_init(sys::changed_signals),
                 rlimits,
@@ -200,7 +191,7 @@ impl Zygote {
         }
         drop(err_r);
         let init = init_message(host, prepared, &spec);
-        let fds = [template_fd, daemon_pidfd.as_raw_fd()];
+        let fds = [template_fd, daemon_pidfd];
         send(&zygote.ctl, init.as_bytes(), &fds).map_err(err("the zygote's init message"))?;
         let ctl = sys::async_fd(zygote.ctl.try_clone().map_err(err("the zygote's control socket"))?)
             .map_err(err("the zygote's control socket"))?;
@@ -360,7 +351,7 @@ pub async fn start_warm(
     // Only for the log and a new network namespace: a child that already ended (a failed
     // step, reported on the error pipe) has none, and its namespace went with it.
     let pid = sys::pidfd_pid(&pidfd).unwrap_or(0);
-    parts.into_running(prepared, Spawned { pid, pidfd }, Reaper::Zygote { reply, zygote: zygote.clone() }, spare)
+    parts.into_running(prepared, Spawned { pid, pidfd }, Reaper::Zygote { reply, zygote: zygote.clone(), spare })
 }
 
 /// The environment as zygote.py reads it: each `NAME=value` in hex (values need not be UTF-8).
