@@ -228,6 +228,10 @@ fn doctor(config: Config) -> u8 {
         host.config.wrappers_dir.display(),
         if host.config.wrappers_dir.join("python.py").exists() { "found" } else { "MISSING" }
     );
+    match crate::sandbox::native_library() {
+        Ok(path) => println!("  zygote steps:      {} (found)", path.display()),
+        Err(why) => println!("  zygote steps:      MISSING: {why}; warm Python functions run cold"),
+    }
     println!();
     for (name, state, hint) in &host.layers.list {
         let why = match state {

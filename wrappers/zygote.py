@@ -11,17 +11,23 @@ and the function's own module only if the function file says `preload_handler = 
 runs a request itself.
 
 Protocol (one JSON object per datagram):
-- daemon -> zygote, once: the init message (steps, mounts, filter, ...) with two fds: the
-  function version's template mount namespace and a pidfd of the daemon. The zygote answers
-  {"ready": ...} or {"error": ...} on fd 0.
+- daemon -> zygote, once: the init message (steps, mounts, filter, ...) with three fds: the
+  function version's template mount namespace, a pidfd of the daemon and the native child
+  steps, libfaas_zygote.so (read-only). The zygote answers {"ready": ...} or {"error": ...} on
+  fd 0.
 - daemon -> zygote, per request: {"uid", "envp", "rlimits", ...} with the request's fds: the
   reply socket, stdin, stdout, stderr, the error pipe, the seccomp socket, then the cgroup
   directory, network namespace and Landlock ruleset when the request has them.
 - zygote -> daemon on the reply socket: b"pid N" with a pidfd of the child, or b"fail ERRNO";
   then b"exit STATUS" (a wait status) once the child is reaped.
 
-The child repeats spawn.rs's child_main steps in the same order, by raw syscalls, and reports a
-failed step on the error pipe in the same 12-byte record; closing the error pipe is its "exec".
+The child repeats spawn.rs's child_main steps in the same order, in native code
+(zygote/src/lib.rs, `faas_child_steps`), and reports a failed step on the error pipe in the same
+12-byte record; closing the error pipe is its "exec". Native, because in Python each step wrote
+to objects on pages the child shares with the zygote, and each such page is a copy-on-write
+fault: the child touches no Python object from its at-fork hooks until the native call returns.
+The plan it reads (`Plan`) is built here: its init-time part once, the request's part in the
+parent before clone3.
 """
 
 import ctypes
@@ -29,7 +35,6 @@ import errno as errno_module
 import gc
 import json
 import os
-import resource
 import select
 import signal
 import socket
@@ -39,40 +44,14 @@ import sys
 # x86_64 kernel ABI (faas builds for x86_64 only). A unit test in src/sandbox/zygote.rs checks
 # each of these against libc's value.
 SYS_clone3 = 435
-SYS_setns = 308
-SYS_unshare = 272
-SYS_mount = 165
-SYS_mount_setattr = 442
-SYS_sethostname = 170
-SYS_setgroups = 116
-SYS_setresgid = 119
-SYS_setresuid = 117
-SYS_capset = 126
 SYS_prctl = 157
-SYS_landlock_add_rule = 445
-SYS_landlock_restrict_self = 446
-SYS_seccomp = 317
-CLONE_NEWNS = 0x00020000
-CLONE_NEWNET = 0x40000000
 CLONE_PIDFD = 0x00001000
 CLONE_INTO_CGROUP = 0x200000000
 PR_CAPBSET_READ = 23
-PR_CAPBSET_DROP = 24
-PR_CAP_AMBIENT = 47
-PR_CAP_AMBIENT_CLEAR_ALL = 4
-PR_SET_PDEATHSIG = 1
 PR_SET_DUMPABLE = 4
 PR_SET_MM = 35
 PR_SET_MM_MAP = 14
-PR_SET_NO_NEW_PRIVS = 38
 PR_SET_NAME = 15
-SECCOMP_SET_MODE_FILTER = 1
-SECCOMP_FILTER_FLAG_NEW_LISTENER = 8
-LANDLOCK_RULE_PATH_BENEATH = 1
-MOUNT_ATTR_RDONLY_NOSUID_NODEV = 0x7
-AT_RECURSIVE = 0x8000
-AT_FDCWD = -100
-O_PATH = 0o10000000
 
 libc = ctypes.CDLL(None, use_errno=True)
 libc.syscall.restype = ctypes.c_long
@@ -89,17 +68,58 @@ class CloneArgs(ctypes.Structure):
         "set_tid", "set_tid_size", "cgroup")]
 
 
-class MountAttr(ctypes.Structure):
-    _fields_ = [(name, ctypes.c_uint64) for name in ("attr_set", "attr_clr", "propagation", "userns_fd")]
+# The native steps' plan (zygote/src/lib.rs): same names, same layout, checked at load
+# (`layout_mismatch`).
+class MountOp(ctypes.Structure):
+    _fields_ = [("kind", ctypes.c_uint32), ("pad", ctypes.c_uint32), ("flags", ctypes.c_uint64),
+                ("source", ctypes.c_char_p), ("target", ctypes.c_char_p), ("fstype", ctypes.c_char_p),
+                ("data", ctypes.c_char_p)]
 
 
-class PathBeneath(ctypes.Structure):
-    _pack_ = 1
-    _fields_ = [("allowed_access", ctypes.c_uint64), ("parent_fd", ctypes.c_int32)]
+class IpcLimit(ctypes.Structure):
+    _fields_ = [("path", ctypes.c_char_p), ("value", ctypes.c_char_p), ("len", ctypes.c_size_t)]
 
 
-class SockFprog(ctypes.Structure):
-    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+class Rlimit(ctypes.Structure):
+    _fields_ = [("resource", ctypes.c_uint32), ("pad", ctypes.c_uint32), ("value", ctypes.c_uint64)]
+
+
+STEPS = 21
+
+
+class Plan(ctypes.Structure):
+    _fields_ = [
+        ("stdio", ctypes.c_int * 3), ("err", ctypes.c_int), ("notify", ctypes.c_int), ("netns", ctypes.c_int),
+        ("ruleset", ctypes.c_int), ("uid", ctypes.c_uint32), ("gid", ctypes.c_uint32), ("pad", ctypes.c_uint32),
+        ("rlimits", ctypes.POINTER(Rlimit)), ("rlimits_len", ctypes.c_size_t),
+        ("template", ctypes.c_int), ("daemon_pidfd", ctypes.c_int), ("steps", ctypes.c_uint32 * STEPS),
+        ("pad2", ctypes.c_uint32), ("hostname", ctypes.c_char_p), ("hostname_len", ctypes.c_size_t),
+        ("mounts", ctypes.POINTER(MountOp)), ("mounts_len", ctypes.c_size_t),
+        ("ipc_limits", ctypes.POINTER(IpcLimit)), ("ipc_limits_len", ctypes.c_size_t),
+        ("caps", ctypes.POINTER(ctypes.c_uint32)), ("caps_len", ctypes.c_size_t),
+        ("landlock_tmp", ctypes.c_uint64), ("landlock_proc", ctypes.c_uint64),
+        ("filter", ctypes.c_void_p), ("filter_len", ctypes.c_size_t),
+    ]
+
+
+def layout_mismatch(native):
+    """What differs between our structures and the library's (None if nothing): each size and
+    field offset, by name, both ways."""
+    native.faas_layout.restype = ctypes.c_char_p
+    native.faas_layout.argtypes = [ctypes.c_size_t, ctypes.POINTER(ctypes.c_size_t)]
+    theirs = {}
+    value = ctypes.c_size_t()
+    while (name := native.faas_layout(len(theirs), ctypes.byref(value))) is not None:
+        theirs[name.decode()] = value.value
+    ours = {}
+    for struct_type in (Plan, MountOp, IpcLimit, Rlimit):
+        ours[struct_type.__name__] = ctypes.sizeof(struct_type)
+        for field, _ in struct_type._fields_:
+            ours[f"{struct_type.__name__}.{field}"] = getattr(struct_type, field).offset
+    if ours == theirs:
+        return None
+    return ", ".join(f"{k}: {ours.get(k)} here, {theirs.get(k)} there"
+                     for k in sorted(set(ours) | set(theirs)) if ours.get(k) != theirs.get(k))
 
 
 class PrctlMmMap(ctypes.Structure):
@@ -118,8 +138,8 @@ def cstr(s):
 
 
 class Child:
-    """One request's process between clone3 and the handler: every failure is one record on the
-    error pipe and exit 127, as in spawn.rs."""
+    """One request's process between the native steps and the handler: every failure is one
+    record on the error pipe and exit 127, as in spawn.rs."""
 
     def __init__(self, init, err):
         self.steps = init["steps"]
@@ -152,89 +172,17 @@ class Child:
             self.fail(step, index, e.errno or 5)
 
 
-def child(init, req, fds, template, daemon_pidfd, filter_buf):
+def child(init, req, err, notify):
     """The request's process: applies every layer, then runs the wrapper. Never returns."""
-    reply, stdin, stdout, stderr, err, notify = fds[:6]
-    extra = list(fds[6:])
-    cgroup = extra.pop(0) if req["cgroup"] else None
-    netns = extra.pop(0) if req["netns"] else None
-    ruleset = extra.pop(0) if req["landlock"] else None
     c = Child(init, err)
-    for target, fd in enumerate((stdin, stdout, stderr)):
-        c.do("Stdio", target, os.dup2, fd, target)
     # What the zygote changed goes back to what a fresh interpreter has (SIGPIPE stays ignored and
-    # SIGINT raises KeyboardInterrupt, as CPython sets them at start-up).
+    # SIGINT raises KeyboardInterrupt, as CPython sets them at start-up). Interpreter state, so
+    # here; the signal mask is among the native steps.
     c.do("Signals", 0, signal.set_wakeup_fd, -1)
     c.do("Signals", 1, signal.signal, signal.SIGCHLD, signal.SIG_DFL)
-    c.do("Signals", 2, signal.pthread_sigmask, signal.SIG_SETMASK, set())
-    c.do("Session", 0, os.setsid)
-    if netns is not None:
-        c.sys("NetNs", 0, SYS_setns, netns, CLONE_NEWNET)
-    host = init["hostname"].encode()
-    c.sys("Hostname", 0, SYS_sethostname, host, ctypes.c_size_t(len(host)))
-    c.sys("MountNs", 0, SYS_setns, template, CLONE_NEWNS)
-    c.sys("MountNs", 1, SYS_unshare, CLONE_NEWNS)
-    for i, op in enumerate(init["mounts"]):
-        if "read_only_tree" in op:
-            attr = MountAttr(MOUNT_ATTR_RDONLY_NOSUID_NODEV, 0, 0, 0)
-            c.sys("Mount", i, SYS_mount_setattr, AT_FDCWD, cstr(op["read_only_tree"]), AT_RECURSIVE,
-                  ctypes.byref(attr), ctypes.c_size_t(ctypes.sizeof(attr)))
-        else:
-            c.sys("Mount", i, SYS_mount, cstr(op["source"]), cstr(op["target"]), cstr(op["fstype"]),
-                  ctypes.c_ulong(op["flags"]), cstr(op["data"]))
-    c.do("Chdir", 0, os.chdir, "/code")
-    for i, (path, value) in enumerate(init["ipc_limits"]):
-        def write(path=path, value=value):
-            fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
-            try:
-                if os.write(fd, value.encode()) != len(value):
-                    raise OSError(5, "short write")
-            finally:
-                os.close(fd)
-        c.do("IpcLimits", i, write)
-    # The zygote's bounding set holds only the capabilities it kept (BOUNDING, read at start):
-    # dropping those empties it, without 41 calls for the ones already gone.
-    for cap in BOUNDING:
-        c.sys("CapBound", cap, SYS_prctl, PR_CAPBSET_DROP, ctypes.c_ulong(cap))
-    c.sys("Groups", 0, SYS_setgroups, 0, None)
-    c.sys("Gid", 0, SYS_setresgid, req["gid"], req["gid"], req["gid"])
-    c.sys("Uid", 0, SYS_setresuid, req["uid"], req["uid"], req["uid"])
-    header = struct.pack("=Ii", 0x20080522, 0)
-    data = bytes(24)
-    c.sys("Caps", 0, SYS_capset, header, data)
-    c.sys("Caps", 1, SYS_prctl, PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0)
-    # Our parent is the zygote, whose death takes this pid namespace along anyway; the daemon's
-    # pidfd says whether anyone is left to supervise us.
-    c.sys("ParentDeath", 0, SYS_prctl, PR_SET_PDEATHSIG, signal.SIGKILL)
-    poller = select.poll()
-    poller.register(daemon_pidfd, select.POLLIN)
-    if c.do("ParentDeath", 1, poller.poll, 0):
-        os._exit(127)
-    del poller
-    c.sys("NoNewPrivs", 0, SYS_prctl, PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
-    if ruleset is not None:
-        for i, (path, access) in enumerate((("/tmp", init["landlock"][0]), ("/proc", init["landlock"][1]))):
-            fd = c.do("Landlock", i, os.open, path, O_PATH | os.O_CLOEXEC)
-            attr = PathBeneath(access, fd)
-            c.sys("Landlock", i, SYS_landlock_add_rule, ruleset, LANDLOCK_RULE_PATH_BENEATH, ctypes.byref(attr), 0)
-            os.close(fd)
-        c.sys("Landlock", 2, SYS_landlock_restrict_self, ruleset, 0)
-    # Nothing of the zygote's stays open: not its control socket, not another request's reply
-    # socket. Python objects that still name those numbers are never closed (os._exit at the end).
-    keep = sorted({0, 1, 2, err, notify})
-    for lo, hi in zip(keep, keep[1:] + [1 << 20]):
-        if hi > lo + 1:
-            os.closerange(lo + 1, hi)
-    prog = SockFprog(len(filter_buf) // 8, ctypes.addressof(filter_buf))
-    listener = libc.syscall(ctypes.c_long(SYS_seccomp), SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_NEW_LISTENER,
-                            ctypes.byref(prog))
-    if listener < 0:
-        c.fail("Seccomp", 0, ctypes.get_errno())
+    # Stdio through Rlimit; a failed step does not come back (record, exit 127).
+    NATIVE_STEPS(PLAN_REF)
     sock = socket.socket(fileno=notify)
-    c.do("SendListener", 0, socket.send_fds, sock, [b"\0"], [listener])
-    os.close(listener)
-    for i, (res, value) in enumerate(req["rlimits"]):
-        c.do("Rlimit", i, resource.setrlimit, res, (value, value))
     argv = ["python.py", init["code_dir"], init["handler"]]
     if req["spare"]:
         # The "exec" comes first for a spare: every layer is on. It imports the handler's module
@@ -320,7 +268,6 @@ def rss_bytes():
     return 0
 
 
-BOUNDING = ()
 # Our process name (python3), which a spare takes back once its request comes.
 with open("/proc/self/comm", "rb") as f:
     COMM = f.read().strip()
@@ -340,12 +287,91 @@ def memory_layout():
                       exe_fd=0xFFFFFFFF)
 
 
+NATIVE_STEPS = None
+PLAN = Plan()
+PLAN_REF = ctypes.pointer(PLAN)
+# What PLAN's pointers point into: kept as long as the zygote lives.
+KEEP = []
+
+
+def load_native(fd):
+    """The native steps from the library the daemon sent (opened read-only by the daemon, which
+    found it beside its executable or in its lib/faas); returns the step names of Plan.steps, or
+    a reason it cannot serve. Through /proc/self/fd: the zygote has a /proc of its own."""
+    global NATIVE_STEPS
+    path = f"/proc/self/fd/{fd}"
+    try:
+        if not os.path.exists(path):
+            return None, "no /proc in the zygote's mount namespace: cannot load libfaas_zygote.so"
+        native = ctypes.PyDLL(path)
+    except OSError as e:
+        return None, f"cannot load libfaas_zygote.so: {e}"
+    finally:
+        os.close(fd)
+    why = layout_mismatch(native)
+    if why is not None:
+        return None, f"libfaas_zygote.so does not match zygote.py (another build?): {why}"
+    native.faas_step_names.restype = ctypes.c_char_p
+    names = native.faas_step_names().decode().split()
+    if len(names) != STEPS:
+        return None, f"libfaas_zygote.so numbers {len(names)} steps, zygote.py {STEPS}"
+    NATIVE_STEPS = native.faas_child_steps
+    NATIVE_STEPS.restype = ctypes.c_int
+    NATIVE_STEPS.argtypes = [ctypes.POINTER(Plan)]
+    return names, None
+
+
+def init_plan(init, names, template, daemon_pidfd):
+    """The part of PLAN every child of this zygote shares; returns a reason it cannot serve, or None."""
+    plan = PLAN
+    plan.template = template
+    plan.daemon_pidfd = daemon_pidfd
+    for i, name in enumerate(names):
+        if name not in init["steps"]:
+            return f"the daemon numbers no step {name!r}"
+        plan.steps[i] = init["steps"][name]
+    host = init["hostname"].encode()
+    plan.hostname = host
+    plan.hostname_len = len(host)
+    mounts = (MountOp * len(init["mounts"]))()
+    for m, op in zip(mounts, init["mounts"]):
+        if "read_only_tree" in op:
+            m.kind = 1
+            m.target = cstr(op["read_only_tree"])
+        else:
+            m.kind = 0
+            m.flags = op["flags"]
+            m.source, m.target, m.fstype, m.data = (cstr(op[k]) for k in ("source", "target", "fstype", "data"))
+    plan.mounts = ctypes.cast(mounts, ctypes.POINTER(MountOp))
+    plan.mounts_len = len(mounts)
+    limits = (IpcLimit * len(init["ipc_limits"]))()
+    for limit, (path, value) in zip(limits, init["ipc_limits"]):
+        limit.path = path.encode()
+        limit.value = value.encode()
+        limit.len = len(value.encode())
+    plan.ipc_limits = ctypes.cast(limits, ctypes.POINTER(IpcLimit))
+    plan.ipc_limits_len = len(limits)
+    # The zygote's bounding set holds only the capabilities it kept: dropping those empties it,
+    # without 41 calls for the ones already gone.
+    bounding = [cap for cap in range(init["cap_last"] + 1)
+                if libc.syscall(ctypes.c_long(SYS_prctl), PR_CAPBSET_READ, ctypes.c_ulong(cap)) == 1]
+    caps = (ctypes.c_uint32 * len(bounding))(*bounding)
+    plan.caps = ctypes.cast(caps, ctypes.POINTER(ctypes.c_uint32))
+    plan.caps_len = len(caps)
+    plan.landlock_tmp, plan.landlock_proc = init["landlock"]
+    filter_bytes = bytes.fromhex(init["filter"])
+    filter_buf = ctypes.create_string_buffer(filter_bytes, len(filter_bytes))
+    plan.filter = ctypes.addressof(filter_buf)
+    plan.filter_len = len(filter_bytes) // 8
+    # The arrays own their elements' strings (ctypes keeps them in the arrays' _objects).
+    KEEP.extend([host, mounts, limits, caps, filter_buf])
+    return None
+
+
 def start(init):
     """Imports what the zygote keeps warm; returns a reason it cannot serve, or None."""
-    global WRAPPER, BOUNDING, LAYOUT
+    global WRAPPER, LAYOUT
     LAYOUT = memory_layout()
-    BOUNDING = tuple(cap for cap in range(init["cap_last"] + 1)
-                     if libc.syscall(ctypes.c_long(SYS_prctl), PR_CAPBSET_READ, ctypes.c_ulong(cap)) == 1)
     WRAPPER = load_wrapper()
     # The wrapper imports these on first use; warm, every child would import them again.
     import asyncio  # noqa: F401
@@ -373,15 +399,17 @@ def start(init):
 
 def main():
     ctl = socket.socket(fileno=0)
-    msg, fds, _, _ = socket.recv_fds(ctl, 1 << 20, 2)
-    if not msg or len(fds) != 2:
+    msg, fds, _, _ = socket.recv_fds(ctl, 1 << 20, 3)
+    if not msg or len(fds) != 3:
         log("no init message")
         return 2
     init = json.loads(msg)
-    template, daemon_pidfd = fds
-    filter_bytes = bytes.fromhex(init["filter"])
-    filter_buf = ctypes.create_string_buffer(filter_bytes, len(filter_bytes))
-    why = start(init)
+    template, daemon_pidfd, native_fd = fds
+    names, why = load_native(native_fd)
+    if why is None:
+        why = init_plan(init, names, template, daemon_pidfd)
+    if why is None:
+        why = start(init)
     if why is not None:
         log(why)
         ctl.send(json.dumps({"error": why}).encode())
@@ -439,6 +467,17 @@ def main():
             args.flags = flags
             args.pidfd = ctypes.addressof(pidfd)
             args.exit_signal = signal.SIGCHLD
+            # The request's part of the plan, here: the child builds nothing before the native call.
+            plan = PLAN
+            plan.stdio[0], plan.stdio[1], plan.stdio[2] = fds[1:4]
+            plan.err, plan.notify = fds[4], fds[5]
+            extra = fds[6 + req["cgroup"]:]
+            plan.netns = extra.pop(0) if req["netns"] else -1
+            plan.ruleset = extra.pop(0) if req["landlock"] else -1
+            plan.uid, plan.gid = req["uid"], req["gid"]
+            rlimits = (Rlimit * len(req["rlimits"]))(*(Rlimit(res, 0, value) for res, value in req["rlimits"]))
+            plan.rlimits = ctypes.cast(rlimits, ctypes.POINTER(Rlimit))
+            plan.rlimits_len = len(rlimits)
             sys.stderr.flush()
             before_fork()
             pid = pysyscall(ctypes.c_long(SYS_clone3), ctypes.byref(args), ctypes.c_size_t(ctypes.sizeof(args)))
@@ -447,7 +486,7 @@ def main():
                 # The control socket object must never close fd 0 (the request's stdin, soon).
                 ctl.detach()
                 try:
-                    child(init, req, fds, template, daemon_pidfd, filter_buf)
+                    child(init, req, fds[4], fds[5])
                 finally:
                     os._exit(127)
             errno = ctypes.get_errno()

@@ -42,7 +42,7 @@ pub use landlock::LandlockError;
 pub use running::{start, Event, Launch, Running, Stdio};
 pub use sys::{nofile_hard_limit, openat2, ExitStatus};
 pub use uids::{check_private_dir, UnsafeDir};
-pub use zygote::{start_warm, Zygote, ZygoteSpec, ZYGOTE_ENV};
+pub use zygote::{native_library, start_warm, Zygote, ZygoteSpec, ZYGOTE_ENV};
 
 use spawn::CStringArray;
 

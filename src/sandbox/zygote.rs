@@ -1,8 +1,10 @@
 //! The second way to start a request's sandbox: forked from a warm interpreter (a zygote)
 //! instead of exec'd cold. The request gets the same sandbox: `Parts::acquire` takes its uid,
 //! cgroup, network namespace, pipes and Landlock ruleset exactly as for a cold start, and the
-//! zygote's child repeats child_main's steps (wrappers/zygote.py) in the same order, reporting a
-//! failed step on the same error pipe. Only the process comes from elsewhere.
+//! zygote's child repeats child_main's steps in the same order, reporting a failed step on the
+//! same error pipe. Only the process comes from elsewhere. Those steps are native code
+//! (zygote/src/lib.rs, `libfaas_zygote.so`), which the daemon finds (`native_library`) and
+//! sends to the zygote with its init message; without it no zygote starts and requests go cold.
 //!
 //! The zygote itself is started like a request, through `spawn::spawn`, with these differences,
 //! each what forking a request's child needs:
@@ -33,6 +35,7 @@
 use std::ffi::CString;
 use std::io::{self, IoSlice};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -79,6 +82,34 @@ const READY_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a zygote may take to fork a request's child; past it the zygote is stuck.
 const FORK_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// The native child steps' file name.
+pub const NATIVE_LIBRARY: &str = "libfaas_zygote.so";
+
+/// Where the native child steps may be, in order: beside our executable (cargo's target/*/deps,
+/// where `cargo test` builds them as a dev-dependency and `cargo build` first; then target/*/
+/// itself), then our prefix's lib/faas (make install: /usr/local/lib/faas; the .deb: /usr/lib/faas).
+/// deps first: it is never older than its copy one level up.
+pub fn native_library_candidates() -> Vec<PathBuf> {
+    let Some(dir) = std::env::current_exe().ok().and_then(|e| e.parent().map(Path::to_path_buf)) else {
+        return Vec::new();
+    };
+    let mut found = vec![dir.join("deps").join(NATIVE_LIBRARY), dir.join(NATIVE_LIBRARY)];
+    if let Some(prefix) = dir.parent() {
+        found.push(prefix.join("lib/faas").join(NATIVE_LIBRARY));
+    }
+    found
+}
+
+/// The native child steps' path, or why there are none.
+pub fn native_library() -> Result<PathBuf, String> {
+    let candidates = native_library_candidates();
+    if let Some(p) = candidates.iter().find(|p| p.is_file()) {
+        return Ok(p.clone());
+    }
+    let looked: Vec<String> = candidates.iter().map(|p| p.display().to_string()).collect();
+    Err(format!("{NATIVE_LIBRARY} (the zygote's native child steps) is missing: looked for {}", looked.join(", ")))
+}
+
 /// A running zygote. Dropping the last reference kills it (and anything it forked that still
 /// runs), reaps it and removes its cgroup.
 pub struct Zygote {
@@ -100,6 +131,11 @@ impl Zygote {
     pub async fn start(host: &Host, prepared: &PreparedSandbox, spec: ZygoteSpec<'_>) -> Result<Zygote, SpawnError> {
         let Base { template_fd, daemon_pidfd } = Base::check(host, prepared)?;
         let err = |what| move |source| SpawnError::Prepare { what, source };
+        // Never the steps in Python instead: one implementation of them.
+        let native = native_library().map_err(SpawnError::Zygote)?;
+        // std opens it O_CLOEXEC; the zygote gets it as an SCM_RIGHTS fd.
+        let native = std::fs::File::open(&native)
+            .map_err(|e| SpawnError::Zygote(format!("cannot open {}: {e}", native.display())))?;
         let filter =
             seccomp::build_filter(seccomp::Policy { host_network: prepared.network == Network::Host, zygote: true })
                 .map_err(|e| SpawnError::Missing(e.to_string()))?;
@@ -191,8 +227,9 @@ impl Zygote {
         }
         drop(err_r);
         let init = init_message(host, prepared, &spec);
-        let fds = [template_fd, daemon_pidfd];
+        let fds = [template_fd, daemon_pidfd, native.as_raw_fd()];
         send(&zygote.ctl, init.as_bytes(), &fds).map_err(err("the zygote's init message"))?;
+        drop(native);
         let ctl = sys::async_fd(zygote.ctl.try_clone().map_err(err("the zygote's control socket"))?)
             .map_err(err("the zygote's control socket"))?;
         let answer = tokio::time::timeout(READY_TIMEOUT, async {
@@ -495,43 +532,40 @@ mod tests {
         };
         let expected: &[(&str, i64)] = &[
             ("SYS_clone3", libc::SYS_clone3),
-            ("SYS_setns", libc::SYS_setns),
-            ("SYS_unshare", libc::SYS_unshare),
-            ("SYS_mount", libc::SYS_mount),
-            ("SYS_mount_setattr", libc::SYS_mount_setattr),
-            ("SYS_sethostname", libc::SYS_sethostname),
-            ("SYS_setgroups", libc::SYS_setgroups),
-            ("SYS_setresgid", libc::SYS_setresgid),
-            ("SYS_setresuid", libc::SYS_setresuid),
-            ("SYS_capset", libc::SYS_capset),
             ("SYS_prctl", libc::SYS_prctl),
-            ("SYS_landlock_add_rule", libc::SYS_landlock_add_rule),
-            ("SYS_landlock_restrict_self", libc::SYS_landlock_restrict_self),
-            ("SYS_seccomp", libc::SYS_seccomp),
-            ("CLONE_NEWNS", libc::CLONE_NEWNS as i64),
-            ("CLONE_NEWNET", libc::CLONE_NEWNET as i64),
             ("CLONE_PIDFD", libc::CLONE_PIDFD as i64),
             ("CLONE_INTO_CGROUP", 0x2_0000_0000),
             ("PR_CAPBSET_READ", libc::PR_CAPBSET_READ as i64),
-            ("PR_CAPBSET_DROP", libc::PR_CAPBSET_DROP as i64),
-            ("PR_CAP_AMBIENT", libc::PR_CAP_AMBIENT as i64),
-            ("PR_CAP_AMBIENT_CLEAR_ALL", libc::PR_CAP_AMBIENT_CLEAR_ALL as i64),
-            ("PR_SET_PDEATHSIG", libc::PR_SET_PDEATHSIG as i64),
             ("PR_SET_DUMPABLE", libc::PR_SET_DUMPABLE as i64),
             ("PR_SET_MM", libc::PR_SET_MM as i64),
             ("PR_SET_MM_MAP", libc::PR_SET_MM_MAP as i64),
-            ("PR_SET_NO_NEW_PRIVS", libc::PR_SET_NO_NEW_PRIVS as i64),
             ("PR_SET_NAME", libc::PR_SET_NAME as i64),
-            ("SECCOMP_SET_MODE_FILTER", libc::SECCOMP_SET_MODE_FILTER as i64),
-            ("SECCOMP_FILTER_FLAG_NEW_LISTENER", libc::SECCOMP_FILTER_FLAG_NEW_LISTENER as i64),
-            ("LANDLOCK_RULE_PATH_BENEATH", 1),
-            ("MOUNT_ATTR_RDONLY_NOSUID_NODEV", 0x7),
-            ("AT_RECURSIVE", libc::AT_RECURSIVE as i64),
-            ("AT_FDCWD", libc::AT_FDCWD as i64),
-            ("O_PATH", libc::O_PATH as i64),
         ];
         for &(name, want) in expected {
             assert_eq!(value(name), want, "zygote.py's {name}");
+        }
+    }
+
+    /// zygote.py's ctypes plan and the library's `Plan` agree, field by field (what the zygote
+    /// checks at start), and every step the library numbers is one the daemon has.
+    #[test]
+    fn zygote_py_and_the_native_steps_agree_on_the_plan() {
+        let lib = native_library().expect("cargo test builds the library (a dev-dependency)");
+        let script = format!(
+            "import ctypes, sys\nsys.path.insert(0, {wrappers:?})\nimport zygote\n\
+             lib = ctypes.PyDLL({lib:?})\nprint(zygote.layout_mismatch(lib))\n\
+             lib.faas_step_names.restype = ctypes.c_char_p\nprint(lib.faas_step_names().decode())\n",
+            wrappers = concat!(env!("CARGO_MANIFEST_DIR"), "/wrappers"),
+            lib = lib.to_str().unwrap(),
+        );
+        let out = std::process::Command::new("python3").args(["-I", "-B", "-c", &script]).output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+        let mut lines = stdout.lines();
+        assert_eq!(lines.next(), Some("None"), "the layouts differ");
+        let daemon: Vec<String> = Step::ALL.iter().map(|s| format!("{s:?}")).collect();
+        for name in lines.next().unwrap().split(' ') {
+            assert!(daemon.iter().any(|d| d == name), "the daemon has no step {name}");
         }
     }
 

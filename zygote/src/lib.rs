@@ -1,0 +1,626 @@
+//! The warm Python zygote's child steps, in native code (issue 11).
+//!
+//! wrappers/zygote.py loads this library once, at the zygote's start, and its child calls
+//! `faas_child_steps` right after `PyOS_AfterFork_Child()`. Done in Python, every step wrote to
+//! refcounts and dicts on pages the child shares with the zygote, and each written page was a
+//! copy-on-write fault (about 280 of a forked child's 550). Here the child touches only its own
+//! stack and the plan the zygote built before the fork.
+//!
+//! The steps are spawn.rs's child_main, in the same order, with the same step numbers and
+//! indices in the 12-byte error record (step, index, errno), so the daemon reads a warm child's
+//! failure exactly as a cold one's: Stdio, Signals (the mask; zygote.py resets its own
+//! wakeup fd and SIGCHLD handler first, which are interpreter state), Session, NetNs, Hostname,
+//! MountNs, Mount, Chdir, IpcLimits, CapBound, Groups, Gid, Uid, Caps, ParentDeath, NoNewPrivs,
+//! Landlock, CloseFds, Seccomp, SendListener, Rlimit. On the first failure the record goes to
+//! the error pipe and the process exits 127. What follows (the environment, dumpable, closing
+//! the error pipe as the "exec") stays in zygote.py.
+//!
+//! Raw syscalls only: no allocation, no std I/O, and nothing that can panic (no indexing, no
+//! unwrap, no overflowing arithmetic): a panic would unwind into the interpreter, whose child
+//! this is. The whole crate is unsafe by nature; every unsafe block says why it holds.
+//!
+//! The plan's layout is checked by zygote.py at load (`faas_layout`), field by field against its
+//! ctypes structures: a mismatch and the zygote does not start.
+
+use core::ffi::{c_char, c_int, c_long};
+use core::mem::{offset_of, size_of};
+
+/// The steps, in order, by the names the daemon's init message gives their numbers under
+/// (`steps` in zygote.py's init, `Step` in src/sandbox/mod.rs).
+#[derive(Clone, Copy)]
+#[repr(usize)]
+enum S {
+    Stdio,
+    Signals,
+    Session,
+    NetNs,
+    Hostname,
+    MountNs,
+    Mount,
+    Chdir,
+    IpcLimits,
+    CapBound,
+    Groups,
+    Gid,
+    Uid,
+    Caps,
+    ParentDeath,
+    NoNewPrivs,
+    Landlock,
+    CloseFds,
+    Seccomp,
+    SendListener,
+    Rlimit,
+}
+
+/// How many steps `Plan::steps` numbers.
+pub const STEPS: usize = 21;
+
+/// The names of `S`, in order, space-separated: zygote.py fills `Plan::steps` by them.
+static STEP_NAMES: &core::ffi::CStr = c"Stdio Signals Session NetNs Hostname MountNs Mount Chdir IpcLimits CapBound Groups Gid Uid Caps ParentDeath NoNewPrivs Landlock CloseFds Seccomp SendListener Rlimit";
+
+/// One of the request's own mounts (`MountOp` in src/sandbox/mod.rs).
+#[repr(C)]
+pub struct MountOp {
+    /// 0: mount(2) with the four strings and `flags`; 1: make `target` read-only, nosuid and
+    /// nodev, recursively (mount_setattr(2)).
+    pub kind: u32,
+    pub pad: u32,
+    pub flags: u64,
+    /// NUL-terminated, or NULL (not `target`).
+    pub source: *const c_char,
+    pub target: *const c_char,
+    pub fstype: *const c_char,
+    pub data: *const c_char,
+}
+
+/// One SysV IPC limit, written to its file under the child's own `/proc`.
+#[repr(C)]
+pub struct IpcLimit {
+    /// NUL-terminated.
+    pub path: *const c_char,
+    pub value: *const u8,
+    pub len: usize,
+}
+
+/// One resource limit, soft and hard alike.
+#[repr(C)]
+pub struct Rlimit {
+    pub resource: u32,
+    pub pad: u32,
+    pub value: u64,
+}
+
+/// Everything the child's steps read. zygote.py builds the init-time part once and the
+/// request's part in the parent before clone3; every pointer stays valid in the child (its
+/// copy of the zygote's memory). An fd of -1 means "none".
+#[repr(C)]
+pub struct Plan {
+    // The request's.
+    /// stdin, stdout, stderr: dup2'ed onto 0, 1, 2.
+    pub stdio: [c_int; 3],
+    /// The error pipe: one record on a failed step.
+    pub err: c_int,
+    /// The socket the seccomp listener goes to.
+    pub notify: c_int,
+    /// The request's network namespace, or -1 (the zygote's own, or the host's).
+    pub netns: c_int,
+    /// The Landlock ruleset the daemon made, or -1.
+    pub ruleset: c_int,
+    pub uid: u32,
+    pub gid: u32,
+    pub pad: u32,
+    pub rlimits: *const Rlimit,
+    pub rlimits_len: usize,
+    // The zygote's, for every request.
+    /// The function version's template mount namespace.
+    pub template: c_int,
+    /// A pidfd of the daemon: readable once it has exited.
+    pub daemon_pidfd: c_int,
+    /// Each step's number in the error record, in `S`'s order.
+    pub steps: [u32; STEPS],
+    pub pad2: u32,
+    pub hostname: *const u8,
+    pub hostname_len: usize,
+    pub mounts: *const MountOp,
+    pub mounts_len: usize,
+    pub ipc_limits: *const IpcLimit,
+    pub ipc_limits_len: usize,
+    /// The capabilities left in the zygote's bounding set: dropping them empties it.
+    pub caps: *const u32,
+    pub caps_len: usize,
+    /// Landlock access rights for the child's own `/tmp` and `/proc`.
+    pub landlock_tmp: u64,
+    pub landlock_proc: u64,
+    /// The request's seccomp filter: `filter_len` sock_filter instructions.
+    pub filter: *const libc::sock_filter,
+    pub filter_len: usize,
+}
+
+/// Every struct's size and every field's offset, by name: what zygote.py compares its ctypes
+/// structures with.
+static LAYOUT: &[(&core::ffi::CStr, usize)] = &[
+    (c"Plan", size_of::<Plan>()),
+    (c"Plan.stdio", offset_of!(Plan, stdio)),
+    (c"Plan.err", offset_of!(Plan, err)),
+    (c"Plan.notify", offset_of!(Plan, notify)),
+    (c"Plan.netns", offset_of!(Plan, netns)),
+    (c"Plan.ruleset", offset_of!(Plan, ruleset)),
+    (c"Plan.uid", offset_of!(Plan, uid)),
+    (c"Plan.gid", offset_of!(Plan, gid)),
+    (c"Plan.pad", offset_of!(Plan, pad)),
+    (c"Plan.rlimits", offset_of!(Plan, rlimits)),
+    (c"Plan.rlimits_len", offset_of!(Plan, rlimits_len)),
+    (c"Plan.template", offset_of!(Plan, template)),
+    (c"Plan.daemon_pidfd", offset_of!(Plan, daemon_pidfd)),
+    (c"Plan.steps", offset_of!(Plan, steps)),
+    (c"Plan.pad2", offset_of!(Plan, pad2)),
+    (c"Plan.hostname", offset_of!(Plan, hostname)),
+    (c"Plan.hostname_len", offset_of!(Plan, hostname_len)),
+    (c"Plan.mounts", offset_of!(Plan, mounts)),
+    (c"Plan.mounts_len", offset_of!(Plan, mounts_len)),
+    (c"Plan.ipc_limits", offset_of!(Plan, ipc_limits)),
+    (c"Plan.ipc_limits_len", offset_of!(Plan, ipc_limits_len)),
+    (c"Plan.caps", offset_of!(Plan, caps)),
+    (c"Plan.caps_len", offset_of!(Plan, caps_len)),
+    (c"Plan.landlock_tmp", offset_of!(Plan, landlock_tmp)),
+    (c"Plan.landlock_proc", offset_of!(Plan, landlock_proc)),
+    (c"Plan.filter", offset_of!(Plan, filter)),
+    (c"Plan.filter_len", offset_of!(Plan, filter_len)),
+    (c"MountOp", size_of::<MountOp>()),
+    (c"MountOp.kind", offset_of!(MountOp, kind)),
+    (c"MountOp.pad", offset_of!(MountOp, pad)),
+    (c"MountOp.flags", offset_of!(MountOp, flags)),
+    (c"MountOp.source", offset_of!(MountOp, source)),
+    (c"MountOp.target", offset_of!(MountOp, target)),
+    (c"MountOp.fstype", offset_of!(MountOp, fstype)),
+    (c"MountOp.data", offset_of!(MountOp, data)),
+    (c"IpcLimit", size_of::<IpcLimit>()),
+    (c"IpcLimit.path", offset_of!(IpcLimit, path)),
+    (c"IpcLimit.value", offset_of!(IpcLimit, value)),
+    (c"IpcLimit.len", offset_of!(IpcLimit, len)),
+    (c"Rlimit", size_of::<Rlimit>()),
+    (c"Rlimit.resource", offset_of!(Rlimit, resource)),
+    (c"Rlimit.pad", offset_of!(Rlimit, pad)),
+    (c"Rlimit.value", offset_of!(Rlimit, value)),
+];
+
+/// The step names, space-separated, in the order of `Plan::steps`.
+#[no_mangle]
+pub extern "C" fn faas_step_names() -> *const c_char {
+    STEP_NAMES.as_ptr()
+}
+
+/// Entry `i` of the layout table: its name (NULL past the end) and, in `*value`, the size or
+/// offset it names.
+///
+/// # Safety
+/// `value` is NULL or points to a writable usize.
+#[no_mangle]
+pub unsafe extern "C" fn faas_layout(i: usize, value: *mut usize) -> *const c_char {
+    let Some((name, v)) = LAYOUT.get(i) else { return core::ptr::null() };
+    // SAFETY: the caller passes NULL or a valid usize to write.
+    if let Some(out) = unsafe { value.as_mut() } {
+        *out = *v;
+    }
+    name.as_ptr()
+}
+
+/// The child's steps, from Stdio to Rlimit. Returns 0 with every layer on; on a failed step it
+/// does not return (record on the error pipe, exit 127), nor if the daemon is gone (exit 127).
+///
+/// # Safety
+/// Call only in a freshly forked child of the zygote, once, with a plan whose every pointer
+/// and length is valid (see `Plan`).
+#[no_mangle]
+pub unsafe extern "C" fn faas_child_steps(plan: *const Plan) -> c_int {
+    // SAFETY: the caller passes a valid plan, or NULL.
+    match unsafe { plan.as_ref() } {
+        // SAFETY: as the caller promises.
+        Some(p) => unsafe { run(p) },
+        None => -1,
+    }
+}
+
+/// syscall(2): negative with errno set on failure.
+///
+/// # Safety
+/// Whatever syscall `nr` requires of its arguments.
+unsafe fn sys(nr: c_long, a: c_long, b: c_long, c: c_long, d: c_long, e: c_long) -> c_long {
+    // SAFETY: passed on from the caller.
+    unsafe { libc::syscall(nr, a, b, c, d, e) }
+}
+
+fn errno() -> c_int {
+    // SAFETY: __errno_location only returns this thread's errno slot.
+    let slot = unsafe { libc::__errno_location() };
+    // SAFETY: the slot is always valid to read.
+    unsafe { *slot }
+}
+
+fn exit(code: c_long) -> ! {
+    loop {
+        // SAFETY: exit_group ends the process at once, no teardown (the memory is a copy of
+        // the zygote's); the loop only satisfies the type.
+        unsafe { sys(libc::SYS_exit_group, code, 0, 0, 0, 0) };
+    }
+}
+
+/// A slice from the plan's pointer and length; empty for NULL.
+///
+/// # Safety
+/// `ptr` is NULL or points to `len` valid values that outlive 'a.
+unsafe fn slice<'a, T>(ptr: *const T, len: usize) -> &'a [T] {
+    if ptr.is_null() {
+        return &[];
+    }
+    // SAFETY: passed on from the caller.
+    unsafe { core::slice::from_raw_parts(ptr, len) }
+}
+
+/// Ends the child on the first failed step.
+struct Fail<'a> {
+    err: c_int,
+    steps: &'a [u32; STEPS],
+}
+
+impl Fail<'_> {
+    /// The 12-byte record (step, index, errno), then exit 127: spawn.rs's child_fail.
+    fn fail(&self, step: S, index: u32, errno: c_int) -> ! {
+        let number = self.steps.get(step as usize).copied().unwrap_or(0);
+        let mut record = [0u8; 12];
+        for (to, from) in record
+            .iter_mut()
+            .zip(number.to_ne_bytes().into_iter().chain(index.to_ne_bytes()).chain(errno.to_ne_bytes()))
+        {
+            *to = from;
+        }
+        // SAFETY: record is a live 12-byte buffer; a short or failed write only loses the detail.
+        unsafe { sys(libc::SYS_write, self.err as c_long, record.as_ptr() as c_long, 12, 0, 0) };
+        exit(127)
+    }
+
+    /// Fails the step if `rc` (a syscall's result) is negative.
+    fn check(&self, step: S, index: usize, rc: c_long) -> c_long {
+        if rc < 0 {
+            self.fail(step, index as u32, errno());
+        }
+        rc
+    }
+}
+
+/// Which bytes of an fd range are closed around the kept ones: [3, ∞) minus `keep` (each > 2).
+fn close_ranges(keep: [c_int; 2]) -> [(u32, u32); 3] {
+    let (a, b) = if keep[0] <= keep[1] { (keep[0], keep[1]) } else { (keep[1], keep[0]) };
+    let (a, b) = (a.max(2) as u32, b.max(2) as u32);
+    // (first, last); first > last means nothing to close.
+    [(3, a.saturating_sub(1)), (a.saturating_add(1), b.saturating_sub(1)), (b.saturating_add(1), u32::MAX)]
+}
+
+const AT_RECURSIVE: c_long = 0x8000;
+const MOUNT_ATTR_RDONLY_NOSUID_NODEV: u64 = 0x7;
+const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
+const SECCOMP_SET_MODE_FILTER: c_long = 1;
+const SECCOMP_FILTER_FLAG_NEW_LISTENER: c_long = 1 << 3;
+const LANDLOCK_RULE_PATH_BENEATH: c_long = 1;
+
+/// `struct mount_attr` (mount_setattr(2)).
+#[repr(C)]
+struct MountAttr {
+    attr_set: u64,
+    attr_clr: u64,
+    propagation: u64,
+    userns_fd: u64,
+}
+
+/// `struct landlock_path_beneath_attr`, packed as in the uapi header.
+#[repr(C, packed)]
+struct PathBeneathAttr {
+    allowed_access: u64,
+    parent_fd: i32,
+}
+
+/// `struct __user_cap_header_struct` and two `__user_cap_data_struct` (capset(2), version 3).
+#[repr(C)]
+struct CapHeader {
+    version: u32,
+    pid: c_int,
+}
+#[repr(C)]
+struct CapData {
+    effective: u32,
+    permitted: u32,
+    inheritable: u32,
+}
+
+/// A control message with one fd: cmsghdr, then the fd, padded to CMSG_SPACE(4).
+#[repr(C)]
+struct OneFd {
+    header: libc::cmsghdr,
+    fd: c_int,
+    pad: c_int,
+}
+
+/// `struct rlimit64` (prlimit(2)).
+#[repr(C)]
+struct Rlimit64 {
+    cur: u64,
+    max: u64,
+}
+
+/// The steps; see the module docs.
+///
+/// # Safety
+/// As `faas_child_steps`.
+unsafe fn run(p: &Plan) -> c_int {
+    let f = Fail { err: p.err, steps: &p.steps };
+
+    for (target, &fd) in p.stdio.iter().enumerate() {
+        // SAFETY: dup2 on fds the zygote received for this request; target is 0, 1 or 2.
+        f.check(S::Stdio, target, unsafe { sys(libc::SYS_dup2, fd as c_long, target as c_long, 0, 0, 0) });
+    }
+    // zygote.py has reset its wakeup fd (Signals 0) and SIGCHLD handler (Signals 1); CPython's
+    // other dispositions (SIGPIPE ignored, SIGINT raising) are what a fresh interpreter has.
+    let empty: u64 = 0;
+    // SAFETY: an empty 8-byte sigset, no old-set pointer.
+    let rc =
+        unsafe { sys(libc::SYS_rt_sigprocmask, libc::SIG_SETMASK as c_long, &empty as *const u64 as c_long, 0, 8, 0) };
+    f.check(S::Signals, 2, rc);
+    // SAFETY: no arguments; a fresh child is no process group leader.
+    f.check(S::Session, 0, unsafe { sys(libc::SYS_setsid, 0, 0, 0, 0, 0) });
+
+    if p.netns >= 0 {
+        // SAFETY: an fd of a network namespace the zygote received for this request.
+        let rc = unsafe { sys(libc::SYS_setns, p.netns as c_long, libc::CLONE_NEWNET as c_long, 0, 0, 0) };
+        f.check(S::NetNs, 0, rc);
+    }
+    // SAFETY: the plan's hostname points to hostname_len bytes.
+    let rc = unsafe { sys(libc::SYS_sethostname, p.hostname as c_long, p.hostname_len as c_long, 0, 0, 0) };
+    f.check(S::Hostname, 0, rc);
+
+    // SAFETY: the template mount namespace fd the zygote holds.
+    let rc = unsafe { sys(libc::SYS_setns, p.template as c_long, libc::CLONE_NEWNS as c_long, 0, 0, 0) };
+    f.check(S::MountNs, 0, rc);
+    // SAFETY: a flag argument only: a private copy of the template.
+    f.check(S::MountNs, 1, unsafe { sys(libc::SYS_unshare, libc::CLONE_NEWNS as c_long, 0, 0, 0, 0) });
+    // SAFETY: the plan's mounts point to mounts_len entries.
+    for (i, op) in unsafe { slice(p.mounts, p.mounts_len) }.iter().enumerate() {
+        let rc = match op.kind {
+            // SAFETY: every pointer is NULL or a NUL-terminated string the zygote keeps.
+            0 => unsafe {
+                sys(
+                    libc::SYS_mount,
+                    op.source as c_long,
+                    op.target as c_long,
+                    op.fstype as c_long,
+                    op.flags as c_long,
+                    op.data as c_long,
+                )
+            },
+            1 => {
+                let attr =
+                    MountAttr { attr_set: MOUNT_ATTR_RDONLY_NOSUID_NODEV, attr_clr: 0, propagation: 0, userns_fd: 0 };
+                // SAFETY: target is a NUL-terminated path; attr a mount_attr of the size given.
+                unsafe {
+                    sys(
+                        libc::SYS_mount_setattr,
+                        libc::AT_FDCWD as c_long,
+                        op.target as c_long,
+                        AT_RECURSIVE,
+                        &attr as *const MountAttr as c_long,
+                        size_of::<MountAttr>() as c_long,
+                    )
+                }
+            }
+            _ => f.fail(S::Mount, i as u32, libc::EINVAL),
+        };
+        f.check(S::Mount, i, rc);
+    }
+    // SAFETY: a NUL-terminated literal path.
+    f.check(S::Chdir, 0, unsafe { sys(libc::SYS_chdir, c"/code".as_ptr() as c_long, 0, 0, 0, 0) });
+    // SAFETY: the plan's ipc_limits point to ipc_limits_len entries.
+    for (i, limit) in unsafe { slice(p.ipc_limits, p.ipc_limits_len) }.iter().enumerate() {
+        // SAFETY: a NUL-terminated path the zygote keeps.
+        let fd = unsafe {
+            sys(
+                libc::SYS_openat,
+                libc::AT_FDCWD as c_long,
+                limit.path as c_long,
+                (libc::O_WRONLY | libc::O_CLOEXEC) as c_long,
+                0,
+                0,
+            )
+        };
+        f.check(S::IpcLimits, i, fd);
+        // SAFETY: value points to len bytes the zygote keeps.
+        let n = unsafe { sys(libc::SYS_write, fd, limit.value as c_long, limit.len as c_long, 0, 0) };
+        let written = errno();
+        // SAFETY: fd was opened just above and is ours.
+        unsafe { sys(libc::SYS_close, fd, 0, 0, 0, 0) };
+        if n < 0 {
+            f.fail(S::IpcLimits, i as u32, written);
+        }
+        if n as usize != limit.len {
+            f.fail(S::IpcLimits, i as u32, libc::EIO);
+        }
+    }
+
+    // SAFETY: the plan's caps point to caps_len capability numbers.
+    for &cap in unsafe { slice(p.caps, p.caps_len) } {
+        // SAFETY: PR_CAPBSET_DROP takes a capability number; we still hold CAP_SETPCAP.
+        let rc = unsafe { sys(libc::SYS_prctl, libc::PR_CAPBSET_DROP as c_long, cap as c_long, 0, 0, 0) };
+        f.check(S::CapBound, cap as usize, rc);
+    }
+    // SAFETY: an empty list: size 0 and a NULL pointer.
+    f.check(S::Groups, 0, unsafe { sys(libc::SYS_setgroups, 0, 0, 0, 0, 0) });
+    let (uid, gid) = (p.uid as c_long, p.gid as c_long);
+    // SAFETY: integer arguments.
+    f.check(S::Gid, 0, unsafe { sys(libc::SYS_setresgid, gid, gid, gid, 0, 0) });
+    // SAFETY: integer arguments; after this we are no longer root.
+    f.check(S::Uid, 0, unsafe { sys(libc::SYS_setresuid, uid, uid, uid, 0, 0) });
+    let header = CapHeader { version: LINUX_CAPABILITY_VERSION_3, pid: 0 };
+    let data = [
+        CapData { effective: 0, permitted: 0, inheritable: 0 },
+        CapData { effective: 0, permitted: 0, inheritable: 0 },
+    ];
+    // SAFETY: a header and two data structs, as version 3 of capset(2) expects.
+    let rc = unsafe { sys(libc::SYS_capset, &header as *const CapHeader as c_long, data.as_ptr() as c_long, 0, 0, 0) };
+    f.check(S::Caps, 0, rc);
+    // SAFETY: integer arguments.
+    let rc = unsafe {
+        sys(libc::SYS_prctl, libc::PR_CAP_AMBIENT as c_long, libc::PR_CAP_AMBIENT_CLEAR_ALL as c_long, 0, 0, 0)
+    };
+    f.check(S::Caps, 1, rc);
+    // Our parent is the zygote, whose death takes this pid namespace along anyway; the daemon's
+    // pidfd says whether anyone is left to supervise us. Armed only now: a change of uid clears it.
+    // SAFETY: a signal number, nothing else.
+    let rc = unsafe { sys(libc::SYS_prctl, libc::PR_SET_PDEATHSIG as c_long, libc::SIGKILL as c_long, 0, 0, 0) };
+    f.check(S::ParentDeath, 0, rc);
+    let mut daemon = libc::pollfd { fd: p.daemon_pidfd, events: libc::POLLIN, revents: 0 };
+    // SAFETY: one pollfd on our stack, zero timeout.
+    let rc = unsafe { sys(libc::SYS_poll, &mut daemon as *mut libc::pollfd as c_long, 1, 0, 0, 0) };
+    if f.check(S::ParentDeath, 1, rc) > 0 {
+        exit(127);
+    }
+    // SAFETY: integer arguments.
+    f.check(S::NoNewPrivs, 0, unsafe { sys(libc::SYS_prctl, libc::PR_SET_NO_NEW_PRIVS as c_long, 1, 0, 0, 0) });
+
+    if p.ruleset >= 0 {
+        for (i, (path, access)) in [(c"/tmp", p.landlock_tmp), (c"/proc", p.landlock_proc)].into_iter().enumerate() {
+            // SAFETY: a NUL-terminated literal path.
+            let fd = unsafe {
+                sys(
+                    libc::SYS_openat,
+                    libc::AT_FDCWD as c_long,
+                    path.as_ptr() as c_long,
+                    (libc::O_PATH | libc::O_CLOEXEC) as c_long,
+                    0,
+                    0,
+                )
+            };
+            f.check(S::Landlock, i, fd);
+            let attr = PathBeneathAttr { allowed_access: access, parent_fd: fd as i32 };
+            // SAFETY: attr is a landlock_path_beneath_attr for rule type PATH_BENEATH; flags 0.
+            let rc = unsafe {
+                sys(
+                    libc::SYS_landlock_add_rule,
+                    p.ruleset as c_long,
+                    LANDLOCK_RULE_PATH_BENEATH,
+                    &attr as *const PathBeneathAttr as c_long,
+                    0,
+                    0,
+                )
+            };
+            f.check(S::Landlock, i, rc);
+            // SAFETY: fd was opened just above and is ours.
+            unsafe { sys(libc::SYS_close, fd, 0, 0, 0, 0) };
+        }
+        // SAFETY: a ruleset fd; flags must be 0.
+        let rc = unsafe { sys(libc::SYS_landlock_restrict_self, p.ruleset as c_long, 0, 0, 0, 0) };
+        f.check(S::Landlock, 2, rc);
+    }
+
+    // Nothing of the zygote's stays open: not its control socket, not another request's reply
+    // socket, not the template or the daemon's pidfd. Closed, not close-on-exec: there is no exec.
+    for (i, (first, last)) in close_ranges([p.err, p.notify]).into_iter().enumerate() {
+        if first <= last {
+            // SAFETY: integer arguments; the interpreter's objects that name these fds are
+            // never closed (the child ends with _exit).
+            let rc = unsafe { sys(libc::SYS_close_range, first as c_long, last as c_long, 0, 0, 0) };
+            f.check(S::CloseFds, i, rc);
+        }
+    }
+
+    let prog = libc::sock_fprog { len: p.filter_len as u16, filter: p.filter as *mut libc::sock_filter };
+    // SAFETY: prog points at filter_len instructions the zygote keeps.
+    let listener = unsafe {
+        sys(
+            libc::SYS_seccomp,
+            SECCOMP_SET_MODE_FILTER,
+            SECCOMP_FILTER_FLAG_NEW_LISTENER,
+            &prog as *const libc::sock_fprog as c_long,
+            0,
+            0,
+        )
+    };
+    f.check(S::Seccomp, 0, listener);
+    send_fd(&f, p.notify, listener as c_int);
+    // SAFETY: the listener is ours; the daemon has its own copy now.
+    unsafe { sys(libc::SYS_close, listener, 0, 0, 0, 0) };
+
+    // After every fd we open: a lowered nofile refuses every new fd number above it.
+    // SAFETY: the plan's rlimits point to rlimits_len entries.
+    for (i, r) in unsafe { slice(p.rlimits, p.rlimits_len) }.iter().enumerate() {
+        let limit = Rlimit64 { cur: r.value, max: r.value };
+        // SAFETY: pid 0 (ourselves), a valid rlimit64, no old-limit pointer.
+        let rc =
+            unsafe { sys(libc::SYS_prlimit64, 0, r.resource as c_long, &limit as *const Rlimit64 as c_long, 0, 0) };
+        f.check(S::Rlimit, i, rc);
+    }
+    0
+}
+
+/// Sends `fd` with one byte "\0" over the unix socket `sock` (SCM_RIGHTS).
+fn send_fd(f: &Fail, sock: c_int, fd: c_int) {
+    let byte = [0u8; 1];
+    let mut iov = libc::iovec { iov_base: byte.as_ptr() as *mut libc::c_void, iov_len: 1 };
+    // SAFETY: an all-zero cmsghdr is valid; the fields are set below.
+    let mut control: OneFd = unsafe { core::mem::zeroed() };
+    control.header.cmsg_level = libc::SOL_SOCKET;
+    control.header.cmsg_type = libc::SCM_RIGHTS;
+    // CMSG_LEN(sizeof(int)): the header (a multiple of the alignment) and the fd.
+    control.header.cmsg_len = (size_of::<libc::cmsghdr>() + size_of::<c_int>()) as _;
+    control.fd = fd;
+    // SAFETY: an all-zero msghdr is valid; the fields we use are set below.
+    let mut msg: libc::msghdr = unsafe { core::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = &mut control as *mut OneFd as *mut libc::c_void;
+    // CMSG_SPACE(sizeof(int)).
+    msg.msg_controllen = size_of::<OneFd>() as _;
+    // SAFETY: msg and everything it points to are live locals.
+    let rc = unsafe {
+        sys(
+            libc::SYS_sendmsg,
+            sock as c_long,
+            &msg as *const libc::msghdr as c_long,
+            libc::MSG_NOSIGNAL as c_long,
+            0,
+            0,
+        )
+    };
+    f.check(S::SendListener, 0, rc);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn step_names_are_the_steps_in_order() {
+        let names: Vec<&str> = STEP_NAMES.to_str().unwrap().split(' ').collect();
+        assert_eq!(names.len(), STEPS);
+        assert_eq!(names[S::Stdio as usize], "Stdio");
+        assert_eq!(names[S::Landlock as usize], "Landlock");
+        assert_eq!(names[S::Rlimit as usize], "Rlimit");
+        assert_eq!(S::Rlimit as usize, STEPS - 1);
+    }
+
+    #[test]
+    fn a_control_message_with_one_fd_is_cmsg_space_of_an_int() {
+        // SAFETY: CMSG_SPACE and CMSG_LEN only compute sizes.
+        let space = unsafe { libc::CMSG_SPACE(4) };
+        // SAFETY: as above.
+        let len = unsafe { libc::CMSG_LEN(4) };
+        assert_eq!(size_of::<OneFd>(), space as usize);
+        assert_eq!(size_of::<libc::cmsghdr>() + 4, len as usize);
+        assert_eq!(offset_of!(OneFd, fd), len as usize - 4);
+    }
+
+    #[test]
+    fn the_kept_fds_split_the_ranges_closed() {
+        assert_eq!(close_ranges([7, 5]), [(3, 4), (6, 6), (8, u32::MAX)]);
+        assert_eq!(close_ranges([3, 4]), [(3, 2), (4, 3), (5, u32::MAX)]);
+        assert_eq!(close_ranges([9, 9]), [(3, 8), (10, 8), (10, u32::MAX)]);
+    }
+}
