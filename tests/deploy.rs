@@ -49,7 +49,7 @@ impl Setup {
         std::fs::set_permissions(work.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
         let sock = work.path().join("admin.sock");
         let env = [("FAAS_ADMIN_SOCKET", sock.to_str().unwrap())];
-        let d = Daemon::start_opts(&[], Options { config_extra, env: &env, uids: None });
+        let d = Daemon::start_opts(&[], Options { config_extra, env: &env, ..Options::default() });
         Setup { d, sock, work }
     }
 

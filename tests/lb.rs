@@ -164,7 +164,7 @@ fn proxied_daemon(functions: &[(&str, &str)], extra: &str) -> common::Daemon {
     let config = format!("{extra}\n[proxy]\ntrusted = [\"127.0.0.2\"]\nprotocol_listeners = [\"lb\"]\n");
     common::Daemon::start_opts(
         functions,
-        Options { config_extra: &config, env: &[("LISTEN_FDNAMES", "lb:admin")], uids: None },
+        Options { config_extra: &config, env: &[("LISTEN_FDNAMES", "lb:admin")], ..Options::default() },
     )
 }
 

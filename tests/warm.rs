@@ -832,6 +832,27 @@ fn preload_imports_in_the_zygote_and_a_missing_module_serves_cold() {
 
 #[test]
 #[ignore = "needs root: sudo -E cargo test -- --include-ignored"]
+fn without_the_native_steps_no_zygote_starts_and_requests_are_served_cold() {
+    require_root();
+    // A copy of the daemon where it finds no libfaas_zygote.so: not beside it, not in ../lib/faas.
+    let bin = tempfile::tempdir().unwrap();
+    let exe = bin.path().join("faas");
+    std::fs::copy(env!("CARGO_BIN_EXE_faas"), &exe).unwrap();
+    let d = Daemon::start_opts(&[("w", &python(HELLO, ""))], common::Options { exe: Some(&exe), ..Default::default() });
+    assert_eq!(ok(&d, "/w", "cold").text(), "hello");
+    let z = wait_zygote(&d, "w", "failed");
+    let error = z["error"].as_str().unwrap_or_default();
+    assert!(error.contains("libfaas_zygote.so") && error.contains("missing"), "the error does not say so: {z}");
+    assert_eq!(z["pid"], Value::Null, "{z}");
+    for _ in 0..3 {
+        assert_eq!(ok(&d, "/w", "cold").text(), "hello");
+    }
+    assert_eq!(zygote_processes(&d), [], "a zygote runs without its native steps");
+    assert!(d.logs().contains("libfaas_zygote.so"), "the log does not name the library:\n{}", d.logs());
+}
+
+#[test]
+#[ignore = "needs root: sudo -E cargo test -- --include-ignored"]
 fn preload_handler_runs_the_module_once_in_the_zygote() {
     require_root();
     // IMPORTED is when the module's top level ran; CALLS counts calls in this process.

@@ -81,6 +81,8 @@ pub struct Options<'a> {
     pub env: &'a [(&'a str, &'a str)],
     /// `(uid_base, uid_count)`; None: a fresh range of 1024 (`uid_range`).
     pub uids: Option<(u32, u32)>,
+    /// The daemon's executable; None: cargo's build of faas.
+    pub exe: Option<&'a Path>,
 }
 
 /// A response, whatever its status.
@@ -163,7 +165,7 @@ impl Daemon {
     }
 
     pub fn start_env(functions: &[(&str, &str)], config_extra: &str, env: &[(&str, &str)]) -> Daemon {
-        Self::start_opts(functions, Options { config_extra, env, uids: None })
+        Self::start_opts(functions, Options { config_extra, env, ..Default::default() })
     }
 
     /// Starts a daemon with every option spelled out (a private uid range, for one).
@@ -198,7 +200,7 @@ impl Daemon {
         let log = dir.path().join("daemon.log");
         let log_file = std::fs::File::create(&log).unwrap();
         let (fd3, fd4) = (listener.as_raw_fd(), admin.as_raw_fd());
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_faas"));
+        let mut cmd = Command::new(opts.exe.unwrap_or(Path::new(env!("CARGO_BIN_EXE_faas"))));
         cmd.args(["--config", config.to_str().unwrap(), "serve"])
             .env("LISTEN_FDS", "2")
             .env("LISTEN_FDNAMES", "http:admin")
