@@ -22,9 +22,12 @@ build:
 	$(CARGO) build --release --locked
 
 # Rebuilt when a source is newer; where there are no sources (an install from a copied
-# tree, as the VM tests do), the binary that is there is used.
-target/release/faas: $(wildcard Cargo.toml Cargo.lock) $(shell find src -name '*.rs' 2>/dev/null)
+# tree, as the VM tests do), the binary that is there is used. The same cargo build makes
+# target/release/libfaas_zygote.so (zygote/, a workspace member): the warm zygote's child steps.
+target/release/faas: $(wildcard Cargo.toml Cargo.lock zygote/Cargo.toml) $(shell find src zygote/src -name '*.rs' 2>/dev/null)
 	$(CARGO) build --release --locked
+
+target/release/libfaas_zygote.so: target/release/faas
 
 # Serve the example functions in config/functions on $(LISTEN), in the foreground.
 run: deps build
@@ -63,8 +66,11 @@ completions: target/release/faas
 	target/release/faas completions fish >target/completions/faas.fish.tmp
 	cd target/completions && for f in faas.bash _faas faas.fish; do mv $$f.tmp $$f; done
 
-install: target/release/faas man completions
+install: target/release/faas target/release/libfaas_zygote.so man completions
 	install -D -m 0755 target/release/faas $(DESTDIR)$(PREFIX)/bin/faas
+	# A private library, found by the daemon in ../lib/faas beside its bin/ (no SONAME, not on
+	# the loader's path: only the zygote loads it, from the fd the daemon sends).
+	install -D -m 0644 target/release/libfaas_zygote.so $(DESTDIR)$(PREFIX)/lib/faas/libfaas_zygote.so
 	install -D -m 0644 wrappers/python.py $(DESTDIR)$(PREFIX)/lib/faas/wrappers/python.py
 	install -D -m 0644 wrappers/zygote.py $(DESTDIR)$(PREFIX)/lib/faas/wrappers/zygote.py
 	install -D -m 0644 wrappers/node.js $(DESTDIR)$(PREFIX)/lib/faas/wrappers/node.js

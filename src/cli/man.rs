@@ -19,6 +19,11 @@ One function each, live at \fI/NAME\fR as soon as the file is there; see \fBfaas
 The Python and Node.js wrappers, mounted at \fI/faas\fR in every sandbox
 (\fI/usr/local/lib/faas/wrappers\fR after \fBmake install\fR).
 .TP
+.I /usr/lib/faas/libfaas_zygote.so
+The warm Python zygote's native child steps, which the daemon looks for beside its executable,
+then in \fI../lib/faas\fR (\fI/usr/local/lib/faas\fR after \fBmake install\fR); without it
+warm functions run cold (\fBfaas doctor\fR says where it was found).
+.TP
 .I /run/faas
 Runtime state: sandbox roots, the sandbox uid locks, and \fIadmin.sock\fR
 (\fB/_/metrics\fR, \fB/_/functions\fR; mode 0600).
