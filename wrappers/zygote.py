@@ -174,14 +174,20 @@ class Child:
 
 def child(init, req, err, notify):
     """The request's process: applies every layer, then runs the wrapper. Never returns."""
-    c = Child(init, err)
     # What the zygote changed goes back to what a fresh interpreter has (SIGPIPE stays ignored and
     # SIGINT raises KeyboardInterrupt, as CPython sets them at start-up). Interpreter state, so
-    # here; the signal mask is among the native steps.
-    c.do("Signals", 0, signal.set_wakeup_fd, -1)
-    c.do("Signals", 1, signal.signal, signal.SIGCHLD, signal.SIG_DFL)
+    # here; the signal mask is among the native steps. Nothing else before them: each object
+    # made or touched here copies its page from the zygote.
+    step = 0
+    try:
+        signal.set_wakeup_fd(-1)
+        step = 1
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    except OSError as e:
+        Child(init, err).fail("Signals", step, e.errno or 5)
     # Stdio through Rlimit; a failed step does not come back (record, exit 127).
     NATIVE_STEPS(PLAN_REF)
+    c = Child(init, err)
     sock = socket.socket(fileno=notify)
     argv = ["python.py", init["code_dir"], init["handler"]]
     if req["spare"]:
@@ -290,6 +296,9 @@ def memory_layout():
 NATIVE_STEPS = None
 PLAN = Plan()
 PLAN_REF = ctypes.pointer(PLAN)
+# The request's rlimits, filled in place per request (the daemon sends at most five).
+RLIMITS = (Rlimit * 16)()
+PLAN.rlimits = ctypes.cast(RLIMITS, ctypes.POINTER(Rlimit))
 # What PLAN's pointers point into: kept as long as the zygote lives.
 KEEP = []
 
@@ -475,9 +484,15 @@ def main():
             plan.netns = extra.pop(0) if req["netns"] else -1
             plan.ruleset = extra.pop(0) if req["landlock"] else -1
             plan.uid, plan.gid = req["uid"], req["gid"]
-            rlimits = (Rlimit * len(req["rlimits"]))(*(Rlimit(res, 0, value) for res, value in req["rlimits"]))
-            plan.rlimits = ctypes.cast(rlimits, ctypes.POINTER(Rlimit))
-            plan.rlimits_len = len(rlimits)
+            if len(req["rlimits"]) > len(RLIMITS):
+                log(f"a request came with {len(req['rlimits'])} rlimits, more than {len(RLIMITS)}; refused")
+                os.write(fds[0], b"fail %d" % errno_module.E2BIG)
+                for fd in fds:
+                    os.close(fd)
+                continue
+            for slot, (res, value) in zip(RLIMITS, req["rlimits"]):
+                slot.resource, slot.value = res, value
+            plan.rlimits_len = len(req["rlimits"])
             sys.stderr.flush()
             before_fork()
             pid = pysyscall(ctypes.c_long(SYS_clone3), ctypes.byref(args), ctypes.c_size_t(ctypes.sizeof(args)))
