@@ -9,7 +9,7 @@ DEB_ARCH := $(shell dpkg --print-architecture 2>/dev/null || echo amd64)
 DEBDIR := target/deb
 DEB := $(DEBDIR)/faas_$(VERSION)_$(DEB_ARCH).deb
 
-.PHONY: all deps build run test clippy check doctor man completions install uninstall deb deb-deps vm-test bench
+.PHONY: all deps test-deps build run test clippy check doctor man completions install uninstall deb deb-deps vm-test bench
 
 all: build
 
@@ -17,6 +17,12 @@ all: build
 deps:
 	@if ! [ -x /usr/bin/python3 ] || ! [ -x /usr/bin/node ]; then \
 		apt-get update && apt-get install -y --no-install-recommends python3 nodejs; fi
+
+# And for the tests: numpy, which tests/warm.rs preloads in a zygote (python3-numpy, the
+# module a Debian user gets).
+test-deps: deps
+	@if ! /usr/bin/python3 -c 'import numpy' 2>/dev/null; then \
+		apt-get update && apt-get install -y --no-install-recommends python3-numpy; fi
 
 build:
 	$(CARGO) build --release --locked
@@ -40,7 +46,7 @@ clippy:
 
 # Everything: lints, unit tests, the unprivileged and the privileged integration tests,
 # and the wrappers run on their own.
-test: deps clippy
+test: test-deps clippy
 	bash tests/wrappers/run-standalone.sh
 	$(CARGO) test --locked -- --include-ignored
 	bash tests/unprivileged.sh

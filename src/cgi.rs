@@ -18,6 +18,10 @@ pub struct Head {
     pub status: StatusCode,
     /// Every other header the function set, minus hop-by-hop ones.
     pub headers: HeaderMap,
+    /// The body's length, when the function gave one (`Content-Length`): we frame the body
+    /// ourselves, but once this many bytes came the response is whole, whatever the function
+    /// does next.
+    pub length: Option<u64>,
 }
 
 /// Finds the end of the head: returns (head length, body offset). Accepts LF and CRLF.
@@ -58,6 +62,7 @@ pub fn parse_head(head: &[u8]) -> Result<Head, String> {
     let text = std::str::from_utf8(head).map_err(|_| "the response head is not UTF-8".to_owned())?;
     let mut status = None;
     let mut location = false;
+    let mut length = None;
     let mut headers = HeaderMap::new();
     for (n, raw) in text.split('\n').enumerate() {
         let line = raw.strip_suffix('\r').unwrap_or(raw);
@@ -80,6 +85,17 @@ pub fn parse_head(head: &[u8]) -> Result<Head, String> {
         }
         let name = HeaderName::from_bytes(name.as_bytes())
             .map_err(|_| format!("{:?} is not a header name", truncate(name)))?;
+        if name == http::header::CONTENT_LENGTH {
+            // RFC 9110 section 8.6: digits only, and a repeated header must agree.
+            let n = (!value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()))
+                .then(|| value.parse::<u64>().ok())
+                .flatten()
+                .ok_or_else(|| format!("Content-Length: {:?} is not a length", truncate(value)))?;
+            if length.is_some_and(|l| l != n) {
+                return Err("two different Content-Length headers".into());
+            }
+            length = Some(n);
+        }
         let value =
             HeaderValue::from_str(value).map_err(|_| format!("the value of {name} is not a valid header value"))?;
         if name == http::header::LOCATION {
@@ -90,7 +106,7 @@ pub fn parse_head(head: &[u8]) -> Result<Head, String> {
         }
     }
     let status = status.unwrap_or(if location { StatusCode::FOUND } else { StatusCode::OK });
-    Ok(Head { status, headers })
+    Ok(Head { status, headers, length })
 }
 
 /// Response headers that act on the whole origin, which every function shares, rather than
@@ -310,6 +326,9 @@ mod tests {
         assert_eq!(h.status, StatusCode::CREATED);
         assert_eq!(h.headers.get_all("x-a").iter().count(), 2);
         assert!(h.headers.get("content-length").is_none(), "we frame the body ourselves");
+        assert_eq!(h.length, Some(99));
+        assert_eq!(parse_head(b"Content-Length: 0\ncontent-length: 0\n").unwrap().length, Some(0));
+        assert_eq!(parse_head(b"X: 1\n").unwrap().length, None);
         let h = parse_head(b"Location: https://example.org/\n").unwrap();
         assert_eq!(h.status, StatusCode::FOUND);
         assert_eq!(parse_head(b"").unwrap().status, StatusCode::OK);
@@ -324,6 +343,13 @@ mod tests {
         assert!(parse_head(b"Bad Name: x").unwrap_err().contains("not a header name"));
         assert!(parse_head(b"X: \x01").is_err());
         assert!(parse_head(b"X-Ok: \xff\xfe").is_err());
+        assert_eq!(parse_head(b"Content-Length: -1").unwrap_err(), "Content-Length: \"-1\" is not a length");
+        assert!(parse_head(b"Content-Length: 1, 1").is_err());
+        assert!(parse_head(b"Content-Length: 99999999999999999999999").is_err());
+        assert_eq!(
+            parse_head(b"Content-Length: 1\nContent-Length: 2").unwrap_err(),
+            "two different Content-Length headers"
+        );
     }
 
     #[test]

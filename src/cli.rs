@@ -313,7 +313,7 @@ async fn invoke_once(config: Config, args: &InvokeArgs) -> anyhow::Result<u8> {
         server_port: "0".into(),
         body: body.into(),
         received: Instant::now(),
-        permits: Vec::new(),
+        permits: invoke::Permits::default(),
         // The shell's root is trusted: no key is asked for (and none is passed on as one).
         caller: None,
         own_origin: false,

@@ -485,7 +485,7 @@ async fn route(
         // The function's clock starts once its request is whole: a slow upload is the
         // client's time (bounded by body_timeout), not the function's.
         received: Instant::now(),
-        permits: vec![global, local],
+        permits: invoke::Permits { server: Some(global), function: Some(local) },
         caller,
         own_origin,
     };

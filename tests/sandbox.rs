@@ -689,6 +689,50 @@ fn a_body_cut_after_its_head_went_out_ends_without_the_last_chunk() {
 
 #[test]
 #[ignore = "needs root: sudo -E cargo test -- --include-ignored"]
+fn a_body_with_content_length_is_whole_once_its_bytes_came() {
+    require_root();
+    // README.md: a head with Content-Length makes the body whole once that many bytes came: the
+    // client has it without waiting for the function to exit, and the invocation is over (ok,
+    // the sandbox killed, whatever it was still doing). "held" would go on until the test
+    // removes the marker; its deadline (3 s) is far inside the marker's hang guard (20 s), so
+    // a daemon that waited for the exit would cut the body at the deadline instead.
+    let host = HostDir::new();
+    host.set("hold");
+    let with_length = |n: usize, tail: &str| {
+        format!("printf 'Content-Type: text/plain\\nContent-Length: {n}\\n\\n'\necho first\n{tail}")
+    };
+    let d = Daemon::start(&[
+        (
+            "held",
+            &sh_with(
+                &with_length(6, &host.sh_wait_while("hold")),
+                &format!("[limits]\ntimeout = \"3s\"\n{}", host.sandbox_toml()),
+            ),
+        ),
+        ("exits", &sh(&with_length(6, "exit 3"))),
+        ("short", &sh(&with_length(10, "exit 0"))),
+        ("long", &sh(&with_length(3, "echo more"))),
+    ]);
+    let r = RawConn::get(d.port, "/held", "").finish();
+    assert_eq!((r.status, r.text().as_str(), r.complete), (200, "first\n", true), "{}", d.logs());
+    host.clear("hold");
+    let id = |r: &common::RawResponse| {
+        r.head.lines().find_map(|l| l.strip_prefix("faas-invocation-id: ")).unwrap().trim().to_owned()
+    };
+    assert!(d.report_line(&id(&r)).contains(" outcome=ok "), "{}", d.logs());
+    for (name, body, complete, outcome) in
+        [("exits", "first\n", true, "ok"), ("short", "first\n", false, "bad-response"), ("long", "fir", true, "ok")]
+    {
+        let r = RawConn::get(d.port, &format!("/{name}"), "").finish();
+        assert_eq!((r.status, r.text().as_str(), r.complete), (200, body, complete), "{name}: {}", d.logs());
+        let line = d.report_line(&id(&r));
+        assert!(line.contains(&format!(" outcome={outcome} ")), "{name}: {line}");
+    }
+    assert!(d.logs().contains("wrote more than its Content-Length of 3"), "{}", d.logs());
+}
+
+#[test]
+#[ignore = "needs root: sudo -E cargo test -- --include-ignored"]
 fn every_report_carries_the_layers_and_the_cgroup_mode() {
     require_root();
     // README.md: the layer states are "in every REPORT", and the cgroup fallback is "reported

@@ -853,6 +853,28 @@ fn without_the_native_steps_no_zygote_starts_and_requests_are_served_cold() {
 
 #[test]
 #[ignore = "needs root: sudo -E cargo test -- --include-ignored"]
+fn random_numbers_do_not_repeat_across_warm_requests() {
+    require_root();
+    // random and numpy seed their global generators when imported: preloaded, every request's
+    // copy of the zygote would draw the same numbers unless each child seeds them again.
+    // OpenSSL's generator must not repeat either (it seeds on first use, and a fork check by
+    // pid would not see one: zygote and child are both pid 1 of their namespaces).
+    let probe = std::process::Command::new("/usr/bin/python3").args(["-c", "import numpy"]).status().unwrap();
+    assert!(probe.success(), "this test needs numpy for /usr/bin/python3: apt-get install python3-numpy");
+    let src = "import random, ssl\nimport numpy\n\ndef handle(request):\n    \
+               return {'random': random.random(), 'numpy': float(numpy.random.rand()), 'ssl': ssl.RAND_bytes(8).hex()}";
+    let d = Daemon::start(&[("rnd", &python(src, "[sandbox]\npreload = [\"random\", \"numpy\"]"))]);
+    ok(&d, "/rnd", "cold");
+    wait_warm(&d, "rnd");
+    let draws: Vec<serde_json::Value> = (0..4).map(|_| ok(&d, "/rnd", "warm").json()).collect();
+    for key in ["random", "numpy", "ssl"] {
+        let values: std::collections::BTreeSet<String> = draws.iter().map(|j| j[key].to_string()).collect();
+        assert_eq!(values.len(), draws.len(), "{key} repeats across warm requests: {draws:?}");
+    }
+}
+
+#[test]
+#[ignore = "needs root: sudo -E cargo test -- --include-ignored"]
 fn preload_handler_runs_the_module_once_in_the_zygote() {
     require_root();
     // IMPORTED is when the module's top level ran; CALLS counts calls in this process.

@@ -190,6 +190,7 @@ def child(init, req, err, notify):
     c = Child(init, err)
     sock = socket.socket(fileno=notify)
     argv = ["python.py", init["code_dir"], init["handler"]]
+    reseed()
     if req["spare"]:
         # The "exec" comes first for a spare: every layer is on. It imports the handler's module
         # now, seeing the function's own environment (req["envp"]: its env, secrets, proxy), as
@@ -225,6 +226,16 @@ def child(init, req, err, notify):
         finally:
             del environ_block
             os._exit(code)
+
+
+def reseed():
+    """Generators seeded when their module was imported, in the zygote, would draw the same
+    numbers in every child: each child seeds them again from the kernel. (random's own at-fork
+    hook does so too; numpy registers none.)"""
+    for name in ("random", "numpy.random"):
+        module = sys.modules.get(name)
+        if module is not None:
+            module.seed()
 
 
 def set_environment(c, envp):

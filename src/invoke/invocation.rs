@@ -15,6 +15,9 @@ pub(super) struct Invocation {
     decided: Option<Outcome>,
     exit: Option<ExitStatus>,
     head_sent: bool,
+    /// The body reached the Content-Length its head gave: the response is whole, and the
+    /// sandbox was killed because it is over, not because it failed.
+    whole: bool,
     oom_kills: bool,
 }
 
@@ -24,7 +27,10 @@ pub(super) struct Kill;
 
 impl Invocation {
     fn doom(&mut self, outcome: Outcome) -> Kill {
-        self.decided.get_or_insert(outcome);
+        // After a whole response, only the teardown is left: nothing it meets is a failure.
+        if !self.whole {
+            self.decided.get_or_insert(outcome);
+        }
         Kill
     }
 
@@ -48,8 +54,8 @@ impl Invocation {
         self.doom(Outcome::SetupFailed("the sandbox lost its seccomp supervisor".into()))
     }
 
-    /// Its stdout did not start with a CGI head.
-    pub fn on_bad_head(&mut self, why: String) -> Kill {
+    /// Its stdout is not a CGI response: no head, or a body short of its Content-Length.
+    pub fn on_bad_output(&mut self, why: String) -> Kill {
         self.doom(Outcome::BadResponse(why))
     }
 
@@ -78,9 +84,16 @@ impl Invocation {
         self.oom_kills |= usage.oom_kills > 0;
     }
 
-    /// Whether an event has doomed it (the rest is then only the teardown).
+    /// Its whole response went out (its Content-Length's worth). Nothing after changes how
+    /// it ended: the caller kills the sandbox, which is no failure.
+    pub fn on_whole(&mut self) {
+        self.whole = true;
+    }
+
+    /// Whether an event has doomed it, or its response is whole (the rest is then only the
+    /// teardown).
     pub fn doomed(&self) -> bool {
-        self.decided.is_some()
+        self.decided.is_some() || self.whole
     }
 
     /// Whether the head went out.
@@ -96,6 +109,7 @@ impl Invocation {
             // The OOM killer ended something, and what followed looked like another failure.
             (Some(_), true, ..) => Outcome::OutOfMemory,
             (Some(first), false, ..) => first.clone(),
+            (None, ..) if self.whole => Outcome::Ok,
             (None, _, true, Some(ExitStatus::Exited(0))) => Outcome::Ok,
             (None, true, ..) => Outcome::OutOfMemory,
             (None, false, false, Some(ExitStatus::Exited(0))) => {
@@ -168,7 +182,7 @@ mod tests {
         assert_eq!(b.verdict(), Outcome::OutputTooLarge);
         let mut c = Invocation::default();
         let Kill = c.on_client_gone();
-        let Kill = c.on_bad_head("x".into());
+        let Kill = c.on_bad_output("x".into());
         c.on_exit(ExitStatus::Signaled(9));
         assert_eq!(c.verdict(), Outcome::ClientGone);
         let mut d = Invocation::default();
@@ -202,6 +216,23 @@ mod tests {
         none.on_exit(ExitStatus::Exited(0));
         none.on_usage(&usage(0));
         assert_eq!(none.verdict(), Outcome::Ok);
+    }
+
+    #[test]
+    fn a_whole_response_is_ok_whatever_follows_and_an_earlier_failure_is_not() {
+        let mut whole = Invocation::default();
+        whole.on_head_sent();
+        whole.on_whole();
+        assert!(whole.doomed(), "the rest is teardown");
+        let Kill = whole.on_deadline();
+        whole.on_exit(ExitStatus::Signaled(9));
+        whole.on_usage(&usage(1));
+        assert_eq!(whole.verdict(), Outcome::Ok);
+        let mut late = Invocation::default();
+        late.on_head_sent();
+        let Kill = late.on_output_over();
+        late.on_whole();
+        assert_eq!(late.verdict(), Outcome::OutputTooLarge);
     }
 
     #[test]

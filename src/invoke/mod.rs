@@ -67,13 +67,25 @@ pub struct Call {
     pub body: Bytes,
     /// When the request reached us.
     pub received: Instant,
-    /// Concurrency permits, held until the sandbox is gone.
-    pub permits: Vec<tokio::sync::OwnedSemaphorePermit>,
+    /// Concurrency permits.
+    pub permits: Permits,
     /// Who called, when the function checks (`[auth]`); None for open functions and for
     /// callers faas trusts without a key (the admin socket, `faas invoke`, schedules).
     pub caller: Option<Caller>,
     /// Served at `http://NAME.DOMAIN/` rather than `/NAME` (SCRIPT_NAME is empty).
     pub own_origin: bool,
+}
+
+/// The concurrency slots a request holds (none for `faas invoke`).
+#[derive(Default)]
+pub struct Permits {
+    /// The server's (`max_concurrency`): held until the sandbox is gone.
+    #[expect(dead_code, reason = "held for its Drop, which frees the slot")]
+    pub server: Option<tokio::sync::OwnedSemaphorePermit>,
+    /// The function's (`limits.concurrency`): held while the function works on the request,
+    /// given back early once its response is whole and the sandbox killed (the server's slot
+    /// still bounds the teardown).
+    pub function: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 /// Hook for metrics; the HTTP layer installs one.
@@ -97,12 +109,35 @@ pub async fn invoke(
     }
 }
 
-/// The request's sandbox: a spare a zygote made ahead, else one forked from the zygote now,
-/// else a cold start (no zygote ready, or it failed to fork).
+/// How long a request waits for a sandbox uid when every one is leased. A whole response
+/// reaches its client before its sandbox is torn down (its uid with it), so a client that sends
+/// its next request at once can find them all still leased for that moment.
+const UID_WAIT: Duration = Duration::from_millis(500);
+
+/// The request's sandbox (see `start_once`), waiting up to `UID_WAIT` for a uid.
 async fn start_sandbox<'a>(
     host: &Arc<Host>,
     loaded: &Arc<Loaded>,
     launch: impl Fn() -> Launch<'a>,
+) -> (Result<Running, SpawnError>, Start) {
+    let until = tokio::time::Instant::now() + UID_WAIT;
+    loop {
+        let returned = host.uids.returned();
+        match start_once(host, loaded, &launch).await {
+            (Err(SpawnError::NoUid), _) if tokio::time::Instant::now() < until => {
+                let _ = tokio::time::timeout_at(until, returned).await;
+            }
+            started => return started,
+        }
+    }
+}
+
+/// A spare a zygote made ahead, else one forked from the zygote now, else a cold start (no
+/// zygote ready, or it failed to fork).
+async fn start_once<'a>(
+    host: &Arc<Host>,
+    loaded: &Arc<Loaded>,
+    launch: &impl Fn() -> Launch<'a>,
 ) -> (Result<Running, SpawnError>, Start) {
     if let Some(slot) = &loaded.warm {
         if let Some(mut spare) = slot.take_spare() {
@@ -144,8 +179,9 @@ async fn run(
     head_tx: oneshot::Sender<Result<Started, Failure>>,
     sink: Option<ReportSink>,
 ) {
-    // Held until this task ends, so a slot frees only once the sandbox is gone.
-    let _permits = std::mem::take(&mut call.permits);
+    // Held until this task ends, so a slot frees only once the sandbox is gone (or, for the
+    // function's, once its response is whole and it is killed).
+    let mut permits = std::mem::take(&mut call.permits);
     let f = &loaded.function;
     let timeout = f.limits.timeout.0;
     let deadline = tokio::time::Instant::from_std(call.received) + timeout;
@@ -262,6 +298,11 @@ async fn run(
     let mut errlog = StderrLog::new(&f.name, &call.id, f.limits.log.0);
     let (mut stdout_eof, mut stderr_eof, mut stdin_done) = (false, false, false);
     let output_cap = f.limits.output.0;
+    // The Content-Length the function gave, and whether that many bytes went out: the body is
+    // then whole and ends at once, not when the sandbox has exited (for a Python request that
+    // is a millisecond of address-space teardown later), and nothing after can cut it.
+    let mut declared: Option<u64> = None;
+    let mut whole = false;
 
     loop {
         let exited = sandbox.exit().is_some();
@@ -304,11 +345,14 @@ async fn run(
                     match take_head(&mut out, stdout_eof) {
                         HeadState::Pending | HeadState::Empty => end.head_tx = Some(tx),
                         HeadState::Bad(why) => {
-                            let Kill = inv.on_bad_head(why);
+                            let Kill = inv.on_bad_output(why);
                             sandbox.kill();
                             end.head_tx = Some(tx);
                         }
                         HeadState::Done(head) => {
+                            // No body goes out for these, whatever length the head gives.
+                            let bodiless = call.method == http::Method::HEAD || matches!(head.status.as_u16(), 204 | 304);
+                            declared = head.length.filter(|_| !bodiless);
                             end.report.status = head.status.as_u16();
                             end.report.timing.first_byte = exec_at.elapsed();
                             let started = Started { head, body: body_rx.take().expect("the head is sent once"), timing: end.report.timing };
@@ -320,8 +364,14 @@ async fn run(
                         }
                     }
                 }
-                if inv.head_sent() && !out.is_empty() {
+                if inv.head_sent() && !whole && !out.is_empty() {
                     let mut chunk = out.split().freeze();
+                    if let Some(rest) = declared.map(|n| n - end.report.bytes_out) {
+                        if chunk.len() as u64 > rest {
+                            tracing::warn!(function = %f.name, invocation_id = %call.id, "the function wrote more than its Content-Length of {}; the rest is dropped", declared.unwrap_or_default());
+                            chunk.truncate(rest as usize);
+                        }
+                    }
                     let over = end.report.bytes_out + chunk.len() as u64 > output_cap;
                     if over {
                         chunk.truncate((output_cap - end.report.bytes_out) as usize);
@@ -349,6 +399,25 @@ async fn run(
                         body_tx = None;
                     }
                 }
+                if inv.head_sent() && !whole && !inv.doomed() {
+                    match declared {
+                        Some(n) if end.report.bytes_out == n => {
+                            // The invocation is over, as when a wrapper exits after its
+                            // response: the client's next request need not find the function's
+                            // slot still held by this one's teardown.
+                            whole = true;
+                            body_tx = None;
+                            inv.on_whole();
+                            sandbox.kill();
+                            permits.function = None;
+                        }
+                        Some(n) if stdout_eof => {
+                            let Kill = inv.on_bad_output(format!("the body ended after {} of the {n} bytes its Content-Length gave", end.report.bytes_out));
+                            sandbox.kill();
+                        }
+                        _ => {}
+                    }
+                }
             }
             r = stderr.read_buf(&mut errlog.buf), if !stderr_eof => {
                 match r {
@@ -372,7 +441,7 @@ async fn run(
         // The body is complete once the function is gone: the client need not wait for the
         // cgroup teardown. A body that went out in part must not end like a whole one: the
         // stream reads `cut` at its end and reports the body incomplete.
-        if inv.verdict() != Outcome::Ok {
+        if inv.verdict() != Outcome::Ok && !whole {
             cut.store(true, Ordering::Release);
         }
         drop(body_tx);

@@ -82,6 +82,8 @@ pub struct UidPool {
     lock_path: PathBuf,
     proc_root: PathBuf,
     state: Mutex<PoolState>,
+    /// Woken each time a lease comes back.
+    returned: tokio::sync::Notify,
 }
 
 #[derive(Debug, Default)]
@@ -124,7 +126,16 @@ impl UidPool {
         idle_hold: Duration,
     ) -> Arc<UidPool> {
         let batch = (count / 64).clamp(1, MAX_BATCH) as usize;
-        Arc::new(UidPool { base, count, batch, idle_hold, lock_path, proc_root, state: Mutex::default() })
+        Arc::new(UidPool {
+            base,
+            count,
+            batch,
+            idle_hold,
+            lock_path,
+            proc_root,
+            state: Mutex::default(),
+            returned: tokio::sync::Notify::new(),
+        })
     }
 
     /// Opens the lock file and locks a first batch of uids, so that the first requests do
@@ -142,6 +153,12 @@ impl UidPool {
 
     /// Lends a uid no live process has and no other `faas` process holds, or None when
     /// there is none (or the lock file cannot be used: logged once). Never waits for a lock.
+    /// A future that is ready once a lease comes back after this call (whether or not it has
+    /// been polled by then).
+    pub fn returned(&self) -> tokio::sync::futures::Notified<'_> {
+        self.returned.notified()
+    }
+
     pub fn lease(self: &Arc<Self>) -> Option<UidLease> {
         let mut st = self.state();
         let now = Instant::now();
@@ -255,6 +272,8 @@ impl Drop for UidLease {
             st.idle.push_back((self.id, now));
             self.pool.expire(&mut st, now);
         }
+        drop(st);
+        self.pool.returned.notify_waiters();
     }
 }
 

@@ -29,7 +29,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::http::App;
-use crate::invoke::{self, Call, Report, ReportSink, Trigger};
+use crate::invoke::{self, Call, Permits, Report, ReportSink, Trigger};
 use crate::registry::{Loaded, Lookup};
 
 /// How often the loop looks the function files up when no run is due sooner.
@@ -338,7 +338,7 @@ fn fire(app: &Arc<App>, loaded: Arc<Loaded>, index: usize, schedule: &Schedule, 
         server_port: "0".into(),
         body: bytes::Bytes::from(schedule.body.clone()),
         received: Instant::now(),
-        permits: vec![global, local],
+        permits: Permits { server: Some(global), function: Some(local) },
         // The daemon itself calls: no key to check.
         caller: None,
         own_origin: false,
