@@ -15,38 +15,33 @@ Protocol (one JSON object per datagram):
   function version's template mount namespace, a pidfd of the daemon and the native child
   steps, libfaas_zygote.so (read-only). The zygote answers {"ready": ...} or {"error": ...} on
   fd 0.
-- daemon -> zygote, per request: {"uid", "envp", "rlimits", ...} with the request's fds: the
-  reply socket, stdin, stdout, stderr, the error pipe, the seccomp socket, then the cgroup
-  directory, network namespace and Landlock ruleset when the request has them.
+- daemon -> zygote, per request: a binary head (`Request`: uid, gid, flags, rlimits), then the
+  environment block, with the request's fds: the reply socket, stdin, stdout, stderr, the error
+  pipe, the seccomp socket, then the cgroup directory, network namespace and Landlock ruleset
+  when the flags say so.
 - zygote -> daemon on the reply socket: b"pid N" with a pidfd of the child, or b"fail ERRNO";
   then b"exit STATUS" (a wait status) once the child is reaped.
 
-The child repeats spawn.rs's child_main steps in the same order, in native code
-(zygote/src/lib.rs, `faas_child_steps`), and reports a failed step on the error pipe in the same
-12-byte record; closing the error pipe is its "exec". Native, because in Python each step wrote
-to objects on pages the child shares with the zygote, and each such page is a copy-on-write
-fault: the child touches no Python object from its at-fork hooks until the native call returns.
-The plan it reads (`Plan`) is built here: its init-time part once, the request's part in the
-parent before clone3.
+After its start the zygote runs no Python: its request loop is native (zygote/src/lib.rs,
+`faas_serve`), so that the objects every child shares stay as they are; a Python loop wrote
+refcounts and dicts on shared pages, and each such page was a copy-on-write fault in the
+zygote and again in the next child. The child repeats spawn.rs's child_main steps in the same
+order, in the same native call, reports a failed step on the error pipe in the same 12-byte
+record, and returns into Python here with every layer on; closing the error pipe is its "exec".
+The plan the steps read (`Plan`) is built here once; the loop fills in each request's part.
 """
 
 import ctypes
-import errno as errno_module
 import gc
 import json
 import os
-import select
-import signal
 import socket
 import struct
 import sys
 
 # x86_64 kernel ABI (faas builds for x86_64 only). A unit test in src/sandbox/zygote.rs checks
 # each of these against libc's value.
-SYS_clone3 = 435
 SYS_prctl = 157
-CLONE_PIDFD = 0x00001000
-CLONE_INTO_CGROUP = 0x200000000
 PR_CAPBSET_READ = 23
 PR_SET_DUMPABLE = 4
 PR_SET_MM = 35
@@ -56,16 +51,6 @@ PR_SET_NAME = 15
 libc = ctypes.CDLL(None, use_errno=True)
 libc.syscall.restype = ctypes.c_long
 libc.sbrk.restype = ctypes.c_void_p
-# clone3 through the Python-API flavour of the same function: it keeps the GIL across the call,
-# as os.fork does between PyOS_BeforeFork and PyOS_AfterFork_*.
-pysyscall = ctypes.PyDLL(None, use_errno=True).syscall
-pysyscall.restype = ctypes.c_long
-
-
-class CloneArgs(ctypes.Structure):
-    _fields_ = [(name, ctypes.c_uint64) for name in (
-        "flags", "pidfd", "child_tid", "parent_tid", "exit_signal", "stack", "stack_size", "tls",
-        "set_tid", "set_tid_size", "cgroup")]
 
 
 # The native steps' plan (zygote/src/lib.rs): same names, same layout, checked at load
@@ -85,6 +70,13 @@ class Rlimit(ctypes.Structure):
 
 
 STEPS = 21
+MAX_RLIMITS = 8
+REQ_SPARE = 8
+
+
+class Request(ctypes.Structure):
+    _fields_ = [("uid", ctypes.c_uint32), ("gid", ctypes.c_uint32), ("flags", ctypes.c_uint32),
+                ("rlimits_len", ctypes.c_uint32), ("rlimits", Rlimit * MAX_RLIMITS)]
 
 
 class Plan(ctypes.Structure):
@@ -112,7 +104,7 @@ def layout_mismatch(native):
     while (name := native.faas_layout(len(theirs), ctypes.byref(value))) is not None:
         theirs[name.decode()] = value.value
     ours = {}
-    for struct_type in (Plan, MountOp, IpcLimit, Rlimit):
+    for struct_type in (Plan, MountOp, IpcLimit, Rlimit, Request):
         ours[struct_type.__name__] = ctypes.sizeof(struct_type)
         for field, _ in struct_type._fields_:
             ours[f"{struct_type.__name__}.{field}"] = getattr(struct_type, field).offset
@@ -172,45 +164,38 @@ class Child:
             self.fail(step, index, e.errno or 5)
 
 
-def child(init, req, err, notify):
-    """The request's process: applies every layer, then runs the wrapper. Never returns."""
-    # What the zygote changed goes back to what a fresh interpreter has (SIGPIPE stays ignored and
-    # SIGINT raises KeyboardInterrupt, as CPython sets them at start-up). Interpreter state, so
-    # here; the signal mask is among the native steps. Nothing else before them: each object
-    # made or touched here copies its page from the zygote.
-    step = 0
-    try:
-        signal.set_wakeup_fd(-1)
-        step = 1
-        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-    except OSError as e:
-        Child(init, err).fail("Signals", step, e.errno or 5)
-    # Stdio through Rlimit; a failed step does not come back (record, exit 127).
-    NATIVE_STEPS(PLAN_REF)
-    c = Child(init, err)
-    sock = socket.socket(fileno=notify)
+def child(init, length):
+    """The request's process, every layer on (faas_serve ran the steps), its request in BUF.
+    Runs the wrapper; never returns."""
+    # CPython's own after-fork work (thread and lock state, at-fork hooks of the modules the
+    # zygote imported), with every layer on: faas_serve forked without it.
+    after_fork_child()
+    c = Child(init, PLAN.err)
     argv = ["python.py", init["code_dir"], init["handler"]]
     reseed()
-    if req["spare"]:
+    head = ctypes.sizeof(Request)
+    if Request.from_buffer(BUF).flags & REQ_SPARE:
         # The "exec" comes first for a spare: every layer is on. It imports the handler's module
-        # now, seeing the function's own environment (req["envp"]: its env, secrets, proxy), as
+        # now, seeing the function's own environment (the function's env, secrets, proxy), as
         # a Lambda function's init code does, then waits for its request, named faas-spare
         # meanwhile (ps, and the tests' leak checks, tell it from a request).
         c.exec()
         c.sys("Exec", 1, SYS_prctl, PR_SET_DUMPABLE, 1, 0, 0, 0)
-        set_environment(c, req["envp"])
+        set_environment(c, head, length)
         out, handler = WRAPPER.load(argv)
         sys.stderr.flush()
         libc.prctl(PR_SET_NAME, b"faas-spare", 0, 0, 0)
-        msg = sock.recv(1 << 20)
-        if not msg:
+        sock = socket.socket(fileno=PLAN.notify)
+        # The request's environment block, in place of the function's.
+        length = sock.recv_into(BUF)
+        if not length:
             os._exit(0)  # the daemon let go of it unused
         libc.prctl(PR_SET_NAME, COMM, 0, 0, 0)
         sock.close()
-        environ_block = set_environment(c, json.loads(msg)["envp"])
+        set_environment(c, 0, length)
     else:
-        sock.close()
-        environ_block = set_environment(c, req["envp"])
+        os.close(PLAN.notify)
+        set_environment(c, head, length)
         # The uid switch left the process not dumpable, which gives its /proc/self files to
         # root (environ unreadable to the handler, unlike after a cold start's execve).
         c.sys("Exec", 1, SYS_prctl, PR_SET_DUMPABLE, 1, 0, 0, 0)
@@ -224,7 +209,6 @@ def child(init, req, err, notify):
         try:
             sys.stderr.flush()
         finally:
-            del environ_block
             os._exit(code)
 
 
@@ -238,22 +222,21 @@ def reseed():
             module.seed()
 
 
-def set_environment(c, envp):
-    """os.environ, and what /proc/self/environ shows (execve sets both for a cold start): the
-    zygote's start-up environment until PR_SET_MM_MAP (with the rest of the layout as it is, no
-    capability needed) points it at this block, which the caller keeps until os._exit."""
+def set_environment(c, start, end):
+    """os.environ, and what /proc/self/environ shows (execve sets both for a cold start), from
+    the environment block BUF[start:end] (`NAME=value\\0` each): the zygote's start-up
+    environment until PR_SET_MM_MAP (with the rest of the layout as it is, no capability needed)
+    points it at the block, which stays in BUF until os._exit."""
+    block = ctypes.string_at(ctypes.addressof(BUF) + start, end - start)
     os.environb.clear()
-    for entry in envp:
-        name, _, value = bytes.fromhex(entry).partition(b"=")
+    for entry in block.split(b"\0")[:-1]:
+        name, _, value = entry.partition(b"=")
         os.environb[name] = value
-    environ = b"".join(bytes.fromhex(entry) + b"\0" for entry in envp)
-    block = ctypes.create_string_buffer(environ, len(environ))
     mm = PrctlMmMap.from_buffer_copy(LAYOUT)
     mm.brk = libc.sbrk(ctypes.c_ssize_t(0))
-    mm.env_start = ctypes.addressof(block)
-    mm.env_end = mm.env_start + len(environ)
+    mm.env_start = ctypes.addressof(BUF) + start
+    mm.env_end = mm.env_start + end - start
     c.sys("Exec", 0, SYS_prctl, PR_SET_MM, PR_SET_MM_MAP, ctypes.byref(mm), ctypes.sizeof(mm), 0)
-    return block
 
 
 WRAPPER = None
@@ -304,12 +287,12 @@ def memory_layout():
                       exe_fd=0xFFFFFFFF)
 
 
-NATIVE_STEPS = None
+SERVE = None
 PLAN = Plan()
-PLAN_REF = ctypes.pointer(PLAN)
-# The request's rlimits, filled in place per request (the daemon sends at most five).
-RLIMITS = (Rlimit * 16)()
-PLAN.rlimits = ctypes.cast(RLIMITS, ctypes.POINTER(Rlimit))
+# Each request as faas_serve receives it: a datagram on a unix socket is at most its send
+# buffer (~208 KiB by default), so a larger one never comes.
+BUF = ctypes.create_string_buffer(1 << 18)
+after_fork_child = ctypes.pythonapi.PyOS_AfterFork_Child
 # What PLAN's pointers point into: kept as long as the zygote lives.
 KEEP = []
 
@@ -318,7 +301,7 @@ def load_native(fd):
     """The native steps from the library the daemon sent (opened read-only by the daemon, which
     found it beside its executable or in its lib/faas); returns the step names of Plan.steps, or
     a reason it cannot serve. Through /proc/self/fd: the zygote has a /proc of its own."""
-    global NATIVE_STEPS
+    global SERVE
     path = f"/proc/self/fd/{fd}"
     try:
         if not os.path.exists(path):
@@ -335,9 +318,10 @@ def load_native(fd):
     names = native.faas_step_names().decode().split()
     if len(names) != STEPS:
         return None, f"libfaas_zygote.so numbers {len(names)} steps, zygote.py {STEPS}"
-    NATIVE_STEPS = native.faas_child_steps
-    NATIVE_STEPS.restype = ctypes.c_int
-    NATIVE_STEPS.argtypes = [ctypes.POINTER(Plan)]
+    SERVE = native.faas_serve
+    SERVE.restype = ctypes.c_int
+    SERVE.argtypes = [ctypes.c_int, ctypes.POINTER(Plan), ctypes.c_uint64, ctypes.c_void_p, ctypes.c_size_t,
+                      ctypes.POINTER(ctypes.c_size_t)]
     return names, None
 
 
@@ -436,120 +420,17 @@ def main():
         return 1
     ctl.send(json.dumps({"ready": True, "rss": rss_bytes()}).encode())
 
-    wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-    signal.set_wakeup_fd(wake_w)
-    signal.signal(signal.SIGCHLD, lambda *_: None)
-    replies = {}  # child pid -> its reply socket's fd
-    served = 0
-    poller = select.poll()
-    poller.register(0, select.POLLIN)
-    poller.register(wake_r, select.POLLIN)
-    before_fork = ctypes.pythonapi.PyOS_BeforeFork
-    after_child = ctypes.pythonapi.PyOS_AfterFork_Child
-    after_parent = ctypes.pythonapi.PyOS_AfterFork_Parent
-    while True:
+    got = ctypes.c_size_t()
+    rc = SERVE(0, ctypes.byref(PLAN), init["clone_flags"], BUF, len(BUF), ctypes.byref(got))
+    if rc == 0:
+        # The control socket object must never close fd 0 (the request's stdin now).
+        ctl.detach()
         try:
-            events = poller.poll()
-        except InterruptedError:
-            continue
-        for fd, _ in events:
-            if fd == wake_r:
-                try:
-                    os.read(wake_r, 512)
-                except BlockingIOError:
-                    pass
-                reap(replies)
-                continue
-            try:
-                msg, fds, flags, _ = socket.recv_fds(ctl, 1 << 16, 16)
-            except InterruptedError:
-                continue
-            if not msg:
-                # The daemon let go: this zygote is done. Its children die with its pid namespace.
-                return 0
-            req = json.loads(msg)
-            # Which fd is which goes by position: a message cut short (out of fds here) must
-            # start nothing.
-            want = 6 + req["cgroup"] + req["netns"] + req["landlock"]
-            if len(fds) != want or flags & socket.MSG_CTRUNC:
-                log(f"a request came with {len(fds)} fds, not {want}; refused")
-                if fds:
-                    os.write(fds[0], b"fail %d" % errno_module.EMFILE)
-                for fd in fds:
-                    os.close(fd)
-                continue
-            args = CloneArgs()
-            pidfd = ctypes.c_int(-1)
-            flags = init["clone_flags"] | CLONE_PIDFD
-            if req["cgroup"]:
-                flags |= CLONE_INTO_CGROUP
-                args.cgroup = fds[6]
-            args.flags = flags
-            args.pidfd = ctypes.addressof(pidfd)
-            args.exit_signal = signal.SIGCHLD
-            # The request's part of the plan, here: the child builds nothing before the native call.
-            plan = PLAN
-            plan.stdio[0], plan.stdio[1], plan.stdio[2] = fds[1:4]
-            plan.err, plan.notify = fds[4], fds[5]
-            extra = fds[6 + req["cgroup"]:]
-            plan.netns = extra.pop(0) if req["netns"] else -1
-            plan.ruleset = extra.pop(0) if req["landlock"] else -1
-            plan.uid, plan.gid = req["uid"], req["gid"]
-            if len(req["rlimits"]) > len(RLIMITS):
-                log(f"a request came with {len(req['rlimits'])} rlimits, more than {len(RLIMITS)}; refused")
-                os.write(fds[0], b"fail %d" % errno_module.E2BIG)
-                for fd in fds:
-                    os.close(fd)
-                continue
-            for slot, (res, value) in zip(RLIMITS, req["rlimits"]):
-                slot.resource, slot.value = res, value
-            plan.rlimits_len = len(req["rlimits"])
-            sys.stderr.flush()
-            before_fork()
-            pid = pysyscall(ctypes.c_long(SYS_clone3), ctypes.byref(args), ctypes.c_size_t(ctypes.sizeof(args)))
-            if pid == 0:
-                after_child()
-                # The control socket object must never close fd 0 (the request's stdin, soon).
-                ctl.detach()
-                try:
-                    child(init, req, fds[4], fds[5])
-                finally:
-                    os._exit(127)
-            errno = ctypes.get_errno()
-            after_parent()
-            reply = fds[0]
-            for fd in fds[1:]:
-                os.close(fd)
-            if pid < 0:
-                os.write(reply, b"fail %d" % errno)
-                os.close(reply)
-                continue
-            served += 1
-            replies[pid] = reply
-            sock = socket.socket(fileno=reply)
-            try:
-                socket.send_fds(sock, [b"pid %d" % pid], [pidfd.value])
-            except OSError:
-                pass  # the daemon gave up on it; it is killed through the pidfd it never got
-            sock.detach()
-            os.close(pidfd.value)
-
-
-def reap(replies):
-    while True:
-        try:
-            pid, status = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if pid == 0:
-            return
-        reply = replies.pop(pid, None)
-        if reply is not None:
-            try:
-                os.write(reply, b"exit %d" % status)
-            except OSError:
-                pass
-            os.close(reply)
+            child(init, got.value)
+        finally:
+            os._exit(127)
+    # The daemon let go (1): this zygote is done; its children die with its pid namespace.
+    return 0 if rc == 1 else 1
 
 
 if __name__ == "__main__":

@@ -344,18 +344,27 @@ pub async fn start_warm(
     fds.extend(parts.cgroup_fd());
     fds.extend(parts.netns_fd());
     fds.extend(c.ruleset.as_ref().map(|fd| fd.as_raw_fd()));
-    let request = serde_json::json!({
-        "uid": parts.uid_id(),
-        "gid": parts.uid_id(),
-        "envp": env_hex(&launch.envp),
-        "rlimits": parts.rlimits.iter().map(|(r, l)| (*r, l.rlim_cur)).collect::<Vec<_>>(),
-        "cgroup": parts.cgroup_fd().is_some(),
-        "netns": parts.netns_fd().is_some(),
-        "landlock": c.ruleset.is_some(),
-        "spare": spare,
-    });
-    send(&zygote.ctl, request.to_string().as_bytes(), &fds)
-        .map_err(|e| SpawnError::Zygote(format!("the zygote takes no request: {e}")))?;
+    let mut head = faas_zygote::Request { uid: parts.uid_id(), gid: parts.uid_id(), ..Default::default() };
+    for (bit, on) in [
+        (faas_zygote::REQ_CGROUP, parts.cgroup_fd().is_some()),
+        (faas_zygote::REQ_NETNS, parts.netns_fd().is_some()),
+        (faas_zygote::REQ_LANDLOCK, c.ruleset.is_some()),
+        (faas_zygote::REQ_SPARE, spare),
+    ] {
+        if on {
+            head.flags |= bit;
+        }
+    }
+    if parts.rlimits.len() > head.rlimits.len() {
+        return Err(SpawnError::Zygote(format!("{} rlimits, more than a zygote takes", parts.rlimits.len())));
+    }
+    for (slot, (resource, limit)) in head.rlimits.iter_mut().zip(&parts.rlimits) {
+        *slot = faas_zygote::Rlimit { resource: *resource, pad: 0, value: limit.rlim_cur };
+    }
+    head.rlimits_len = parts.rlimits.len() as u32;
+    let mut request = head.to_bytes();
+    request.extend(env_block(&launch.envp));
+    send(&zygote.ctl, &request, &fds).map_err(|e| SpawnError::Zygote(format!("the zygote takes no request: {e}")))?;
     drop(reply_child);
     let reply = sys::async_fd(reply).map_err(err("the zygote's reply socket"))?;
     let started = tokio::time::timeout(FORK_TIMEOUT, async {
@@ -391,14 +400,15 @@ pub async fn start_warm(
     parts.into_running(prepared, Spawned { pid, pidfd }, Reaper::Zygote { reply, zygote: zygote.clone(), spare })
 }
 
-/// The environment as zygote.py reads it: each `NAME=value` in hex (values need not be UTF-8).
-fn env_hex(envp: &[CString]) -> Vec<String> {
-    envp.iter().map(|e| e.as_bytes().iter().map(|x| format!("{x:02x}")).collect()).collect()
+/// An environment block, as execve builds one: `NAME=value\0` each.
+fn env_block(envp: &[CString]) -> Vec<u8> {
+    envp.iter().flat_map(|e| e.as_bytes_with_nul().iter().copied()).collect()
 }
 
-/// A spare's request environment, on its go socket.
+/// A spare's request environment, on its go socket. Never empty (a CGI environment has
+/// REQUEST_METHOD at least): an empty datagram would read as the daemon's letting go.
 pub fn send_env(sock: &OwnedFd, envp: &[CString]) -> io::Result<()> {
-    send(sock, serde_json::json!({ "envp": env_hex(envp) }).to_string().as_bytes(), &[])
+    send(sock, &env_block(envp), &[])
 }
 
 /// The wait status a zygote sends once it has reaped a request's init. `Ok(None)`: not yet;
@@ -531,10 +541,9 @@ mod tests {
             parsed.unwrap_or_else(|_| panic!("{name} = {v} is not a number"))
         };
         let expected: &[(&str, i64)] = &[
-            ("SYS_clone3", libc::SYS_clone3),
             ("SYS_prctl", libc::SYS_prctl),
-            ("CLONE_PIDFD", libc::CLONE_PIDFD as i64),
-            ("CLONE_INTO_CGROUP", 0x2_0000_0000),
+            ("MAX_RLIMITS", faas_zygote::MAX_RLIMITS as i64),
+            ("REQ_SPARE", faas_zygote::REQ_SPARE as i64),
             ("PR_CAPBSET_READ", libc::PR_CAPBSET_READ as i64),
             ("PR_SET_DUMPABLE", libc::PR_SET_DUMPABLE as i64),
             ("PR_SET_MM", libc::PR_SET_MM as i64),

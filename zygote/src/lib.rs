@@ -1,10 +1,11 @@
-//! The warm Python zygote's child steps, in native code (issue 11).
+//! The warm Python zygote's request loop and child steps, in native code (issue 11).
 //!
-//! wrappers/zygote.py loads this library once, at the zygote's start, and its child calls
-//! `faas_child_steps` right after `PyOS_AfterFork_Child()`. Done in Python, every step wrote to
-//! refcounts and dicts on pages the child shares with the zygote, and each written page was a
-//! copy-on-write fault (about 280 of a forked child's 550). Here the child touches only its own
-//! stack and the plan the zygote built before the fork.
+//! wrappers/zygote.py loads this library once, at the zygote's start, builds the plan, and
+//! hands over to `faas_serve`, which returns only in a child (with every layer on) or when the
+//! daemon lets go. Done in Python, the loop and every step wrote to refcounts and dicts on
+//! pages the children share with the zygote, and each written page was a copy-on-write fault,
+//! in the zygote and in the child. Here the child touches only its own stack and the plan, and
+//! the zygote only the plan, the request buffer and its list of children.
 //!
 //! The steps are spawn.rs's child_main, in the same order, with the same step numbers and
 //! indices in the 12-byte error record (step, index, errno), so the daemon reads a warm child's
@@ -15,9 +16,9 @@
 //! the error pipe and the process exits 127. What follows (the environment, dumpable, closing
 //! the error pipe as the "exec") stays in zygote.py.
 //!
-//! Raw syscalls only: no allocation, no std I/O, and nothing that can panic (no indexing, no
-//! unwrap, no overflowing arithmetic): a panic would unwind into the interpreter, whose child
-//! this is. The whole crate is unsafe by nature; every unsafe block says why it holds.
+//! The child's steps make raw syscalls only: no allocation, no std I/O, and nothing that can
+//! panic (no indexing, no unwrap, no overflowing arithmetic): a panic would abort the process
+//! (it cannot unwind out of an `extern "C"` function) without the error record. The whole crate is unsafe by nature; every unsafe block says why it holds.
 //!
 //! The plan's layout is checked by zygote.py at load (`faas_layout`), field by field against its
 //! ctypes structures: a mismatch and the zygote does not start.
@@ -85,6 +86,7 @@ pub struct IpcLimit {
 
 /// One resource limit, soft and hard alike.
 #[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct Rlimit {
     pub resource: u32,
     pub pad: u32,
@@ -137,6 +139,71 @@ pub struct Plan {
     pub filter_len: usize,
 }
 
+/// How many rlimits a request may carry (the daemon sends at most five).
+pub const MAX_RLIMITS: usize = 8;
+/// `Request::flags`: which optional fds follow the six every request has, in this order.
+pub const REQ_CGROUP: u32 = 1;
+pub const REQ_NETNS: u32 = 2;
+pub const REQ_LANDLOCK: u32 = 4;
+/// The request is a spare's: its layers go on now, its request comes later (zygote.py).
+pub const REQ_SPARE: u32 = 8;
+
+/// A request's fixed head, as the daemon sends it on the zygote's control socket; the
+/// environment block (`NAME=value\0` each, as execve's) follows it. With it come the fds: the
+/// reply socket, stdin, stdout, stderr, the error pipe, the seccomp socket, then the cgroup
+/// directory, network namespace and Landlock ruleset as `flags` says.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Request {
+    pub uid: u32,
+    pub gid: u32,
+    pub flags: u32,
+    pub rlimits_len: u32,
+    pub rlimits: [Rlimit; MAX_RLIMITS],
+}
+
+impl Request {
+    /// Its bytes on the wire: the fields in order, native-endian, no padding (there is none).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(size_of::<Request>());
+        for word in [self.uid, self.gid, self.flags, self.rlimits_len] {
+            out.extend_from_slice(&word.to_ne_bytes());
+        }
+        for r in &self.rlimits {
+            out.extend_from_slice(&r.resource.to_ne_bytes());
+            out.extend_from_slice(&r.pad.to_ne_bytes());
+            out.extend_from_slice(&r.value.to_ne_bytes());
+        }
+        out
+    }
+
+    /// The head of `bytes`, or None if they are too short.
+    pub fn from_bytes(bytes: &[u8]) -> Option<Request> {
+        let head = bytes.get(..size_of::<Request>())?;
+        let (words, rest) = head.split_at(16);
+        let u32_at =
+            |b: &[u8], i: usize| -> Option<u32> { Some(u32::from_ne_bytes(b.get(i..i + 4)?.try_into().ok()?)) };
+        let mut req = Request {
+            uid: u32_at(words, 0)?,
+            gid: u32_at(words, 4)?,
+            flags: u32_at(words, 8)?,
+            rlimits_len: u32_at(words, 12)?,
+            rlimits: [Rlimit::default(); MAX_RLIMITS],
+        };
+        for (r, chunk) in req.rlimits.iter_mut().zip(rest.chunks_exact(size_of::<Rlimit>())) {
+            r.resource = u32_at(chunk, 0)?;
+            r.pad = u32_at(chunk, 4)?;
+            r.value = u64::from_ne_bytes(chunk.get(8..16)?.try_into().ok()?);
+        }
+        Some(req)
+    }
+
+    /// How many fds come with it.
+    pub fn fds(&self) -> usize {
+        6 + [REQ_CGROUP, REQ_NETNS, REQ_LANDLOCK].iter().filter(|&&bit| self.flags & bit != 0).count()
+    }
+}
+
 /// Every struct's size and every field's offset, by name: what zygote.py compares its ctypes
 /// structures with.
 static LAYOUT: &[(&core::ffi::CStr, usize)] = &[
@@ -179,6 +246,12 @@ static LAYOUT: &[(&core::ffi::CStr, usize)] = &[
     (c"IpcLimit.path", offset_of!(IpcLimit, path)),
     (c"IpcLimit.value", offset_of!(IpcLimit, value)),
     (c"IpcLimit.len", offset_of!(IpcLimit, len)),
+    (c"Request", size_of::<Request>()),
+    (c"Request.uid", offset_of!(Request, uid)),
+    (c"Request.gid", offset_of!(Request, gid)),
+    (c"Request.flags", offset_of!(Request, flags)),
+    (c"Request.rlimits_len", offset_of!(Request, rlimits_len)),
+    (c"Request.rlimits", offset_of!(Request, rlimits)),
     (c"Rlimit", size_of::<Rlimit>()),
     (c"Rlimit.resource", offset_of!(Rlimit, resource)),
     (c"Rlimit.pad", offset_of!(Rlimit, pad)),
@@ -206,20 +279,376 @@ pub unsafe extern "C" fn faas_layout(i: usize, value: *mut usize) -> *const c_ch
     name.as_ptr()
 }
 
-/// The child's steps, from Stdio to Rlimit. Returns 0 with every layer on; on a failed step it
-/// does not return (record on the error pipe, exit 127), nor if the daemon is gone (exit 127).
+/// The zygote's request loop: takes each request from the daemon on `ctl`, forks its child
+/// (clone3 with `clone_flags`, a pidfd, into the request's cgroup), and in that child runs
+/// the steps; reaps the children and tells the daemon each one's wait status. In Rust, not
+/// Python, because the zygote's own Python objects stay untouched after its start: a Python
+/// loop wrote refcounts and dicts on pages every child shares, and each such write was a
+/// copy-on-write fault in the zygote (~180 a request) and the objects' pages copied again in
+/// the next child. Nothing of CPython runs around the fork (no PyOS_BeforeFork): the zygote
+/// is single-threaded (zygote.py checks) and holds no Python lock while it waits here;
+/// zygote.py calls PyOS_AfterFork_Child in the child, which runs the at-fork hooks.
+///
+/// To the daemon, on each request's reply socket: `pid N` with a pidfd of the child, or
+/// `fail ERRNO` if none was forked; then `exit STATUS`, a wait status, once it is reaped.
+///
+/// Returns 0 in a child, with every layer on, the request in `buf` (`Request`, then the
+/// environment block) and its length in `*got`; 1 in the zygote once the daemon has closed
+/// `ctl`; -1 if the zygote cannot go on (the reason on fd 2). The signal mask of the zygote
+/// blocks SIGCHLD from the first call on (a signalfd reads it); the child's steps empty it.
 ///
 /// # Safety
-/// Call only in a freshly forked child of the zygote, once, with a plan whose every pointer
-/// and length is valid (see `Plan`).
+/// Call from the zygote's only thread, with a plan whose init-time part is filled in (see
+/// `Plan`), and `buf` valid for `buf_len` bytes.
 #[no_mangle]
-pub unsafe extern "C" fn faas_child_steps(plan: *const Plan) -> c_int {
-    // SAFETY: the caller passes a valid plan, or NULL.
-    match unsafe { plan.as_ref() } {
-        // SAFETY: as the caller promises.
-        Some(p) => unsafe { run(p) },
-        None => -1,
+pub unsafe extern "C" fn faas_serve(
+    ctl: c_int,
+    plan: *mut Plan,
+    clone_flags: u64,
+    buf: *mut u8,
+    buf_len: usize,
+    got: *mut usize,
+) -> c_int {
+    // SAFETY: the caller passes a valid plan and buffer, and `got` valid to write.
+    let (Some(plan), Some(got)) = (unsafe { plan.as_mut() }, unsafe { got.as_mut() }) else { return -1 };
+    if buf.is_null() {
+        return -1;
     }
+    // SAFETY: as the caller promises; nothing else refers to the buffer while we run.
+    let buf = unsafe { core::slice::from_raw_parts_mut(buf, buf_len) };
+    // SAFETY: a sigset on our stack, filled by sigemptyset/sigaddset before use.
+    let mut chld: libc::sigset_t = unsafe { core::mem::zeroed() };
+    // SAFETY: chld is a valid sigset_t.
+    unsafe {
+        libc::sigemptyset(&mut chld);
+    }
+    // SAFETY: as above.
+    unsafe {
+        libc::sigaddset(&mut chld, libc::SIGCHLD);
+    }
+    // SAFETY: blocks one signal in this thread; no old set asked for.
+    if unsafe { libc::sigprocmask(libc::SIG_BLOCK, &chld, core::ptr::null_mut()) } != 0 {
+        return log_fatal("sigprocmask");
+    }
+    // SAFETY: a new signalfd for the set above.
+    let sfd = unsafe { libc::signalfd(-1, &chld, libc::SFD_CLOEXEC | libc::SFD_NONBLOCK) };
+    if sfd < 0 {
+        return log_fatal("signalfd");
+    }
+    let mut children: Vec<(c_int, c_int)> = Vec::new(); // (pid, reply socket)
+    let rc = loop {
+        let mut fds = [
+            libc::pollfd { fd: ctl, events: libc::POLLIN, revents: 0 },
+            libc::pollfd { fd: sfd, events: libc::POLLIN, revents: 0 },
+        ];
+        // SAFETY: two pollfds on our stack.
+        if unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) } < 0 {
+            if errno() == libc::EINTR {
+                continue;
+            }
+            break log_fatal("poll");
+        }
+        if fds[1].revents != 0 {
+            reap(sfd, &mut children);
+        }
+        if fds[0].revents == 0 {
+            continue;
+        }
+        match take_request(ctl, buf) {
+            Taken::Nothing => continue,
+            Taken::Closed => break 1,
+            Taken::Failed => break log_fatal("recvmsg on the control socket"),
+            Taken::Request { req, len, fds, count } => {
+                // SAFETY: fds are the request's, received just now and ours.
+                if let Some(pid) = unsafe { fork(plan, clone_flags, &req, &fds[..count], &mut children) } {
+                    if pid == 0 {
+                        // The child: what the zygote owns stays the zygote's (its memory is our copy).
+                        core::mem::forget(children);
+                        // SAFETY: a fresh child of the zygote, the plan filled in for this request
+                        // (its rlimits point into `req`, alive on this stack until we return).
+                        unsafe { run(plan) };
+                        *got = len;
+                        return 0;
+                    }
+                }
+            }
+        }
+    };
+    // SAFETY: our own signalfd.
+    unsafe { libc::close(sfd) };
+    rc
+}
+
+/// What one read of the control socket brought.
+#[allow(clippy::large_enum_variant, reason = "one at a time, on the stack: no box, no allocation")]
+enum Taken {
+    /// Nothing to do (interrupted, or a broken request refused and answered).
+    Nothing,
+    /// EOF: the daemon let go of this zygote.
+    Closed,
+    Failed,
+    Request {
+        req: Request,
+        len: usize,
+        fds: [c_int; MAX_FDS],
+        count: usize,
+    },
+}
+
+/// The most fds a request brings (nine) and room for more, which are refused.
+const MAX_FDS: usize = 16;
+
+/// `CMSG_SPACE(MAX_FDS * sizeof(int))`, aligned for a cmsghdr.
+#[repr(C)]
+struct Fds {
+    header: libc::cmsghdr,
+    fds: [c_int; MAX_FDS],
+}
+
+/// One datagram from the daemon into `buf`, with its fds; a request that cannot be served as
+/// sent (cut short, fds missing or extra, too many rlimits) is answered `fail` and its fds
+/// closed, here.
+fn take_request(ctl: c_int, buf: &mut [u8]) -> Taken {
+    let mut iov = libc::iovec { iov_base: buf.as_mut_ptr() as *mut libc::c_void, iov_len: buf.len() };
+    // SAFETY: all-zero cmsghdr and fds are valid values.
+    let mut control: Fds = unsafe { core::mem::zeroed() };
+    // SAFETY: an all-zero msghdr is valid; the fields we use are set below.
+    let mut msg: libc::msghdr = unsafe { core::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = &mut control as *mut Fds as *mut libc::c_void;
+    msg.msg_controllen = size_of::<Fds>() as _;
+    // SAFETY: msg and everything it points to are live; the kernel writes within the lengths.
+    let n = unsafe { libc::recvmsg(ctl, &mut msg, libc::MSG_CMSG_CLOEXEC) };
+    if n < 0 {
+        return match errno() {
+            libc::EINTR | libc::EAGAIN => Taken::Nothing,
+            _ => Taken::Failed,
+        };
+    }
+    if n == 0 {
+        return Taken::Closed;
+    }
+    let mut fds = [-1; MAX_FDS];
+    let mut count = 0;
+    // SAFETY: msg is the header recvmsg filled in; CMSG_* walk only within msg_controllen.
+    let mut cmsg = unsafe { libc::CMSG_FIRSTHDR(&msg) };
+    while !cmsg.is_null() {
+        // SAFETY: a header within the control buffer (CMSG_FIRSTHDR/NXTHDR checked its bounds).
+        let c = unsafe { &*cmsg };
+        if c.cmsg_level == libc::SOL_SOCKET && c.cmsg_type == libc::SCM_RIGHTS {
+            // SAFETY: CMSG_LEN(0) only computes a size.
+            let payload = c.cmsg_len as usize - unsafe { libc::CMSG_LEN(0) } as usize;
+            // SAFETY: the fds follow the header, payload bytes of them, within the buffer.
+            let data = unsafe { libc::CMSG_DATA(cmsg) } as *const c_int;
+            for i in 0..payload / size_of::<c_int>() {
+                // SAFETY: i is within the payload.
+                let at = unsafe { data.add(i) };
+                // SAFETY: an int of the payload; CMSG_DATA need not be aligned for c_int.
+                let fd = unsafe { at.read_unaligned() };
+                if let Some(slot) = fds.get_mut(count) {
+                    *slot = fd;
+                    count += 1;
+                } else {
+                    // SAFETY: an fd we were just given and have nowhere to keep.
+                    unsafe { libc::close(fd) };
+                }
+            }
+        }
+        // SAFETY: as for CMSG_FIRSTHDR.
+        cmsg = unsafe { libc::CMSG_NXTHDR(&msg, cmsg) };
+    }
+    let len = n as usize;
+    let req = Request::from_bytes(buf.get(..len).unwrap_or(&[]));
+    let refuse = match req {
+        _ if msg.msg_flags & libc::MSG_TRUNC != 0 => {
+            Some((libc::E2BIG, format!("a request longer than {} bytes", buf.len())))
+        }
+        _ if msg.msg_flags & libc::MSG_CTRUNC != 0 => {
+            Some((libc::EMFILE, format!("a request with more than {MAX_FDS} fds, or fds cut short")))
+        }
+        None => Some((libc::EINVAL, format!("a request of {len} bytes, shorter than its head"))),
+        Some(r) if r.fds() != count => Some((libc::EMFILE, format!("a request with {count} fds, not {}", r.fds()))),
+        Some(r) if r.rlimits_len as usize > MAX_RLIMITS => {
+            Some((libc::E2BIG, format!("a request with {} rlimits", r.rlimits_len)))
+        }
+        Some(_) => None,
+    };
+    match (req, refuse) {
+        (Some(req), None) => Taken::Request { req, len, fds, count },
+        (_, Some((errno, what))) => {
+            log(&format!("{what}; refused"));
+            if count > 0 {
+                answer(fds[0], &format!("fail {errno}"), -1);
+            }
+            for &fd in fds.iter().take(count) {
+                // SAFETY: fds we were given with the refused request.
+                unsafe { libc::close(fd) };
+            }
+            Taken::Nothing
+        }
+        (None, None) => Taken::Nothing,
+    }
+}
+
+/// `struct clone_args` (clone3(2)), the fields up to `cgroup`.
+#[repr(C)]
+#[derive(Default)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+    cgroup: u64,
+}
+
+const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+
+/// Forks the request's child: Some(0) in the child, Some(pid) in the zygote (which has answered
+/// `pid N` and keeps the reply socket for `exit`), None if no child was made (answered `fail`).
+/// The zygote closes the request's fds but the reply socket; the child keeps them all.
+///
+/// # Safety
+/// `fds` are the request's, ours to close; the plan's init-time part is filled in.
+unsafe fn fork(
+    plan: &mut Plan,
+    clone_flags: u64,
+    req: &Request,
+    fds: &[c_int],
+    children: &mut Vec<(c_int, c_int)>,
+) -> Option<c_int> {
+    let fd = |i: usize| fds.get(i).copied().unwrap_or(-1);
+    let mut extra = 6;
+    let mut next = |bit: u32| {
+        if req.flags & bit == 0 {
+            return -1;
+        }
+        extra += 1;
+        fd(extra - 1)
+    };
+    let (cgroup, netns, ruleset) = (next(REQ_CGROUP), next(REQ_NETNS), next(REQ_LANDLOCK));
+    plan.stdio = [fd(1), fd(2), fd(3)];
+    plan.err = fd(4);
+    plan.notify = fd(5);
+    plan.netns = netns;
+    plan.ruleset = ruleset;
+    plan.uid = req.uid;
+    plan.gid = req.gid;
+    plan.rlimits = req.rlimits.as_ptr();
+    plan.rlimits_len = (req.rlimits_len as usize).min(MAX_RLIMITS);
+    let mut pidfd: c_int = -1;
+    let mut args = CloneArgs {
+        flags: clone_flags | libc::CLONE_PIDFD as u64,
+        pidfd: &mut pidfd as *mut c_int as u64,
+        exit_signal: libc::SIGCHLD as u64,
+        ..CloneArgs::default()
+    };
+    if cgroup >= 0 {
+        args.flags |= CLONE_INTO_CGROUP;
+        args.cgroup = cgroup as u64;
+    }
+    // SAFETY: clone_args of the size given, no stack (the child runs on its copy of ours);
+    // the child only runs the steps on the plan, then returns into the interpreter.
+    let pid = unsafe {
+        sys(libc::SYS_clone3, &args as *const CloneArgs as c_long, size_of::<CloneArgs>() as c_long, 0, 0, 0)
+    };
+    if pid == 0 {
+        return Some(0);
+    }
+    let failed = errno();
+    let reply = fd(0);
+    for &f in fds.iter().skip(1) {
+        // SAFETY: the request's fds, the child has its own copies.
+        unsafe { libc::close(f) };
+    }
+    if pid < 0 {
+        answer(reply, &format!("fail {failed}"), -1);
+        // SAFETY: the reply socket, done with.
+        unsafe { libc::close(reply) };
+        return None;
+    }
+    let pid = pid as c_int;
+    children.push((pid, reply));
+    // A daemon that gave up on the request never gets the pidfd; the child dies with the
+    // zygote's pid namespace or on its deadline, whichever the daemon set.
+    answer(reply, &format!("pid {pid}"), pidfd);
+    // SAFETY: our pidfd of the child; the daemon has its own now.
+    unsafe { libc::close(pidfd) };
+    Some(pid)
+}
+
+/// Reaps every child that has ended and sends each one's wait status on its reply socket.
+fn reap(sfd: c_int, children: &mut Vec<(c_int, c_int)>) {
+    // SAFETY: an all-zero signalfd_siginfo is valid; reading drains the queued SIGCHLDs.
+    let mut info: libc::signalfd_siginfo = unsafe { core::mem::zeroed() };
+    loop {
+        // SAFETY: reads at most one siginfo into ours.
+        let n = unsafe {
+            libc::read(
+                sfd,
+                &mut info as *mut libc::signalfd_siginfo as *mut libc::c_void,
+                size_of::<libc::signalfd_siginfo>(),
+            )
+        };
+        if n <= 0 {
+            break;
+        }
+    }
+    loop {
+        let mut status: c_int = 0;
+        // SAFETY: any child, status on our stack, no rusage.
+        let pid = unsafe { libc::wait4(-1, &mut status, libc::WNOHANG, core::ptr::null_mut()) };
+        if pid <= 0 {
+            return;
+        }
+        if let Some(i) = children.iter().position(|&(p, _)| p == pid) {
+            let (_, reply) = children.swap_remove(i);
+            answer(reply, &format!("exit {status}"), -1);
+            // SAFETY: the reply socket, done with.
+            unsafe { libc::close(reply) };
+        }
+    }
+}
+
+/// One datagram on a reply socket, with `fd` if it is not -1. A failure is the daemon's
+/// having given up on the request: nothing to do.
+fn answer(sock: c_int, text: &str, fd: c_int) {
+    let mut iov = libc::iovec { iov_base: text.as_ptr() as *mut libc::c_void, iov_len: text.len() };
+    // SAFETY: an all-zero cmsghdr is valid; the fields are set below.
+    let mut control: OneFd = unsafe { core::mem::zeroed() };
+    // SAFETY: an all-zero msghdr is valid; the fields we use are set below.
+    let mut msg: libc::msghdr = unsafe { core::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    if fd >= 0 {
+        control.header.cmsg_level = libc::SOL_SOCKET;
+        control.header.cmsg_type = libc::SCM_RIGHTS;
+        control.header.cmsg_len = (size_of::<libc::cmsghdr>() + size_of::<c_int>()) as _;
+        control.fd = fd;
+        msg.msg_control = &mut control as *mut OneFd as *mut libc::c_void;
+        msg.msg_controllen = size_of::<OneFd>() as _;
+    }
+    // SAFETY: msg and everything it points to are live locals.
+    unsafe { libc::sendmsg(sock, &msg, libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT) };
+}
+
+/// A line on the zygote's log (fd 2), which the daemon forwards.
+fn log(line: &str) {
+    let line = format!("faas zygote: {line}\n");
+    // SAFETY: a live buffer of that length; a failed write loses only the line.
+    unsafe { libc::write(2, line.as_ptr() as *const libc::c_void, line.len()) };
+}
+
+/// Logs a failed call with its errno; returns faas_serve's -1.
+fn log_fatal(what: &str) -> c_int {
+    log(&format!("{what} failed: {}", std::io::Error::from_raw_os_error(errno())));
+    -1
 }
 
 /// syscall(2): negative with errno set on failure.
@@ -348,24 +777,26 @@ struct Rlimit64 {
     max: u64,
 }
 
-/// The steps; see the module docs.
+/// The child's steps, from Stdio to Rlimit: returns with every layer on; on a failed step it
+/// does not return (record on the error pipe, exit 127), nor if the daemon is gone (exit 127).
 ///
 /// # Safety
-/// As `faas_child_steps`.
-unsafe fn run(p: &Plan) -> c_int {
+/// Only in a freshly forked child of the zygote, once, with a plan whose every pointer and
+/// length is valid (see `Plan`).
+unsafe fn run(p: &Plan) {
     let f = Fail { err: p.err, steps: &p.steps };
 
     for (target, &fd) in p.stdio.iter().enumerate() {
         // SAFETY: dup2 on fds the zygote received for this request; target is 0, 1 or 2.
         f.check(S::Stdio, target, unsafe { sys(libc::SYS_dup2, fd as c_long, target as c_long, 0, 0, 0) });
     }
-    // zygote.py has reset its wakeup fd (Signals 0) and SIGCHLD handler (Signals 1); CPython's
-    // other dispositions (SIGPIPE ignored, SIGINT raising) are what a fresh interpreter has.
+    // The zygote changed no disposition (CPython's own, SIGPIPE ignored and SIGINT raising, are
+    // what a fresh interpreter has); its mask blocks SIGCHLD, for faas_serve's signalfd.
     let empty: u64 = 0;
     // SAFETY: an empty 8-byte sigset, no old-set pointer.
     let rc =
         unsafe { sys(libc::SYS_rt_sigprocmask, libc::SIG_SETMASK as c_long, &empty as *const u64 as c_long, 0, 8, 0) };
-    f.check(S::Signals, 2, rc);
+    f.check(S::Signals, 0, rc);
     // SAFETY: no arguments; a fresh child is no process group leader.
     f.check(S::Session, 0, unsafe { sys(libc::SYS_setsid, 0, 0, 0, 0, 0) });
 
@@ -557,7 +988,6 @@ unsafe fn run(p: &Plan) -> c_int {
             unsafe { sys(libc::SYS_prlimit64, 0, r.resource as c_long, &limit as *const Rlimit64 as c_long, 0, 0) };
         f.check(S::Rlimit, i, rc);
     }
-    0
 }
 
 /// Sends `fd` with one byte "\0" over the unix socket `sock` (SCM_RIGHTS).
