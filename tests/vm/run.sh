@@ -4,7 +4,7 @@
 # exits with the guest's exit code (124: timed out, 125: the guest never reported).
 #
 # FAAS_BIN: the release binary to test (default target/release/faas, relative to the repo
-# root); FAAS_BIN=none runs the tier's own checks without one, and anything else that is
+# root; libfaas_zygote.so beside it goes along); FAAS_BIN=none runs the tier's own checks without one, and anything else that is
 # missing is an error. FAAS_DEB: the Debian package (default target/deb/faas_VERSION_ARCH.deb,
 # what `make deb` builds); FAAS_DEB=none leaves the package checks out, and a missing one is an
 # error too. lintian runs on the package here, on the host (it is installed when missing),
@@ -26,6 +26,7 @@ if [[ $bin != none ]]; then
     [[ -f $bin ]] || die "no faas binary at $bin: build it first
 hint: CARGO_TARGET_DIR=/tmp/vm-target cargo build --release, then FAAS_BIN=/tmp/vm-target/release/faas;
       or FAAS_BIN=none to run only the VM tier's own checks"
+    [[ -f $(dirname "$bin")/libfaas_zygote.so ]] || die "no libfaas_zygote.so beside $bin (cargo build --release builds both)"
 fi
 version=$(sed -n 's/^version = "\(.*\)"$/\1/p' "$repo/Cargo.toml" | head -n 1)
 deb=${FAAS_DEB:-target/deb/faas_${version}_$(dpkg --print-architecture 2>/dev/null || echo amd64).deb}
@@ -64,6 +65,9 @@ if [[ $bin != none ]]; then
     # The guest fails faas-binary when this is here and the binary is not (or differs): a
     # share that lost it must not turn the faas checks into one quiet todo.
     sha256sum "$bin" | cut -d' ' -f1 >"$share/expect-binary"
+    # The warm zygote's native library, where the daemon looks first beside its executable
+    # (make install in the guest installs it from there too).
+    install -D -m 0644 "$(dirname "$bin")/libfaas_zygote.so" "$share/repo/target/release/libfaas_zygote.so"
 fi
 if [[ $deb != none ]]; then
     install -D -m 0644 "$deb" "$share/deb/${deb##*/}"
