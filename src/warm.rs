@@ -14,10 +14,20 @@ use crate::sandbox::{self, Host, Launch, PreparedSandbox, Running, SpawnError, Z
 
 /// How long after a zygote (or a spare) failed to start the next attempt waits.
 const RETRY_AFTER: Duration = Duration::from_secs(10);
-/// Spares a warm function keeps. With one, a request in a steady stream often comes while
-/// the next is still being made (a few ms) and forks for itself (bench: ~50% spares at c=1);
-/// more would need the tests' one-uid attacks and their warm checks to count them.
-const SPARES: usize = 1;
+/// Spares a warm function keeps while requests come (`BUSY_FOR`): with one, a request in a
+/// steady stream at c=1 often came while the next was still being made and waited for it; with
+/// two, one is ready (bench/results/LATEST.md: c=1 p50 2.1 ms with one, 1.8 ms with two).
+const SPARES_BUSY: usize = 2;
+/// Spares a warm function keeps once no request came for `BUSY_FOR`: each holds a process,
+/// a uid lease and a dozen fds.
+const SPARES_IDLE: usize = 1;
+const BUSY_FOR: Duration = Duration::from_secs(10);
+/// How long a request that finds no spare waits for one being made before it forks for itself.
+/// A spare on its way is ahead of a fork begun now (the same steps, begun earlier, and the
+/// handler's module imported meanwhile): at c=1 with one spare, waiting took the requests
+/// served by a spare from ~60% to ~92%. Longer than a spare takes on a busy machine would only
+/// add to a fork's time.
+const SPARE_WAIT: Duration = Duration::from_millis(10);
 /// How long a spare may take to apply its layers.
 const SPARE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -39,6 +49,10 @@ pub struct Slot {
     spares: Mutex<Vec<Running>>,
     /// Spares being made now.
     refilling: AtomicUsize,
+    /// Wakes requests waiting for a spare (`next_spare`) when one is made or fails.
+    spare_made: tokio::sync::Notify,
+    /// Requests waiting now: no more than spares being made.
+    waiting: AtomicUsize,
     spare_failed: Mutex<Option<Instant>>,
 }
 
@@ -47,6 +61,26 @@ impl Drop for Slot {
         if let Ok(spares) = self.spares.get_mut() {
             spares.drain(..).for_each(Running::finish_detached);
         }
+    }
+}
+
+/// One request counted in `Slot::waiting` while it lives (a request dropped while it waits
+/// counts no more).
+struct Waiting<'a> {
+    count: &'a AtomicUsize,
+    /// Requests that were waiting before this one.
+    ahead: usize,
+}
+
+impl<'a> Waiting<'a> {
+    fn enter(count: &'a AtomicUsize) -> Waiting<'a> {
+        Waiting { count, ahead: count.fetch_add(1, Ordering::AcqRel) }
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.count.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -104,6 +138,8 @@ impl Pool {
             last_used: Mutex::new(Instant::now()),
             spares: Mutex::new(Vec::new()),
             refilling: AtomicUsize::new(0),
+            spare_made: tokio::sync::Notify::new(),
+            waiting: AtomicUsize::new(0),
             spare_failed: Mutex::new(None),
         });
         let mut slots = self.slots.lock().expect("never poisoned");
@@ -150,6 +186,10 @@ impl Pool {
                 {
                     tracing::info!(function = %slot.function.name, "the zygote (pid {}) was idle for {idle:?}; stopping it", z.pid);
                     slot.go_cold(&mut state);
+                } else if slot.last_used.lock().expect("never poisoned").elapsed() >= BUSY_FOR {
+                    let mut spares = slot.spares.lock().expect("never poisoned");
+                    let extra = spares.len().saturating_sub(SPARES_IDLE);
+                    spares.drain(..extra).for_each(Running::finish_detached);
                 }
             }
         }
@@ -211,7 +251,27 @@ impl Slot {
         None
     }
 
-    /// Has the zygote make spares, in the background, up to `SPARES` waiting or being made,
+    /// The spare that waits, else the one being made if no other request waits for it (up to
+    /// `SPARE_WAIT`), else None: the caller forks. As `take_spare`, the caller sends it its
+    /// request and then calls `refill`.
+    pub async fn next_spare(&self) -> Option<Running> {
+        *self.last_used.lock().expect("never poisoned") = Instant::now();
+        // Before the check: a spare made between the two still wakes us.
+        let made = self.spare_made.notified();
+        if let Some(spare) = self.take_spare() {
+            return Some(spare);
+        }
+        let on_the_way = self.refilling.load(Ordering::Acquire);
+        let waiting = Waiting::enter(&self.waiting);
+        if waiting.ahead >= on_the_way {
+            return None;
+        }
+        let _ = tokio::time::timeout(SPARE_WAIT, made).await;
+        drop(waiting);
+        self.take_spare()
+    }
+
+    /// Has the zygote make spares, in the background, up to `SPARES_BUSY` waiting or being made,
     /// unless the last attempt failed just now.
     /// An egress function has none: a spare would hold its proxy's listening socket idle.
     pub fn refill(self: &Arc<Self>, host: &Arc<Host>, prepared: &Arc<PreparedSandbox>) {
@@ -225,7 +285,7 @@ impl Slot {
         let Some(zygote) = self.ready() else { return };
         // The count of spares and of those being made only changes under the spares' lock.
         let spares = self.spares.lock().expect("never poisoned");
-        while spares.len() + self.refilling.load(Ordering::Acquire) < SPARES {
+        while spares.len() + self.refilling.load(Ordering::Acquire) < SPARES_BUSY {
             self.refilling.fetch_add(1, Ordering::AcqRel);
             self.make_spare(zygote.clone(), host, prepared);
         }
@@ -263,6 +323,8 @@ impl Slot {
             let current = slot.ready().is_some_and(|z| Arc::ptr_eq(&z, &zygote));
             let mut spares = slot.spares.lock().expect("never poisoned");
             slot.refilling.fetch_sub(1, Ordering::AcqRel);
+            // Whatever came of it, a request waiting for it goes on: with it, or to fork.
+            slot.spare_made.notify_waiters();
             match made {
                 Ok(spare) if current => spares.push(spare),
                 Ok(spare) => spare.finish_detached(),

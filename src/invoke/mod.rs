@@ -140,7 +140,7 @@ async fn start_once<'a>(
     launch: &impl Fn() -> Launch<'a>,
 ) -> (Result<Running, SpawnError>, Start) {
     if let Some(slot) = &loaded.warm {
-        if let Some(mut spare) = slot.take_spare() {
+        if let Some(mut spare) = slot.next_spare().await {
             let go = spare.go(&launch().envp);
             slot.refill(host, &loaded.sandbox);
             match go {
