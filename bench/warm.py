@@ -230,7 +230,7 @@ def steps(log, function):
         add("Server-Timing setup (whole)", setup)
         add("daemon: setup minus the zygote's span", setup - span)
         add("zygote: message in, to clone3", (t["clone"] - t["recv"]) / 1e3)
-        add("clone3 until the child runs", (t["c0"] - t["clone"]) / 1e3, f["c0"])
+        add("clone3 and the native steps (Stdio … Rlimit)", (t["c0"] - t["clone"]) / 1e3, f["c0"])
         add("PyOS_AfterFork_Child (at-fork hooks)", (t["c1"] - t["c0"]) / 1e3, f["c1"] - f["c0"])
         add("child(): entry", (t["start"] - t["c1"]) / 1e3, f["start"] - f["c1"])
         prev_t, prev_f = t["start"], f["start"]

@@ -8,9 +8,10 @@ lead's changes to it; a name this needs and no longer finds only loses that mark
 
 What it records, in the child, with CLOCK_MONOTONIC and the child's minor page faults
 (getrusage: every copy-on-write fault is one):
-  recv     the zygote has the request's message (json.loads called on it)
-  clone    just before clone3 (the parent's time; the child inherits the variable)
-  c0, c1   in the child: clone3 returned; PyOS_AfterFork_Child returned
+  recv     the zygote read the request's message (faas_serve, native: Plan.received_ns)
+  clone    just before clone3 (native: Plan.cloned_ns; the child has its copy of the plan)
+  c0, c1   in the child: faas_serve returned (clone3 and the native steps, Stdio to Rlimit,
+           done); PyOS_AfterFork_Child returned
   start    Child() made (child() entered)
   STEP     after each Child.sys/Child.do call, under its step name (the last call of a
            step ends it; raw calls between two steps count in the next one)
@@ -20,9 +21,9 @@ and, once the error pipe is closed (so outside the set-up it measures), writes o
 to the request's stderr, which the daemon logs as the function's output. A spare closes its
 error pipe before it waits for its request, so its line times its set-up made ahead. Once the
 answer is written, a second line
-  ZH exec=NS recv=NS load=NS loaded=NS serve=NS end=NS fexec=.. fload=.. ...
-times the rest: for a spare, recv is when its request's environment came (json.loads in the
-child, after exec); load/loaded bracket python.py's load() (import the handler; a spare does
+  ZH exec=NS load=NS loaded=NS serve=NS end=NS fexec=.. fload=.. ...
+times the rest: for a spare, recv is when its request's environment came (it takes its
+process name back just after); load/loaded bracket python.py's load() (import the handler; a spare does
 it before it waits), serve/end its serve() (run the handler, answer). An older python.py
 with only main() gives load=serve (main's start) and end.
 """
@@ -53,17 +54,6 @@ ERR = [None]  # the child's error pipe
 
 def mark(name):
     T[name] = (mono(), faults())
-
-
-class JsonProxy:
-    """json as zygote.py uses it; loads() marks the request's arrival."""
-
-    def __getattr__(self, name):
-        return getattr(_json, name)
-
-    def loads(self, s, *a, **k):
-        mark("recv")
-        return _json.loads(s, *a, **k)
 
 
 class OsProxy:
@@ -148,12 +138,24 @@ def wrap_step(method):
     return wrapped
 
 
-def install():
-    global _json
-    import json as _json
+class LibcProxy:
+    """libc as zygote.py uses it; a spare taking its name back marks its request's arrival."""
 
-    z.json = JsonProxy()
+    def __getattr__(self, name):
+        return getattr(REAL_LIBC, name)
+
+    def prctl(self, option, name, *args):
+        if name == z.COMM:
+            mark("recv")
+        return REAL_LIBC.prctl(option, name, *args)
+
+
+REAL_LIBC = z.libc
+
+
+def install():
     z.os = OsProxy()
+    z.libc = LibcProxy()
     if hasattr(z, "Child"):
         init = z.Child.__init__
 
@@ -166,28 +168,35 @@ def install():
         for name in ("sys", "do"):
             if hasattr(z.Child, name):
                 setattr(z.Child, name, wrap_step(getattr(z.Child, name)))
-    if hasattr(z, "pysyscall"):
-        real = z.pysyscall
+    if hasattr(z, "load_native"):
+        load_native = z.load_native
 
-        def pysyscall(nr, *args):
-            mark("clone")
-            pid = real(nr, *args)
-            if pid == 0:
-                mark("c0")
-            return pid
+        def load_native_timed(fd):
+            got = load_native(fd)
+            serve = z.SERVE
 
-        z.pysyscall = pysyscall
+            def serve_timed(*args):
+                rc = serve(*args)
+                if rc == 0:
+                    mark("c0")
+                    T["recv"] = (z.PLAN.received_ns, 0)
+                    T["clone"] = (z.PLAN.cloned_ns, 0)
+                return rc
+
+            z.SERVE = serve_timed
+            return got
+
+        z.load_native = load_native_timed
     if hasattr(z, "load_wrapper"):
         load = z.load_wrapper
         z.load_wrapper = lambda: wrap_wrapper(load())
-    after = ctypes.pythonapi.PyOS_AfterFork_Child
+    after = z.after_fork_child
 
     def after_child():
         after()
         mark("c1")
 
-    # main() looks it up on ctypes.pythonapi; an instance attribute is found first.
-    ctypes.pythonapi.PyOS_AfterFork_Child = after_child
+    z.after_fork_child = after_child
 
 
 if __name__ == "__main__":

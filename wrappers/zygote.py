@@ -91,6 +91,7 @@ class Plan(ctypes.Structure):
         ("caps", ctypes.POINTER(ctypes.c_uint32)), ("caps_len", ctypes.c_size_t),
         ("landlock_tmp", ctypes.c_uint64), ("landlock_proc", ctypes.c_uint64),
         ("filter", ctypes.c_void_p), ("filter_len", ctypes.c_size_t),
+        ("received_ns", ctypes.c_uint64), ("cloned_ns", ctypes.c_uint64),
     ]
 
 
