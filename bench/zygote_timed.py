@@ -179,6 +179,8 @@ def install():
                 rc = serve(*args)
                 if rc == 0:
                     mark("c0")
+                    if not hasattr(z, "after_fork_child"):
+                        T["c1"] = T["c0"]  # no PyOS_AfterFork_Child: its phase is empty
                     T["recv"] = (z.PLAN.received_ns, 0)
                     T["clone"] = (z.PLAN.cloned_ns, 0)
                 return rc
@@ -190,13 +192,14 @@ def install():
     if hasattr(z, "load_wrapper"):
         load = z.load_wrapper
         z.load_wrapper = lambda: wrap_wrapper(load())
-    after = z.after_fork_child
+    if hasattr(z, "after_fork_child"):
+        after = z.after_fork_child
 
-    def after_child():
-        after()
-        mark("c1")
+        def after_child():
+            after()
+            mark("c1")
 
-    z.after_fork_child = after_child
+        z.after_fork_child = after_child
 
 
 if __name__ == "__main__":

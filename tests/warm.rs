@@ -903,6 +903,35 @@ def handle(request):
     assert_eq!(imported(&each).len(), 3, "without preload_handler each request imports it: {each:?}");
 }
 
+/// The zygote forks without CPython's after-fork work (wrappers/zygote.py, child()): an at-fork
+/// hook a module registered in the zygote still runs in each child, once, and threads still
+/// work there (what the skipped re-initialisation is for).
+#[test]
+#[ignore = "needs root: sudo -E cargo test -- --include-ignored"]
+fn at_fork_hooks_of_the_zygotes_modules_run_in_each_child_and_threads_work() {
+    require_root();
+    let src = r#"
+import os, threading
+RAN = []
+os.register_at_fork(after_in_child=lambda: RAN.append(os.getpid()))
+def handle(request):
+    seen = []
+    t = threading.Thread(target=lambda: seen.append(threading.current_thread() is not threading.main_thread()))
+    t.start()
+    t.join(5)
+    return {"ran": RAN, "pid": os.getpid(), "thread": seen, "main": threading.current_thread() is threading.main_thread()}
+"#;
+    let d = Daemon::start(&[("hooks", &python(src, "[sandbox]\npreload_handler = true"))]);
+    ok(&d, "/hooks", "cold");
+    wait_warm(&d, "hooks");
+    for _ in 0..3 {
+        let j = ok(&d, "/hooks", "warm").json();
+        assert_eq!(j["ran"], serde_json::json!([j["pid"]]), "the hook ran once, in this child: {j}");
+        assert_eq!(j["thread"], serde_json::json!([true]), "a thread ran, and knew it was not the main one: {j}");
+        assert_eq!(j["main"], true, "{j}");
+    }
+}
+
 /// A spare imports the module before its request: the top level sees the function's `env`
 /// (and not a request's CGI variables, which no request has brought yet), `handle()` sees the
 /// request's. Cold, the module is imported with the request's environment.
