@@ -932,6 +932,27 @@ def handle(request):
     }
 }
 
+/// asyncio, half a zygote's memory, is imported in the zygote only for a handler module with an
+/// `async def` (or when `preload` names it); an async handler then finds it there.
+#[test]
+#[ignore = "needs root: sudo -E cargo test -- --include-ignored"]
+fn the_zygote_imports_asyncio_only_for_an_async_handler() {
+    require_root();
+    let sync = "import sys\nAT_IMPORT = 'asyncio' in sys.modules\ndef handle(request):\n    return {'asyncio': AT_IMPORT}\n";
+    let asy = "import sys\nAT_IMPORT = 'asyncio' in sys.modules\nasync def handle(request):\n    return {'asyncio': AT_IMPORT}\n";
+    let d = Daemon::start(&[
+        ("sync", &python(sync, "")),
+        ("asy", &python(asy, "")),
+        ("listed", &python(sync, "[sandbox]\npreload = [\"asyncio\"]")),
+    ]);
+    for (name, want) in [("sync", false), ("asy", true), ("listed", true)] {
+        ok(&d, &format!("/{name}"), "cold");
+        wait_warm(&d, name);
+        let j = ok(&d, &format!("/{name}"), "warm").json();
+        assert_eq!(j["asyncio"], want, "{name}: asyncio imported before the handler's module: {j}");
+    }
+}
+
 /// A spare imports the module before its request: the top level sees the function's `env`
 /// (and not a request's CGI variables, which no request has brought yet), `handle()` sees the
 /// request's. Cold, the module is imported with the request's environment.

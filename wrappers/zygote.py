@@ -406,14 +406,31 @@ def init_plan(init, names, template, daemon_pidfd):
     return None
 
 
+def looks_async(code_dir, handler):
+    """Whether the handler's module has an `async def` in its source: read as bytes, never
+    parsed or run here. A miss (async code in another module) costs each request the import."""
+    module = handler.rpartition(".")[0].replace(".", "/")
+    for path in (f"{code_dir}/{module}.py", f"{code_dir}/{module}/__init__.py"):
+        try:
+            with open(path, "rb") as f:
+                return b"async def" in f.read()
+        except OSError:
+            continue
+    return False
+
+
 def start(init):
     """Imports what the zygote keeps warm; returns a reason it cannot serve, or None."""
     global WRAPPER, LAYOUT
     LAYOUT = memory_layout()
     WRAPPER = load_wrapper()
     # The wrapper imports these on first use; warm, every child would import them again.
-    import asyncio  # noqa: F401
+    # asyncio only for a handler that looks async: it is half the zygote's memory (5 of 11 MB
+    # of its own pages), whose page tables every fork copies and every exit frees (without it,
+    # a sync handler served 6% more requests at c=8).
     import traceback  # noqa: F401
+    if looks_async(init["code_dir"], init["handler"]):
+        import asyncio  # noqa: F401
     import importlib
     for name in init["preload"]:
         try:
