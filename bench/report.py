@@ -444,8 +444,9 @@ def warm_profile(raw, L):
     L.append("")
     L.append(
         "A second faas, whose zygote ran as `bench/zygote_timed.py`: `wrappers/zygote.py` unchanged, loaded as a module, with CLOCK_MONOTONIC marks and the child's minor page "
-        "faults (`getrusage`; each copy-on-write fault is one) around clone3, `PyOS_AfterFork_Child` and each of the child's steps (after the last `Child.sys`/`Child.do` call of "
-        "a step; raw calls between two steps count in the next: the seccomp filter in SendListener), logged by the child once its error pipe is closed. "
+        "faults (`getrusage`; each copy-on-write fault is one): the zygote's native loop stamps the request's arrival and its clone3 (`Plan.received_ns`, `cloned_ns`); the child "
+        "marks its return from the native steps (Stdio … Rlimit, one call), the at-fork hooks it runs (none, unless a preload registered one), `child()`'s entry and the Python-level "
+        "steps after it (after the last `Child.sys`/`Child.do` call of a step: Exec), and logs the line once its error pipe is closed. "
         "`daemon` is Server-Timing `setup` minus the zygote's part (message in → error pipe closed): the daemon's own work before it sends the request and after the EOF. "
         "A request whose `setup` is shorter than its child's own set-up took a spare, made ahead; those are counted, and the phases are over the forked ones. "
         "The marks add a few µs each (a dict write and a `getrusage`)."

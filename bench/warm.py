@@ -231,7 +231,7 @@ def steps(log, function):
         add("daemon: setup minus the zygote's span", setup - span)
         add("zygote: message in, to clone3", (t["clone"] - t["recv"]) / 1e3)
         add("clone3 and the native steps (Stdio … Rlimit)", (t["c0"] - t["clone"]) / 1e3, f["c0"])
-        add("PyOS_AfterFork_Child (at-fork hooks)", (t["c1"] - t["c0"]) / 1e3, f["c1"] - f["c0"])
+        add("at-fork hooks (PyOS_AfterFork_Child before 2026-12-01)", (t["c1"] - t["c0"]) / 1e3, f["c1"] - f["c0"])
         add("child(): entry", (t["start"] - t["c1"]) / 1e3, f["start"] - f["c1"])
         prev_t, prev_f = t["start"], f["start"]
         for k, v in kv.items():
