@@ -938,7 +938,8 @@ def handle(request):
 #[ignore = "needs root: sudo -E cargo test -- --include-ignored"]
 fn the_zygote_imports_asyncio_only_for_an_async_handler() {
     require_root();
-    let sync = "import sys\nAT_IMPORT = 'asyncio' in sys.modules\ndef handle(request):\n    return {'asyncio': AT_IMPORT}\n";
+    let sync =
+        "import sys\nAT_IMPORT = 'asyncio' in sys.modules\ndef handle(request):\n    return {'asyncio': AT_IMPORT}\n";
     let asy = "import sys\nAT_IMPORT = 'asyncio' in sys.modules\nasync def handle(request):\n    return {'asyncio': AT_IMPORT}\n";
     let d = Daemon::start(&[
         ("sync", &python(sync, "")),
