@@ -84,7 +84,6 @@ class Rlimit(ctypes.Structure):
     _fields_ = [("resource", ctypes.c_uint32), ("pad", ctypes.c_uint32), ("value", ctypes.c_uint64)]
 
 
-STEPS = 21
 MAX_RLIMITS = 8
 REQ_SPARE = 8
 
@@ -99,8 +98,8 @@ class Plan(ctypes.Structure):
         ("stdio", ctypes.c_int * 3), ("err", ctypes.c_int), ("notify", ctypes.c_int), ("netns", ctypes.c_int),
         ("ruleset", ctypes.c_int), ("uid", ctypes.c_uint32), ("gid", ctypes.c_uint32), ("pad", ctypes.c_uint32),
         ("rlimits", ctypes.POINTER(Rlimit)), ("rlimits_len", ctypes.c_size_t),
-        ("template", ctypes.c_int), ("daemon_pidfd", ctypes.c_int), ("steps", ctypes.c_uint32 * STEPS),
-        ("pad2", ctypes.c_uint32), ("hostname", ctypes.c_char_p), ("hostname_len", ctypes.c_size_t),
+        ("template", ctypes.c_int), ("daemon_pidfd", ctypes.c_int),
+        ("hostname", ctypes.c_char_p), ("hostname_len", ctypes.c_size_t),
         ("mounts", ctypes.POINTER(MountOp)), ("mounts_len", ctypes.c_size_t),
         ("ipc_limits", ctypes.POINTER(IpcLimit)), ("ipc_limits_len", ctypes.c_size_t),
         ("caps", ctypes.POINTER(ctypes.c_uint32)), ("caps_len", ctypes.c_size_t),
@@ -333,41 +332,33 @@ KEEP = []
 
 def load_native(fd):
     """The native steps from the library the daemon sent (opened read-only by the daemon, which
-    found it beside its executable or in its lib/faas); returns the step names of Plan.steps, or
-    a reason it cannot serve. Through /proc/self/fd: the zygote has a /proc of its own."""
+    found it beside its executable or in its lib/faas); returns a reason it cannot serve, or
+    None. Through /proc/self/fd: the zygote has a /proc of its own."""
     global SERVE
     path = f"/proc/self/fd/{fd}"
     try:
         if not os.path.exists(path):
-            return None, "no /proc in the zygote's mount namespace: cannot load libfaas_zygote.so"
+            return "no /proc in the zygote's mount namespace: cannot load libfaas_zygote.so"
         native = ctypes.PyDLL(path)
     except OSError as e:
-        return None, f"cannot load libfaas_zygote.so: {e}"
+        return f"cannot load libfaas_zygote.so: {e}"
     finally:
         os.close(fd)
     why = layout_mismatch(native)
     if why is not None:
-        return None, f"libfaas_zygote.so does not match zygote.py (another build?): {why}"
-    native.faas_step_names.restype = ctypes.c_char_p
-    names = native.faas_step_names().decode().split()
-    if len(names) != STEPS:
-        return None, f"libfaas_zygote.so numbers {len(names)} steps, zygote.py {STEPS}"
+        return f"libfaas_zygote.so does not match zygote.py (another build?): {why}"
     SERVE = native.faas_serve
     SERVE.restype = ctypes.c_int
     SERVE.argtypes = [ctypes.c_int, ctypes.POINTER(Plan), ctypes.c_uint64, ctypes.c_void_p, ctypes.c_size_t,
                       ctypes.POINTER(ctypes.c_size_t)]
-    return names, None
+    return None
 
 
-def init_plan(init, names, template, daemon_pidfd):
+def init_plan(init, template, daemon_pidfd):
     """The part of PLAN every child of this zygote shares; returns a reason it cannot serve, or None."""
     plan = PLAN
     plan.template = template
     plan.daemon_pidfd = daemon_pidfd
-    for i, name in enumerate(names):
-        if name not in init["steps"]:
-            return f"the daemon numbers no step {name!r}"
-        plan.steps[i] = init["steps"][name]
     host = init["hostname"].encode()
     plan.hostname = host
     plan.hostname_len = len(host)
@@ -461,9 +452,9 @@ def main():
         return 2
     init = json.loads(msg)
     template, daemon_pidfd, native_fd = fds
-    names, why = load_native(native_fd)
+    why = load_native(native_fd)
     if why is None:
-        why = init_plan(init, names, template, daemon_pidfd)
+        why = init_plan(init, template, daemon_pidfd)
     if why is None:
         why = start(init)
     if why is not None:

@@ -27,7 +27,6 @@ mod uids;
 mod zygote;
 
 use std::ffi::{CStr, CString};
-use std::fmt;
 use std::io;
 use std::os::fd::{OwnedFd, RawFd};
 use std::os::unix::fs::PermissionsExt;
@@ -83,120 +82,9 @@ impl MountOp {
     }
 }
 
-/// The steps of child_main, in order; a failure names one of them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u32)]
-pub enum Step {
-    /// dup2 of the stdio pipes.
-    Stdio = 1,
-    /// Signal mask and dispositions.
-    Signals,
-    /// setsid.
-    Session,
-    /// setns into the network namespace.
-    NetNs,
-    /// sethostname.
-    Hostname,
-    /// Joining the template mount namespace and unsharing a copy of it.
-    MountNs,
-    /// One of this request's own mounts (the index says which).
-    Mount,
-    /// chdir to /code.
-    Chdir,
-    /// The IPC namespace's SysV limits (without a memory cgroup).
-    IpcLimits,
-    /// Emptying the capability bounding set.
-    CapBound,
-    /// setgroups.
-    Groups,
-    /// setresgid.
-    Gid,
-    /// setresuid.
-    Uid,
-    /// Clearing inheritable and ambient capabilities.
-    Caps,
-    /// PR_SET_PDEATHSIG and the check that the daemon still lives.
-    ParentDeath,
-    /// PR_SET_NO_NEW_PRIVS.
-    NoNewPrivs,
-    /// landlock_restrict_self.
-    Landlock,
-    /// close_range.
-    CloseFds,
-    /// Installing the seccomp filter.
-    Seccomp,
-    /// Sending the seccomp listener to the parent.
-    SendListener,
-    /// setrlimit.
-    Rlimit,
-    /// execve.
-    Exec,
-}
-
-impl Step {
-    /// Every step, in order.
-    pub const ALL: [Step; 22] = {
-        use Step::*;
-        [
-            Stdio,
-            Signals,
-            Session,
-            NetNs,
-            Hostname,
-            MountNs,
-            Mount,
-            Chdir,
-            IpcLimits,
-            CapBound,
-            Groups,
-            Gid,
-            Uid,
-            Caps,
-            ParentDeath,
-            NoNewPrivs,
-            Landlock,
-            CloseFds,
-            Seccomp,
-            SendListener,
-            Rlimit,
-            Exec,
-        ]
-    };
-
-    fn from_u32(v: u32) -> Option<Step> {
-        Step::ALL.into_iter().find(|s| *s as u32 == v)
-    }
-}
-
-impl fmt::Display for Step {
-    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        let s = match self {
-            Step::Stdio => "set up stdio",
-            Step::Signals => "reset signals",
-            Step::NetNs => "join the sandbox's network namespace",
-            Step::Hostname => "set the hostname",
-            Step::MountNs => "enter a copy of the function's mount namespace",
-            Step::Mount => "mount",
-            Step::Chdir => "enter /code",
-            Step::Rlimit => "set rlimits",
-            Step::CapBound => "drop the capability bounding set",
-            Step::Groups => "drop supplementary groups",
-            Step::Gid => "switch to the sandbox gid",
-            Step::Uid => "switch to the sandbox uid",
-            Step::Caps => "clear capabilities",
-            Step::NoNewPrivs => "set no_new_privs",
-            Step::Landlock => "apply the landlock ruleset",
-            Step::CloseFds => "close inherited fds",
-            Step::Seccomp => "install the seccomp filter",
-            Step::SendListener => "hand over the seccomp listener",
-            Step::Exec => "exec the wrapper",
-            Step::Session => "start a new session",
-            Step::IpcLimits => "set the ipc namespace limits",
-            Step::ParentDeath => "arm the parent-death signal",
-        };
-        f.write_str(s)
-    }
-}
+/// The steps of a child, in order (shared with the zygote's native steps, which report the
+/// same numbers).
+pub use faas_zygote::Step;
 
 /// Why a sandbox could not be started. Goes to the journal in full; the caller gets a 503
 /// naming the step (`public_reason`).

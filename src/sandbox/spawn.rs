@@ -46,6 +46,11 @@ use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 
 use nix::libc;
 
+use faas_zygote::abi::{
+    CapData, CapHeader, CloneArgs, MountAttr, PathBeneathAttr, AT_RECURSIVE, CLONE_INTO_CGROUP,
+    LANDLOCK_RULE_PATH_BENEATH, LINUX_CAPABILITY_VERSION_3, SECCOMP_FILTER_FLAG_NEW_LISTENER, SECCOMP_SET_MODE_FILTER,
+};
+
 use super::{ChildPlan, MountOp, SpawnError, Step};
 
 /// Size of one error record on the error pipe: step, index, errno.
@@ -78,23 +83,6 @@ pub struct Spawned {
     pub pid: i32,
     /// A pidfd (clone3 `CLONE_PIDFD`), readable once the child has exited.
     pub pidfd: OwnedFd,
-}
-
-/// `struct clone_args` from linux/sched.h (clone3(2)), version 2 (with `cgroup`).
-#[repr(C)]
-#[derive(Default)]
-struct CloneArgs {
-    flags: u64,
-    pidfd: u64,
-    child_tid: u64,
-    parent_tid: u64,
-    exit_signal: u64,
-    stack: u64,
-    stack_size: u64,
-    tls: u64,
-    set_tid: u64,
-    set_tid_size: u64,
-    cgroup: u64,
 }
 
 /// Starts the child described by `plan`. On x86_64 the child shares our memory
@@ -271,48 +259,7 @@ fn unsafe_zeroed() -> libc::sigset_t {
     unsafe { std::mem::zeroed() }
 }
 
-const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
 const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
-const MOUNT_ATTR_RDONLY: u64 = 0x1;
-const MOUNT_ATTR_NOSUID: u64 = 0x2;
-const MOUNT_ATTR_NODEV: u64 = 0x4;
-const AT_RECURSIVE: c_int = 0x8000;
-const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
-const SECCOMP_SET_MODE_FILTER: c_long = 1;
-const SECCOMP_FILTER_FLAG_NEW_LISTENER: c_long = 1 << 3;
-
-const LANDLOCK_RULE_PATH_BENEATH: c_int = 1;
-
-/// `struct landlock_path_beneath_attr` (landlock_add_rule(2)), packed as in the uapi header.
-#[repr(C, packed)]
-struct PathBeneathAttr {
-    allowed_access: u64,
-    parent_fd: i32,
-}
-
-/// `struct mount_attr` (mount_setattr(2)).
-#[repr(C)]
-struct MountAttr {
-    attr_set: u64,
-    attr_clr: u64,
-    propagation: u64,
-    userns_fd: u64,
-}
-
-/// `struct __user_cap_header_struct` and `__user_cap_data_struct` (capget(2)).
-#[repr(C)]
-struct CapHeader {
-    version: u32,
-    pid: c_int,
-}
-#[repr(C)]
-#[derive(Clone, Copy)]
-struct CapData {
-    effective: u32,
-    permitted: u32,
-    inheritable: u32,
-}
-
 /// Writes the failed step to the error pipe and exits without running any Rust or libc
 /// teardown (the heap and locks are a copy of a multi-threaded parent's).
 fn child_fail(err_pipe: RawFd, step: Step, index: u32) -> ! {
@@ -529,12 +476,7 @@ pub(super) fn apply_mount(op: &MountOp) -> c_long {
             })
         }
         MountOp::ReadOnlyTree { target } => {
-            let attr = MountAttr {
-                attr_set: MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
-                attr_clr: 0,
-                propagation: 0,
-                userns_fd: 0,
-            };
+            let attr = MountAttr::READ_ONLY_NOSUID_NODEV;
             // SAFETY: target is a NUL-terminated path; attr is a mount_attr of the size given.
             unsafe {
                 libc::syscall(

@@ -7,7 +7,7 @@
 //! in the zygote and in the child. Here the child touches only its own stack and the plan, and
 //! the zygote only the plan, the request buffer and its list of children.
 //!
-//! The steps are spawn.rs's child_main, in the same order, with the same step numbers and
+//! The steps are spawn.rs's child_main, in the same order, with the same `Step` numbers and
 //! indices in the 12-byte error record (step, index, errno), so the daemon reads a warm child's
 //! failure exactly as a cold one's: Stdio, Signals (the mask; zygote.py resets its own
 //! wakeup fd and SIGCHLD handler first, which are interpreter state), Session, NetNs, Hostname,
@@ -26,39 +26,124 @@
 use core::ffi::{c_char, c_int, c_long};
 use core::mem::{offset_of, size_of};
 
-/// The steps, in order, by the names the daemon's init message gives their numbers under
-/// (`steps` in zygote.py's init, `Step` in src/sandbox/mod.rs).
-#[derive(Clone, Copy)]
-#[repr(usize)]
-enum S {
-    Stdio,
+/// The steps of a sandbox's child, in order: a failure names one of them, by its number, in the
+/// 12-byte error record (step, index, errno). One list for the daemon's cold child
+/// (src/sandbox/spawn.rs: all of them) and the zygote's (`run`: Stdio through Rlimit; zygote.py
+/// reports Exec).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u32)]
+pub enum Step {
+    /// dup2 of the stdio pipes.
+    Stdio = 1,
+    /// Signal mask and dispositions.
     Signals,
+    /// setsid.
     Session,
+    /// setns into the network namespace.
     NetNs,
+    /// sethostname.
     Hostname,
+    /// Joining the template mount namespace and unsharing a copy of it.
     MountNs,
+    /// One of this request's own mounts (the index says which).
     Mount,
+    /// chdir to /code.
     Chdir,
+    /// The IPC namespace's SysV limits (without a memory cgroup).
     IpcLimits,
+    /// Emptying the capability bounding set.
     CapBound,
+    /// setgroups.
     Groups,
+    /// setresgid.
     Gid,
+    /// setresuid.
     Uid,
+    /// Clearing inheritable and ambient capabilities.
     Caps,
+    /// PR_SET_PDEATHSIG and the check that the daemon still lives.
     ParentDeath,
+    /// PR_SET_NO_NEW_PRIVS.
     NoNewPrivs,
+    /// landlock_restrict_self.
     Landlock,
+    /// close_range.
     CloseFds,
+    /// Installing the seccomp filter.
     Seccomp,
+    /// Sending the seccomp listener to the parent.
     SendListener,
+    /// setrlimit.
     Rlimit,
+    /// execve (for a warm child: what stands for it, in zygote.py).
+    Exec,
 }
 
-/// How many steps `Plan::steps` numbers.
-pub const STEPS: usize = 21;
+impl Step {
+    /// Every step, in order.
+    pub const ALL: [Step; 22] = {
+        use Step::*;
+        [
+            Stdio,
+            Signals,
+            Session,
+            NetNs,
+            Hostname,
+            MountNs,
+            Mount,
+            Chdir,
+            IpcLimits,
+            CapBound,
+            Groups,
+            Gid,
+            Uid,
+            Caps,
+            ParentDeath,
+            NoNewPrivs,
+            Landlock,
+            CloseFds,
+            Seccomp,
+            SendListener,
+            Rlimit,
+            Exec,
+        ]
+    };
 
-/// The names of `S`, in order, space-separated: zygote.py fills `Plan::steps` by them.
-static STEP_NAMES: &core::ffi::CStr = c"Stdio Signals Session NetNs Hostname MountNs Mount Chdir IpcLimits CapBound Groups Gid Uid Caps ParentDeath NoNewPrivs Landlock CloseFds Seccomp SendListener Rlimit";
+    /// The step an error record names.
+    pub fn from_u32(v: u32) -> Option<Step> {
+        Step::ALL.into_iter().find(|s| *s as u32 == v)
+    }
+}
+
+impl core::fmt::Display for Step {
+    fn fmt(&self, f: &mut core::fmt::Formatter) -> core::fmt::Result {
+        let s = match self {
+            Step::Stdio => "set up stdio",
+            Step::Signals => "reset signals",
+            Step::NetNs => "join the sandbox's network namespace",
+            Step::Hostname => "set the hostname",
+            Step::MountNs => "enter a copy of the function's mount namespace",
+            Step::Mount => "mount",
+            Step::Chdir => "enter /code",
+            Step::Rlimit => "set rlimits",
+            Step::CapBound => "drop the capability bounding set",
+            Step::Groups => "drop supplementary groups",
+            Step::Gid => "switch to the sandbox gid",
+            Step::Uid => "switch to the sandbox uid",
+            Step::Caps => "clear capabilities",
+            Step::NoNewPrivs => "set no_new_privs",
+            Step::Landlock => "apply the landlock ruleset",
+            Step::CloseFds => "close inherited fds",
+            Step::Seccomp => "install the seccomp filter",
+            Step::SendListener => "hand over the seccomp listener",
+            Step::Exec => "exec the wrapper",
+            Step::Session => "start a new session",
+            Step::IpcLimits => "set the ipc namespace limits",
+            Step::ParentDeath => "arm the parent-death signal",
+        };
+        f.write_str(s)
+    }
+}
 
 /// One of the request's own mounts (`MountOp` in src/sandbox/mod.rs).
 #[repr(C)]
@@ -119,9 +204,6 @@ pub struct Plan {
     pub template: c_int,
     /// A pidfd of the daemon: readable once it has exited.
     pub daemon_pidfd: c_int,
-    /// Each step's number in the error record, in `S`'s order.
-    pub steps: [u32; STEPS],
-    pub pad2: u32,
     pub hostname: *const u8,
     pub hostname_len: usize,
     pub mounts: *const MountOp,
@@ -225,8 +307,6 @@ static LAYOUT: &[(&core::ffi::CStr, usize)] = &[
     (c"Plan.rlimits_len", offset_of!(Plan, rlimits_len)),
     (c"Plan.template", offset_of!(Plan, template)),
     (c"Plan.daemon_pidfd", offset_of!(Plan, daemon_pidfd)),
-    (c"Plan.steps", offset_of!(Plan, steps)),
-    (c"Plan.pad2", offset_of!(Plan, pad2)),
     (c"Plan.hostname", offset_of!(Plan, hostname)),
     (c"Plan.hostname_len", offset_of!(Plan, hostname_len)),
     (c"Plan.mounts", offset_of!(Plan, mounts)),
@@ -264,12 +344,6 @@ static LAYOUT: &[(&core::ffi::CStr, usize)] = &[
     (c"Rlimit.pad", offset_of!(Rlimit, pad)),
     (c"Rlimit.value", offset_of!(Rlimit, value)),
 ];
-
-/// The step names, space-separated, in the order of `Plan::steps`.
-#[no_mangle]
-pub extern "C" fn faas_step_names() -> *const c_char {
-    STEP_NAMES.as_ptr()
-}
 
 /// Entry `i` of the layout table: its name (NULL past the end) and, in `*value`, the size or
 /// offset it names.
@@ -499,25 +573,6 @@ fn take_request(ctl: c_int, buf: &mut [u8]) -> Taken {
     }
 }
 
-/// `struct clone_args` (clone3(2)), the fields up to `cgroup`.
-#[repr(C)]
-#[derive(Default)]
-struct CloneArgs {
-    flags: u64,
-    pidfd: u64,
-    child_tid: u64,
-    parent_tid: u64,
-    exit_signal: u64,
-    stack: u64,
-    stack_size: u64,
-    tls: u64,
-    set_tid: u64,
-    set_tid_size: u64,
-    cgroup: u64,
-}
-
-const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
-
 /// Forks the request's child: Some(0) in the child, Some(pid) in the zygote (which has answered
 /// `pid N` and keeps the reply socket for `exit`), None if no child was made (answered `fail`).
 /// The zygote closes the request's fds but the reply socket; the child keeps them all.
@@ -707,15 +762,14 @@ unsafe fn slice<'a, T>(ptr: *const T, len: usize) -> &'a [T] {
 }
 
 /// Ends the child on the first failed step.
-struct Fail<'a> {
+struct Fail {
     err: c_int,
-    steps: &'a [u32; STEPS],
 }
 
-impl Fail<'_> {
+impl Fail {
     /// The 12-byte record (step, index, errno), then exit 127: spawn.rs's child_fail.
-    fn fail(&self, step: S, index: u32, errno: c_int) -> ! {
-        let number = self.steps.get(step as usize).copied().unwrap_or(0);
+    fn fail(&self, step: Step, index: u32, errno: c_int) -> ! {
+        let number = step as u32;
         let mut record = [0u8; 12];
         for (to, from) in record
             .iter_mut()
@@ -729,7 +783,7 @@ impl Fail<'_> {
     }
 
     /// Fails the step if `rc` (a syscall's result) is negative.
-    fn check(&self, step: S, index: usize, rc: c_long) -> c_long {
+    fn check(&self, step: Step, index: usize, rc: c_long) -> c_long {
         if rc < 0 {
             self.fail(step, index as u32, errno());
         }
@@ -745,41 +799,83 @@ fn close_ranges(keep: [c_int; 2]) -> [(u32, u32); 3] {
     [(3, a.saturating_sub(1)), (a.saturating_add(1), b.saturating_sub(1)), (b.saturating_add(1), u32::MAX)]
 }
 
-const AT_RECURSIVE: c_long = 0x8000;
-const MOUNT_ATTR_RDONLY_NOSUID_NODEV: u64 = 0x7;
-const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
-const SECCOMP_SET_MODE_FILTER: c_long = 1;
-const SECCOMP_FILTER_FLAG_NEW_LISTENER: c_long = 1 << 3;
-const LANDLOCK_RULE_PATH_BENEATH: c_long = 1;
+/// The kernel's structures and constants that the libc crate lacks, for the zygote's child
+/// steps here and the daemon's cold start (src/sandbox/spawn.rs) alike. Constants that go
+/// into syscall(2) are `c_long`: it reads every argument as a long.
+pub mod abi {
+    use core::ffi::{c_int, c_long};
 
-/// `struct mount_attr` (mount_setattr(2)).
-#[repr(C)]
-struct MountAttr {
-    attr_set: u64,
-    attr_clr: u64,
-    propagation: u64,
-    userns_fd: u64,
+    /// `struct clone_args` from linux/sched.h (clone3(2)), version 2 (with `cgroup`).
+    #[repr(C)]
+    #[derive(Default)]
+    pub struct CloneArgs {
+        pub flags: u64,
+        pub pidfd: u64,
+        pub child_tid: u64,
+        pub parent_tid: u64,
+        pub exit_signal: u64,
+        pub stack: u64,
+        pub stack_size: u64,
+        pub tls: u64,
+        pub set_tid: u64,
+        pub set_tid_size: u64,
+        pub cgroup: u64,
+    }
+
+    pub const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+    pub const AT_RECURSIVE: c_long = 0x8000;
+    pub const MOUNT_ATTR_RDONLY: u64 = 0x1;
+    pub const MOUNT_ATTR_NOSUID: u64 = 0x2;
+    pub const MOUNT_ATTR_NODEV: u64 = 0x4;
+    pub const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
+    pub const SECCOMP_SET_MODE_FILTER: c_long = 1;
+    pub const SECCOMP_FILTER_FLAG_NEW_LISTENER: c_long = 1 << 3;
+    pub const LANDLOCK_RULE_PATH_BENEATH: c_long = 1;
+
+    /// `struct mount_attr` (mount_setattr(2)).
+    #[repr(C)]
+    pub struct MountAttr {
+        pub attr_set: u64,
+        pub attr_clr: u64,
+        pub propagation: u64,
+        pub userns_fd: u64,
+    }
+
+    impl MountAttr {
+        /// What a read-only tree of the sandbox gets (`MountOp::ReadOnlyTree`).
+        pub const READ_ONLY_NOSUID_NODEV: MountAttr = MountAttr {
+            attr_set: MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
+            attr_clr: 0,
+            propagation: 0,
+            userns_fd: 0,
+        };
+    }
+
+    /// `struct landlock_path_beneath_attr`, packed as in the uapi header.
+    #[repr(C, packed)]
+    pub struct PathBeneathAttr {
+        pub allowed_access: u64,
+        pub parent_fd: i32,
+    }
+
+    /// `struct __user_cap_header_struct` (capset(2), version 3 takes two data structs).
+    #[repr(C)]
+    pub struct CapHeader {
+        pub version: u32,
+        pub pid: c_int,
+    }
+
+    /// `struct __user_cap_data_struct`.
+    #[repr(C)]
+    #[derive(Clone, Copy)]
+    pub struct CapData {
+        pub effective: u32,
+        pub permitted: u32,
+        pub inheritable: u32,
+    }
 }
 
-/// `struct landlock_path_beneath_attr`, packed as in the uapi header.
-#[repr(C, packed)]
-struct PathBeneathAttr {
-    allowed_access: u64,
-    parent_fd: i32,
-}
-
-/// `struct __user_cap_header_struct` and two `__user_cap_data_struct` (capset(2), version 3).
-#[repr(C)]
-struct CapHeader {
-    version: u32,
-    pid: c_int,
-}
-#[repr(C)]
-struct CapData {
-    effective: u32,
-    permitted: u32,
-    inheritable: u32,
-}
+use abi::*;
 
 /// A control message with one fd: cmsghdr, then the fd, padded to CMSG_SPACE(4).
 #[repr(C)]
@@ -803,11 +899,11 @@ struct Rlimit64 {
 /// Only in a freshly forked child of the zygote, once, with a plan whose every pointer and
 /// length is valid (see `Plan`).
 unsafe fn run(p: &Plan) {
-    let f = Fail { err: p.err, steps: &p.steps };
+    let f = Fail { err: p.err };
 
     for (target, &fd) in p.stdio.iter().enumerate() {
         // SAFETY: dup2 on fds the zygote received for this request; target is 0, 1 or 2.
-        f.check(S::Stdio, target, unsafe { sys(libc::SYS_dup2, fd as c_long, target as c_long, 0, 0, 0) });
+        f.check(Step::Stdio, target, unsafe { sys(libc::SYS_dup2, fd as c_long, target as c_long, 0, 0, 0) });
     }
     // The zygote changed no disposition (CPython's own, SIGPIPE ignored and SIGINT raising, are
     // what a fresh interpreter has); its mask blocks SIGCHLD, for faas_serve's signalfd.
@@ -815,24 +911,24 @@ unsafe fn run(p: &Plan) {
     // SAFETY: an empty 8-byte sigset, no old-set pointer.
     let rc =
         unsafe { sys(libc::SYS_rt_sigprocmask, libc::SIG_SETMASK as c_long, &empty as *const u64 as c_long, 0, 8, 0) };
-    f.check(S::Signals, 0, rc);
+    f.check(Step::Signals, 0, rc);
     // SAFETY: no arguments; a fresh child is no process group leader.
-    f.check(S::Session, 0, unsafe { sys(libc::SYS_setsid, 0, 0, 0, 0, 0) });
+    f.check(Step::Session, 0, unsafe { sys(libc::SYS_setsid, 0, 0, 0, 0, 0) });
 
     if p.netns >= 0 {
         // SAFETY: an fd of a network namespace the zygote received for this request.
         let rc = unsafe { sys(libc::SYS_setns, p.netns as c_long, libc::CLONE_NEWNET as c_long, 0, 0, 0) };
-        f.check(S::NetNs, 0, rc);
+        f.check(Step::NetNs, 0, rc);
     }
     // SAFETY: the plan's hostname points to hostname_len bytes.
     let rc = unsafe { sys(libc::SYS_sethostname, p.hostname as c_long, p.hostname_len as c_long, 0, 0, 0) };
-    f.check(S::Hostname, 0, rc);
+    f.check(Step::Hostname, 0, rc);
 
     // SAFETY: the template mount namespace fd the zygote holds.
     let rc = unsafe { sys(libc::SYS_setns, p.template as c_long, libc::CLONE_NEWNS as c_long, 0, 0, 0) };
-    f.check(S::MountNs, 0, rc);
+    f.check(Step::MountNs, 0, rc);
     // SAFETY: a flag argument only: a private copy of the template.
-    f.check(S::MountNs, 1, unsafe { sys(libc::SYS_unshare, libc::CLONE_NEWNS as c_long, 0, 0, 0, 0) });
+    f.check(Step::MountNs, 1, unsafe { sys(libc::SYS_unshare, libc::CLONE_NEWNS as c_long, 0, 0, 0, 0) });
     // SAFETY: the plan's mounts point to mounts_len entries.
     for (i, op) in unsafe { slice(p.mounts, p.mounts_len) }.iter().enumerate() {
         let rc = match op.kind {
@@ -848,8 +944,7 @@ unsafe fn run(p: &Plan) {
                 )
             },
             1 => {
-                let attr =
-                    MountAttr { attr_set: MOUNT_ATTR_RDONLY_NOSUID_NODEV, attr_clr: 0, propagation: 0, userns_fd: 0 };
+                let attr = MountAttr::READ_ONLY_NOSUID_NODEV;
                 // SAFETY: target is a NUL-terminated path; attr a mount_attr of the size given.
                 unsafe {
                     sys(
@@ -862,12 +957,12 @@ unsafe fn run(p: &Plan) {
                     )
                 }
             }
-            _ => f.fail(S::Mount, i as u32, libc::EINVAL),
+            _ => f.fail(Step::Mount, i as u32, libc::EINVAL),
         };
-        f.check(S::Mount, i, rc);
+        f.check(Step::Mount, i, rc);
     }
     // SAFETY: a NUL-terminated literal path.
-    f.check(S::Chdir, 0, unsafe { sys(libc::SYS_chdir, c"/code".as_ptr() as c_long, 0, 0, 0, 0) });
+    f.check(Step::Chdir, 0, unsafe { sys(libc::SYS_chdir, c"/code".as_ptr() as c_long, 0, 0, 0, 0) });
     // SAFETY: the plan's ipc_limits point to ipc_limits_len entries.
     for (i, limit) in unsafe { slice(p.ipc_limits, p.ipc_limits_len) }.iter().enumerate() {
         // SAFETY: a NUL-terminated path the zygote keeps.
@@ -881,17 +976,17 @@ unsafe fn run(p: &Plan) {
                 0,
             )
         };
-        f.check(S::IpcLimits, i, fd);
+        f.check(Step::IpcLimits, i, fd);
         // SAFETY: value points to len bytes the zygote keeps.
         let n = unsafe { sys(libc::SYS_write, fd, limit.value as c_long, limit.len as c_long, 0, 0) };
         let written = errno();
         // SAFETY: fd was opened just above and is ours.
         unsafe { sys(libc::SYS_close, fd, 0, 0, 0, 0) };
         if n < 0 {
-            f.fail(S::IpcLimits, i as u32, written);
+            f.fail(Step::IpcLimits, i as u32, written);
         }
         if n as usize != limit.len {
-            f.fail(S::IpcLimits, i as u32, libc::EIO);
+            f.fail(Step::IpcLimits, i as u32, libc::EIO);
         }
     }
 
@@ -899,15 +994,15 @@ unsafe fn run(p: &Plan) {
     for &cap in unsafe { slice(p.caps, p.caps_len) } {
         // SAFETY: PR_CAPBSET_DROP takes a capability number; we still hold CAP_SETPCAP.
         let rc = unsafe { sys(libc::SYS_prctl, libc::PR_CAPBSET_DROP as c_long, cap as c_long, 0, 0, 0) };
-        f.check(S::CapBound, cap as usize, rc);
+        f.check(Step::CapBound, cap as usize, rc);
     }
     // SAFETY: an empty list: size 0 and a NULL pointer.
-    f.check(S::Groups, 0, unsafe { sys(libc::SYS_setgroups, 0, 0, 0, 0, 0) });
+    f.check(Step::Groups, 0, unsafe { sys(libc::SYS_setgroups, 0, 0, 0, 0, 0) });
     let (uid, gid) = (p.uid as c_long, p.gid as c_long);
     // SAFETY: integer arguments.
-    f.check(S::Gid, 0, unsafe { sys(libc::SYS_setresgid, gid, gid, gid, 0, 0) });
+    f.check(Step::Gid, 0, unsafe { sys(libc::SYS_setresgid, gid, gid, gid, 0, 0) });
     // SAFETY: integer arguments; after this we are no longer root.
-    f.check(S::Uid, 0, unsafe { sys(libc::SYS_setresuid, uid, uid, uid, 0, 0) });
+    f.check(Step::Uid, 0, unsafe { sys(libc::SYS_setresuid, uid, uid, uid, 0, 0) });
     let header = CapHeader { version: LINUX_CAPABILITY_VERSION_3, pid: 0 };
     let data = [
         CapData { effective: 0, permitted: 0, inheritable: 0 },
@@ -915,25 +1010,25 @@ unsafe fn run(p: &Plan) {
     ];
     // SAFETY: a header and two data structs, as version 3 of capset(2) expects.
     let rc = unsafe { sys(libc::SYS_capset, &header as *const CapHeader as c_long, data.as_ptr() as c_long, 0, 0, 0) };
-    f.check(S::Caps, 0, rc);
+    f.check(Step::Caps, 0, rc);
     // SAFETY: integer arguments.
     let rc = unsafe {
         sys(libc::SYS_prctl, libc::PR_CAP_AMBIENT as c_long, libc::PR_CAP_AMBIENT_CLEAR_ALL as c_long, 0, 0, 0)
     };
-    f.check(S::Caps, 1, rc);
+    f.check(Step::Caps, 1, rc);
     // Our parent is the zygote, whose death takes this pid namespace along anyway; the daemon's
     // pidfd says whether anyone is left to supervise us. Armed only now: a change of uid clears it.
     // SAFETY: a signal number, nothing else.
     let rc = unsafe { sys(libc::SYS_prctl, libc::PR_SET_PDEATHSIG as c_long, libc::SIGKILL as c_long, 0, 0, 0) };
-    f.check(S::ParentDeath, 0, rc);
+    f.check(Step::ParentDeath, 0, rc);
     let mut daemon = libc::pollfd { fd: p.daemon_pidfd, events: libc::POLLIN, revents: 0 };
     // SAFETY: one pollfd on our stack, zero timeout.
     let rc = unsafe { sys(libc::SYS_poll, &mut daemon as *mut libc::pollfd as c_long, 1, 0, 0, 0) };
-    if f.check(S::ParentDeath, 1, rc) > 0 {
+    if f.check(Step::ParentDeath, 1, rc) > 0 {
         exit(127);
     }
     // SAFETY: integer arguments.
-    f.check(S::NoNewPrivs, 0, unsafe { sys(libc::SYS_prctl, libc::PR_SET_NO_NEW_PRIVS as c_long, 1, 0, 0, 0) });
+    f.check(Step::NoNewPrivs, 0, unsafe { sys(libc::SYS_prctl, libc::PR_SET_NO_NEW_PRIVS as c_long, 1, 0, 0, 0) });
 
     if p.ruleset >= 0 {
         for (i, (path, access)) in [(c"/tmp", p.landlock_tmp), (c"/proc", p.landlock_proc)].into_iter().enumerate() {
@@ -948,7 +1043,7 @@ unsafe fn run(p: &Plan) {
                     0,
                 )
             };
-            f.check(S::Landlock, i, fd);
+            f.check(Step::Landlock, i, fd);
             let attr = PathBeneathAttr { allowed_access: access, parent_fd: fd as i32 };
             // SAFETY: attr is a landlock_path_beneath_attr for rule type PATH_BENEATH; flags 0.
             let rc = unsafe {
@@ -961,13 +1056,13 @@ unsafe fn run(p: &Plan) {
                     0,
                 )
             };
-            f.check(S::Landlock, i, rc);
+            f.check(Step::Landlock, i, rc);
             // SAFETY: fd was opened just above and is ours.
             unsafe { sys(libc::SYS_close, fd, 0, 0, 0, 0) };
         }
         // SAFETY: a ruleset fd; flags must be 0.
         let rc = unsafe { sys(libc::SYS_landlock_restrict_self, p.ruleset as c_long, 0, 0, 0, 0) };
-        f.check(S::Landlock, 2, rc);
+        f.check(Step::Landlock, 2, rc);
     }
 
     // Nothing of the zygote's stays open: not its control socket, not another request's reply
@@ -977,7 +1072,7 @@ unsafe fn run(p: &Plan) {
             // SAFETY: integer arguments; the interpreter's objects that name these fds are
             // never closed (the child ends with _exit).
             let rc = unsafe { sys(libc::SYS_close_range, first as c_long, last as c_long, 0, 0, 0) };
-            f.check(S::CloseFds, i, rc);
+            f.check(Step::CloseFds, i, rc);
         }
     }
 
@@ -993,7 +1088,7 @@ unsafe fn run(p: &Plan) {
             0,
         )
     };
-    f.check(S::Seccomp, 0, listener);
+    f.check(Step::Seccomp, 0, listener);
     send_fd(&f, p.notify, listener as c_int);
     // SAFETY: the listener is ours; the daemon has its own copy now.
     unsafe { sys(libc::SYS_close, listener, 0, 0, 0, 0) };
@@ -1005,7 +1100,7 @@ unsafe fn run(p: &Plan) {
         // SAFETY: pid 0 (ourselves), a valid rlimit64, no old-limit pointer.
         let rc =
             unsafe { sys(libc::SYS_prlimit64, 0, r.resource as c_long, &limit as *const Rlimit64 as c_long, 0, 0) };
-        f.check(S::Rlimit, i, rc);
+        f.check(Step::Rlimit, i, rc);
     }
 }
 
@@ -1038,7 +1133,7 @@ fn send_fd(f: &Fail, sock: c_int, fd: c_int) {
             0,
         )
     };
-    f.check(S::SendListener, 0, rc);
+    f.check(Step::SendListener, 0, rc);
 }
 
 #[cfg(test)]
@@ -1046,13 +1141,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn step_names_are_the_steps_in_order() {
-        let names: Vec<&str> = STEP_NAMES.to_str().unwrap().split(' ').collect();
-        assert_eq!(names.len(), STEPS);
-        assert_eq!(names[S::Stdio as usize], "Stdio");
-        assert_eq!(names[S::Landlock as usize], "Landlock");
-        assert_eq!(names[S::Rlimit as usize], "Rlimit");
-        assert_eq!(S::Rlimit as usize, STEPS - 1);
+    fn steps_number_from_one_in_order() {
+        for (i, step) in Step::ALL.into_iter().enumerate() {
+            assert_eq!(step as u32, i as u32 + 1);
+            assert_eq!(Step::from_u32(step as u32), Some(step));
+        }
+        assert_eq!(Step::from_u32(0), None);
     }
 
     #[test]
