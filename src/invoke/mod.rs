@@ -153,10 +153,13 @@ async fn start_once<'a>(
         }
         if let Some(zygote) = slot.zygote(host, &loaded.sandbox) {
             match sandbox::start_warm(host, &loaded.sandbox, &zygote, launch()).await {
-                // The zygote is stuck or gone: this request starts cold, the next one a new zygote.
+                // The zygote is stuck or gone: this request starts cold, and a new zygote now.
+                // (Its pidfd may not say so yet: a dying zygote closes its sockets first and
+                // then waits for its pid namespace to empty.)
                 Err(e @ SpawnError::Zygote(_)) => {
                     tracing::warn!(function = %loaded.function.name, "{e}; starting this request cold");
                     slot.lost(&zygote);
+                    let _ = slot.zygote(host, &loaded.sandbox);
                 }
                 started => {
                     slot.refill(host, &loaded.sandbox);
