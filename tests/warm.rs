@@ -863,13 +863,24 @@ fn random_numbers_do_not_repeat_across_warm_requests() {
     assert!(probe.success(), "this test needs numpy for /usr/bin/python3: apt-get install python3-numpy");
     let src = "import random, ssl\nimport numpy\n\ndef handle(request):\n    \
                return {'random': random.random(), 'numpy': float(numpy.random.rand()), 'ssl': ssl.RAND_bytes(8).hex()}";
-    let d = Daemon::start(&[("rnd", &python(src, "[sandbox]\npreload = [\"random\", \"numpy\"]"))]);
-    ok(&d, "/rnd", "cold");
-    wait_warm(&d, "rnd");
-    let draws: Vec<serde_json::Value> = (0..4).map(|_| ok(&d, "/rnd", "warm").json()).collect();
-    for key in ["random", "numpy", "ssl"] {
-        let values: std::collections::BTreeSet<String> = draws.iter().map(|j| j[key].to_string()).collect();
-        assert_eq!(values.len(), draws.len(), "{key} repeats across warm requests: {draws:?}");
+    // tls: OpenSSL's generator already used in the zygote (an SSLContext made at import, with
+    // preload_handler), as by a preloaded client library.
+    let tls = "import ssl, tempfile\nCTX = ssl.create_default_context()\nssl.RAND_bytes(8)\n\
+               NAME = next(tempfile._get_candidate_names())\n\
+               def handle(request):\n    \
+               return {'ssl': ssl.RAND_bytes(8).hex(), 'tempfile': next(tempfile._get_candidate_names())}";
+    let d = Daemon::start(&[
+        ("rnd", &python(src, "[sandbox]\npreload = [\"random\", \"numpy\"]")),
+        ("tls", &python(tls, "[sandbox]\npreload_handler = true")),
+    ]);
+    for (name, keys) in [("rnd", &["random", "numpy", "ssl"][..]), ("tls", &["ssl", "tempfile"][..])] {
+        ok(&d, &format!("/{name}"), "cold");
+        wait_warm(&d, name);
+        let draws: Vec<serde_json::Value> = (0..4).map(|_| ok(&d, &format!("/{name}"), "warm").json()).collect();
+        for key in keys {
+            let values: std::collections::BTreeSet<String> = draws.iter().map(|j| j[key].to_string()).collect();
+            assert_eq!(values.len(), draws.len(), "{name}: {key} repeats across warm requests: {draws:?}");
+        }
     }
 }
 
@@ -930,6 +941,29 @@ def handle(request):
         assert_eq!(j["thread"], serde_json::json!([true]), "a thread ran, and knew it was not the main one: {j}");
         assert_eq!(j["main"], true, "{j}");
     }
+}
+
+/// A request whose environment is larger than one datagram to the zygote may be (8 headers of
+/// 32 KB are enough) is served cold, and the zygote stays: a client must not be able to kill
+/// it, and every request in it, at will.
+#[test]
+#[ignore = "needs root: sudo -E cargo test -- --include-ignored"]
+fn a_request_too_large_for_the_zygote_is_served_cold_and_the_zygote_stays() {
+    require_root();
+    let src = "import os\ndef handle(request):\n    return str(sum(len(v) for k, v in os.environ.items() if k.startswith('HTTP_X_BIG')))\n";
+    let d = Daemon::start(&[("big", &python(src, ""))]);
+    ok(&d, "/big", "cold");
+    let zygote = wait_warm(&d, "big");
+    ok(&d, "/big", "warm");
+    let value = "a".repeat(32 << 10);
+    let names: Vec<String> = (0..8).map(|i| format!("x-big-{i}")).collect();
+    let headers: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), value.as_str())).collect();
+    let r = common::request_to(&d.url("/big"), "GET", b"", &headers);
+    assert_eq!(r.status, 200, "{}\n{}", r.text(), d.logs());
+    assert_start(&d, &r, "cold");
+    assert_eq!(r.text(), (8 * value.len()).to_string());
+    assert_eq!(wait_warm(&d, "big"), zygote, "the zygote was replaced:\n{}", d.logs());
+    ok(&d, "/big", "warm");
 }
 
 /// asyncio, half a zygote's memory, is imported in the zygote only for a handler module with an

@@ -246,13 +246,21 @@ def moot_hook(hook):
 
 
 def reseed():
-    """Generators seeded when their module was imported, in the zygote, would draw the same
-    numbers in every child: each child seeds them again from the kernel. (random's own at-fork
-    hook does so too; numpy registers none.)"""
+    """Generators seeded in the zygote would draw the same numbers in every child: each child
+    seeds them again from the kernel. random's and numpy's global generators; OpenSSL's, whose
+    fork check compares pids (zygote and child are both pid 1 of their namespaces, so it never
+    fires: a preload that made an SSLContext gave every child the same TLS randoms); and
+    tempfile's name generator (the same pid check)."""
     for name in ("random", "numpy.random"):
         module = sys.modules.get(name)
         if module is not None:
             module.seed()
+    ssl = sys.modules.get("ssl")
+    if ssl is not None:
+        ssl.RAND_add(os.urandom(48), 48.0)
+    tempfile = sys.modules.get("tempfile")
+    if tempfile is not None:
+        tempfile._name_sequence = None
 
 
 def set_environment(c, start, end):

@@ -161,6 +161,9 @@ async fn start_once<'a>(
                     slot.lost(&zygote);
                     let _ = slot.zygote(host, &loaded.sandbox);
                 }
+                Err(e @ SpawnError::ZygoteBusy(_)) => {
+                    tracing::warn!(function = %loaded.function.name, "{e}; starting this request cold");
+                }
                 started => {
                     slot.refill(host, &loaded.sandbox);
                     return (started, Start::Warm);

@@ -127,6 +127,11 @@ pub enum SpawnError {
     /// The function version's zygote could not fork this request (gone, stuck, or never ready).
     #[error("the zygote failed: {0}")]
     Zygote(String),
+    /// The zygote runs but cannot take this request: its queue is full, or the request's
+    /// environment is larger than one datagram may be. The request starts cold; the zygote
+    /// stays (a client must not be able to kill it, and every request in it, at will).
+    #[error("the zygote cannot take this request: {0}")]
+    ZygoteBusy(String),
     /// The daemon lost the seccomp listener: the sandbox was killed, never run unsupervised.
     #[error("failed to take the seccomp listener from the sandbox: {0}")]
     Listener(#[source] io::Error),
@@ -146,6 +151,7 @@ impl SpawnError {
             SpawnError::Template(_) => "the function's sandbox root could not be built".into(),
             SpawnError::Listener(_) => "step \"take the seccomp listener\" failed".into(),
             SpawnError::Zygote(_) => "the function's warm interpreter failed".into(),
+            SpawnError::ZygoteBusy(_) => "the function's warm interpreter could not take the request".into(),
         }
     }
 }

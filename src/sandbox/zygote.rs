@@ -364,7 +364,12 @@ pub async fn start_warm(
     head.rlimits_len = parts.rlimits.len() as u32;
     let mut request = head.to_bytes();
     request.extend(env_block(&launch.envp));
-    send(&zygote.ctl, &request, &fds).map_err(|e| SpawnError::Zygote(format!("the zygote takes no request: {e}")))?;
+    send(&zygote.ctl, &request, &fds).map_err(|e| match e.raw_os_error() {
+        Some(libc::EMSGSIZE | libc::EAGAIN | libc::ENOBUFS) => {
+            SpawnError::ZygoteBusy(format!("a request of {} bytes: {e}", request.len()))
+        }
+        _ => SpawnError::Zygote(format!("the zygote takes no request: {e}")),
+    })?;
     drop(reply_child);
     let reply = sys::async_fd(reply).map_err(err("the zygote's reply socket"))?;
     let started = tokio::time::timeout(FORK_TIMEOUT, async {
