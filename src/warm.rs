@@ -68,13 +68,14 @@ impl Drop for Slot {
 /// counts no more).
 struct Waiting<'a> {
     count: &'a AtomicUsize,
-    /// Requests that were waiting before this one.
-    ahead: usize,
 }
 
 impl<'a> Waiting<'a> {
-    fn enter(count: &'a AtomicUsize) -> Waiting<'a> {
-        Waiting { count, ahead: count.fetch_add(1, Ordering::AcqRel) }
+    /// Counted if fewer than `limit` wait already; else None, and the count is untouched (a
+    /// request turned away must not turn away another meanwhile).
+    fn enter(count: &'a AtomicUsize, limit: usize) -> Option<Waiting<'a>> {
+        count.fetch_update(Ordering::AcqRel, Ordering::Acquire, |w| (w < limit).then_some(w + 1)).ok()?;
+        Some(Waiting { count })
     }
 }
 
@@ -256,16 +257,14 @@ impl Slot {
     /// request and then calls `refill`.
     pub async fn next_spare(&self) -> Option<Running> {
         *self.last_used.lock().expect("never poisoned") = Instant::now();
-        // Before the check: a spare made between the two still wakes us.
+        // Before the check: a spare made between the two still wakes us. The count of those on
+        // their way, before it too: one finished between the two is then taken, not missed.
         let made = self.spare_made.notified();
+        let on_the_way = self.refilling.load(Ordering::Acquire);
         if let Some(spare) = self.take_spare() {
             return Some(spare);
         }
-        let on_the_way = self.refilling.load(Ordering::Acquire);
-        let waiting = Waiting::enter(&self.waiting);
-        if waiting.ahead >= on_the_way {
-            return None;
-        }
+        let Some(waiting) = Waiting::enter(&self.waiting, on_the_way) else { return None };
         let _ = tokio::time::timeout(SPARE_WAIT, made).await;
         drop(waiting);
         self.take_spare()

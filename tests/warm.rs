@@ -925,12 +925,14 @@ fn at_fork_hooks_of_the_zygotes_modules_run_in_each_child_and_threads_work() {
 import os, threading
 RAN = []
 os.register_at_fork(after_in_child=lambda: RAN.append(os.getpid()))
+LOCK = threading.Lock()
+os.register_at_fork(before=LOCK.acquire, after_in_child=LOCK.release)
 def handle(request):
     seen = []
     t = threading.Thread(target=lambda: seen.append(threading.current_thread() is not threading.main_thread()))
     t.start()
     t.join(5)
-    return {"ran": RAN, "pid": os.getpid(), "thread": seen, "main": threading.current_thread() is threading.main_thread()}
+    return {"ran": RAN, "pid": os.getpid(), "thread": seen, "main": threading.current_thread() is threading.main_thread(), "lock": LOCK.locked()}
 "#;
     let d = Daemon::start(&[("hooks", &python(src, "[sandbox]\npreload_handler = true"))]);
     ok(&d, "/hooks", "cold");
@@ -940,7 +942,9 @@ def handle(request):
         assert_eq!(j["ran"], serde_json::json!([j["pid"]]), "the hook ran once, in this child: {j}");
         assert_eq!(j["thread"], serde_json::json!([true]), "a thread ran, and knew it was not the main one: {j}");
         assert_eq!(j["main"], true, "{j}");
+        assert_eq!(j["lock"], false, "a before/after pair left its lock as it found it: {j}");
     }
+    assert!(!d.logs().contains("at-fork hook failed"), "a hook failed in a child:\n{}", d.logs());
 }
 
 /// A request whose environment is larger than one datagram to the zygote may be (8 headers of

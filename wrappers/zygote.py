@@ -10,7 +10,7 @@ the standard library, python.py beside it, the modules the function file lists i
 and the function's own module only if the function file says `preload_handler = true`. It never
 runs a request itself.
 
-Protocol (one JSON object per datagram):
+Protocol (one datagram each; the init message and its answer are JSON, the rest binary):
 - daemon -> zygote, once: the init message (steps, mounts, filter, ...) with three fds: the
   function version's template mount namespace, a pidfd of the daemon and the native child
   steps, libfaas_zygote.so (read-only). The zygote answers {"ready": ...} or {"error": ...} on
@@ -34,14 +34,16 @@ The plan the steps read (`Plan`) is built here once; the loop fills in each requ
 import os
 
 # Every at-fork hook registered from here on (by the modules the zygote imports), recorded for
-# its children as well as registered: child() runs those that are not moot (CHILD_HOOKS).
+# its children as well as registered: child() runs those that are not moot (CHILD_HOOKS), each
+# after_in_child with the `before` registered in the same call (a lock taken before the fork
+# and released after it), as (before or None, after_in_child).
 AT_FORK_CHILD = []
 _register_at_fork = os.register_at_fork
 
 
 def _record_at_fork(**hooks):
     if hooks.get("after_in_child") is not None:
-        AT_FORK_CHILD.append(hooks["after_in_child"])
+        AT_FORK_CHILD.append((hooks.get("before"), hooks["after_in_child"]))
     _register_at_fork(**hooks)
 
 
@@ -189,9 +191,11 @@ def child(init, length):
     # threading's and logging's only re-create locks, and random's reseeds, which reseed()
     # does; a preloaded module's run here (CHILD_HOOKS). Measured: the two moot ones and
     # PyOS_AfterFork_Child cost a child ~200 copy-on-write faults and ~0.5 ms.
-    for hook in CHILD_HOOKS:
+    for before, after in CHILD_HOOKS:
         try:
-            hook()
+            if before is not None:
+                before()
+            after()
         except BaseException as e:  # as CPython: reported, not fatal
             log(f"an at-fork hook failed: {type(e).__name__}: {e}")
     c = Child(init, PLAN.err)
@@ -446,7 +450,7 @@ def start(init):
     # each child with their locks held and their work missing.
     if threads() != 1:
         return f"{threads()} threads after the preloads; a zygote must stay single-threaded"
-    CHILD_HOOKS.extend(hook for hook in AT_FORK_CHILD if not moot_hook(hook))
+    CHILD_HOOKS.extend(pair for pair in AT_FORK_CHILD if not moot_hook(pair[1]))
     # Children would otherwise touch (and copy) every preloaded object on their first collection.
     gc.freeze()
     return None

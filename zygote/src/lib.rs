@@ -9,8 +9,8 @@
 //!
 //! The steps are spawn.rs's child_main, in the same order, with the same `Step` numbers and
 //! indices in the 12-byte error record (step, index, errno), so the daemon reads a warm child's
-//! failure exactly as a cold one's: Stdio, Signals (the mask; zygote.py resets its own
-//! wakeup fd and SIGCHLD handler first, which are interpreter state), Session, NetNs, Hostname,
+//! failure exactly as a cold one's: Stdio, Signals (the mask: the zygote changed no
+//! disposition, and blocks SIGCHLD and SIGINT in `faas_serve`), Session, NetNs, Hostname,
 //! MountNs, Mount, Chdir, IpcLimits, CapBound, Groups, Gid, Uid, Caps, ParentDeath, NoNewPrivs,
 //! Landlock, CloseFds, Seccomp, SendListener, Rlimit. On the first failure the record goes to
 //! the error pipe and the process exits 127. What follows (the environment, dumpable, closing
@@ -178,8 +178,8 @@ pub struct Rlimit {
     pub value: u64,
 }
 
-/// Everything the child's steps read. zygote.py builds the init-time part once and the
-/// request's part in the parent before clone3; every pointer stays valid in the child (its
+/// Everything the child's steps read. zygote.py builds the init-time part once; `faas_serve`
+/// fills in the request's part before clone3; every pointer stays valid in the child (its
 /// copy of the zygote's memory). An fd of -1 means "none".
 #[repr(C)]
 pub struct Plan {
@@ -367,8 +367,9 @@ pub unsafe extern "C" fn faas_layout(i: usize, value: *mut usize) -> *const c_ch
 /// loop wrote refcounts and dicts on pages every child shares, and each such write was a
 /// copy-on-write fault in the zygote (~180 a request) and the objects' pages copied again in
 /// the next child. Nothing of CPython runs around the fork (no PyOS_BeforeFork): the zygote
-/// is single-threaded (zygote.py checks) and holds no Python lock while it waits here;
-/// zygote.py calls PyOS_AfterFork_Child in the child, which runs the at-fork hooks.
+/// is single-threaded (zygote.py checks) and holds no Python lock while it waits here; nor
+/// after it in the child (no PyOS_AfterFork_Child): zygote.py runs the at-fork hooks that are
+/// not moot itself (child()).
 ///
 /// To the daemon, on each request's reply socket: `pid N` with a pidfd of the child, or
 /// `fail ERRNO` if none was forked; then `exit STATUS`, a wait status, once it is reaped.
@@ -376,7 +377,7 @@ pub unsafe extern "C" fn faas_layout(i: usize, value: *mut usize) -> *const c_ch
 /// Returns 0 in a child, with every layer on, the request in `buf` (`Request`, then the
 /// environment block) and its length in `*got`; 1 in the zygote once the daemon has closed
 /// `ctl`; -1 if the zygote cannot go on (the reason on fd 2). The signal mask of the zygote
-/// blocks SIGCHLD from the first call on (a signalfd reads it); the child's steps empty it.
+/// blocks SIGCHLD (a signalfd reads it) and SIGINT from the first call on; the child's steps empty it.
 ///
 /// # Safety
 /// Call from the zygote's only thread, with a plan whose init-time part is filled in (see
@@ -407,8 +408,17 @@ pub unsafe extern "C" fn faas_serve(
     unsafe {
         libc::sigaddset(&mut chld, libc::SIGCHLD);
     }
-    // SAFETY: blocks one signal in this thread; no old set asked for.
-    if unsafe { libc::sigprocmask(libc::SIG_BLOCK, &chld, core::ptr::null_mut()) } != 0 {
+    // SIGINT too: CPython's handler would only mark it "tripped" for the interpreter, which no
+    // longer runs here, and every child, forked without PyOS_AfterFork_Child (which clears the
+    // mark), would raise KeyboardInterrupt on its first bytecode. Blocked, a SIGINT stays
+    // pending in the zygote, and a child starts with none pending (fork(2)).
+    let mut blocked = chld;
+    // SAFETY: blocked is a valid sigset_t, a copy of chld.
+    unsafe {
+        libc::sigaddset(&mut blocked, libc::SIGINT);
+    }
+    // SAFETY: blocks two signals in this thread; no old set asked for.
+    if unsafe { libc::sigprocmask(libc::SIG_BLOCK, &blocked, core::ptr::null_mut()) } != 0 {
         return log_fatal("sigprocmask");
     }
     // SAFETY: a new signalfd for the set above.
