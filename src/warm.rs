@@ -264,7 +264,7 @@ impl Slot {
         if let Some(spare) = self.take_spare() {
             return Some(spare);
         }
-        let Some(waiting) = Waiting::enter(&self.waiting, on_the_way) else { return None };
+        let waiting = Waiting::enter(&self.waiting, on_the_way)?;
         let _ = tokio::time::timeout(SPARE_WAIT, made).await;
         drop(waiting);
         self.take_spare()
