@@ -178,16 +178,14 @@ impl Pool {
             for slot in self.live() {
                 let mut state = slot.state.lock().expect("never poisoned");
                 let State::Ready(z) = &*state else { continue };
+                let unused_for = slot.last_used.lock().expect("never poisoned").elapsed();
                 if !z.alive() {
                     tracing::warn!(function = %slot.function.name, "the zygote (pid {}) died; the next request starts another", z.pid);
                     slot.go_cold(&mut state);
-                } else if !idle.is_zero()
-                    && slot.in_flight(z) == 0
-                    && slot.last_used.lock().expect("never poisoned").elapsed() >= idle
-                {
+                } else if !idle.is_zero() && slot.in_flight(z) == 0 && unused_for >= idle {
                     tracing::info!(function = %slot.function.name, "the zygote (pid {}) was idle for {idle:?}; stopping it", z.pid);
                     slot.go_cold(&mut state);
-                } else if slot.last_used.lock().expect("never poisoned").elapsed() >= BUSY_FOR {
+                } else if unused_for >= BUSY_FOR {
                     let mut spares = slot.spares.lock().expect("never poisoned");
                     let extra = spares.len().saturating_sub(SPARES_IDLE);
                     spares.drain(..extra).for_each(Running::finish_detached);
@@ -256,6 +254,8 @@ impl Slot {
     /// `SPARE_WAIT`), else None: the caller forks. As `take_spare`, the caller sends it its
     /// request and then calls `refill`.
     pub async fn next_spare(&self) -> Option<Running> {
+        // Every warm request asks here first (invoke's start_once), spare or fork: its use, for
+        // idle_exit and BUSY_FOR.
         *self.last_used.lock().expect("never poisoned") = Instant::now();
         // Before the check: a spare made between the two still wakes us. The count of those on
         // their way, before it too: one finished between the two is then taken, not missed.
@@ -349,7 +349,6 @@ impl Slot {
     /// The zygote to fork this request from, or None: then the request starts cold, and a
     /// zygote is started in the background unless one is starting or failed just now.
     pub fn zygote(self: &Arc<Self>, host: &Arc<Host>, prepared: &Arc<PreparedSandbox>) -> Option<Arc<Zygote>> {
-        *self.last_used.lock().expect("never poisoned") = Instant::now();
         let mut state = self.state.lock().expect("never poisoned");
         match &*state {
             State::Ready(z) if z.alive() => return Some(z.clone()),

@@ -174,12 +174,6 @@ class Child:
         if libc.syscall(ctypes.c_long(nr), *args) < 0:
             self.fail(step, index, ctypes.get_errno())
 
-    def do(self, step, index, fn, *args):
-        try:
-            return fn(*args)
-        except OSError as e:
-            self.fail(step, index, e.errno or 5)
-
 
 def child(init, length):
     """The request's process, every layer on (faas_serve ran the steps), its request in BUF.

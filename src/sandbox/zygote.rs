@@ -85,10 +85,10 @@ const FORK_TIMEOUT: Duration = Duration::from_secs(2);
 /// The native child steps' file name.
 pub const NATIVE_LIBRARY: &str = "libfaas_zygote.so";
 
-/// Where the native child steps may be, in order: beside our executable (cargo's target/*/deps,
-/// where `cargo test` builds them as a dev-dependency and `cargo build` first; then target/*/
-/// itself), then our prefix's lib/faas (make install: /usr/local/lib/faas; the .deb: /usr/lib/faas).
-/// deps first: it is never older than its copy one level up.
+/// Where the native library may be, in order: beside our executable (cargo's target/*/deps,
+/// where building the daemon builds it, a dependency, first; then target/*/ itself), then our
+/// prefix's lib/faas (make install: /usr/local/lib/faas; the .deb: /usr/lib/faas). deps first:
+/// it is never older than its copy one level up.
 pub fn native_library_candidates() -> Vec<PathBuf> {
     let Some(dir) = std::env::current_exe().ok().and_then(|e| e.parent().map(Path::to_path_buf)) else {
         return Vec::new();

@@ -693,7 +693,13 @@ fn reap(sfd: c_int, children: &mut Vec<(c_int, c_int)>) {
 /// One datagram on a reply socket, with `fd` if it is not -1. A failure is the daemon's
 /// having given up on the request: nothing to do.
 fn answer(sock: c_int, text: &str, fd: c_int) {
-    let mut iov = libc::iovec { iov_base: text.as_ptr() as *mut libc::c_void, iov_len: text.len() };
+    send_with_fd(sock, text.as_bytes(), fd, libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT);
+}
+
+/// One datagram of `bytes` on the unix socket `sock`, with `fd` (SCM_RIGHTS) unless it is -1:
+/// sendmsg(2)'s result. Raw syscalls on locals only, for the child's steps too.
+fn send_with_fd(sock: c_int, bytes: &[u8], fd: c_int, flags: c_int) -> c_long {
+    let mut iov = libc::iovec { iov_base: bytes.as_ptr() as *mut libc::c_void, iov_len: bytes.len() };
     // SAFETY: an all-zero cmsghdr is valid; the fields are set below.
     let mut control: OneFd = unsafe { core::mem::zeroed() };
     // SAFETY: an all-zero msghdr is valid; the fields we use are set below.
@@ -703,13 +709,15 @@ fn answer(sock: c_int, text: &str, fd: c_int) {
     if fd >= 0 {
         control.header.cmsg_level = libc::SOL_SOCKET;
         control.header.cmsg_type = libc::SCM_RIGHTS;
+        // CMSG_LEN(sizeof(int)): the header (a multiple of the alignment) and the fd.
         control.header.cmsg_len = (size_of::<libc::cmsghdr>() + size_of::<c_int>()) as _;
         control.fd = fd;
         msg.msg_control = &mut control as *mut OneFd as *mut libc::c_void;
+        // CMSG_SPACE(sizeof(int)).
         msg.msg_controllen = size_of::<OneFd>() as _;
     }
     // SAFETY: msg and everything it points to are live locals.
-    unsafe { libc::sendmsg(sock, &msg, libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT) };
+    unsafe { sys(libc::SYS_sendmsg, sock as c_long, &msg as *const libc::msghdr as c_long, flags as c_long, 0, 0) }
 }
 
 /// CLOCK_MONOTONIC in ns (Python's time.monotonic_ns), 0 if it cannot be read.
@@ -1116,34 +1124,7 @@ unsafe fn run(p: &Plan) {
 
 /// Sends `fd` with one byte "\0" over the unix socket `sock` (SCM_RIGHTS).
 fn send_fd(f: &Fail, sock: c_int, fd: c_int) {
-    let byte = [0u8; 1];
-    let mut iov = libc::iovec { iov_base: byte.as_ptr() as *mut libc::c_void, iov_len: 1 };
-    // SAFETY: an all-zero cmsghdr is valid; the fields are set below.
-    let mut control: OneFd = unsafe { core::mem::zeroed() };
-    control.header.cmsg_level = libc::SOL_SOCKET;
-    control.header.cmsg_type = libc::SCM_RIGHTS;
-    // CMSG_LEN(sizeof(int)): the header (a multiple of the alignment) and the fd.
-    control.header.cmsg_len = (size_of::<libc::cmsghdr>() + size_of::<c_int>()) as _;
-    control.fd = fd;
-    // SAFETY: an all-zero msghdr is valid; the fields we use are set below.
-    let mut msg: libc::msghdr = unsafe { core::mem::zeroed() };
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = &mut control as *mut OneFd as *mut libc::c_void;
-    // CMSG_SPACE(sizeof(int)).
-    msg.msg_controllen = size_of::<OneFd>() as _;
-    // SAFETY: msg and everything it points to are live locals.
-    let rc = unsafe {
-        sys(
-            libc::SYS_sendmsg,
-            sock as c_long,
-            &msg as *const libc::msghdr as c_long,
-            libc::MSG_NOSIGNAL as c_long,
-            0,
-            0,
-        )
-    };
-    f.check(Step::SendListener, 0, rc);
+    f.check(Step::SendListener, 0, send_with_fd(sock, &[0], fd, libc::MSG_NOSIGNAL));
 }
 
 #[cfg(test)]
