@@ -397,6 +397,35 @@ impl Daemon {
         self.fd_links().iter().filter(|l| l.starts_with("net:[")).count()
     }
 
+    /// What a leak message needs to name the leak: every fd of the daemon with its target, and
+    /// the zygotes and spares whose fds `fd_count` left out, with their children.
+    pub fn fd_report(&self) -> String {
+        let mut out = String::from("daemon fds:\n");
+        if let Ok(dir) = std::fs::read_dir(format!("/proc/{}/fd", self.pid())) {
+            let mut fds: Vec<(u32, String)> = dir
+                .flatten()
+                .filter_map(|e| {
+                    let n = e.file_name().to_str()?.parse().ok()?;
+                    let l = std::fs::read_link(e.path()).ok()?;
+                    Some((n, l.to_string_lossy().into_owned()))
+                })
+                .collect();
+            fds.sort();
+            for (n, l) in fds {
+                out += &format!("  {n} -> {l}\n");
+            }
+        }
+        for z in self.zygotes() {
+            out += &format!("zygote {z}; its children:");
+            for p in all_processes().into_iter().filter(|p| p.ppid == z) {
+                let comm = std::fs::read_to_string(format!("/proc/{}/comm", p.pid)).unwrap_or_default();
+                out += &format!(" {} ({})", p.pid, comm.trim());
+            }
+            out += "\n";
+        }
+        out
+    }
+
     /// Where each of the daemon's fds points; panics if the daemon is dead or /proc unreadable.
     fn fd_links(&self) -> Vec<String> {
         self.assert_alive();
@@ -438,7 +467,12 @@ impl Daemon {
                 self.assert_alive();
                 return;
             }
-            assert!(Instant::now() < deadline, "left behind: processes {procs:?}, fds {now} > {fds}\n{}", self.logs());
+            assert!(
+                Instant::now() < deadline,
+                "left behind: processes {procs:?}, fds {now} > {fds}\n{}\n{}",
+                self.fd_report(),
+                self.logs()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
