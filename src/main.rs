@@ -6,6 +6,7 @@
 #![deny(unsafe_code)]
 
 mod auth;
+mod bytecode;
 mod cgi;
 mod cli;
 mod config;

@@ -34,6 +34,13 @@ pub fn zygote_command(runtimes: &Runtimes) -> (CString, Vec<CString>) {
     (exe, argv)
 }
 
+/// The compile sandbox's argv (bytecode.rs): the zygote script, compiling `/code`.
+pub fn compile_argv(runtimes: &Runtimes) -> Vec<CString> {
+    let (_, mut argv) = zygote_command(runtimes);
+    argv.extend([c"--compile".into(), c"/code".into()]);
+    argv
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
+use crate::bytecode;
 use crate::config::WarmConfig;
 use crate::function::{Function, LandlockMode};
 use crate::runtime;
@@ -302,6 +303,7 @@ impl Slot {
                 envp: crate::invoke::function_environment(f),
                 landlock_required: f.landlock == LandlockMode::Required,
                 spare: true,
+                argv: None,
             };
             let made = match sandbox::start_warm(&host, &prepared, &zygote, launch).await {
                 Ok(mut spare) => match tokio::time::timeout(SPARE_TIMEOUT, spare.wait_exec()).await {
@@ -376,7 +378,7 @@ impl Slot {
             let f = &slot.function;
             let warm = f.warm.as_ref().expect("a slot is made for warm functions only");
             let (exe, argv) = runtime::zygote_command(&host.config.runtimes);
-            let spec = ZygoteSpec {
+            let mut spec = ZygoteSpec {
                 name: &f.name,
                 version: slot.version,
                 exe,
@@ -386,8 +388,26 @@ impl Slot {
                 preload_handler: warm.preload_handler,
                 memory: slot.pool.config.zygote_memory.0,
                 limits: &f.limits,
+                bytecode: None,
             };
             let started = Instant::now();
+            // Before the zygote, so that its first spare already imports compiled code.
+            spec.bytecode = match bytecode::compile(&host, &prepared, f).await {
+                Ok(c) => {
+                    tracing::info!(
+                        function = %f.name,
+                        "compiled its code for the zygote: {} modules, {} bytes, in {} ms",
+                        c.modules,
+                        c.bytes,
+                        c.took.as_millis()
+                    );
+                    Some(c.fd)
+                }
+                Err(e) => {
+                    tracing::warn!(function = %f.name, "the zygote starts without compiled code, so each request compiles its modules: {e}");
+                    None
+                }
+            };
             let next = match Zygote::start(&host, &prepared, spec).await {
                 Ok(z) => {
                     tracing::info!(

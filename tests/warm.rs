@@ -1120,3 +1120,49 @@ fn zygotes_starting_at_once_stay_within_the_memory_budget() {
     assert_eq!(states.iter().filter(|s| *s == "ready").count(), 1, "{states:?}\n{}", d.logs());
     assert_eq!(zygote_processes(&d).len(), 1, "{:?}", zygote_processes(&d));
 }
+
+/// The function's modules are compiled once, in a sandbox of their own, before its zygote starts
+/// (src/bytecode.rs): a warm request imports them without compiling, and still never runs a
+/// stale one: a module edited in place (same size, so within a second its mtime may not tell)
+/// is compiled again from what the request sees.
+#[test]
+#[ignore = "needs root: sudo -E cargo test -- --include-ignored"]
+fn warm_requests_import_the_functions_modules_compiled_and_never_stale() {
+    require_root();
+    let code = HostDir::new();
+    // compile() as the import system calls it, counted while `helper` is imported.
+    let main = r#"
+import builtins
+def handle(request):
+    compiled = []
+    real = builtins.compile
+    def counting(source, filename, *args, **kwargs):
+        compiled.append(filename)
+        return real(source, filename, *args, **kwargs)
+    builtins.compile = counting
+    try:
+        import helper
+    finally:
+        builtins.compile = real
+    return {"main": __cached__, "helper": helper.__cached__, "value": helper.VALUE, "compiled": compiled}
+"#;
+    std::fs::write(code.path().join("main.py"), main).unwrap();
+    std::fs::write(code.path().join("helper.py"), "VALUE = 1\n").unwrap();
+    let file = format!("runtime = \"python\"\ncode = \"{}\"\nhandler = \"main.handle\"\n", code.path().display());
+    let d = Daemon::start(&[("mods", &file)]);
+    ok(&d, "/mods", "cold");
+    wait_warm(&d, "mods");
+    assert!(d.logs().contains("compiled its code for the zygote: 2 modules"), "{}", d.logs());
+    for _ in 0..2 {
+        let j = ok(&d, "/mods", "warm").json();
+        assert_eq!(j["main"], "faas-bytecode:/code/main.py", "{j}");
+        assert_eq!(j["helper"], "faas-bytecode:/code/helper.py", "{j}");
+        assert_eq!((j["value"].as_i64(), j["compiled"].clone()), (Some(1), serde_json::json!([])), "{j}");
+    }
+    std::fs::write(code.path().join("helper.py"), "VALUE = 2\n").unwrap();
+    for _ in 0..2 {
+        let j = ok(&d, "/mods", "warm").json();
+        assert_eq!(j["value"], 2, "a stale module ran: {j}");
+        assert_eq!(j["compiled"], serde_json::json!(["/code/helper.py"]), "{j}");
+    }
+}

@@ -416,7 +416,7 @@ def looks_async(code_dir, handler):
     return False
 
 
-def start(init):
+def start(init, bytecode_fd):
     """Imports what the zygote keeps warm; returns a reason it cannot serve, or None."""
     global WRAPPER, LAYOUT
     LAYOUT = memory_layout()
@@ -445,24 +445,114 @@ def start(init):
     if threads() != 1:
         return f"{threads()} threads after the preloads; a zygote must stay single-threaded"
     CHILD_HOOKS.extend(pair for pair in AT_FORK_CHILD if not moot_hook(pair[1]))
+    # Last: the zygote itself never imports from it.
+    if bytecode_fd is not None:
+        install_bytecode(bytecode_fd)
     # Children would otherwise touch (and copy) every preloaded object on their first collection.
     gc.freeze()
     return None
 
 
+# The function's code as its compile sandbox compiled it (src/bytecode.rs): "/code/..." -> the
+# bytes of a checked hash-based pyc (PEP 552). Kept, never read, here: a request's import
+# unmarshals them in its own sandbox.
+BYTECODE = {}
+# What a module's __cached__ says when its code came from BYTECODE: no file holds it.
+BYTECODE_PREFIX = "faas-bytecode:"
+
+
+def install_bytecode(fd):
+    """Makes each request's import of a module under /code take its pyc from BYTECODE, where
+    a cold start would find none (/code is read-only, and -B): the import still reads the
+    source and checks the pyc's hash against it, so an edit in place is never served stale, and
+    a module missing from BYTECODE is compiled as before. The daemon checked the records'
+    framing; the import system's own cache_from_source and get_data are wrapped for it (3.11's
+    _bootstrap_external; a Python without them imports as before)."""
+    with open(fd, "rb") as f:
+        f.seek(0)  # the daemon's writes left the offset at the end
+        data = memoryview(f.read())
+    while data:
+        n = int.from_bytes(data[:4], "little")
+        path = bytes(data[4:4 + n]).decode()
+        m = int.from_bytes(data[4 + n:8 + n], "little")
+        BYTECODE[path] = bytes(data[8 + n:8 + n + m])
+        data = data[8 + n + m:]
+    import _frozen_importlib_external as external
+    cache_from_source = getattr(external, "cache_from_source", None)
+    get_data = getattr(external.SourceFileLoader, "get_data", None)
+    if cache_from_source is None or get_data is None:
+        log("this Python's import system has no cache_from_source: requests compile their modules")
+        return
+
+    def cached(path, debug_override=None, *, optimization=None):
+        if optimization is None and debug_override is None and path in BYTECODE:
+            return BYTECODE_PREFIX + path
+        return cache_from_source(path, debug_override, optimization=optimization)
+
+    def read(self, path):
+        if isinstance(path, str) and path.startswith(BYTECODE_PREFIX):
+            pyc = BYTECODE.get(path[len(BYTECODE_PREFIX):])
+            if pyc is not None:
+                return pyc
+        return get_data(self, path)
+
+    external.cache_from_source = cached
+    external.SourceFileLoader.get_data = read
+
+
+def compile_tree(root):
+    """`zygote.py --compile /code`, in a sandbox of its own (src/bytecode.rs): every .py under
+    root compiled, to stdout, as records of a u32 length and the path, a u32 length and a
+    checked hash-based pyc. A file that does not compile is left out (its import reports the
+    error, as without this); so is whatever would not fit the daemon's limits."""
+    import _imp
+    import importlib._bootstrap_external as external
+    out = sys.stdout.buffer
+    total, modules = 0, 0
+    for top, dirs, files in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d != "__pycache__")
+        for name in sorted(files):
+            if not name.endswith(".py"):
+                continue
+            path = os.path.join(top, name)
+            try:
+                with open(path, "rb") as f:
+                    source = f.read()
+                code = compile(source, path, "exec", dont_inherit=True)
+            except Exception:  # SyntaxError, ValueError (NUL bytes), RecursionError, OSError...
+                continue
+            source_hash = _imp.source_hash(external._RAW_MAGIC_NUMBER, source)
+            pyc = bytes(external._code_to_hash_pyc(code, source_hash, checked=True))
+            record = (len(path.encode()).to_bytes(4, "little") + path.encode()
+                      + len(pyc).to_bytes(4, "little") + pyc)
+            if total + len(record) > COMPILE_MAX_BYTES or modules + 1 > COMPILE_MAX_MODULES:
+                return 0
+            out.write(record)
+            total += len(record)
+            modules += 1
+    out.flush()
+    return 0
+
+
+# src/bytecode.rs: MAX_BYTES and MAX_MODULES.
+COMPILE_MAX_BYTES = 8 << 20
+COMPILE_MAX_MODULES = 4096
+
+
 def main():
     ctl = socket.socket(fileno=0)
-    msg, fds, _, _ = socket.recv_fds(ctl, 1 << 20, 3)
-    if not msg or len(fds) != 3:
+    msg, fds, _, _ = socket.recv_fds(ctl, 1 << 20, 4)
+    if not msg or len(fds) not in (3, 4):
         log("no init message")
         return 2
     init = json.loads(msg)
-    template, daemon_pidfd, native_fd = fds
+    template, daemon_pidfd, native_fd = fds[:3]
+    bytecode_fd = fds[3] if len(fds) == 4 else None
     why = load_native(native_fd)
     if why is None:
         why = init_plan(init, template, daemon_pidfd)
     if why is None:
-        why = start(init)
+        why = start(init, bytecode_fd)
     if why is not None:
         log(why)
         ctl.send(json.dumps({"error": why}).encode())
@@ -484,7 +574,7 @@ def main():
 
 if __name__ == "__main__":
     try:
-        code = main()
+        code = compile_tree(sys.argv[2]) if sys.argv[1:2] == ["--compile"] else main()
     except BaseException as e:
         log(f"failed: {type(e).__name__}: {e}")
         code = 1

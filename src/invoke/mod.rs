@@ -233,6 +233,7 @@ async fn run(
         envp: environment(&meta, &loaded),
         landlock_required: f.landlock == LandlockMode::Required,
         spare: false,
+        argv: None,
     };
     let (started, start) = start_sandbox(&host, &loaded, launch).await;
     end.report.timing.start = start;

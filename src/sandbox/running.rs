@@ -36,6 +36,8 @@ pub struct Launch<'a> {
     /// A spare made ahead of its request (zygote.rs): its cgroup is `spare-ID`, not `inv-ID`,
     /// since no invocation has it yet.
     pub spare: bool,
+    /// In place of the function's argv (the same program): the compile sandbox's (bytecode.rs).
+    pub argv: Option<Vec<std::ffi::CString>>,
 }
 
 /// The parent's ends of the sandbox's stdin, stdout and stderr.
@@ -120,7 +122,7 @@ pub fn start(host: &Host, prepared: &Arc<PreparedSandbox>, launch: Launch) -> Re
         changed_signals: host.changed_signals.get_or_init(sys::changed_signals),
         rlimits: parts.rlimits.clone(),
         exe: &prepared.exe,
-        argv: CStringArray::new(prepared.argv.clone()),
+        argv: CStringArray::new(launch.argv.unwrap_or_else(|| prepared.argv.clone())),
         envp: CStringArray::new(launch.envp),
     };
     let spawned = spawn::spawn(&plan)?;

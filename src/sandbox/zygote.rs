@@ -70,6 +70,8 @@ pub struct ZygoteSpec<'a> {
     pub memory: u64,
     /// The function's limits: cpu and nofile for the zygote.
     pub limits: &'a Limits,
+    /// The function's code compiled (bytecode.rs), for its requests' imports.
+    pub bytecode: Option<OwnedFd>,
 }
 
 /// The environment variable that names a zygote's function and version.
@@ -227,9 +229,10 @@ impl Zygote {
         }
         drop(err_r);
         let init = init_message(host, prepared, &spec);
-        let fds = [template_fd, daemon_pidfd, native.as_raw_fd()];
+        let mut fds = vec![template_fd, daemon_pidfd, native.as_raw_fd()];
+        fds.extend(spec.bytecode.as_ref().map(|fd| fd.as_raw_fd()));
         send(&zygote.ctl, init.as_bytes(), &fds).map_err(err("the zygote's init message"))?;
-        drop(native);
+        drop((native, spec.bytecode));
         let ctl = sys::async_fd(zygote.ctl.try_clone().map_err(err("the zygote's control socket"))?)
             .map_err(err("the zygote's control socket"))?;
         let answer = tokio::time::timeout(READY_TIMEOUT, async {
