@@ -206,8 +206,22 @@ fn every_request_after_the_zygote_is_ready_is_warm_and_warm_false_is_cold() {
 /// dispositions and mask, a thread, an open fd, a module in sys.modules, a wakeup fd) and
 /// looks again (`after`), which shows the probe sees each of them.
 const STATE: &str = r#"
-import os, signal, sys, threading, time
+import ctypes, os, signal, subprocess, sys, threading, time
 GLOBAL = {"writes": 0}
+SKIP = ("FAAS_INVOCATION_ID", "FAAS_DEADLINE_MS")
+
+def libc_environ():
+    # C's view (getenv, exec*): the NULL-terminated array libc's environ points at.
+    environ = ctypes.POINTER(ctypes.c_char_p).in_dll(ctypes.CDLL(None), "environ")
+    names, i = [], 0
+    while environ[i] is not None:
+        names.append(environ[i].split(b"=", 1)[0].decode())
+        i += 1
+    return sorted(n for n in names if n not in SKIP)
+
+def child_environ():
+    out = subprocess.run(["/usr/bin/env", "-0"], capture_output=True, env=None, check=True).stdout
+    return sorted(e.split(b"=", 1)[0].decode() for e in out.split(b"\0") if e and e.split(b"=", 1)[0].decode() not in SKIP)
 
 def status(key):
     with open("/proc/self/status") as f:
@@ -227,6 +241,8 @@ def snapshot():
         "tmp": sorted(os.listdir("/tmp")),
         "env": sorted(k for k in os.environ if k not in ("FAAS_INVOCATION_ID", "FAAS_DEADLINE_MS")),
         "leak_env": os.environ.get("FAAS_LEAK"),
+        "libc_env": libc_environ(),
+        "child_env": child_environ(),
         "proc_environ": sorted(e.split(b"=", 1)[0].decode() for e in open("/proc/self/environ", "rb").read().split(b"\0")
                                if e and not e.startswith((b"FAAS_INVOCATION_ID=", b"FAAS_DEADLINE_MS="))),
         "signals": {signal.Signals(s).name: disposition(signal.getsignal(s)) for s in
@@ -283,6 +299,8 @@ fn no_state_crosses_requests(extra: &str) {
         "global",
         "tmp",
         "leak_env",
+        "libc_env",
+        "child_env",
         "signals",
         "sig_ign",
         "sig_cgt",
