@@ -276,13 +276,18 @@ def set_environment(c, start, end):
     entries = ctypes.string_at(address, end - start).split(b"\0")[:-1]
     data = os.environb._data  # os.environ's too
     data.clear()
-    ENVP = (ctypes.c_void_p * (len(entries) + 1))()
+    # A bytearray, not a ctypes array: a ctypes array of a length new to the process is a new
+    # type, made in every child.
+    envp = bytearray(8 * (len(entries) + 1))
+    pointers = memoryview(envp).cast("Q")
     for i, entry in enumerate(entries):
         name, _, value = entry.partition(b"=")
         data[name] = value
-        ENVP[i] = address
+        pointers[i] = address
         address += len(entry) + 1
-    ENVIRON.value = ctypes.addressof(ENVP)
+    pointers.release()
+    ENVIRON.value = ctypes.addressof(ctypes.c_char.from_buffer(envp))
+    ENVP = envp  # only now may the array environ pointed at go
     mm = PrctlMmMap.from_buffer_copy(LAYOUT)
     mm.brk = libc.sbrk(ctypes.c_ssize_t(0))
     mm.env_start = ctypes.addressof(BUF) + start
