@@ -122,6 +122,8 @@ pub struct ReadyInfo {
     pub in_flight: usize,
     pub spare: bool,
     pub spares: usize,
+    /// Modules of the function's own its requests import compiled, not from source.
+    pub compiled_modules: usize,
 }
 
 impl Pool {
@@ -401,7 +403,7 @@ impl Slot {
                         c.bytes,
                         c.took.as_millis()
                     );
-                    Some(c.fd)
+                    Some((c.fd, c.modules))
                 }
                 Err(e) => {
                     tracing::warn!(function = %f.name, "the zygote starts without compiled code, so each request compiles its modules: {e}");
@@ -469,6 +471,7 @@ impl Slot {
                     in_flight: self.in_flight(z),
                     spare: spares > 0,
                     spares,
+                    compiled_modules: z.compiled_modules,
                 });
             }
         }

@@ -70,8 +70,9 @@ pub struct ZygoteSpec<'a> {
     pub memory: u64,
     /// The function's limits: cpu and nofile for the zygote.
     pub limits: &'a Limits,
-    /// The function's code compiled (bytecode.rs), for its requests' imports.
-    pub bytecode: Option<OwnedFd>,
+    /// The function's code compiled (bytecode.rs), for its requests' imports, and how many
+    /// modules that holds.
+    pub bytecode: Option<(OwnedFd, usize)>,
 }
 
 /// The environment variable that names a zygote's function and version.
@@ -126,6 +127,8 @@ pub struct Zygote {
     served: AtomicU64,
     /// Its resident memory when it said it was ready.
     pub ready_rss: u64,
+    /// The function's modules its requests import compiled (bytecode.rs).
+    pub compiled_modules: usize,
 }
 
 impl Zygote {
@@ -220,6 +223,7 @@ impl Zygote {
             started: Instant::now(),
             served: AtomicU64::new(0),
             ready_rss: 0,
+            compiled_modules: 0,
         };
         forward_log(log_r, spec.name.to_owned());
         // Like a cold start's exec: clone3 returned after the exec or the failed step's record.
@@ -230,7 +234,8 @@ impl Zygote {
         drop(err_r);
         let init = init_message(host, prepared, &spec);
         let mut fds = vec![template_fd, daemon_pidfd, native.as_raw_fd()];
-        fds.extend(spec.bytecode.as_ref().map(|fd| fd.as_raw_fd()));
+        fds.extend(spec.bytecode.as_ref().map(|(fd, _)| fd.as_raw_fd()));
+        zygote.compiled_modules = spec.bytecode.as_ref().map_or(0, |(_, n)| *n);
         send(&zygote.ctl, init.as_bytes(), &fds).map_err(err("the zygote's init message"))?;
         drop((native, spec.bytecode));
         let ctl = sys::async_fd(zygote.ctl.try_clone().map_err(err("the zygote's control socket"))?)
