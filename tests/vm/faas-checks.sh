@@ -311,6 +311,10 @@ faas_warm() {
     [[ $caps == 00000000002401c0 ]] || { echo "the zygote holds capabilities $caps"; return 1; }
     grep -q '^NoNewPrivs:.*1' "/proc/$zpid/status" && grep -q '^Seccomp:.*2' "/proc/$zpid/status" || return 1
     tr '\0' '\n' <"/proc/$zpid/environ" | grep -qx 'FAAS_ZYGOTE=hello [0-9]*' || { echo "no FAAS_ZYGOTE"; return 1; }
+    # The function's modules compiled in a sandbox of their own under the unit's hardening
+    # (src/bytecode.rs), not left to each request.
+    journalctl -q -u faas -o cat | grep -m 1 'compiled its code for the zygote' ||
+        { echo "the zygote started without compiled code:"; journalctl -q -u faas -o cat | grep 'without compiled code'; return 1; }
 }
 
 faas_memory_limit() {
