@@ -1184,3 +1184,21 @@ def handle(request):
         assert_eq!(j["compiled"], serde_json::json!(["/code/helper.py"]), "{j}");
     }
 }
+
+/// A code directory whose compiled code would not fit the zygote's limit (8 MiB) is compiled as
+/// far as it fits, in order, and the rest is compiled by each request that imports it.
+#[test]
+#[ignore = "needs root: sudo -E cargo test -- --include-ignored"]
+fn code_beyond_the_bytecode_limit_is_compiled_by_the_requests_and_the_rest_is_cached() {
+    require_root();
+    let code = HostDir::new();
+    std::fs::write(code.path().join("a.py"), "def handle(request):\n    import b\n    return len(b.BIG)\n").unwrap();
+    // One constant of 9 MiB: its pyc alone is past the limit.
+    std::fs::write(code.path().join("b.py"), format!("BIG = '{}'\n", "x".repeat(9 << 20))).unwrap();
+    let file = format!("runtime = \"python\"\ncode = \"{}\"\nhandler = \"a.handle\"\n", code.path().display());
+    let d = Daemon::start(&[("big", &file)]);
+    ok(&d, "/big", "cold");
+    wait_warm(&d, "big");
+    assert_eq!(zygote_info(&d, "big")["compiled_modules"], 1, "a.py, and not b.py:\n{}", d.logs());
+    assert_eq!(ok(&d, "/big", "warm").text(), (9 << 20).to_string());
+}

@@ -557,28 +557,31 @@ def compile_tree(root):
     import importlib._bootstrap_external as external
     out = sys.stdout.buffer
     total, modules = 0, 0
-    for top, dirs, files in os.walk(root):
-        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d != "__pycache__")
-        for name in sorted(files):
-            if not name.endswith(".py"):
-                continue
-            path = os.path.join(top, name)
-            try:
-                with open(path, "rb") as f:
-                    source = f.read()
-                code = compile(source, path, "exec", dont_inherit=True)
-            except Exception:  # SyntaxError, ValueError (NUL bytes), RecursionError, OSError...
-                continue
-            source_hash = _imp.source_hash(external._RAW_MAGIC_NUMBER, source)
-            pyc = bytes(external._code_to_hash_pyc(code, source_hash, checked=True))
-            record = (len(path.encode()).to_bytes(4, "little") + path.encode()
-                      + len(pyc).to_bytes(4, "little") + pyc)
-            if total + len(record) > COMPILE_MAX_BYTES or modules + 1 > COMPILE_MAX_MODULES:
-                return 0
-            out.write(record)
-            total += len(record)
-            modules += 1
-    out.flush()
+    try:
+        for top, dirs, files in os.walk(root):
+            dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d != "__pycache__")
+            for name in sorted(files):
+                if not name.endswith(".py"):
+                    continue
+                path = os.path.join(top, name)
+                try:
+                    with open(path, "rb") as f:
+                        source = f.read()
+                    code = compile(source, path, "exec", dont_inherit=True)
+                except Exception:  # SyntaxError, ValueError (NUL bytes), RecursionError, OSError...
+                    continue
+                source_hash = _imp.source_hash(external._RAW_MAGIC_NUMBER, source)
+                pyc = bytes(external._code_to_hash_pyc(code, source_hash, checked=True))
+                record = (len(path.encode()).to_bytes(4, "little") + path.encode()
+                          + len(pyc).to_bytes(4, "little") + pyc)
+                if total + len(record) > COMPILE_MAX_BYTES or modules + 1 > COMPILE_MAX_MODULES:
+                    return 0
+                out.write(record)
+                total += len(record)
+                modules += 1
+    finally:
+        # Every return too: os._exit, which ends this process, flushes nothing.
+        out.flush()
     return 0
 
 
