@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 
 use tokio::io::AsyncReadExt;
 
+use crate::cgi;
 use crate::function::{Function, LandlockMode};
 use crate::runtime;
 use crate::sandbox::{self, Host, Launch, PreparedSandbox, Stdio};
@@ -49,15 +50,11 @@ pub struct Compiled {
 pub async fn compile(host: &Arc<Host>, prepared: &Arc<PreparedSandbox>, f: &Function) -> Result<Compiled, String> {
     let started = Instant::now();
     let id = format!("compile-{}", uuid::Uuid::new_v4());
-    // The base environment only: no secrets, since no handler runs.
-    let envp = crate::cgi::base_environment(&[])
-        .into_iter()
-        .filter_map(|(k, v)| std::ffi::CString::new(format!("{k}={v}")).ok())
-        .collect();
     let launch = Launch {
         id: &id,
         limits: &f.limits,
-        envp,
+        // The base environment only: no secrets, since no handler runs.
+        envp: cgi::envp(cgi::base_environment(&[])),
         landlock_required: f.landlock == LandlockMode::Required,
         spare: false,
         argv: Some(runtime::compile_argv(&host.config.runtimes)),

@@ -304,6 +304,11 @@ pub fn environment(meta: &RequestMeta, function_env: &[(String, String)]) -> Vec
         }
     }
     env.extend(http_vars);
+    envp(env)
+}
+
+/// `NAME=value` entries for execve (or a zygote's child); an entry with a NUL is left out.
+pub fn envp(env: Vec<(String, String)>) -> Vec<CString> {
     env.into_iter().filter_map(|(k, v)| CString::new(format!("{k}={v}")).ok()).collect()
 }
 

@@ -380,21 +380,9 @@ impl Slot {
             let f = &slot.function;
             let warm = f.warm.as_ref().expect("a slot is made for warm functions only");
             let (exe, argv) = runtime::zygote_command(&host.config.runtimes);
-            let mut spec = ZygoteSpec {
-                name: &f.name,
-                version: slot.version,
-                exe,
-                argv,
-                handler: &f.handler,
-                preload: &warm.preload,
-                preload_handler: warm.preload_handler,
-                memory: slot.pool.config.zygote_memory.0,
-                limits: &f.limits,
-                bytecode: None,
-            };
             let started = Instant::now();
             // Before the zygote, so that its first spare already imports compiled code.
-            spec.bytecode = match bytecode::compile(&host, &prepared, f).await {
+            let bytecode = match bytecode::compile(&host, &prepared, f).await {
                 Ok(c) => {
                     tracing::info!(
                         function = %f.name,
@@ -409,6 +397,18 @@ impl Slot {
                     tracing::warn!(function = %f.name, "the zygote starts without compiled code, so each request compiles its modules: {e}");
                     None
                 }
+            };
+            let spec = ZygoteSpec {
+                name: &f.name,
+                version: slot.version,
+                exe,
+                argv,
+                handler: &f.handler,
+                preload: &warm.preload,
+                preload_handler: warm.preload_handler,
+                memory: slot.pool.config.zygote_memory.0,
+                limits: &f.limits,
+                bytecode,
             };
             let next = match Zygote::start(&host, &prepared, spec).await {
                 Ok(z) => {

@@ -485,9 +485,6 @@ def start(init, bytecode_fd):
         numpy = sys.modules["numpy"]
         numpy.random.seed(0)
         NUMPY_KEY = numpy.zeros(624, dtype=numpy.uint32)
-    # Last: the zygote itself never imports from it.
-    if bytecode_fd is not None:
-        install_bytecode(bytecode_fd)
     # The import system's finder for /code, with its listing of the directory (names only):
     # made here once rather than in every request (zipimport tried first, then the FileFinder
     # and its listdir; +5% req/s at c=1, A/B). A request still sees a change: the finder lists
@@ -496,6 +493,9 @@ def start(init, bytecode_fd):
     finder = importlib.machinery.PathFinder._path_importer_cache(init["code_dir"])
     if finder is not None:
         finder.find_spec("__faas_no_such_module__")
+    # Last: the zygote itself never imports from it.
+    if bytecode_fd is not None:
+        install_bytecode(bytecode_fd)
     # Children would otherwise touch (and copy) every preloaded object on their first collection.
     gc.freeze()
     return None

@@ -468,11 +468,7 @@ fn environment(meta: &RequestMeta, loaded: &Loaded) -> Vec<std::ffi::CString> {
 /// the function's own (`env`, secrets in the environment, the egress proxy), without the
 /// request's CGI variables, which `environment` adds once it has come.
 pub fn function_environment(f: &Function) -> Vec<std::ffi::CString> {
-    let base = cgi::base_environment(&f.env)
-        .into_iter()
-        .filter_map(|(k, v)| std::ffi::CString::new(format!("{k}={v}")).ok())
-        .collect();
-    with_extra(base, f)
+    with_extra(cgi::envp(cgi::base_environment(&f.env)), f)
 }
 
 /// `envp` with the secrets a function takes in its environment, and the egress proxy's

@@ -223,7 +223,7 @@ impl Zygote {
             started: Instant::now(),
             served: AtomicU64::new(0),
             ready_rss: 0,
-            compiled_modules: 0,
+            compiled_modules: spec.bytecode.as_ref().map_or(0, |(_, n)| *n),
         };
         forward_log(log_r, spec.name.to_owned());
         // Like a cold start's exec: clone3 returned after the exec or the failed step's record.
@@ -235,7 +235,6 @@ impl Zygote {
         let init = init_message(host, prepared, &spec);
         let mut fds = vec![template_fd, daemon_pidfd, native.as_raw_fd()];
         fds.extend(spec.bytecode.as_ref().map(|(fd, _)| fd.as_raw_fd()));
-        zygote.compiled_modules = spec.bytecode.as_ref().map_or(0, |(_, n)| *n);
         send(&zygote.ctl, init.as_bytes(), &fds).map_err(err("the zygote's init message"))?;
         drop((native, spec.bytecode));
         let ctl = sys::async_fd(zygote.ctl.try_clone().map_err(err("the zygote's control socket"))?)
