@@ -124,6 +124,9 @@ pub struct ReadyInfo {
     pub spares: usize,
     /// Modules of the function's own its requests import compiled, not from source.
     pub compiled_modules: usize,
+    /// Of `rss_bytes`, what is in transparent huge pages: each 2 MiB of it is one page table
+    /// entry to copy at a fork, not 512.
+    pub huge_page_bytes: u64,
 }
 
 impl Pool {
@@ -412,9 +415,13 @@ impl Slot {
             };
             let next = match Zygote::start(&host, &prepared, spec).await {
                 Ok(z) => {
+                    let huge = match z.ready_huge_pages {
+                        Ok(bytes) => format!("{} KiB in huge pages", bytes / 1024),
+                        Err(errno) => format!("no huge pages (MADV_COLLAPSE: {})", nix::errno::Errno::from_raw(errno)),
+                    };
                     tracing::info!(
                         function = %f.name,
-                        "zygote ready: pid {}, {} KiB resident, started in {} ms",
+                        "zygote ready: pid {}, {} KiB resident ({huge}), started in {} ms",
                         z.pid,
                         z.ready_rss / 1024,
                         started.elapsed().as_millis()
@@ -472,6 +479,7 @@ impl Slot {
                     spare: spares > 0,
                     spares,
                     compiled_modules: z.compiled_modules,
+                    huge_page_bytes: z.huge_pages(),
                 });
             }
         }

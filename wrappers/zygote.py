@@ -64,6 +64,7 @@ PR_SET_DUMPABLE = 4
 PR_SET_MM = 35
 PR_SET_MM_MAP = 14
 PR_SET_NAME = 15
+MADV_COLLAPSE = 25
 
 libc = ctypes.CDLL(None, use_errno=True)
 libc.syscall.restype = ctypes.c_long
@@ -308,6 +309,8 @@ def set_environment(c, start, end):
 WRAPPER = None
 # The array reseed() fills with numpy's new generator state, made once (start()).
 NUMPY_KEY = None
+# What collapse_huge_pages() met: 0, or the errno that stopped it.
+HUGE_PAGES_ERRNO = 0
 # libc's environ, and the array set_environment points it at (NULL-terminated).
 ENVIRON = ctypes.c_void_p.in_dll(libc, "environ")
 ENVP = None
@@ -335,6 +338,14 @@ def rss_bytes():
     with open("/proc/self/status") as f:
         for line in f:
             if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def huge_page_bytes():
+    with open("/proc/self/smaps_rollup") as f:
+        for line in f:
+            if line.startswith("AnonHugePages:"):
                 return int(line.split()[1]) * 1024
     return 0
 
@@ -386,10 +397,47 @@ def load_native(fd):
     if why is not None:
         return f"libfaas_zygote.so does not match zygote.py (another build?): {why}"
     SERVE = native.faas_serve
+    install_arenas(native)
     SERVE.restype = ctypes.c_int
     SERVE.argtypes = [ctypes.c_int, ctypes.POINTER(Plan), ctypes.c_uint64, ctypes.c_void_p, ctypes.c_size_t,
                       ctypes.POINTER(ctypes.c_size_t)]
     return None
+
+
+def install_arenas(native):
+    """From here on CPython's arenas come from the native library's 2 MiB-aligned chunks
+    (zygote/src/arenas.rs), which collapse_huge_pages() makes huge pages once the imports are
+    done: a fork then copies, and an exit frees, one page table entry for each 2 MiB of them
+    instead of 512."""
+    previous, ours = native.faas_arenas_previous, native.faas_arenas_allocator
+    previous.restype = ours.restype = ctypes.c_void_p
+    get, put = ctypes.pythonapi.PyObject_GetArenaAllocator, ctypes.pythonapi.PyObject_SetArenaAllocator
+    get.argtypes = put.argtypes = [ctypes.c_void_p]
+    get.restype = put.restype = None
+    get(previous())
+    put(ours())
+
+
+def collapse_huge_pages():
+    """Makes each 2 MiB-aligned stretch of the zygote's anonymous memory (the arenas' chunks,
+    the malloc heap) a transparent huge page (MADV_COLLAPSE, Linux 6.1; independent of the
+    system's THP setting unless that is "never"). Returns the errno of the first that failed,
+    or 0: a kernel without it serves the same, only slower."""
+    libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    huge = 2 << 20
+    with open("/proc/self/maps") as f:
+        rows = f.read().splitlines()
+    for row in rows:
+        fields = row.split()
+        if fields[1] != "rw-p" or len(fields) > 5 and fields[5] != "[heap]":
+            continue
+        start, end = (int(x, 16) for x in fields[0].split("-"))
+        at = (start + huge - 1) & ~(huge - 1)
+        while at + huge <= end:
+            if libc.madvise(at, huge, MADV_COLLAPSE) != 0:
+                return ctypes.get_errno()
+            at += huge
+    return 0
 
 
 def init_plan(init, template, daemon_pidfd):
@@ -498,6 +546,8 @@ def start(init, bytecode_fd):
         install_bytecode(bytecode_fd)
     # Children would otherwise touch (and copy) every preloaded object on their first collection.
     gc.freeze()
+    global HUGE_PAGES_ERRNO
+    HUGE_PAGES_ERRNO = collapse_huge_pages()
     return None
 
 
@@ -608,7 +658,8 @@ def main():
         log(why)
         ctl.send(json.dumps({"error": why}).encode())
         return 1
-    ctl.send(json.dumps({"ready": True, "rss": rss_bytes()}).encode())
+    ctl.send(json.dumps({"ready": True, "rss": rss_bytes(), "huge_pages": huge_page_bytes(),
+                         "huge_pages_errno": HUGE_PAGES_ERRNO}).encode())
 
     got = ctypes.c_size_t()
     rc = SERVE(0, ctypes.byref(PLAN), init["clone_flags"], BUF, len(BUF), ctypes.byref(got))

@@ -127,6 +127,8 @@ pub struct Zygote {
     served: AtomicU64,
     /// Its resident memory when it said it was ready.
     pub ready_rss: u64,
+    /// How much of it was in huge pages, or why none are (zygote.py's collapse_huge_pages).
+    pub ready_huge_pages: Result<u64, i32>,
     /// The function's modules its requests import compiled (bytecode.rs).
     pub compiled_modules: usize,
 }
@@ -223,6 +225,7 @@ impl Zygote {
             started: Instant::now(),
             served: AtomicU64::new(0),
             ready_rss: 0,
+            ready_huge_pages: Ok(0),
             compiled_modules: spec.bytecode.as_ref().map_or(0, |(_, n)| *n),
         };
         forward_log(log_r, spec.name.to_owned());
@@ -262,6 +265,10 @@ impl Zygote {
             return Err(SpawnError::Zygote(why.to_owned()));
         }
         zygote.ready_rss = answer.get("rss").and_then(|r| r.as_u64()).unwrap_or(0);
+        zygote.ready_huge_pages = match answer.get("huge_pages_errno").and_then(|e| e.as_i64()) {
+            Some(errno) if errno != 0 => Err(errno as i32),
+            _ => Ok(answer.get("huge_pages").and_then(|r| r.as_u64()).unwrap_or(0)),
+        };
         sys::set_nonblocking(&zygote.ctl).map_err(err("the zygote's control socket"))?;
         Ok(zygote)
     }
@@ -290,13 +297,23 @@ impl Zygote {
 
     /// Its resident memory now, in bytes (0 once it is gone).
     pub fn rss(&self) -> u64 {
-        std::fs::read_to_string(format!("/proc/{}/status", self.pid))
-            .ok()
-            .and_then(|s| {
-                s.lines().find_map(|l| l.strip_prefix("VmRSS:")?.trim().strip_suffix("kB")?.trim().parse::<u64>().ok())
-            })
-            .map_or(0, |kb| kb * 1024)
+        proc_kib(&format!("/proc/{}/status", self.pid), "VmRSS:")
     }
+
+    /// How much of its memory is in transparent huge pages (zygote.py's collapse_huge_pages).
+    pub fn huge_pages(&self) -> u64 {
+        proc_kib(&format!("/proc/{}/smaps_rollup", self.pid), "AnonHugePages:")
+    }
+}
+
+/// A `NAME: N kB` line of a /proc file, in bytes (0 if it cannot be read).
+fn proc_kib(path: &str, name: &str) -> u64 {
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|s| {
+            s.lines().find_map(|l| l.strip_prefix(name)?.trim().strip_suffix("kB")?.trim().parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
 }
 
 impl Drop for Zygote {
@@ -561,6 +578,7 @@ mod tests {
             ("PR_SET_MM", libc::PR_SET_MM as i64),
             ("PR_SET_MM_MAP", libc::PR_SET_MM_MAP as i64),
             ("PR_SET_NAME", libc::PR_SET_NAME as i64),
+            ("MADV_COLLAPSE", libc::MADV_COLLAPSE as i64),
         ];
         for &(name, want) in expected {
             assert_eq!(value(name), want, "zygote.py's {name}");

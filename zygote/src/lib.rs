@@ -23,6 +23,8 @@
 //! The plan's layout is checked by zygote.py at load (`faas_layout`), field by field against its
 //! ctypes structures: a mismatch and the zygote does not start.
 
+pub mod arenas;
+
 use core::ffi::{c_char, c_int, c_long};
 use core::mem::{offset_of, size_of};
 
