@@ -64,6 +64,7 @@ PR_SET_DUMPABLE = 4
 PR_SET_MM = 35
 PR_SET_MM_MAP = 14
 PR_SET_NAME = 15
+MADV_NOHUGEPAGE = 15
 MADV_COLLAPSE = 25
 
 libc = ctypes.CDLL(None, use_errno=True)
@@ -369,11 +370,28 @@ def memory_layout():
                       exe_fd=0xFFFFFFFF)
 
 
+def own_mapping(size):
+    """Memory for what the zygote itself writes while it serves (the plan, the request buffer):
+    a mapping of its own, never in a huge page (MADV_NOHUGEPAGE; collapse_huge_pages() takes
+    only other mappings). A zygote's write to a huge page its children share splits its
+    mapping of that page, and the next forks copy 512 entries for it again."""
+    libc.mmap.restype = ctypes.c_void_p
+    libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]
+    address = libc.mmap(None, size, 3, 0x22, -1, 0)  # PROT_READ|PROT_WRITE, MAP_PRIVATE|MAP_ANONYMOUS
+    if address in (None, ctypes.c_void_p(-1).value):
+        raise OSError(ctypes.get_errno(), "mmap of the zygote's own state")
+    libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    libc.madvise(address, size, MADV_NOHUGEPAGE)
+    return address
+
+
 SERVE = None
-PLAN = Plan()
 # Each request as faas_serve receives it: a datagram on a unix socket is at most its send
-# buffer (~208 KiB by default), so a larger one never comes.
-BUF = ctypes.create_string_buffer(1 << 18)
+# buffer (~208 KiB by default), so a larger one never comes. The plan after it.
+BUF_SIZE = 1 << 18
+OWN = own_mapping(BUF_SIZE + ctypes.sizeof(Plan))
+BUF = (ctypes.c_char * BUF_SIZE).from_address(OWN)
+PLAN = Plan.from_address(OWN + BUF_SIZE)
 CHILD_HOOKS = []
 # What PLAN's pointers point into: kept as long as the zygote lives.
 KEEP = []
@@ -421,23 +439,34 @@ def install_arenas(native):
 def collapse_huge_pages():
     """Makes each 2 MiB-aligned stretch of the zygote's anonymous memory (the arenas' chunks,
     the malloc heap) a transparent huge page (MADV_COLLAPSE, Linux 6.1; independent of the
-    system's THP setting unless that is "never"). Returns the errno of the first that failed,
-    or 0: a kernel without it serves the same, only slower."""
+    system's THP setting unless that is "never"). Returns 0 if any was, else the errno of the
+    first that failed: a kernel without it serves the same, only slower."""
     libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
     huge = 2 << 20
+    # The heap's last 2 MiB stretch, if the heap fills half of it: the rest of it taken too
+    # (malloc goes on from the new end), so that it can be a huge page.
+    top = libc.sbrk(ctypes.c_ssize_t(0))
+    last = top & ~(huge - 1)
+    if top - last >= huge // 2 and LAYOUT.start_brk <= last:
+        libc.sbrk(ctypes.c_ssize_t(last + huge - top))
     with open("/proc/self/maps") as f:
         rows = f.read().splitlines()
+    first_errno, collapsed = 0, 0
     for row in rows:
         fields = row.split()
         if fields[1] != "rw-p" or len(fields) > 5 and fields[5] != "[heap]":
             continue
         start, end = (int(x, 16) for x in fields[0].split("-"))
+        if start <= OWN < end:
+            continue
         at = (start + huge - 1) & ~(huge - 1)
         while at + huge <= end:
-            if libc.madvise(at, huge, MADV_COLLAPSE) != 0:
-                return ctypes.get_errno()
+            if libc.madvise(at, huge, MADV_COLLAPSE) == 0:
+                collapsed += 1
+            elif not first_errno:
+                first_errno = ctypes.get_errno()
             at += huge
-    return 0
+    return 0 if collapsed else first_errno
 
 
 def init_plan(init, template, daemon_pidfd):

@@ -420,6 +420,7 @@ pub async fn start_warm(
         (Some(("fail", errno)), _) => {
             return Err(SpawnError::Clone(io::Error::from_raw_os_error(errno.parse().unwrap_or(libc::EIO))));
         }
+        (Some(("busy", most)), _) => return Err(SpawnError::ZygoteBusy(format!("{most} children already"))),
         _ => return Err(SpawnError::Zygote(format!("the zygote answered {text:?}"))),
     };
     zygote.served.fetch_add(1, Ordering::Relaxed);
@@ -578,6 +579,7 @@ mod tests {
             ("PR_SET_MM", libc::PR_SET_MM as i64),
             ("PR_SET_MM_MAP", libc::PR_SET_MM_MAP as i64),
             ("PR_SET_NAME", libc::PR_SET_NAME as i64),
+            ("MADV_NOHUGEPAGE", libc::MADV_NOHUGEPAGE as i64),
             ("MADV_COLLAPSE", libc::MADV_COLLAPSE as i64),
         ];
         for &(name, want) in expected {

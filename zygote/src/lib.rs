@@ -374,7 +374,8 @@ pub unsafe extern "C" fn faas_layout(i: usize, value: *mut usize) -> *const c_ch
 /// not moot itself (child()).
 ///
 /// To the daemon, on each request's reply socket: `pid N` with a pidfd of the child, or
-/// `fail ERRNO` if none was forked; then `exit STATUS`, a wait status, once it is reaped.
+/// `fail ERRNO` if none was forked (`busy N` if it has N children already); then `exit STATUS`,
+/// a wait status, once it is reaped.
 ///
 /// Returns 0 in a child, with every layer on, the request in `buf` (`Request`, then the
 /// environment block) and its length in `*got`; 1 in the zygote once the daemon has closed
@@ -428,7 +429,7 @@ pub unsafe extern "C" fn faas_serve(
     if sfd < 0 {
         return log_fatal("signalfd");
     }
-    let mut children: Vec<(c_int, c_int)> = Vec::new(); // (pid, reply socket)
+    let mut children = Children { list: [(0, 0); MAX_CHILDREN], len: 0 };
     let rc = loop {
         let mut fds = [
             libc::pollfd { fd: ctl, events: libc::POLLIN, revents: 0 },
@@ -456,8 +457,6 @@ pub unsafe extern "C" fn faas_serve(
                 // SAFETY: fds are the request's, received just now and ours.
                 if let Some(pid) = unsafe { fork(plan, clone_flags, &req, &fds[..count], &mut children) } {
                     if pid == 0 {
-                        // The child: what the zygote owns stays the zygote's (its memory is our copy).
-                        core::mem::forget(children);
                         // SAFETY: a fresh child of the zygote, the plan filled in for this request
                         // (its rlimits point into `req`, alive on this stack until we return).
                         unsafe { run(plan) };
@@ -573,7 +572,7 @@ fn take_request(ctl: c_int, buf: &mut [u8]) -> Taken {
         (_, Some((errno, what))) => {
             log(&format!("{what}; refused"));
             if count > 0 {
-                answer(fds[0], &format!("fail {errno}"), -1);
+                answer(fds[0], format_args!("fail {errno}"), -1);
             }
             for &fd in fds.iter().take(count) {
                 // SAFETY: fds we were given with the refused request.
@@ -596,9 +595,17 @@ unsafe fn fork(
     clone_flags: u64,
     req: &Request,
     fds: &[c_int],
-    children: &mut Vec<(c_int, c_int)>,
+    children: &mut Children,
 ) -> Option<c_int> {
     let fd = |i: usize| fds.get(i).copied().unwrap_or(-1);
+    if children.len >= MAX_CHILDREN {
+        answer(fd(0), format_args!("busy {MAX_CHILDREN}"), -1);
+        for &f in fds {
+            // SAFETY: the request's fds, ours to close: no child will have them.
+            unsafe { libc::close(f) };
+        }
+        return None;
+    }
     let mut extra = 6;
     let mut next = |bit: u32| {
         if req.flags & bit == 0 {
@@ -644,23 +651,26 @@ unsafe fn fork(
         unsafe { libc::close(f) };
     }
     if pid < 0 {
-        answer(reply, &format!("fail {failed}"), -1);
+        answer(reply, format_args!("fail {failed}"), -1);
         // SAFETY: the reply socket, done with.
         unsafe { libc::close(reply) };
         return None;
     }
     let pid = pid as c_int;
-    children.push((pid, reply));
+    if let Some(slot) = children.list.get_mut(children.len) {
+        *slot = (pid, reply);
+        children.len += 1;
+    }
     // A daemon that gave up on the request never gets the pidfd; the child dies with the
     // zygote's pid namespace or on its deadline, whichever the daemon set.
-    answer(reply, &format!("pid {pid}"), pidfd);
+    answer(reply, format_args!("pid {pid}"), pidfd);
     // SAFETY: our pidfd of the child; the daemon has its own now.
     unsafe { libc::close(pidfd) };
     Some(pid)
 }
 
 /// Reaps every child that has ended and sends each one's wait status on its reply socket.
-fn reap(sfd: c_int, children: &mut Vec<(c_int, c_int)>) {
+fn reap(sfd: c_int, children: &mut Children) {
     // SAFETY: an all-zero signalfd_siginfo is valid; reading drains the queued SIGCHLDs.
     let mut info: libc::signalfd_siginfo = unsafe { core::mem::zeroed() };
     loop {
@@ -683,9 +693,8 @@ fn reap(sfd: c_int, children: &mut Vec<(c_int, c_int)>) {
         if pid <= 0 {
             return;
         }
-        if let Some(i) = children.iter().position(|&(p, _)| p == pid) {
-            let (_, reply) = children.swap_remove(i);
-            answer(reply, &format!("exit {status}"), -1);
+        if let Some(reply) = children.remove(pid) {
+            answer(reply, format_args!("exit {status}"), -1);
             // SAFETY: the reply socket, done with.
             unsafe { libc::close(reply) };
         }
@@ -693,9 +702,53 @@ fn reap(sfd: c_int, children: &mut Vec<(c_int, c_int)>) {
 }
 
 /// One datagram on a reply socket, with `fd` if it is not -1. A failure is the daemon's
-/// having given up on the request: nothing to do.
-fn answer(sock: c_int, text: &str, fd: c_int) {
-    send_with_fd(sock, text.as_bytes(), fd, libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT);
+/// having given up on the request: nothing to do. Formatted on the stack, as the zygote
+/// allocates nothing while it serves: a malloc writes to the heap, whose pages every child
+/// shares, so each write there copies a page in the zygote and splits its huge page
+/// (zygote.py's collapse_huge_pages).
+fn answer(sock: c_int, text: core::fmt::Arguments, fd: c_int) {
+    let mut line = Line { buf: [0; 32], len: 0 };
+    if core::fmt::Write::write_fmt(&mut line, text).is_ok() {
+        send_with_fd(sock, line.buf.get(..line.len).unwrap_or(&[]), fd, libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT);
+    }
+}
+
+/// A reply (`pid N`, `exit STATUS`, `fail ERRNO`), on the stack.
+struct Line {
+    buf: [u8; 32],
+    len: usize,
+}
+
+impl core::fmt::Write for Line {
+    fn write_str(&mut self, s: &str) -> core::fmt::Result {
+        let end = self.len.checked_add(s.len()).ok_or(core::fmt::Error)?;
+        self.buf.get_mut(self.len..end).ok_or(core::fmt::Error)?.copy_from_slice(s.as_bytes());
+        self.len = end;
+        Ok(())
+    }
+}
+
+/// The most children a zygote has at once (spares and requests); past it a request is answered
+/// `busy N` and served cold.
+const MAX_CHILDREN: usize = 4096;
+
+/// The zygote's children that run, with each one's reply socket: on faas_serve's stack, not
+/// the heap (see `answer`).
+struct Children {
+    list: [(c_int, c_int); MAX_CHILDREN],
+    len: usize,
+}
+
+impl Children {
+    /// Takes `pid` off the list; its reply socket.
+    fn remove(&mut self, pid: c_int) -> Option<c_int> {
+        let live = self.list.get(..self.len)?;
+        let i = live.iter().position(|&(p, _)| p == pid)?;
+        let last = self.len.checked_sub(1)?;
+        self.list.swap(i, last);
+        self.len = last;
+        self.list.get(last).map(|&(_, reply)| reply)
+    }
 }
 
 /// One datagram of `bytes` on the unix socket `sock`, with `fd` (SCM_RIGHTS) unless it is -1:
