@@ -254,7 +254,11 @@ def reseed():
     random = sys.modules.get("random")
     if random is not None:
         random.seed()
-    if NUMPY_KEY is not None:
+    if NUMPY_STATE is not None:
+        # The same state written in place: set_state() ran numpy's Python and Cython in each
+        # child, copying the pages of every object it touched.
+        ctypes.memmove(NUMPY_STATE, b"\0\0\0\x80" + os.urandom(2492) + NUMPY_POS, 2500)
+    elif NUMPY_KEY is not None:
         # What seed() ends with, without the SeedSequence it seeds through, which cost each
         # child 210 faults and 0.66 ms (15% of a warm numpy request's CPU): an MT19937 state
         # of 623 words from the kernel after a first word of 0x80000000 (seed()'s guard
@@ -271,6 +275,20 @@ def reseed():
     tempfile = sys.modules.get("tempfile")
     if tempfile is not None:
         tempfile._name_sequence = None
+
+
+def numpy_state_address(numpy):
+    """The address of numpy's global MT19937 state (`mt19937_state`: uint32 key[624], int pos),
+    if a key and position written there read back through get_state(); else None, and reseed()
+    goes through set_state()."""
+    try:
+        address = numpy.random.mtrand._rand._bit_generator.ctypes.state_address
+        key = bytes(range(256)) * 9 + bytes(range(192))
+        ctypes.memmove(address, key + struct.pack("i", 5), len(key) + 4)
+        _, got, pos, has_gauss, _ = numpy.random.get_state(legacy=True)
+        return address if (got.tobytes(), pos, has_gauss) == (key, 5, 0) else None
+    except Exception:
+        return None
 
 
 def set_environment(c, start, end):
@@ -310,6 +328,10 @@ def set_environment(c, start, end):
 WRAPPER = None
 # The array reseed() fills with numpy's new generator state, made once (start()).
 NUMPY_KEY = None
+# Or, where it checked out (numpy_state_address), the address of that state itself.
+NUMPY_STATE = None
+# The position after the key: 624, the next draw mixes the key first.
+NUMPY_POS = struct.pack("i", 624)
 # What collapse_huge_pages() met: 0, or the errno that stopped it.
 HUGE_PAGES_ERRNO = 0
 # libc's environ, and the array set_environment points it at (NULL-terminated).
@@ -554,14 +576,16 @@ def start(init, bytecode_fd):
     if threads() != 1:
         return f"{threads()} threads after the preloads; a zygote must stay single-threaded"
     CHILD_HOOKS.extend(pair for pair in AT_FORK_CHILD if not moot_hook(pair[1]))
-    global NUMPY_KEY
+    global NUMPY_KEY, NUMPY_STATE
     if "numpy.random" in sys.modules:
         # The key reseed() fills in each child. And an integer seed here, which drops the
         # SeedSequence numpy seeded its global generator with at import: no child can spawn
         # the same streams from it. Every child replaces this state before anything runs.
         numpy = sys.modules["numpy"]
+        NUMPY_STATE = numpy_state_address(numpy)
         numpy.random.seed(0)
-        NUMPY_KEY = numpy.zeros(624, dtype=numpy.uint32)
+        if NUMPY_STATE is None:
+            NUMPY_KEY = numpy.zeros(624, dtype=numpy.uint32)
     # The import system's finder for /code, with its listing of the directory (names only):
     # made here once rather than in every request (zipimport tried first, then the FileFinder
     # and its listdir; +5% req/s at c=1, A/B). A request still sees a change: the finder lists
