@@ -571,11 +571,12 @@ def warm_section(raw, meta, warm, seq, chart_name, L):
         L.append("")
         L.append(
             "A zygote's RSS is `/_/functions` `zygote.rss_bytes` (its VmRSS), once ready and again after all the load; Pss and USS (Private_Clean + Private_Dirty) are from its "
-            "`/proc/PID/smaps_rollup`. USS is what the zygote alone holds; the rest of its RSS is shared with the system's libraries and with its children."
+            "`/proc/PID/smaps_rollup`. USS is what the zygote alone holds; the rest of its RSS is shared with the system's libraries and with its children. "
+            "\"In huge pages\" is `zygote.huge_page_bytes` (its AnonHugePages), once ready: the part of it a fork copies one page table entry for per 2 MiB."
         )
         L.append("")
-        L.append("| zygote | RSS MB ready | Pss MB | USS MB | RSS MB after the load | requests served |")
-        L.append("|---|---:|---:|---:|---:|---:|")
+        L.append("| zygote | RSS MB ready | in huge pages MB | Pss MB | USS MB | RSS MB after the load | requests served |")
+        L.append("|---|---:|---:|---:|---:|---:|---:|")
 
         def mbk(kb):
             return fmt(kb / 1024 if kb is not None else None)
@@ -586,7 +587,7 @@ def warm_section(raw, meta, warm, seq, chart_name, L):
                 continue
             sm = z.get("smaps_rollup_kb") or {}
             L.append(
-                f"| {h}{' (preload numpy)' if h == 'numpy' else ''} | {fmt((z.get('rss_bytes') or 0) / 2**20 if z.get('rss_bytes') else None)} | {mbk(sm.get('Pss'))} | {mbk(sm.get('USS'))} | "
+                f"| {h}{' (preload numpy)' if h == 'numpy' else ''} | {fmt((z.get('rss_bytes') or 0) / 2**20 if z.get('rss_bytes') else None)} | {fmt(z['huge_page_bytes'] / 2**20 if 'huge_page_bytes' in z else None)} | {mbk(sm.get('Pss'))} | {mbk(sm.get('USS'))} | "
                 f"{fmt((za.get('rss_bytes') or 0) / 2**20 if za.get('rss_bytes') else None)} | {za.get('requests', '–')} |"
             )
         L.append("")

@@ -199,6 +199,11 @@ for f in python numpy hold; do
     } > "$work/functions/$f-cold.toml"
 done
 printf '[sandbox]\npreload = ["numpy"]\n' >> "$work/functions/numpy.toml"
+# The older faas's numpy is preloaded too where it knows the key: without it, its zygote left
+# `import numpy` to every request, and the before/after row compared nothing.
+if [[ -n $before ]] && grep -q 'preload:' "$before_src/src/function.rs" 2>/dev/null; then
+    cp "$work/functions/numpy.toml" "$work/functions-before/numpy.toml"
+fi
 faas_args=(--config "$work/faas.toml" --functions "$work/functions" --wrappers "$repo/wrappers")
 if [[ -n $before ]]; then
     # The same settings and functions, its own wrappers and a uid range of its own: an older
