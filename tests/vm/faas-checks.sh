@@ -315,6 +315,11 @@ faas_warm() {
     # (src/bytecode.rs), not left to each request.
     journalctl -q -u faas -o cat | grep -m 1 'compiled its code for the zygote' ||
         { echo "the zygote started without compiled code:"; journalctl -q -u faas -o cat | grep 'without compiled code'; return 1; }
+    # Its Python objects in transparent huge pages (zygote/src/arenas.rs, MADV_COLLAPSE), or
+    # the reason there are none, under this kernel's THP setting.
+    echo "transparent_hugepage: $(cat /sys/kernel/mm/transparent_hugepage/enabled)"
+    journalctl -q -u faas -o cat | grep -m 1 -E 'zygote ready: .*(KiB in huge pages|no huge pages \(MADV_COLLAPSE)' ||
+        { echo "the zygote's ready line says nothing of huge pages"; journalctl -q -u faas -o cat | grep 'zygote ready'; return 1; }
 }
 
 faas_memory_limit() {
