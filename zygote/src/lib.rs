@@ -1187,6 +1187,25 @@ mod tests {
     use super::*;
 
     #[test]
+    fn children_are_taken_off_by_pid_and_replies_fit_their_line() {
+        let mut c = Children { list: [(0, 0); MAX_CHILDREN], len: 0 };
+        for (pid, reply) in [(10, 100), (11, 101), (12, 102)] {
+            c.list[c.len] = (pid, reply);
+            c.len += 1;
+        }
+        assert_eq!(c.remove(11), Some(101));
+        assert_eq!(c.remove(11), None, "taken off once");
+        assert_eq!((c.remove(12), c.remove(10), c.len), (Some(102), Some(100), 0));
+        assert_eq!(c.remove(10), None);
+
+        let mut line = Line { buf: [0; 32], len: 0 };
+        core::fmt::Write::write_fmt(&mut line, format_args!("exit {}", i32::MIN)).unwrap();
+        assert_eq!(&line.buf[..line.len], b"exit -2147483648");
+        let mut line = Line { buf: [0; 32], len: 0 };
+        assert!(core::fmt::Write::write_fmt(&mut line, format_args!("{}", "x".repeat(33))).is_err());
+    }
+
+    #[test]
     fn steps_number_from_one_in_order() {
         for (i, step) in Step::ALL.into_iter().enumerate() {
             assert_eq!(step as u32, i as u32 + 1);
