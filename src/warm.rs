@@ -415,9 +415,9 @@ impl Slot {
             };
             let next = match Zygote::start(&host, &prepared, spec).await {
                 Ok(z) => {
-                    let huge = match z.ready_huge_pages {
+                    let huge = match &z.ready_huge_pages {
                         Ok(bytes) => format!("{} KiB in huge pages", bytes / 1024),
-                        Err(errno) => format!("no huge pages (MADV_COLLAPSE: {})", nix::errno::Errno::from_raw(errno)),
+                        Err(why) => format!("no huge pages: {why}"),
                     };
                     tracing::info!(
                         function = %f.name,

@@ -1205,8 +1205,8 @@ fn code_beyond_the_bytecode_limit_is_compiled_by_the_requests_and_the_rest_is_ca
 
 /// The zygote's Python objects live in transparent huge pages (zygote/src/arenas.rs and
 /// zygote.py's collapse_huge_pages), and its children allocate and free through the same
-/// arena allocator: a request that frees the zygote's objects and churns through fresh ones is
-/// served right, and the next request still finds the zygote's objects as they were.
+/// arena allocator: requests that free the zygote's objects and churn through fresh ones (the
+/// allocator's free list and new chunks, in each child) are answered right.
 #[test]
 #[ignore = "needs root: sudo -E cargo test -- --include-ignored"]
 fn the_zygotes_objects_are_in_huge_pages_and_its_children_allocate_and_free_through_them() {
@@ -1246,17 +1246,20 @@ def handle(request):
     }
     let logs = d.logs();
     let ready = logs.lines().find(|l| l.contains("zygote ready")).unwrap_or_else(|| panic!("no ready line:\n{logs}"));
-    let thp = std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled").unwrap_or_default();
-    if thp.is_empty() || thp.contains("[never]") {
-        eprintln!("transparent huge pages are off here ({thp:?}): checked only that the zygote says so");
-        assert!(ready.contains("no huge pages (MADV_COLLAPSE"), "{ready}");
+    if ready.contains("no huge pages: ") {
+        // THP `never` on this host, or a kernel before 6.1 (no MADV_COLLAPSE).
+        eprintln!("SKIPPED the huge-page checks: the zygote has none here: {ready}");
         return;
     }
     assert!(ready.contains("KiB in huge pages"), "{ready}");
     // Serving, the zygote writes only to memory of its own (zygote.py's own_mapping, the stack):
-    // a write to a huge page its children share would split its mapping of it.
+    // a write to a huge page its children share would split its mapping of it. (khugepaged
+    // may add some meanwhile, under THP `always`.)
     let huge_after = zygote_info(&d, "big")["huge_page_bytes"].as_u64().unwrap_or(0);
-    assert_eq!(huge_after, huge_before, "the zygote's huge pages before and after 20 requests");
+    assert!(
+        huge_after >= huge_before,
+        "the zygote's huge pages: {huge_before} bytes, then {huge_after} after 20 requests"
+    );
     // Each object's mapping in the zygote, and whether it is in huge pages.
     let smaps = std::fs::read_to_string(format!("/proc/{zygote}/smaps")).unwrap();
     let mut maps: Vec<(u64, u64, u64)> = Vec::new();

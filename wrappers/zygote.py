@@ -278,15 +278,18 @@ def reseed():
 
 
 def numpy_state_address(numpy):
-    """The address of numpy's global MT19937 state (`mt19937_state`: uint32 key[624], int pos),
-    if a key and position written there read back through get_state(); else None, and reseed()
-    goes through set_state()."""
+    """The address of numpy's global MT19937 state (`mt19937_state`: uint32 key[624], int pos)
+    if the global generator is an MT19937 and the bytes there are the state get_state() reads;
+    else None, and reseed() goes through set_state(). Checked by reading only: written to on a
+    guess, another generator's smaller state would take its neighbours with it."""
     try:
-        address = numpy.random.mtrand._rand._bit_generator.ctypes.state_address
-        key = bytes(range(256)) * 9 + bytes(range(192))
-        ctypes.memmove(address, key + struct.pack("i", 5), len(key) + 4)
-        _, got, pos, has_gauss, _ = numpy.random.get_state(legacy=True)
-        return address if (got.tobytes(), pos, has_gauss) == (key, 5, 0) else None
+        bit_generator = numpy.random.mtrand._rand._bit_generator
+        if not isinstance(bit_generator, numpy.random.MT19937):
+            return None
+        address = bit_generator.ctypes.state_address
+        _, key, pos, _, _ = numpy.random.get_state(legacy=True)
+        state = key.astype("<u4").tobytes() + struct.pack("<i", pos)
+        return address if len(state) == 2500 and ctypes.string_at(address, 2500) == state else None
     except Exception:
         return None
 
@@ -332,8 +335,8 @@ NUMPY_KEY = None
 NUMPY_STATE = None
 # The position after the key: 624, the next draw mixes the key first.
 NUMPY_POS = struct.pack("i", 624)
-# What collapse_huge_pages() met: 0, or the errno that stopped it.
-HUGE_PAGES_ERRNO = 0
+# Why the zygote has no huge pages (collapse_huge_pages()), or None.
+NO_HUGE_PAGES = None
 # libc's environ, and the array set_environment points it at (NULL-terminated).
 ENVIRON = ctypes.c_void_p.in_dll(libc, "environ")
 ENVP = None
@@ -458,12 +461,15 @@ def install_arenas(native):
     put(ours())
 
 
-def collapse_huge_pages():
+def collapse_huge_pages(init):
     """Makes each 2 MiB-aligned stretch of the zygote's anonymous memory (the arenas' chunks,
-    the malloc heap) a transparent huge page (MADV_COLLAPSE, Linux 6.1; independent of the
-    system's THP setting unless that is "never"). Returns 0 if any was, else the errno of the
-    first that failed: a kernel without it serves the same, only slower."""
+    the malloc heap) that is at least half resident a transparent huge page (MADV_COLLAPSE,
+    Linux 6.1, which fills the rest with zeros). Returns why none is, or None: such a zygote
+    serves the same, only slower."""
+    if not init.get("huge_pages", True):
+        return "transparent huge pages are off on this host (never)"
     libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    libc.mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_char_p]
     huge = 2 << 20
     # The heap's last 2 MiB stretch, if the heap fills half of it: the rest of it taken too
     # (malloc goes on from the new end), so that it can be a huge page.
@@ -473,22 +479,25 @@ def collapse_huge_pages():
         libc.sbrk(ctypes.c_ssize_t(last + huge - top))
     with open("/proc/self/maps") as f:
         rows = f.read().splitlines()
-    first_errno, collapsed = 0, 0
+    resident = ctypes.create_string_buffer(huge // 4096)
+    first_errno, tried = 0, 0
     for row in rows:
         fields = row.split()
-        if fields[1] != "rw-p" or len(fields) > 5 and fields[5] != "[heap]":
+        if fields[1] != "rw-p" or (len(fields) > 5 and fields[5] != "[heap]"):
             continue
         start, end = (int(x, 16) for x in fields[0].split("-"))
         if start <= OWN < end:
             continue
         at = (start + huge - 1) & ~(huge - 1)
         while at + huge <= end:
-            if libc.madvise(at, huge, MADV_COLLAPSE) == 0:
-                collapsed += 1
-            elif not first_errno:
-                first_errno = ctypes.get_errno()
+            if libc.mincore(at, huge, resident) == 0 and sum(b & 1 for b in resident.raw) >= huge // 8192:
+                tried += 1
+                if libc.madvise(at, huge, MADV_COLLAPSE) != 0 and not first_errno:
+                    first_errno = ctypes.get_errno()
             at += huge
-    return 0 if collapsed else first_errno
+    if tried and first_errno and huge_page_bytes() == 0:
+        return f"MADV_COLLAPSE: {os.strerror(first_errno)}"
+    return None
 
 
 def init_plan(init, template, daemon_pidfd):
@@ -599,8 +608,8 @@ def start(init, bytecode_fd):
         install_bytecode(bytecode_fd)
     # Children would otherwise touch (and copy) every preloaded object on their first collection.
     gc.freeze()
-    global HUGE_PAGES_ERRNO
-    HUGE_PAGES_ERRNO = collapse_huge_pages()
+    global NO_HUGE_PAGES
+    NO_HUGE_PAGES = collapse_huge_pages(init)
     return None
 
 
@@ -712,7 +721,7 @@ def main():
         ctl.send(json.dumps({"error": why}).encode())
         return 1
     ctl.send(json.dumps({"ready": True, "rss": rss_bytes(), "huge_pages": huge_page_bytes(),
-                         "huge_pages_errno": HUGE_PAGES_ERRNO}).encode())
+                         "no_huge_pages": NO_HUGE_PAGES}).encode())
 
     got = ctypes.c_size_t()
     rc = SERVE(0, ctypes.byref(PLAN), init["clone_flags"], BUF, len(BUF), ctypes.byref(got))

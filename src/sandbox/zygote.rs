@@ -128,7 +128,7 @@ pub struct Zygote {
     /// Its resident memory when it said it was ready.
     pub ready_rss: u64,
     /// How much of it was in huge pages, or why none are (zygote.py's collapse_huge_pages).
-    pub ready_huge_pages: Result<u64, i32>,
+    pub ready_huge_pages: Result<u64, String>,
     /// The function's modules its requests import compiled (bytecode.rs).
     pub compiled_modules: usize,
 }
@@ -265,9 +265,9 @@ impl Zygote {
             return Err(SpawnError::Zygote(why.to_owned()));
         }
         zygote.ready_rss = answer.get("rss").and_then(|r| r.as_u64()).unwrap_or(0);
-        zygote.ready_huge_pages = match answer.get("huge_pages_errno").and_then(|e| e.as_i64()) {
-            Some(errno) if errno != 0 => Err(errno as i32),
-            _ => Ok(answer.get("huge_pages").and_then(|r| r.as_u64()).unwrap_or(0)),
+        zygote.ready_huge_pages = match answer.get("no_huge_pages").and_then(|e| e.as_str()) {
+            Some(why) => Err(why.to_owned()),
+            None => Ok(answer.get("huge_pages").and_then(|r| r.as_u64()).unwrap_or(0)),
         };
         sys::set_nonblocking(&zygote.ctl).map_err(err("the zygote's control socket"))?;
         Ok(zygote)
@@ -531,8 +531,15 @@ fn init_message(host: &Host, prepared: &PreparedSandbox, spec: &ZygoteSpec) -> S
         "handler": spec.handler,
         "preload": spec.preload,
         "preload_handler": spec.preload_handler,
+        "huge_pages": !thp_never(),
     })
     .to_string()
+}
+
+/// Whether the host's transparent huge pages are `never`: MADV_COLLAPSE would make them all
+/// the same, but an operator who turned them off meant it (zygote.py then collapses nothing).
+fn thp_never() -> bool {
+    std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled").is_ok_and(|s| s.contains("[never]"))
 }
 
 /// The zygote's stderr, line by line, into the daemon's log.

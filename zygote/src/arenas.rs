@@ -12,11 +12,16 @@
 //! Installed by zygote.py before it imports anything of its own (`PyObject_SetArenaAllocator`
 //! with `faas_arenas_allocator()`, after `PyObject_GetArenaAllocator` filled
 //! `faas_arenas_previous()`): the arenas the interpreter made at its start stay where they are,
-//! and are handed back to the previous allocator when CPython frees them. Called by CPython
-//! with the GIL held, in the zygote (single-threaded) and in its children.
+//! and are handed back to the previous allocator when CPython frees them.
+//!
+//! Only obmalloc's arenas (1 MiB on 64-bit CPython 3.10 and later) come from the chunks; other
+//! users of the same hook (3.11's interpreter stack chunks, `_PyObject_VirtualAlloc`) get the
+//! previous allocator at once. A thread state's stack chunks can be freed without the GIL, so
+//! the chunks and the free list are behind a lock of their own.
 
 use core::cell::UnsafeCell;
 use core::ffi::c_void;
+use core::sync::atomic::{AtomicBool, Ordering};
 
 /// CPython's `PyObjectArenaAllocator`.
 #[repr(C)]
@@ -28,6 +33,8 @@ pub struct ArenaAllocator {
 
 /// A huge page on x86-64 and aarch64 with 4 KiB pages.
 const CHUNK: usize = 2 << 20;
+/// obmalloc's arena (ARENA_SIZE, `1 << 20` where pointers are 64 bits).
+const ARENA: usize = 1 << 20;
 /// 512 MiB of arenas; past that, arenas come from the previous allocator.
 const MAX_CHUNKS: usize = 256;
 /// Freed arenas kept for reuse; past that, their pages go back but their addresses are not reused.
@@ -36,8 +43,6 @@ const MAX_FREE: usize = 64;
 struct Arenas {
     previous: ArenaAllocator,
     ours: ArenaAllocator,
-    /// The arena size CPython asked for first; other sizes go to the previous allocator.
-    size: usize,
     chunks: [usize; MAX_CHUNKS],
     chunks_len: usize,
     /// The next arena's address in the last chunk, and the end of that chunk.
@@ -49,14 +54,33 @@ struct Arenas {
 
 struct Shared(UnsafeCell<Arenas>);
 
-// SAFETY: only CPython calls in, with the GIL held (and zygote.py, before it installs the
-// allocator); no two threads touch it at once.
+// SAFETY: `previous` is written once, before the allocator is installed, and only read after;
+// `ours` is only read; the rest only under LOCK.
 unsafe impl Sync for Shared {}
+
+static LOCK: AtomicBool = AtomicBool::new(false);
+
+/// Holds LOCK while it lives.
+struct Locked;
+
+impl Locked {
+    fn take() -> Locked {
+        while LOCK.compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed).is_err() {
+            core::hint::spin_loop();
+        }
+        Locked
+    }
+}
+
+impl Drop for Locked {
+    fn drop(&mut self) {
+        LOCK.store(false, Ordering::Release);
+    }
+}
 
 static ARENAS: Shared = Shared(UnsafeCell::new(Arenas {
     previous: ArenaAllocator { ctx: core::ptr::null_mut(), alloc: None, free: None },
     ours: ArenaAllocator { ctx: core::ptr::null_mut(), alloc: Some(alloc), free: Some(free) },
-    size: 0,
     chunks: [0; MAX_CHUNKS],
     chunks_len: 0,
     next: 0,
@@ -77,13 +101,6 @@ pub extern "C" fn faas_arenas_previous() -> *mut ArenaAllocator {
 pub extern "C" fn faas_arenas_allocator() -> *mut ArenaAllocator {
     // SAFETY: as above.
     unsafe { &raw mut (*ARENAS.0.get()).ours }
-}
-
-/// The chunks' count (zygote.py logs it; they are found again in /proc/self/maps to collapse).
-#[no_mangle]
-pub extern "C" fn faas_arenas_chunks() -> usize {
-    // SAFETY: called with the GIL held, like the allocator.
-    unsafe { (*ARENAS.0.get()).chunks_len }
 }
 
 /// A fresh 2 MiB-aligned chunk: twice its size mapped, the unaligned ends unmapped.
@@ -118,12 +135,10 @@ fn map_chunk() -> Option<usize> {
 }
 
 unsafe extern "C" fn alloc(_ctx: *mut c_void, size: usize) -> *mut c_void {
-    // SAFETY: the GIL is held (see `Shared`).
-    let a = unsafe { &mut *ARENAS.0.get() };
-    if a.size == 0 && size > 0 && size <= CHUNK && CHUNK % size == 0 {
-        a.size = size;
-    }
-    if size == a.size {
+    if size == ARENA {
+        let _locked = Locked::take();
+        // SAFETY: under LOCK (see `Shared`).
+        let a = unsafe { &mut *ARENAS.0.get() };
         if a.free_len > 0 {
             a.free_len -= 1;
             return a.free[a.free_len] as *mut c_void;
@@ -138,34 +153,40 @@ unsafe extern "C" fn alloc(_ctx: *mut c_void, size: usize) -> *mut c_void {
         }
         if a.next < a.end {
             let p = a.next;
-            a.next += size;
+            a.next += ARENA;
             return p as *mut c_void;
         }
     }
-    match a.previous.alloc {
+    // SAFETY: `previous` is only read once installed (see `Shared`).
+    let previous = unsafe { &(*ARENAS.0.get()).previous };
+    match previous.alloc {
         // SAFETY: CPython's previous allocator, called as CPython would.
-        Some(f) => unsafe { f(a.previous.ctx, size) },
+        Some(f) => unsafe { f(previous.ctx, size) },
         None => core::ptr::null_mut(),
     }
 }
 
 unsafe extern "C" fn free(_ctx: *mut c_void, ptr: *mut c_void, size: usize) {
-    // SAFETY: the GIL is held (see `Shared`).
-    let a = unsafe { &mut *ARENAS.0.get() };
-    let p = ptr as usize;
-    let ours = a.chunks.get(..a.chunks_len).is_some_and(|c| c.iter().any(|&c| p >= c && p < c + CHUNK));
-    if !ours {
-        if let Some(f) = a.previous.free {
-            // SAFETY: an arena the previous allocator made, handed back to it.
-            unsafe { f(a.previous.ctx, ptr, size) };
+    if size == ARENA {
+        let _locked = Locked::take();
+        // SAFETY: under LOCK (see `Shared`).
+        let a = unsafe { &mut *ARENAS.0.get() };
+        let p = ptr as usize;
+        if a.chunks.get(..a.chunks_len).is_some_and(|c| c.iter().any(|&c| p >= c && p < c + CHUNK)) {
+            // Its pages go back to the kernel; the address is kept for the next arena.
+            // SAFETY: an arena of ours that CPython no longer uses.
+            unsafe { libc::madvise(ptr, size, libc::MADV_DONTNEED) };
+            if a.free_len < MAX_FREE {
+                a.free[a.free_len] = p;
+                a.free_len += 1;
+            }
+            return;
         }
-        return;
     }
-    // Its pages go back to the kernel; the address is kept for the next arena.
-    // SAFETY: an arena of ours that CPython no longer uses.
-    unsafe { libc::madvise(ptr, size, libc::MADV_DONTNEED) };
-    if a.free_len < MAX_FREE {
-        a.free[a.free_len] = p;
-        a.free_len += 1;
+    // SAFETY: `previous` is only read once installed (see `Shared`).
+    let previous = unsafe { &(*ARENAS.0.get()).previous };
+    if let Some(f) = previous.free {
+        // SAFETY: memory the previous allocator made, handed back to it.
+        unsafe { f(previous.ctx, ptr, size) };
     }
 }

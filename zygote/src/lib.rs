@@ -657,6 +657,7 @@ unsafe fn fork(
         return None;
     }
     let pid = pid as c_int;
+    // There is room: fork() answered `busy` above when there was none.
     if let Some(slot) = children.list.get_mut(children.len) {
         *slot = (pid, reply);
         children.len += 1;
@@ -703,9 +704,9 @@ fn reap(sfd: c_int, children: &mut Children) {
 
 /// One datagram on a reply socket, with `fd` if it is not -1. A failure is the daemon's
 /// having given up on the request: nothing to do. Formatted on the stack, as the zygote
-/// allocates nothing while it serves: a malloc writes to the heap, whose pages every child
-/// shares, so each write there copies a page in the zygote and splits its huge page
-/// (zygote.py's collapse_huge_pages).
+/// allocates nothing for a request it serves (only a refused one's log line does): a malloc
+/// writes to the heap, whose pages every child shares, so each write there copies a page in
+/// the zygote and splits its huge page (zygote.py's collapse_huge_pages).
 fn answer(sock: c_int, text: core::fmt::Arguments, fd: c_int) {
     let mut line = Line { buf: [0; 32], len: 0 };
     if core::fmt::Write::write_fmt(&mut line, text).is_ok() {
