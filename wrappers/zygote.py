@@ -70,6 +70,10 @@ MADV_COLLAPSE = 25
 libc = ctypes.CDLL(None, use_errno=True)
 libc.syscall.restype = ctypes.c_long
 libc.sbrk.restype = ctypes.c_void_p
+libc.mmap.restype = ctypes.c_void_p
+libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]
+libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+libc.mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_char_p]
 
 
 # The native steps' plan (zygote/src/lib.rs): same names, same layout, checked at load
@@ -360,20 +364,21 @@ def threads():
     return 0
 
 
-def rss_bytes():
-    with open("/proc/self/status") as f:
+def proc_kib(path, name):
+    """A `NAME: N kB` line of a /proc file of ours, in bytes (0 if it has none)."""
+    with open(path) as f:
         for line in f:
-            if line.startswith("VmRSS:"):
+            if line.startswith(name):
                 return int(line.split()[1]) * 1024
     return 0
+
+
+def rss_bytes():
+    return proc_kib("/proc/self/status", "VmRSS:")
 
 
 def huge_page_bytes():
-    with open("/proc/self/smaps_rollup") as f:
-        for line in f:
-            if line.startswith("AnonHugePages:"):
-                return int(line.split()[1]) * 1024
-    return 0
+    return proc_kib("/proc/self/smaps_rollup", "AnonHugePages:")
 
 
 # Our process name (python3), which a spare takes back once its request comes.
@@ -400,12 +405,9 @@ def own_mapping(size):
     a mapping of its own, never in a huge page (MADV_NOHUGEPAGE; collapse_huge_pages() takes
     only other mappings). A zygote's write to a huge page its children share splits its
     mapping of that page, and the next forks copy 512 entries for it again."""
-    libc.mmap.restype = ctypes.c_void_p
-    libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]
     address = libc.mmap(None, size, 3, 0x22, -1, 0)  # PROT_READ|PROT_WRITE, MAP_PRIVATE|MAP_ANONYMOUS
     if address in (None, ctypes.c_void_p(-1).value):
         raise OSError(ctypes.get_errno(), "mmap of the zygote's own state")
-    libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
     libc.madvise(address, size, MADV_NOHUGEPAGE)
     return address
 
@@ -468,8 +470,6 @@ def collapse_huge_pages(init):
     serves the same, only slower."""
     if not init.get("huge_pages", True):
         return "transparent huge pages are off on this host (never)"
-    libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
-    libc.mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_char_p]
     huge = 2 << 20
     # The heap's last 2 MiB stretch, if the heap fills half of it: the rest of it taken too
     # (malloc goes on from the new end), so that it can be a huge page.
