@@ -415,9 +415,12 @@ impl Slot {
             };
             let next = match Zygote::start(&host, &prepared, spec).await {
                 Ok(z) => {
-                    let huge = match &z.ready_huge_pages {
-                        Ok(bytes) => format!("{} KiB in huge pages", bytes / 1024),
-                        Err(why) => format!("no huge pages: {why}"),
+                    let huge = match (&z.ready_huge_pages, &z.ready_no_huge_text) {
+                        (Ok(bytes), None) => format!("{} KiB in huge pages, its code among them", bytes / 1024),
+                        (Ok(bytes), Some(why)) => {
+                            format!("{} KiB in huge pages; its code is not: {why}", bytes / 1024)
+                        }
+                        (Err(why), _) => format!("no huge pages: {why}"),
                     };
                     tracing::info!(
                         function = %f.name,

@@ -1231,18 +1231,22 @@ def handle(request):
         churn = [(i, str(i)) for i in range(200000)]
         total += len(churn)
         del churn
-    return {"seen": list(seen), "total": total, "ids": ids}
+    with open("/proc/self/maps") as f:
+        text = f.readline().split()
+    return {"seen": list(seen), "total": total, "ids": ids, "text": text}
 "#;
     let d = Daemon::start(&[("big", &python(src, "[sandbox]\npreload_handler = true"))]);
     ok(&d, "/big", "cold");
     let zygote = wait_warm(&d, "big");
     let huge_before = zygote_info(&d, "big")["huge_page_bytes"].as_u64().unwrap_or(0);
     let mut ids = Vec::new();
+    let mut texts = Vec::new();
     for _ in 0..20 {
         let j = ok(&d, "/big", "warm").json();
         assert_eq!(j["seen"], serde_json::json!([180000, "149991499914999"]), "a request saw another's state: {j}");
         assert_eq!(j["total"], 600000, "{j}");
         ids = j["ids"].as_array().unwrap().iter().filter_map(Value::as_u64).collect();
+        texts.push(j["text"].clone());
     }
     let logs = d.logs();
     let ready = logs.lines().find(|l| l.contains("zygote ready")).unwrap_or_else(|| panic!("no ready line:\n{logs}"));
@@ -1276,4 +1280,29 @@ def handle(request):
     let huge = ids.iter().filter(|&&id| maps.iter().any(|&(a, b, kb)| (a..b).contains(&id) && kb > 0)).count();
     assert_eq!(ids.len(), 120);
     assert!(huge * 10 >= ids.len() * 9, "{huge} of {} of the zygote's objects in huge pages: {ready}", ids.len());
+    // The interpreter's code (zygote.py's text_in_huge_page): python3.11's first mapping, from
+    // its header through its text, is anonymous memory with a huge page in it, in the zygote
+    // and in every request forked from it. Without it, the first mapping is the file's.
+    assert!(ready.contains("its code among them"), "{ready}");
+    let maps = std::fs::read_to_string(format!("/proc/{zygote}/maps")).unwrap();
+    let first = maps.lines().next().unwrap();
+    let (range, rest) = first.split_once(' ').unwrap();
+    assert!(rest.starts_with("r-xp") && !rest.contains('/'), "the zygote's first mapping: {first}");
+    let text_kb = anon_huge_kib(&smaps, &format!("{range} "));
+    assert!(text_kb >= 2048, "{text_kb} KiB of the zygote's code in huge pages: {first}");
+    for text in texts {
+        let text: Vec<&str> = text.as_array().unwrap().iter().filter_map(Value::as_str).collect();
+        assert!(text[0] == range && text[1] == "r-xp" && text.len() == 5, "a request's first mapping: {text:?}");
+    }
+}
+
+/// The `AnonHugePages` (KiB) of the mapping `range` ("start-end" as in /proc/PID/maps) in a smaps.
+fn anon_huge_kib(smaps: &str, range: &str) -> u64 {
+    smaps
+        .lines()
+        .skip_while(|l| !l.starts_with(range))
+        .skip(1)
+        .take_while(|l| !l.starts_with("VmFlags"))
+        .find_map(|l| l.strip_prefix("AnonHugePages:"))
+        .map_or(0, |v| v.trim().trim_end_matches("kB").trim().parse().unwrap_or(0))
 }

@@ -129,6 +129,9 @@ pub struct Zygote {
     pub ready_rss: u64,
     /// How much of it was in huge pages, or why none are (zygote.py's collapse_huge_pages).
     pub ready_huge_pages: Result<u64, String>,
+    /// Why the interpreter's code is not in a huge page, if it is not (zygote.py's
+    /// text_in_huge_page).
+    pub ready_no_huge_text: Option<String>,
     /// The function's modules its requests import compiled (bytecode.rs).
     pub compiled_modules: usize,
 }
@@ -226,6 +229,7 @@ impl Zygote {
             served: AtomicU64::new(0),
             ready_rss: 0,
             ready_huge_pages: Ok(0),
+            ready_no_huge_text: None,
             compiled_modules: spec.bytecode.as_ref().map_or(0, |(_, n)| *n),
         };
         forward_log(log_r, spec.name.to_owned());
@@ -269,6 +273,7 @@ impl Zygote {
             Some(why) => Err(why.to_owned()),
             None => Ok(answer.get("huge_pages").and_then(|r| r.as_u64()).unwrap_or(0)),
         };
+        zygote.ready_no_huge_text = answer.get("no_huge_text").and_then(|e| e.as_str()).map(str::to_owned);
         sys::set_nonblocking(&zygote.ctl).map_err(err("the zygote's control socket"))?;
         Ok(zygote)
     }
@@ -586,7 +591,12 @@ mod tests {
             ("PR_SET_MM", libc::PR_SET_MM as i64),
             ("PR_SET_MM_MAP", libc::PR_SET_MM_MAP as i64),
             ("PR_SET_NAME", libc::PR_SET_NAME as i64),
+            ("MADV_HUGEPAGE", libc::MADV_HUGEPAGE as i64),
             ("MADV_NOHUGEPAGE", libc::MADV_NOHUGEPAGE as i64),
+            ("MREMAP_MAYMOVE", libc::MREMAP_MAYMOVE as i64),
+            ("MREMAP_FIXED", libc::MREMAP_FIXED as i64),
+            ("PR_SET_VMA", libc::PR_SET_VMA as i64),
+            ("PR_SET_VMA_ANON_NAME", libc::PR_SET_VMA_ANON_NAME as i64),
             ("MADV_COLLAPSE", libc::MADV_COLLAPSE as i64),
         ];
         for &(name, want) in expected {
