@@ -265,12 +265,13 @@ def reseed():
     fires: a preload that made an SSLContext gave every child the same TLS randoms); and
     tempfile's name generator (the same pid check)."""
     random = sys.modules.get("random")
-    if random is not None:
+    if random is not None and (RANDOM_STATE is None or MT19937_FILL(*RANDOM_STATE) != 0):
         random.seed()
+    # numpy's state written in place too: set_state() ran numpy's Python and Cython in each
+    # child, copying the pages of every object it touched.
     if NUMPY_STATE is not None:
-        # The same state written in place: set_state() ran numpy's Python and Cython in each
-        # child, copying the pages of every object it touched.
-        ctypes.memmove(NUMPY_STATE, b"\0\0\0\x80" + os.urandom(2492) + NUMPY_POS, 2500)
+        if MT19937_FILL(NUMPY_STATE, NUMPY_STATE + 2496) != 0:
+            sys.modules["numpy.random"].seed()
     elif NUMPY_KEY is not None:
         # What seed() ends with, without the SeedSequence it seeds through, which cost each
         # child 210 faults and 0.66 ms (15% of a warm numpy request's CPU): an MT19937 state
@@ -288,6 +289,24 @@ def reseed():
     tempfile = sys.modules.get("tempfile")
     if tempfile is not None:
         tempfile._name_sequence = None
+
+
+def random_state_address(random):
+    """The addresses of the state and position of random's global generator (CPython's
+    `RandomObject`: PyObject_HEAD, int index, uint32_t state[624]) if the bytes there are what
+    its getstate() says and it has no cached Gaussian; else None, and reseed() calls seed().
+    Checked by reading only, as numpy_state_address()."""
+    try:
+        generator = random._inst
+        version, words, gauss = generator.getstate()
+        if version != 3 or len(words) != 625 or gauss is not None:
+            return None
+        head = ctypes.sizeof(ctypes.c_ssize_t) + ctypes.sizeof(ctypes.c_void_p)
+        pos, key = id(generator) + head, id(generator) + head + 4
+        state = struct.pack("<i", words[624]) + struct.pack("<624I", *words[:624])
+        return (key, pos) if ctypes.string_at(pos, len(state)) == state else None
+    except Exception:
+        return None
 
 
 def numpy_state_address(numpy):
@@ -346,8 +365,11 @@ WRAPPER = None
 NUMPY_KEY = None
 # Or, where it checked out (numpy_state_address), the address of that state itself.
 NUMPY_STATE = None
-# The position after the key: 624, the next draw mixes the key first.
-NUMPY_POS = struct.pack("i", 624)
+# random's global generator (random._inst), as (key, pos) addresses for MT19937_FILL, if
+# random_state_address() found them.
+RANDOM_STATE = None
+# libfaas_zygote.so's faas_mt19937_fill(key, pos): a fresh MT19937 state from the kernel, in place.
+MT19937_FILL = None
 # Why the zygote has no huge pages (collapse_huge_pages()), or None.
 NO_HUGE_PAGES = None
 NO_HUGE_TEXT = None
@@ -452,6 +474,10 @@ def load_native(fd):
     if why is not None:
         return f"libfaas_zygote.so does not match zygote.py (another build?): {why}"
     SERVE = native.faas_serve
+    global MT19937_FILL
+    MT19937_FILL = native.faas_mt19937_fill
+    MT19937_FILL.restype = ctypes.c_int
+    MT19937_FILL.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
     install_arenas(native)
     SERVE.restype = ctypes.c_int
     SERVE.argtypes = [ctypes.c_int, ctypes.POINTER(Plan), ctypes.c_uint64, ctypes.c_void_p, ctypes.c_size_t,
@@ -665,7 +691,9 @@ def start(init, bytecode_fd):
     if threads() != 1:
         return f"{threads()} threads after the preloads; a zygote must stay single-threaded"
     CHILD_HOOKS.extend(pair for pair in AT_FORK_CHILD if not moot_hook(pair[1]))
-    global NUMPY_KEY, NUMPY_STATE
+    global NUMPY_KEY, NUMPY_STATE, RANDOM_STATE
+    if "random" in sys.modules:
+        RANDOM_STATE = random_state_address(sys.modules["random"])
     if "numpy.random" in sys.modules:
         # The key reseed() fills in each child. And an integer seed here, which drops the
         # SeedSequence numpy seeded its global generator with at import: no child can spawn

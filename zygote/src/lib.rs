@@ -362,6 +362,45 @@ pub unsafe extern "C" fn faas_layout(i: usize, value: *mut usize) -> *const c_ch
     name.as_ptr()
 }
 
+/// Words in an MT19937 state: the generator of CPython's `random` and numpy's legacy one.
+const MT_WORDS: usize = 624;
+
+/// Gives an MT19937 generator a fresh state from the kernel, in place: a first word of
+/// 0x80000000 (what seeding ends with, so the state is never all zero) and 623 random ones at
+/// `key`, and `MT_WORDS` at `pos` (the next draw regenerates the whole state first). The same
+/// distribution as seeding it with 624 words from the kernel, without the seeding code:
+/// `random.seed()` and numpy's `set_state()` ran Python and Cython in each child, and every
+/// object they touched was a page copied (~20 faults each). Returns 0, or the errno of
+/// getrandom(2).
+///
+/// # Safety
+/// `key` points to `MT_WORDS` writable words and `pos` to a writable int, of a generator
+/// nothing else uses meanwhile (zygote.py checked the addresses against the generator's own
+/// `getstate()` in the zygote).
+#[no_mangle]
+pub unsafe extern "C" fn faas_mt19937_fill(key: *mut u32, pos: *mut c_int) -> c_int {
+    let rest = (MT_WORDS - 1) * 4;
+    let mut got = 0;
+    while got < rest {
+        let at = key.wrapping_add(1).cast::<u8>().wrapping_add(got);
+        // SAFETY: key + 1 .. key + MT_WORDS is writable (the caller's promise), and at is in it
+        // with rest - got bytes after it.
+        let n = unsafe { libc::getrandom(at.cast(), rest - got, 0) };
+        if n < 0 {
+            match errno() {
+                libc::EINTR => continue,
+                errno => return errno,
+            }
+        }
+        got += n as usize;
+    }
+    // SAFETY: key and pos are writable (the caller's promise).
+    unsafe { key.write_unaligned(0x8000_0000) };
+    // SAFETY: as above.
+    unsafe { pos.write_unaligned(MT_WORDS as c_int) };
+    0
+}
+
 /// The zygote's request loop: takes each request from the daemon on `ctl`, forks its child
 /// (clone3 with `clone_flags`, a pidfd, into the request's cgroup), and in that child runs
 /// the steps; reaps the children and tells the daemon each one's wait status. In Rust, not
@@ -1186,6 +1225,19 @@ fn send_fd(f: &Fail, sock: c_int, fd: c_int) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_mt19937_state_is_filled_from_the_kernel_with_its_guard_word_and_position() {
+        let mut states = [[0u32; MT_WORDS]; 2];
+        let mut pos = [0 as c_int; 2];
+        for (key, pos) in states.iter_mut().zip(pos.iter_mut()) {
+            // SAFETY: MT_WORDS words and an int, ours.
+            assert_eq!(unsafe { faas_mt19937_fill(key.as_mut_ptr(), pos) }, 0);
+            assert_eq!((key[0], *pos), (0x8000_0000, MT_WORDS as c_int));
+            assert!(key[1..].iter().filter(|&&w| w == 0).count() < 4, "words left unfilled");
+        }
+        assert_ne!(states[0][1..], states[1][1..], "two fills drew the same state");
+    }
 
     #[test]
     fn children_are_taken_off_by_pid_and_replies_fit_their_line() {
