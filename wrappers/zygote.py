@@ -75,6 +75,14 @@ PR_SET_VMA_ANON_NAME = 0
 libc = ctypes.CDLL(None, use_errno=True)
 libc.syscall.restype = ctypes.c_long
 libc.sbrk.restype = ctypes.c_void_p
+libc.sbrk.argtypes = [ctypes.c_ssize_t]
+# prctl(2) with its arguments as the kernel reads them (unsigned longs: an int passed as a C int
+# would leave the register's upper half undefined, and prctl refuses non-zero unused ones),
+# converted by the prototype rather than by ctypes objects made in each child. A function object
+# of its own (libc["prctl"]): libc.prctl is called with other arguments elsewhere.
+PRCTL = libc["prctl"]
+PRCTL.restype = ctypes.c_int
+PRCTL.argtypes = [ctypes.c_int] + [ctypes.c_ulong] * 4
 libc.mmap.restype = ctypes.c_void_p
 libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]
 libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
@@ -165,9 +173,9 @@ class Child:
     """One request's process between the native steps and the handler: every failure is one
     record on the error pipe and exit 127, as in spawn.rs."""
 
-    def __init__(self, init, err):
-        self.steps = init["steps"]
-        self.err = err
+    def __init__(self, steps):
+        self.steps = steps
+        self.err = None
 
     def fail(self, step, index, errno):
         try:
@@ -182,11 +190,8 @@ class Child:
         os.close(self.err)
         self.err = None
 
-    def sys(self, step, index, nr, *args):
-        # syscall(2) reads every argument as a long: an int passed as a C int would leave the
-        # register's upper half undefined, and prctl refuses non-zero unused arguments.
-        args = [ctypes.c_long(a) if isinstance(a, int) else a for a in args]
-        if libc.syscall(ctypes.c_long(nr), *args) < 0:
+    def prctl(self, step, index, option, arg2, arg3=0, arg4=0):
+        if PRCTL(option, arg2, arg3, arg4, 0) < 0:
             self.fail(step, index, ctypes.get_errno())
 
 
@@ -207,38 +212,37 @@ def child(init, length):
             after()
         except BaseException as e:  # as CPython: reported, not fatal
             log(f"an at-fork hook failed: {type(e).__name__}: {e}")
-    c = Child(init, PLAN.err)
-    argv = ["python.py", init["code_dir"], init["handler"]]
+    c = CHILD
+    c.err = PLAN.err
     reseed()
-    head = ctypes.sizeof(Request)
-    if Request.from_buffer(BUF).flags & REQ_SPARE:
+    if REQUEST_FLAGS[0] & REQ_SPARE:
         # The "exec" comes first for a spare: every layer is on. It imports the handler's module
         # now, seeing the function's own environment (the function's env, secrets, proxy), as
         # a Lambda function's init code does, then waits for its request, named faas-spare
         # meanwhile (ps, and the tests' leak checks, tell it from a request).
         c.exec()
-        c.sys("Exec", 1, SYS_prctl, PR_SET_DUMPABLE, 1, 0, 0, 0)
-        set_environment(c, head, length)
-        out, handler = WRAPPER.load(argv)
+        c.prctl("Exec", 1, PR_SET_DUMPABLE, 1)
+        set_environment(c, HEAD, length)
+        out, handler = WRAPPER.load(ARGV)
         sys.stderr.flush()
-        libc.prctl(PR_SET_NAME, b"faas-spare", 0, 0, 0)
+        PRCTL(PR_SET_NAME, SPARE_NAME, 0, 0, 0)
         # The request's environment block, in place of the function's: one datagram, read
         # without a socket object (whose making ran socket.py's code in every spare).
         length = os.readv(PLAN.notify, [BUF])
         if not length:
             os._exit(0)  # the daemon let go of it unused
-        libc.prctl(PR_SET_NAME, COMM, 0, 0, 0)
+        PRCTL(PR_SET_NAME, COMM_NAME, 0, 0, 0)
         os.close(PLAN.notify)
         set_environment(c, 0, length)
     else:
         os.close(PLAN.notify)
-        set_environment(c, head, length)
+        set_environment(c, HEAD, length)
         # The uid switch left the process not dumpable, which gives its /proc/self files to
         # root (environ unreadable to the handler, unlike after a cold start's execve).
-        c.sys("Exec", 1, SYS_prctl, PR_SET_DUMPABLE, 1, 0, 0, 0)
+        c.prctl("Exec", 1, PR_SET_DUMPABLE, 1)
         # The "exec": every layer is on. EOF on the error pipe tells the daemon so.
         c.exec()
-        out, handler = WRAPPER.load(argv)
+        out, handler = WRAPPER.load(ARGV)
     code = 2
     try:
         code = handler if out is None else WRAPPER.serve(out, handler)
@@ -337,7 +341,7 @@ def set_environment(c, start, end):
     a warm request's CPU (A/B, c=1 and c=8). Later changes go through glibc's setenv, which
     copies the array before it grows it."""
     global ENVP
-    address = ctypes.addressof(BUF) + start
+    address = OWN + start
     entries = ctypes.string_at(address, end - start).split(b"\0")[:-1]
     data = os.environb._data  # os.environ's too
     data.clear()
@@ -353,11 +357,11 @@ def set_environment(c, start, end):
     pointers.release()
     ENVIRON.value = ctypes.addressof(ctypes.c_char.from_buffer(envp))
     ENVP = envp  # only now may the array environ pointed at go
-    mm = PrctlMmMap.from_buffer_copy(LAYOUT)
-    mm.brk = libc.sbrk(ctypes.c_ssize_t(0))
-    mm.env_start = ctypes.addressof(BUF) + start
-    mm.env_end = mm.env_start + end - start
-    c.sys("Exec", 0, SYS_prctl, PR_SET_MM, PR_SET_MM_MAP, ctypes.byref(mm), ctypes.sizeof(mm), 0)
+    mm = LAYOUT  # the child's own copy
+    mm.brk = libc.sbrk(0)
+    mm.env_start = OWN + start
+    mm.env_end = OWN + end
+    c.prctl("Exec", 0, PR_SET_MM, PR_SET_MM_MAP, ctypes.addressof(mm), ctypes.sizeof(mm))
 
 
 WRAPPER = None
@@ -416,6 +420,9 @@ def huge_page_bytes():
 # Our process name (python3), which a spare takes back once its request comes.
 with open("/proc/self/comm", "rb") as f:
     COMM = f.read().strip()
+# The names a spare takes and gives back (PR_SET_NAME), as addresses for PRCTL.
+NAMES = [ctypes.create_string_buffer(b"faas-spare"), ctypes.create_string_buffer(COMM)]
+SPARE_NAME, COMM_NAME = (ctypes.addressof(name) for name in NAMES)
 
 
 LAYOUT = None
@@ -451,7 +458,13 @@ BUF_SIZE = 1 << 18
 OWN = own_mapping(BUF_SIZE + ctypes.sizeof(Plan))
 BUF = (ctypes.c_char * BUF_SIZE).from_address(OWN)
 PLAN = Plan.from_address(OWN + BUF_SIZE)
+# What a child reads of its request's head, read without ctypes objects made in the child (a
+# ctypes structure from BUF, and its field, copied ~20 pages in each).
+HEAD = ctypes.sizeof(Request)
+REQUEST_FLAGS = memoryview(BUF).cast("B")[Request.flags.offset:Request.flags.offset + 4].cast("I")
 CHILD_HOOKS = []
+CHILD = None
+ARGV = None
 # What PLAN's pointers point into: kept as long as the zygote lives.
 KEEP = []
 
@@ -829,6 +842,10 @@ def main():
         log(why)
         ctl.send(json.dumps({"error": why}).encode())
         return 1
+    # What every child starts from, made here rather than in each.
+    global CHILD, ARGV
+    CHILD = Child(init["steps"])
+    ARGV = ["python.py", init["code_dir"], init["handler"]]
     ctl.send(json.dumps({"ready": True, "rss": rss_bytes(), "huge_pages": huge_page_bytes(),
                          "no_huge_pages": NO_HUGE_PAGES, "no_huge_text": NO_HUGE_TEXT}).encode())
 
