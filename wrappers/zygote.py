@@ -302,6 +302,10 @@ def random_state_address(random):
     Checked by reading only, as numpy_state_address()."""
     try:
         generator = random._inst
+        # The module's functions are methods of the generator made at import: a preload that
+        # replaced random._inst left them on the old one, which is the one to reseed.
+        if getattr(random.random, "__self__", None) is not generator:
+            return None
         version, words, gauss = generator.getstate()
         if version != 3 or len(words) != 625 or gauss is not None:
             return None
@@ -595,8 +599,18 @@ def text_in_huge_page():
         libc.munmap(copy + size, raw + size + huge - (copy + size))
     libc.madvise(copy, size, MADV_HUGEPAGE)
     ctypes.memmove(copy, start, size)
-    # PROT_READ|PROT_EXEC; then in place of the file's mappings, in one step: this thread
-    # returns from mremap into the same bytes at the same addresses (the zygote has one thread).
+    # Collapsed while still writable (older kernels collapse no read-only memory); the huge
+    # page moves with the mapping, whose 2 MiB boundaries stay 2 MiB boundaries.
+    failed = 0
+    at = copy + (first - start)
+    while at + huge <= copy + size:
+        if libc.madvise(at, huge, MADV_COLLAPSE) != 0:
+            failed = ctypes.get_errno()
+        at += huge
+    # PROT_READ|PROT_EXEC; then in place of the file's mappings: this thread returns from
+    # mremap into the same bytes at the same addresses (the zygote has one thread). The kernel
+    # unmaps the target before it moves the copy there: should the move itself then fail (out
+    # of memory for the mapping), the zygote dies before it is ready, and serves nothing.
     if libc.mprotect(copy, size, 5) != 0:
         why = f"mprotect: {os.strerror(ctypes.get_errno())}"
         libc.munmap(copy, size)
@@ -605,12 +619,6 @@ def text_in_huge_page():
         why = f"mremap: {os.strerror(ctypes.get_errno())}"
         libc.munmap(copy, size)
         return why
-    failed = 0
-    at = first
-    while at + huge <= end:
-        if libc.madvise(at, huge, MADV_COLLAPSE) != 0:
-            failed = ctypes.get_errno()
-        at += huge
     # For whoever reads /proc/PID/maps; a kernel without CONFIG_ANON_VMA_NAME leaves it unnamed.
     libc.prctl(PR_SET_VMA, PR_SET_VMA_ANON_NAME, ctypes.c_ulong(start), ctypes.c_ulong(size),
                ctypes.c_char_p(f"{os.path.basename(exe)} text".encode()))
@@ -707,6 +715,9 @@ def start(init, bytecode_fd):
     global NUMPY_KEY, NUMPY_STATE, RANDOM_STATE
     if "random" in sys.modules:
         RANDOM_STATE = random_state_address(sys.modules["random"])
+        if RANDOM_STATE is None:
+            log("random's global generator is not the one its functions use, or not laid out as "
+                "expected: each child reseeds it with seed()")
     if "numpy.random" in sys.modules:
         # The key reseed() fills in each child. And an integer seed here, which drops the
         # SeedSequence numpy seeded its global generator with at import: no child can spawn
@@ -715,6 +726,8 @@ def start(init, bytecode_fd):
         NUMPY_STATE = numpy_state_address(numpy)
         numpy.random.seed(0)
         if NUMPY_STATE is None:
+            log("numpy's global generator is not an MT19937 laid out as expected: each child "
+                "reseeds it with set_state()")
             NUMPY_KEY = numpy.zeros(624, dtype=numpy.uint32)
     # The import system's finder for /code, with its listing of the directory (names only):
     # made here once rather than in every request (zipimport tried first, then the FileFinder

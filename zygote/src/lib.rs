@@ -371,7 +371,8 @@ const MT_WORDS: usize = 624;
 /// distribution as seeding it with 624 words from the kernel, without the seeding code:
 /// `random.seed()` and numpy's `set_state()` ran Python and Cython in each child, and every
 /// object they touched was a page copied (~20 faults each). Returns 0, or the errno of
-/// getrandom(2).
+/// getrandom(2): EAGAIN while the kernel's pool is not ready yet (early in boot), when
+/// zygote.py seeds the generator as before, which does not wait.
 ///
 /// # Safety
 /// `key` points to `MT_WORDS` writable words and `pos` to a writable int, of a generator
@@ -385,7 +386,7 @@ pub unsafe extern "C" fn faas_mt19937_fill(key: *mut u32, pos: *mut c_int) -> c_
         let at = key.wrapping_add(1).cast::<u8>().wrapping_add(got);
         // SAFETY: key + 1 .. key + MT_WORDS is writable (the caller's promise), and at is in it
         // with rest - got bytes after it.
-        let n = unsafe { libc::getrandom(at.cast(), rest - got, 0) };
+        let n = unsafe { libc::getrandom(at.cast(), rest - got, libc::GRND_NONBLOCK) };
         if n < 0 {
             match errno() {
                 libc::EINTR => continue,
