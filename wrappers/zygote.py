@@ -58,7 +58,6 @@ import sys  # noqa: E402
 
 # x86_64 kernel ABI (faas builds for x86_64 only). A unit test in src/sandbox/zygote.rs checks
 # each of these against libc's value.
-SYS_prctl = 157
 PR_CAPBSET_READ = 23
 PR_SET_DUMPABLE = 4
 PR_SET_MM = 35
@@ -73,14 +72,13 @@ PR_SET_VMA = 0x53564D41
 PR_SET_VMA_ANON_NAME = 0
 
 libc = ctypes.CDLL(None, use_errno=True)
-libc.syscall.restype = ctypes.c_long
 libc.sbrk.restype = ctypes.c_void_p
 libc.sbrk.argtypes = [ctypes.c_ssize_t]
 # prctl(2) with its arguments as the kernel reads them (unsigned longs: an int passed as a C int
 # would leave the register's upper half undefined, and prctl refuses non-zero unused ones),
-# converted by the prototype rather than by ctypes objects made in each child. A function object
-# of its own (libc["prctl"]): libc.prctl is called with other arguments elsewhere.
-PRCTL = libc["prctl"]
+# converted by the prototype rather than by ctypes objects made in each child. Strings go as
+# the addresses of buffers kept alive.
+PRCTL = libc.prctl
 PRCTL.restype = ctypes.c_int
 PRCTL.argtypes = [ctypes.c_int] + [ctypes.c_ulong] * 4
 libc.mmap.restype = ctypes.c_void_p
@@ -443,14 +441,21 @@ def memory_layout():
                       exe_fd=0xFFFFFFFF)
 
 
+def anonymous(size):
+    """A fresh private read-write mapping of `size` bytes: its address, or OSError."""
+    address = libc.mmap(None, size, 3, 0x22, -1, 0)  # PROT_READ|PROT_WRITE, MAP_PRIVATE|MAP_ANONYMOUS
+    if address in (None, ctypes.c_void_p(-1).value):
+        errno = ctypes.get_errno()
+        raise OSError(errno, os.strerror(errno))
+    return address
+
+
 def own_mapping(size):
     """Memory for what the zygote itself writes while it serves (the plan, the request buffer):
     a mapping of its own, never in a huge page (MADV_NOHUGEPAGE; collapse_huge_pages() takes
     only other mappings). A zygote's write to a huge page its children share splits its
     mapping of that page, and the next forks copy 512 entries for it again."""
-    address = libc.mmap(None, size, 3, 0x22, -1, 0)  # PROT_READ|PROT_WRITE, MAP_PRIVATE|MAP_ANONYMOUS
-    if address in (None, ctypes.c_void_p(-1).value):
-        raise OSError(ctypes.get_errno(), "mmap of the zygote's own state")
+    address = anonymous(size)
     libc.madvise(address, size, MADV_NOHUGEPAGE)
     return address
 
@@ -516,6 +521,15 @@ def install_arenas(native):
     put(ours())
 
 
+# A transparent huge page on x86-64.
+HUGE = 2 << 20
+
+
+def huge_stretches(start, end):
+    """The 2 MiB-aligned addresses a whole huge page fits at in [start, end)."""
+    return range((start + HUGE - 1) & ~(HUGE - 1), end - HUGE + 1, HUGE)
+
+
 def collapse_huge_pages(init):
     """Makes each 2 MiB-aligned stretch of the zygote's anonymous memory (the arenas' chunks,
     the malloc heap) that is at least half resident a transparent huge page (MADV_COLLAPSE,
@@ -523,16 +537,15 @@ def collapse_huge_pages(init):
     serves the same, only slower."""
     if not init.get("huge_pages", True):
         return "transparent huge pages are off on this host (never)"
-    huge = 2 << 20
     # The heap's last 2 MiB stretch, if the heap fills half of it: the rest of it taken too
     # (malloc goes on from the new end), so that it can be a huge page.
-    top = libc.sbrk(ctypes.c_ssize_t(0))
-    last = top & ~(huge - 1)
-    if top - last >= huge // 2 and LAYOUT.start_brk <= last:
-        libc.sbrk(ctypes.c_ssize_t(last + huge - top))
+    top = libc.sbrk(0)
+    last = top & ~(HUGE - 1)
+    if top - last >= HUGE // 2 and LAYOUT.start_brk <= last:
+        libc.sbrk(last + HUGE - top)
     with open("/proc/self/maps") as f:
         rows = f.read().splitlines()
-    resident = ctypes.create_string_buffer(huge // 4096)
+    resident = ctypes.create_string_buffer(HUGE // 4096)
     first_errno, tried = 0, 0
     for row in rows:
         fields = row.split()
@@ -541,13 +554,11 @@ def collapse_huge_pages(init):
         start, end = (int(x, 16) for x in fields[0].split("-"))
         if start <= OWN < end:
             continue
-        at = (start + huge - 1) & ~(huge - 1)
-        while at + huge <= end:
-            if libc.mincore(at, huge, resident) == 0 and sum(b & 1 for b in resident.raw) >= huge // 8192:
+        for at in huge_stretches(start, end):
+            if libc.mincore(at, HUGE, resident) == 0 and sum(b & 1 for b in resident.raw) >= HUGE // 8192:
                 tried += 1
-                if libc.madvise(at, huge, MADV_COLLAPSE) != 0 and not first_errno:
+                if libc.madvise(at, HUGE, MADV_COLLAPSE) != 0 and not first_errno:
                     first_errno = ctypes.get_errno()
-            at += huge
     if tried and first_errno and huge_page_bytes() == 0:
         return f"MADV_COLLAPSE: {os.strerror(first_errno)}"
     return None
@@ -582,31 +593,28 @@ def text_in_huge_page():
     if any(a[1] != b[0] for a, b in zip(span, span[1:])):
         return f"{exe}'s header and text are not adjacent"
     start, end = span[0][0], span[-1][1]
-    huge = 2 << 20
-    first = (start + huge - 1) & ~(huge - 1)
-    if first + huge > end:
+    if not huge_stretches(start, end):
         return f"{exe}'s text ({start:#x}-{end:#x}) holds no aligned 2 MiB"
     size = end - start
     # The copy is made 2 MiB-aligned as its final address is (start's offset in 2 MiB kept),
     # so that the kernel can give it huge pages before it moves.
-    raw = libc.mmap(None, size + huge, 3, 0x22, -1, 0)  # PROT_READ|PROT_WRITE, MAP_PRIVATE|MAP_ANONYMOUS
-    if raw in (None, ctypes.c_void_p(-1).value):
-        return f"mmap: {os.strerror(ctypes.get_errno())}"
-    copy = raw + ((start - raw) & (huge - 1))
+    try:
+        raw = anonymous(size + HUGE)
+    except OSError as e:
+        return f"mmap: {e.strerror}"
+    copy = raw + ((start - raw) & (HUGE - 1))
     if copy > raw:
         libc.munmap(raw, copy - raw)
-    if raw + size + huge > copy + size:
-        libc.munmap(copy + size, raw + size + huge - (copy + size))
+    if raw + size + HUGE > copy + size:
+        libc.munmap(copy + size, raw + size + HUGE - (copy + size))
     libc.madvise(copy, size, MADV_HUGEPAGE)
     ctypes.memmove(copy, start, size)
     # Collapsed while still writable (older kernels collapse no read-only memory); the huge
     # page moves with the mapping, whose 2 MiB boundaries stay 2 MiB boundaries.
     failed = 0
-    at = copy + (first - start)
-    while at + huge <= copy + size:
-        if libc.madvise(at, huge, MADV_COLLAPSE) != 0:
+    for at in huge_stretches(copy, copy + size):
+        if libc.madvise(at, HUGE, MADV_COLLAPSE) != 0:
             failed = ctypes.get_errno()
-        at += huge
     # PROT_READ|PROT_EXEC; then in place of the file's mappings: this thread returns from
     # mremap into the same bytes at the same addresses (the zygote has one thread). The kernel
     # unmaps the target before it moves the copy there: should the move itself then fail (out
@@ -620,8 +628,8 @@ def text_in_huge_page():
         libc.munmap(copy, size)
         return why
     # For whoever reads /proc/PID/maps; a kernel without CONFIG_ANON_VMA_NAME leaves it unnamed.
-    libc.prctl(PR_SET_VMA, PR_SET_VMA_ANON_NAME, ctypes.c_ulong(start), ctypes.c_ulong(size),
-               ctypes.c_char_p(f"{os.path.basename(exe)} text".encode()))
+    name = ctypes.create_string_buffer(f"{os.path.basename(exe)} text".encode())
+    PRCTL(PR_SET_VMA, PR_SET_VMA_ANON_NAME, start, size, ctypes.addressof(name))
     if failed:
         return f"MADV_COLLAPSE of {exe}'s text: {os.strerror(failed)}"
     return None
@@ -656,7 +664,7 @@ def init_plan(init, template, daemon_pidfd):
     # The zygote's bounding set holds only the capabilities it kept: dropping those empties it,
     # without 41 calls for the ones already gone.
     bounding = [cap for cap in range(init["cap_last"] + 1)
-                if libc.syscall(ctypes.c_long(SYS_prctl), PR_CAPBSET_READ, ctypes.c_ulong(cap)) == 1]
+                if PRCTL(PR_CAPBSET_READ, cap, 0, 0, 0) == 1]
     caps = (ctypes.c_uint32 * len(bounding))(*bounding)
     plan.caps = ctypes.cast(caps, ctypes.POINTER(ctypes.c_uint32))
     plan.caps_len = len(caps)

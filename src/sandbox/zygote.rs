@@ -583,7 +583,6 @@ mod tests {
             parsed.unwrap_or_else(|_| panic!("{name} = {v} is not a number"))
         };
         let expected: &[(&str, i64)] = &[
-            ("SYS_prctl", libc::SYS_prctl),
             ("MAX_RLIMITS", faas_zygote::MAX_RLIMITS as i64),
             ("REQ_SPARE", faas_zygote::REQ_SPARE as i64),
             ("PR_CAPBSET_READ", libc::PR_CAPBSET_READ as i64),
