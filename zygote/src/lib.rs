@@ -698,10 +698,7 @@ unsafe fn fork(
     }
     let pid = pid as c_int;
     // There is room: fork() answered `busy` above when there was none.
-    if let Some(slot) = children.list.get_mut(children.len) {
-        *slot = (pid, reply);
-        children.len += 1;
-    }
+    children.push(pid, reply);
     // A daemon that gave up on the request never gets the pidfd; the child dies with the
     // zygote's pid namespace or on its deadline, whichever the daemon set.
     answer(reply, format_args!("pid {pid}"), pidfd);
@@ -781,6 +778,14 @@ struct Children {
 }
 
 impl Children {
+    /// Adds a child, if there is room (false if not).
+    fn push(&mut self, pid: c_int, reply: c_int) -> bool {
+        let Some(slot) = self.list.get_mut(self.len) else { return false };
+        *slot = (pid, reply);
+        self.len += 1;
+        true
+    }
+
     /// Takes `pid` off the list; its reply socket.
     fn remove(&mut self, pid: c_int) -> Option<c_int> {
         let live = self.list.get(..self.len)?;
@@ -1244,13 +1249,16 @@ mod tests {
     fn children_are_taken_off_by_pid_and_replies_fit_their_line() {
         let mut c = Children { list: [(0, 0); MAX_CHILDREN], len: 0 };
         for (pid, reply) in [(10, 100), (11, 101), (12, 102)] {
-            c.list[c.len] = (pid, reply);
-            c.len += 1;
+            assert!(c.push(pid, reply));
         }
         assert_eq!(c.remove(11), Some(101));
         assert_eq!(c.remove(11), None, "taken off once");
         assert_eq!((c.remove(12), c.remove(10), c.len), (Some(102), Some(100), 0));
         assert_eq!(c.remove(10), None);
+        while c.len < MAX_CHILDREN {
+            assert!(c.push(1, 1));
+        }
+        assert!(!c.push(2, 2), "no room past MAX_CHILDREN");
 
         let mut line = Line { buf: [0; 32], len: 0 };
         core::fmt::Write::write_fmt(&mut line, format_args!("exit {}", i32::MIN)).unwrap();
