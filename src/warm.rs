@@ -310,7 +310,12 @@ impl Slot {
                 spare: true,
                 argv: None,
             };
-            let made = match sandbox::start_warm(&host, &prepared, &zygote, launch).await {
+            let started = sandbox::start_warm(&host, &prepared, &zygote, launch).await;
+            // From here the spare holds the zygote itself: a second reference while it gets
+            // ready would count as a request in flight (`in_flight`), and a zygote making its
+            // spares would look busy to `make_room`.
+            let zygote = Arc::downgrade(&zygote);
+            let made = match started {
                 Ok(mut spare) => match tokio::time::timeout(SPARE_TIMEOUT, spare.wait_exec()).await {
                     Ok(Ok(())) => Ok(spare),
                     Ok(Err(e)) => {
@@ -326,7 +331,7 @@ impl Slot {
             };
             // Kept only if its zygote is still the one in use (a zygote replaced meanwhile
             // takes its children along, so a spare of it that slips in here is found dead).
-            let current = slot.ready().is_some_and(|z| Arc::ptr_eq(&z, &zygote));
+            let current = slot.ready().is_some_and(|z| std::ptr::eq(Arc::as_ptr(&z), zygote.as_ptr()));
             let mut spares = slot.spares.lock().expect("never poisoned");
             slot.refilling.fetch_sub(1, Ordering::AcqRel);
             // Whatever came of it, a request waiting for it goes on: with it, or to fork.
@@ -337,7 +342,7 @@ impl Slot {
                 Err(e) => {
                     tracing::warn!(function = %f.name, "the zygote could not make a spare: {e}");
                     *slot.spare_failed.lock().expect("never poisoned") = Some(Instant::now());
-                    if matches!(e, SpawnError::Zygote(_)) {
+                    if let (SpawnError::Zygote(_), Some(zygote)) = (&e, zygote.upgrade()) {
                         drop(spares);
                         slot.lost(&zygote);
                     }
