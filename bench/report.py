@@ -446,14 +446,19 @@ def warm_profile(raw, L):
         "A second faas, whose zygote ran as `bench/zygote_timed.py`: `wrappers/zygote.py` unchanged, loaded as a module, with CLOCK_MONOTONIC marks and the child's minor page "
         "faults (`getrusage`; each copy-on-write fault is one): the zygote's native loop stamps the request's arrival and its clone3 (`Plan.received_ns`, `cloned_ns`); the child "
         "marks its return from the native steps (Stdio … Rlimit, one call), the at-fork hooks it runs (none, unless a preload registered one), `child()`'s entry and the Python-level "
-        "steps after it (after the last `Child.sys`/`Child.do` call of a step: Exec), and logs the line once its error pipe is closed. "
+        "steps after it (after the last `Child.prctl` call of a step: Exec), and logs the line once its error pipe is closed. "
         "`daemon` is Server-Timing `setup` minus the zygote's part (message in → error pipe closed): the daemon's own work before it sends the request and after the EOF. "
         "A request whose `setup` is shorter than its child's own set-up took a spare, made ahead; those are counted, and the phases are over the forked ones. "
         "The marks add a few µs each (a dict write and a `getrusage`)."
     )
     L.append("")
     for label, d in (("300 sequential requests", seqd), ("c=8", c8)):
-        if d:
+        if d and not d.get("forked") and not d.get("spare"):
+            # Every warm request writes a ZT line: none means the stand-in lost its hooks.
+            L.append(f"**{label}: no request of the timed zygote wrote its marks**: `bench/zygote_timed.py` no longer "
+                     "hooks into `wrappers/zygote.py` (see its docstring), or its zygote failed (`faas-zt.log`); "
+                     "this section measured nothing.")
+        elif d:
             sp = d.get("spare_setup_us") or {}
             L.append(
                 f"{label}: {d.get('forked', 0)} forked, {d.get('spare', 0)} took a spare"

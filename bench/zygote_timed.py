@@ -12,9 +12,10 @@ What it records, in the child, with CLOCK_MONOTONIC and the child's minor page f
   clone    just before clone3 (native: Plan.cloned_ns; the child has its copy of the plan)
   c0, c1   in the child: faas_serve returned (clone3 and the native steps, Stdio to Rlimit,
            done); PyOS_AfterFork_Child returned
-  start    Child() made (child() entered)
-  STEP     after each Child.sys/Child.do call, under its step name (the last call of a
-           step ends it; raw calls between two steps count in the next one)
+  start    child() entered
+  STEP     after each Child.prctl call (Child.sys/Child.do in older zygote.py), under its
+           step name (the last call of a step ends it; raw calls between two steps count in
+           the next one)
   exec     the error pipe closed: the daemon's "exec" (set-up over)
 and, once the error pipe is closed (so outside the set-up it measures), writes one line
   ZT recv=NS clone=NS c0=NS c1=NS start=NS exec=NS f0=.. f1=.. fstart=.. fexec=.. STEP=NS/FAULTS ...
@@ -138,34 +139,34 @@ def wrap_step(method):
     return wrapped
 
 
-class LibcProxy:
-    """libc as zygote.py uses it; a spare taking its name back marks its request's arrival."""
-
-    def __getattr__(self, name):
-        return getattr(REAL_LIBC, name)
-
-    def prctl(self, option, name, *args):
-        if name == z.COMM:
-            mark("recv")
-        return REAL_LIBC.prctl(option, name, *args)
+def prctl_timed(option, arg2, *args):
+    """zygote.py's PRCTL; a spare taking its name back marks its request's arrival."""
+    if arg2 == getattr(z, "COMM_NAME", None):
+        mark("recv")
+    return REAL_PRCTL(option, arg2, *args)
 
 
-REAL_LIBC = z.libc
+REAL_PRCTL = getattr(z, "PRCTL", None)
 
 
 def install():
     z.os = OsProxy()
-    z.libc = LibcProxy()
-    if hasattr(z, "Child"):
-        init = z.Child.__init__
+    if REAL_PRCTL is not None:
+        z.PRCTL = prctl_timed
+    if hasattr(z, "child"):
+        # Entered once per child, with its error pipe in the plan (the Child it uses is made
+        # once, in the zygote).
+        real_child = z.child
 
-        def child_init(self, *a, **k):
+        def child_timed(*a, **k):
             mark("start")
-            init(self, *a, **k)
-            ERR[0] = getattr(self, "err", None)
+            ERR[0] = z.PLAN.err
+            return real_child(*a, **k)
 
-        z.Child.__init__ = child_init
-        for name in ("sys", "do"):
+        z.child = child_timed
+    if hasattr(z, "Child"):
+        # The Python-level steps, each a Child method taking (step, index, ...).
+        for name in ("sys", "do", "prctl"):
             if hasattr(z.Child, name):
                 setattr(z.Child, name, wrap_step(getattr(z.Child, name)))
     if hasattr(z, "load_native"):
@@ -205,7 +206,8 @@ def install():
 if __name__ == "__main__":
     try:
         install()
-        code = z.main()
+        # As zygote.py's own __main__: its compile mode too (the compile sandbox runs this).
+        code = z.compile_tree(sys.argv[2]) if sys.argv[1:2] == ["--compile"] else z.main()
     except BaseException as e:
         z.log(f"failed: {type(e).__name__}: {e}")
         code = 1
