@@ -73,6 +73,13 @@ fn main() -> std::process::ExitCode {
         },
         _ => Vec::new(),
     };
+    // The commands that make sandboxes, before the runtime's threads, which inherit it. Not
+    // the others: they may run the operator's own tools (ssh for a remote deploy).
+    if matches!(args.command, cli::Command::Serve(_) | cli::Command::Invoke(_)) {
+        if let Err(e) = sandbox::narrow_bounding_set() {
+            tracing::debug!("the capability bounding set stays as it is: {e}");
+        }
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {

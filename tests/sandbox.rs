@@ -65,6 +65,18 @@ for n in ipc mnt net pid uts; do echo \"ns_$n $(readlink /proc/self/ns/$n)\"; do
     let caps: Vec<(&str, &str)> =
         ["CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"].iter().map(|k| (*k, f[*k].as_str())).collect();
     assert!(caps.iter().all(|(_, v)| *v == "0000000000000000"), "capability sets are not all empty: {caps:?}");
+
+    // The daemon's own bounding set holds no more than what a zygote keeps (setgid, setuid,
+    // setpcap, sys_chroot, sys_admin): each child had only those left to drop. What the daemon
+    // itself holds is untouched.
+    let status = std::fs::read_to_string(format!("/proc/{}/status", d.pid())).unwrap();
+    let set = |name: &str| {
+        let line = status.lines().find(|l| l.starts_with(&format!("{name}:"))).unwrap();
+        u64::from_str_radix(line[name.len() + 1..].trim(), 16).unwrap()
+    };
+    let zygote_caps: u64 = 1 << 6 | 1 << 7 | 1 << 8 | 1 << 18 | 1 << 21;
+    assert_eq!(set("CapBnd") & !zygote_caps, 0, "the daemon's bounding set is wider than a zygote's:\n{status}");
+    assert_eq!(set("CapEff") & zygote_caps, zygote_caps, "the daemon lost capabilities it uses:\n{status}");
 }
 
 #[test]

@@ -418,6 +418,17 @@ fn child_error(prepared: &PreparedSandbox, record: &[u8; spawn::ERROR_RECORD]) -
     SpawnError::Child { step, detail, source: io::Error::from_raw_os_error(errno) }
 }
 
+/// Narrows the daemon's capability bounding set to what a zygote keeps, the only capabilities
+/// anything the daemon execs may hold (requests and compile sandboxes keep none), as
+/// faas.service's `CapabilityBoundingSet=` does under systemd: every sandbox child empties its
+/// own set one capability at a time, and each drop makes new credentials, so a child of a
+/// daemon started with the full set (by hand, `make run`) made 41 where it now makes 5.
+/// The daemon's own capabilities (effective, permitted) are untouched. Call before any thread
+/// exists: the set is per thread. A process without CAP_SETPCAP keeps its set (Err).
+pub fn narrow_bounding_set() -> io::Result<()> {
+    sys::narrow_bounding_set(zygote::ZYGOTE_CAPS, cap_last())
+}
+
 /// Reads the highest capability number the kernel supports.
 fn cap_last() -> u32 {
     std::fs::read_to_string("/proc/sys/kernel/cap_last_cap").ok().and_then(|s| s.trim().parse().ok()).unwrap_or(40)

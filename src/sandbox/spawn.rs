@@ -20,8 +20,9 @@
 //!    masked, then chdir to /code. `IpcLimits`: without a memory cgroup, the IPC namespace's
 //!    SysV limits (shmmax, shmall, shmmni, msgmnb) are written through that `/proc`.
 //! 7. `CapBound`, `Groups`, `Gid`, `Uid`, `Caps`: empty the whole bounding set (every
-//!    capability up to cap_last_cap: the daemon's own set is per thread, so nothing read there
-//!    says what this thread holds) while we still hold CAP_SETPCAP, drop supplementary groups,
+//!    capability up to cap_last_cap that this child's own set still holds, read here: the
+//!    daemon's set is per thread, so nothing read there says what this thread holds) while we
+//!    still hold CAP_SETPCAP, drop supplementary groups,
 //!    then gid, then uid (capabilities(7): a setuid away from 0 clears permitted and
 //!    effective), then inheritable and ambient.
 //!    `ParentDeath`: `PR_SET_PDEATHSIG(SIGKILL)` only now, since any change of euid or egid
@@ -348,6 +349,12 @@ unsafe fn child_main(plan: &ChildPlan) -> ! {
     }
 
     for cap in (0..=plan.cap_last).filter(|&cap| cap >= 32 || plan.keep_caps & (1 << cap) == 0) {
+        // Each drop makes new credentials; one already out of the set (the daemon's narrowed
+        // one, `narrow_bounding_set`) is skipped. A failed read (-1) still drops, and fails.
+        // SAFETY: PR_CAPBSET_READ takes a capability number and changes nothing.
+        if unsafe { libc::prctl(libc::PR_CAPBSET_READ, cap as libc::c_ulong) } == 0 {
+            continue;
+        }
         // SAFETY: PR_CAPBSET_DROP takes a capability number; we still hold CAP_SETPCAP.
         check!(Step::CapBound, cap, unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong) });
     }

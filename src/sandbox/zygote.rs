@@ -79,7 +79,7 @@ pub struct ZygoteSpec<'a> {
 pub const ZYGOTE_ENV: &str = "FAAS_ZYGOTE";
 
 /// Capabilities a zygote keeps: see the module docs.
-const ZYGOTE_CAPS: u32 = 1 << 6 | 1 << 7 | 1 << 8 | 1 << 18 | 1 << 21;
+pub(super) const ZYGOTE_CAPS: u32 = 1 << 6 | 1 << 7 | 1 << 8 | 1 << 18 | 1 << 21;
 /// How long a zygote may take to import its preloads and say it is ready.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a zygote may take to fork a request's child; past it the zygote is stuck.
