@@ -3,8 +3,9 @@
 //! the Landlock ABI, network and mount namespaces made on throwaway threads. nix's safe forms
 //! where it has one; raw calls (with a `SAFETY:` note each) only where it has none:
 //! `pidfd_open`, `pidfd_send_signal`, `SECCOMP_IOCTL_NOTIF_RECV`, the Landlock ABI query, a
-//! query-only `sigaction`, registering an fd with tokio, and owning the fd `openat2` returns
-//! (for deploy's unpacking, which is no sandbox's). Nothing here runs in a child.
+//! query-only `sigaction`, `PR_CAPBSET_DROP` (the daemon's own bounding set, at its start),
+//! registering an fd with tokio, and owning the fd `openat2` returns (for deploy's unpacking,
+//! which is no sandbox's). Nothing here runs in a child.
 
 use std::ffi::CStr;
 use std::fs::File;
@@ -280,9 +281,9 @@ pub fn create_mount_template(
 }
 
 /// Drops from this thread's capability bounding set every capability up to `cap_last` but
-/// those in `keep` (a mask of the first 32). The bounding set limits only what an execve may
-/// grant, never what this process holds, and is inherited by every thread and child made
-/// after: called before any other thread exists. Stops at the first failure (EPERM without
+/// those in `keep` (a mask of the first 32). The bounding set limits what an execve may grant
+/// (and what capset may add to the inheritable set), never what this process holds, and is
+/// inherited by every thread and child made after: called before any other thread exists. Stops at the first failure (EPERM without
 /// CAP_SETPCAP).
 pub fn narrow_bounding_set(keep: u32, cap_last: u32) -> io::Result<()> {
     for cap in (0..=cap_last).filter(|&cap| cap >= 32 || keep & (1 << cap) == 0) {
