@@ -348,7 +348,7 @@ unsafe fn child_main(plan: &ChildPlan) -> ! {
         check!(Step::IpcLimits, i, child_write_file(path, value));
     }
 
-    for cap in (0..=plan.cap_last).filter(|&cap| cap >= 32 || plan.keep_caps & (1 << cap) == 0) {
+    for cap in caps_to_drop(plan.keep_caps, plan.cap_last) {
         // Each drop makes new credentials; one already out of the set (the daemon's narrowed
         // one, `narrow_bounding_set`) is skipped. A failed read (-1) still drops, and fails.
         // SAFETY: PR_CAPBSET_READ takes a capability number and changes nothing.
@@ -446,6 +446,13 @@ unsafe fn child_main(plan: &ChildPlan) -> ! {
     // in plan for the whole call. execve returns only on failure.
     unsafe { libc::execve(plan.exe.as_ptr(), plan.argv.as_ptr(), plan.envp.as_ptr()) };
     child_fail(ep, Step::Exec, 0)
+}
+
+/// The capabilities a bounding set is emptied of: 0..=`cap_last` but those in `keep` (a mask
+/// of the first 32). Arithmetic only: the child iterates it between clone3 and exec, and the
+/// daemon narrows its own set with it (`sys::narrow_bounding_set`).
+pub(super) fn caps_to_drop(keep: u32, cap_last: u32) -> impl Iterator<Item = u32> {
+    (0..=cap_last).filter(move |&cap| cap >= 32 || keep & (1 << cap) == 0)
 }
 
 /// Writes `value` to the file at `path` (a sysctl under the sandbox's own `/proc`); negative

@@ -283,10 +283,10 @@ pub fn create_mount_template(
 /// Drops from this thread's capability bounding set every capability up to `cap_last` but
 /// those in `keep` (a mask of the first 32). The bounding set limits what an execve may grant
 /// (and what capset may add to the inheritable set), never what this process holds, and is
-/// inherited by every thread and child made after: called before any other thread exists. Stops at the first failure (EPERM without
-/// CAP_SETPCAP).
+/// inherited by every thread and child made after: called before any other thread exists.
+/// Stops at the first failure (EPERM without CAP_SETPCAP).
 pub fn narrow_bounding_set(keep: u32, cap_last: u32) -> io::Result<()> {
-    for cap in (0..=cap_last).filter(|&cap| cap >= 32 || keep & (1 << cap) == 0) {
+    for cap in super::spawn::caps_to_drop(keep, cap_last) {
         // SAFETY: PR_CAPBSET_DROP takes a capability number; it changes only this thread's creds.
         if unsafe { libc::prctl(libc::PR_CAPBSET_DROP, libc::c_ulong::from(cap)) } != 0 {
             return Err(io::Error::last_os_error());

@@ -318,7 +318,7 @@ faas_warm() {
     # Its Python objects in transparent huge pages (zygote/src/arenas.rs, MADV_COLLAPSE), or
     # the reason there are none, under this kernel's THP setting.
     echo "transparent_hugepage: $(cat /sys/kernel/mm/transparent_hugepage/enabled)"
-    journalctl -q -u faas -o cat | grep -m 1 -E 'zygote ready: .*(KiB in huge pages|no huge pages \(MADV_COLLAPSE)' ||
+    journalctl -q -u faas -o cat | grep -m 1 -E 'zygote ready: .*(KiB in huge pages|no huge pages: )' ||
         { echo "the zygote's ready line says nothing of huge pages"; journalctl -q -u faas -o cat | grep 'zygote ready'; return 1; }
 }
 
